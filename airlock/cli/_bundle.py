@@ -1,0 +1,69 @@
+"""Builds the OPA bundle: the policy files plus the validated tool registry
+as ``data.registry``, with a content-hash revision so every decision names
+exactly which policy and registry produced it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import load_registry
+
+BUNDLE_ROOTS = ("airlock", "registry")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    revision: str
+
+
+def _policy_files(policies: Path) -> list[Path]:
+    files = [
+        p
+        for p in sorted(policies.rglob("*"))
+        if p.is_file()
+        and not p.name.endswith("_test.rego")
+        and (p.suffix == ".rego" or p.name in ("data.json", "data.yaml", "data.yml"))
+    ]
+    if not any(p.suffix == ".rego" for p in files):
+        raise FileNotFoundError(f"no .rego files under {policies}")
+    return files
+
+
+def build_bundle(opa: str, policies: Path, registry_path: Path, out: Path) -> Bundle:
+    """Validates the registry, stages policies + registry data, runs `opa build`."""
+    registry = load_registry(registry_path)
+    registry_json = json.dumps(registry.as_policy_data(), sort_keys=True, indent=2)
+    files = _policy_files(policies)
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(str(p.relative_to(policies)).encode() + b"\0" + p.read_bytes() + b"\0")
+    digest.update(registry_json.encode())
+    revision = digest.hexdigest()[:16]
+    with tempfile.TemporaryDirectory(prefix="airlock-bundle-") as tmp:
+        stage = Path(tmp) / "bundle"
+        for p in files:
+            target = stage / p.relative_to(policies)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
+        (stage / "registry").mkdir(parents=True, exist_ok=True)
+        (stage / "registry" / "data.json").write_text(registry_json, encoding="utf-8")
+        (stage / ".manifest").write_text(
+            json.dumps({"revision": revision, "roots": list(BUNDLE_ROOTS)}), encoding="utf-8"
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(  # noqa: S603 - argv is ours; opa is the pinned binary
+            [opa, "build", "--bundle", str(stage), "--output", str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"opa build failed:\n{proc.stderr or proc.stdout}")
+    return Bundle(out, revision)

@@ -1,0 +1,105 @@
+"""The ``airlock`` command."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from airlock import ConfigError
+from airlock.cli import _client
+from airlock.cli._bundle import build_bundle
+from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, default_home, find_opa
+from airlock.cli._up import UpOptions, run_up
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="airlock", description="Airlock: a policy gateway for agent tool calls")
+    p.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="state folder of the local stack (default: $AIRLOCK_HOME or ~/.local/state/airlock)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run OPA, the executor and the gateway in the foreground")
+    up.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
+    up.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+    up.add_argument("--gateway-listen", default="127.0.0.1:50051")
+    up.add_argument("--opa-port", type=int, default=8181, help="0 picks a free port")
+    up.add_argument("--gateway-metrics", default="127.0.0.1:9464")
+    up.add_argument("--executor-metrics", default="127.0.0.1:9465")
+    up.add_argument("--opa-timeout-ms", type=int, default=250)
+
+    for name, help_text in (
+        ("call", "decide and execute one tool call"),
+        ("decide", "print the decision for a call without executing it"),
+    ):
+        c = sub.add_parser(name, help=help_text)
+        c.add_argument("tool")
+        c.add_argument("arguments", help='the raw arguments string, e.g. \'{"code": "print(1)"}\'')
+        c.add_argument("--item-type", choices=sorted(_client.ITEM_TYPES), default="function_call")
+        c.add_argument("--call-id", default=None, help="default: a fresh call_<hex>")
+        c.add_argument("--session", default="")
+        c.add_argument("--gateway", default=None, help="host:port (default: from the running `airlock up`)")
+        c.add_argument("--token-file", type=Path, default=None)
+        c.add_argument("--timeout", type=float, default=120.0, help="seconds")
+
+    t = sub.add_parser("tools", help="list the tools this agent may use")
+    t.add_argument("--gateway", default=None)
+    t.add_argument("--token-file", type=Path, default=None)
+    t.add_argument("--timeout", type=float, default=10.0)
+
+    chk = sub.add_parser("check", help="validate the registry and policies offline")
+    chk.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
+    chk.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per subcommand
+    args = _parser().parse_args(argv)
+    home: Path = args.home or default_home()
+    try:
+        if args.command == "up":
+            return run_up(
+                UpOptions(
+                    home=home,
+                    policies=args.policies,
+                    registry=args.registry,
+                    gateway_listen=args.gateway_listen,
+                    opa_port=args.opa_port,
+                    gateway_metrics=args.gateway_metrics,
+                    executor_metrics=args.executor_metrics,
+                    opa_timeout_ms=args.opa_timeout_ms,
+                )
+            )
+        if args.command == "check":
+            opa = find_opa()
+            if opa is None:
+                print("airlock: opa not found; run scripts/bootstrap", file=sys.stderr)
+                return _client.EXIT_USAGE
+            subprocess.run([opa, "check", "--strict", str(args.policies)], check=True)  # noqa: S603
+            bundle = build_bundle(opa, args.policies, args.registry, home / "check-bundle.tar.gz")
+            print(f"ok: registry {args.registry} and policies {args.policies} (revision {bundle.revision})")
+            return _client.EXIT_OK
+        target = _client.resolve_target(home, args.gateway, args.token_file)
+        if args.command == "tools":
+            return _client.tools(target, args.timeout)
+        fn = _client.call if args.command == "call" else _client.decide
+        return fn(
+            target,
+            args.tool,
+            args.arguments,
+            item_type=args.item_type,
+            call_id=args.call_id,
+            session=args.session,
+            timeout_s=args.timeout,
+        )
+    except ConfigError as exc:
+        print(f"airlock: {exc}", file=sys.stderr)
+        return _client.EXIT_USAGE
+    except (FileNotFoundError, subprocess.CalledProcessError, RuntimeError) as exc:
+        print(f"airlock: {exc}", file=sys.stderr)
+        return _client.EXIT_USAGE

@@ -1,0 +1,111 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ItemType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITEM_TYPE_UNSPECIFIED: _ClassVar[ItemType]
+    ITEM_TYPE_FUNCTION_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_CUSTOM_TOOL_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_SHELL_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_LOCAL_SHELL_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_APPLY_PATCH_CALL: _ClassVar[ItemType]
+
+class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NETWORK_MODE_UNSPECIFIED: _ClassVar[NetworkMode]
+    NETWORK_MODE_NONE: _ClassVar[NetworkMode]
+    NETWORK_MODE_EGRESS: _ClassVar[NetworkMode]
+
+class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_UNSPECIFIED: _ClassVar[Verdict]
+    VERDICT_ALLOW: _ClassVar[Verdict]
+    VERDICT_DENY: _ClassVar[Verdict]
+ITEM_TYPE_UNSPECIFIED: ItemType
+ITEM_TYPE_FUNCTION_CALL: ItemType
+ITEM_TYPE_CUSTOM_TOOL_CALL: ItemType
+ITEM_TYPE_SHELL_CALL: ItemType
+ITEM_TYPE_LOCAL_SHELL_CALL: ItemType
+ITEM_TYPE_APPLY_PATCH_CALL: ItemType
+NETWORK_MODE_UNSPECIFIED: NetworkMode
+NETWORK_MODE_NONE: NetworkMode
+NETWORK_MODE_EGRESS: NetworkMode
+VERDICT_UNSPECIFIED: Verdict
+VERDICT_ALLOW: Verdict
+VERDICT_DENY: Verdict
+
+class ToolCall(_message.Message):
+    __slots__ = ("call_id", "item_type", "tool", "arguments", "session_id")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    item_type: ItemType
+    tool: str
+    arguments: str
+    session_id: str
+    def __init__(self, call_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., tool: _Optional[str] = ..., arguments: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class Reason(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("memory_bytes", "cpu_millis", "pids", "timeout_ms", "output_bytes", "tmpfs_bytes")
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TMPFS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    memory_bytes: int
+    cpu_millis: int
+    pids: int
+    timeout_ms: int
+    output_bytes: int
+    tmpfs_bytes: int
+    def __init__(self, memory_bytes: _Optional[int] = ..., cpu_millis: _Optional[int] = ..., pids: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., output_bytes: _Optional[int] = ..., tmpfs_bytes: _Optional[int] = ...) -> None: ...
+
+class Network(_message.Message):
+    __slots__ = ("mode", "egress_allowlist")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
+    mode: NetworkMode
+    egress_allowlist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mode: _Optional[_Union[NetworkMode, str]] = ..., egress_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Obligations(_message.Message):
+    __slots__ = ("limits", "network")
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    limits: Limits
+    network: Network
+    def __init__(self, limits: _Optional[_Union[Limits, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("decision_id", "verdict", "reasons", "obligations", "policy_revision", "principal")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    OBLIGATIONS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    verdict: Verdict
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    obligations: Obligations
+    policy_revision: str
+    principal: str
+    def __init__(self, decision_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...

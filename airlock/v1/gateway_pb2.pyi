@@ -1,0 +1,65 @@
+from airlock.v1 import call_pb2 as _call_pb2
+from airlock.v1 import executor_pb2 as _executor_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DecideRequest(_message.Message):
+    __slots__ = ("call",)
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    call: _call_pb2.ToolCall
+    def __init__(self, call: _Optional[_Union[_call_pb2.ToolCall, _Mapping]] = ...) -> None: ...
+
+class DecideResponse(_message.Message):
+    __slots__ = ("decision",)
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    decision: _call_pb2.Decision
+    def __init__(self, decision: _Optional[_Union[_call_pb2.Decision, _Mapping]] = ...) -> None: ...
+
+class InvokeRequest(_message.Message):
+    __slots__ = ("call",)
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    call: _call_pb2.ToolCall
+    def __init__(self, call: _Optional[_Union[_call_pb2.ToolCall, _Mapping]] = ...) -> None: ...
+
+class InvokeResponse(_message.Message):
+    __slots__ = ("decision", "result", "stdout", "stderr")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    decision: _call_pb2.Decision
+    result: _executor_pb2.RunResult
+    stdout: bytes
+    stderr: bytes
+    def __init__(self, decision: _Optional[_Union[_call_pb2.Decision, _Mapping]] = ..., result: _Optional[_Union[_executor_pb2.RunResult, _Mapping]] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ...) -> None: ...
+
+class ListToolsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ToolInfo(_message.Message):
+    __slots__ = ("name", "description", "parameters_json_schema", "item_type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters_json_schema: str
+    item_type: _call_pb2.ItemType
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json_schema: _Optional[str] = ..., item_type: _Optional[_Union[_call_pb2.ItemType, str]] = ...) -> None: ...
+
+class ListToolsResponse(_message.Message):
+    __slots__ = ("principal", "tools", "policy_revision")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    principal: str
+    tools: _containers.RepeatedCompositeFieldContainer[ToolInfo]
+    policy_revision: str
+    def __init__(self, principal: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolInfo, _Mapping]]] = ..., policy_revision: _Optional[str] = ...) -> None: ...

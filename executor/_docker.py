@@ -1,0 +1,70 @@
+"""The container runtime seam and its Docker implementation. Everything
+here blocks; the runner calls it from worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import docker
+from docker.errors import APIError, NotFound
+
+from executor._options import MANAGED_LABEL
+
+
+class ContainerRuntime(Protocol):
+    def create(self, options: dict[str, Any]) -> str: ...
+    def attach(self, container_id: str) -> Iterator[tuple[bytes | None, bytes | None]]: ...
+    def start(self, container_id: str) -> None: ...
+    def kill(self, container_id: str) -> None: ...
+    def wait(self, container_id: str) -> tuple[int, bool]: ...
+    def remove(self, container_id: str) -> None: ...
+    def list_managed(self) -> list[str]: ...
+
+
+class DockerRuntime:
+    def __init__(self, base_url: str, max_pool_size: int) -> None:
+        # One pooled connection per concurrent run (attach holds one) plus
+        # headroom for create/start/wait/remove calls.
+        self._client = docker.DockerClient(base_url=base_url, version="auto", max_pool_size=max_pool_size * 2 + 4)
+
+    def ping(self) -> None:
+        self._client.ping()
+
+    def create(self, options: dict[str, Any]) -> str:
+        container = self._client.containers.create(**options)
+        return str(container.id)
+
+    def attach(self, container_id: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+        # Attached before start so not a byte is missed; demuxed so stderr
+        # stays stderr.
+        stream: Iterator[tuple[bytes | None, bytes | None]] = self._client.api.attach(
+            container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
+        )
+        return stream
+
+    def start(self, container_id: str) -> None:
+        self._client.api.start(container_id)
+
+    def kill(self, container_id: str) -> None:
+        # Already gone or already stopped: either way the goal is reached.
+        with contextlib.suppress(NotFound, APIError):
+            self._client.api.kill(container_id)
+
+    def wait(self, container_id: str) -> tuple[int, bool]:
+        """Exit code and whether the kernel OOM-killed it."""
+        status = self._client.api.wait(container_id)
+        state = self._client.api.inspect_container(container_id)["State"]
+        return int(status.get("StatusCode", -1)), bool(state.get("OOMKilled"))
+
+    def remove(self, container_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self._client.api.remove_container(container_id, force=True)
+
+    def list_managed(self) -> list[str]:
+        found = self._client.api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+        return [str(c["Id"]) for c in found]
+
+    def close(self) -> None:
+        self._client.close()

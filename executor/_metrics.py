@@ -1,0 +1,53 @@
+"""Every executor metric, against an injected CollectorRegistry. Labels
+come from closed sets: outcomes, runtimes, refusal codes, RPC methods."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from executor._model import OUTCOMES
+
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+REFUSALS = ("egress_unavailable", "runtime_unavailable", "image_missing", "spec_invalid")
+METHODS = ("Run", "Cancel", "other")
+
+
+class ExecutorMetrics:
+    def __init__(self, registry: CollectorRegistry, runtimes: tuple[str, ...]) -> None:
+        self.requests = Counter(
+            "airlock_executor_requests", "RPCs received, before authentication.", ["method"], registry=registry
+        )
+        self.unauthenticated = Counter(
+            "airlock_executor_unauthenticated_requests", "RPCs refused for a missing or wrong token.", registry=registry
+        )
+        self.runs = Counter(
+            "airlock_executor_runs", "Finished runs by outcome.", ["outcome", "runtime"], registry=registry
+        )
+        self.refused = Counter(
+            "airlock_executor_refused_runs", "Runs refused before start.", ["reason"], registry=registry
+        )
+        self.truncations = Counter(
+            "airlock_executor_output_truncations", "Runs whose output was cut.", registry=registry
+        )
+        self.run_seconds = Histogram(
+            "airlock_executor_run_duration_seconds",
+            "Run time from start to exit.",
+            ["runtime"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.start_seconds = Histogram(
+            "airlock_executor_container_start_seconds",
+            "Time to create, attach and start a container.",
+            ["runtime"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.running = Gauge("airlock_executor_running_containers", "Sandbox containers alive now.", registry=registry)
+        for runtime in runtimes:
+            for outcome in OUTCOMES:
+                self.runs.labels(outcome, runtime)
+        for reason in REFUSALS:
+            self.refused.labels(reason)
+        for method in METHODS:
+            self.requests.labels(method)

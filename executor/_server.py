@@ -1,0 +1,124 @@
+"""The executor's gRPC transport. Only the gateway may call: the socket is
+0600 inside a 0700 folder, and every RPC must carry the shared token (root
+ignores file modes, so the token is what stops a same-host root client)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
+from executor._metrics import METHODS, ExecutorMetrics
+from executor._model import Chunk, RunRefused, RunSpec
+from executor._runner import Runner
+
+_SERVICE = executor_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
+_OUTCOME_ENUM = {
+    "ok": executor_pb2.OUTCOME_OK,
+    "nonzero_exit": executor_pb2.OUTCOME_NONZERO_EXIT,
+    "timeout": executor_pb2.OUTCOME_TIMEOUT,
+    "oom_killed": executor_pb2.OUTCOME_OOM_KILLED,
+    "killed": executor_pb2.OUTCOME_KILLED,
+    "error": executor_pb2.OUTCOME_ERROR,
+}
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts every contact, then refuses any RPC without the shared token."""
+
+    def __init__(self, token: str, metrics: ExecutorMetrics) -> None:
+        self._digest = hashlib.sha256(token.encode()).digest()
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = str(details.method).rsplit("/", 1)[-1]
+        self._metrics.requests.labels(method if method in METHODS else "other").inc()
+        presented = b""
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                presented = value.removeprefix("Bearer ").encode()
+        if hmac.compare_digest(hashlib.sha256(presented).digest(), self._digest):
+            return await continuation(details)
+        self._metrics.unauthenticated.inc()
+        return _refuse_handler(grpc.StatusCode.UNAUTHENTICATED, "executor: missing or wrong token")
+
+
+def _refuse_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(code, message)
+
+    # unary_stream so a streaming or unary client both get the status.
+    return grpc.unary_stream_rpc_method_handler(refuse)
+
+
+def spec_from_proto(spec: executor_pb2.RunSpec) -> RunSpec:
+    return RunSpec(
+        run_id=spec.run_id,
+        tool=spec.tool,
+        image=spec.image,
+        argv=tuple(spec.argv),
+        env=dict(spec.env),
+        memory_bytes=spec.limits.memory_bytes,
+        cpu_millis=spec.limits.cpu_millis,
+        pids=spec.limits.pids,
+        timeout_ms=spec.limits.timeout_ms,
+        output_bytes=spec.limits.output_bytes,
+        tmpfs_bytes=spec.limits.tmpfs_bytes,
+        network_mode="egress" if spec.network.mode == call_pb2.NETWORK_MODE_EGRESS else "none",
+        egress_allowlist=tuple(spec.network.egress_allowlist),
+        runtime=spec.runtime or "runc",
+    )
+
+
+class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def Run(  # noqa: N802 - gRPC method name
+        self, request: executor_pb2.RunRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        # A coroutine writing with context.write (not an async generator):
+        # the runner emits from callbacks as output arrives.
+        spec = spec_from_proto(request.spec)
+
+        async def emit(item: Chunk | str) -> None:
+            if isinstance(item, str):
+                await context.write(executor_pb2.RunResponse(started=executor_pb2.Started(container_id=item)))
+                return
+            stream = executor_pb2.STREAM_STDOUT if item.stream == "stdout" else executor_pb2.STREAM_STDERR
+            await context.write(
+                executor_pb2.RunResponse(output=executor_pb2.OutputChunk(stream=stream, data=item.data))
+            )
+
+        try:
+            result = await self._runner.run(spec, emit)
+        except RunRefused as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{exc.code}: {exc}")
+            return
+        await context.write(
+            executor_pb2.RunResponse(
+                result=executor_pb2.RunResult(
+                    outcome=_OUTCOME_ENUM[result.outcome],
+                    exit_code=result.exit_code,
+                    output_truncated=result.output_truncated,
+                    stdout_bytes=result.stdout_bytes,
+                    stderr_bytes=result.stderr_bytes,
+                    duration_ms=result.duration_ms,
+                    container_start_ms=result.container_start_ms,
+                    error=result.error,
+                )
+            )
+        )
+
+    async def Cancel(  # noqa: N802 - gRPC method name
+        self, request: executor_pb2.CancelRequest, _context: grpc.aio.ServicerContext[Any, Any]
+    ) -> executor_pb2.CancelResponse:
+        return executor_pb2.CancelResponse(found=await self._runner.cancel(request.run_id))

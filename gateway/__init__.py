@@ -1,0 +1,13 @@
+"""The Airlock gateway: authenticates agents, asks OPA about every tool call,
+audits the decision, and forwards allowed calls to the executor.
+
+Modules: _core (decisions, no grpc), _policy (OPA client), _registry (tool
+registry), _audit, _metrics, _auth, _executor_client, _server (gRPC
+transport), _main (process wiring)."""
+
+from __future__ import annotations
+
+from gateway._config import GatewayConfig, load_gateway_config
+from gateway._registry import Registry, load_registry
+
+__all__ = ["GatewayConfig", "Registry", "load_gateway_config", "load_registry"]

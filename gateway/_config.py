@@ -1,0 +1,141 @@
+"""The gateway's own configuration (gateway.yaml), parsed into frozen
+dataclasses. ``python -m gateway check --config FILE`` validates one offline.
+Relative paths are resolved against the config file's folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from airlock import load_yaml_config
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+DEFAULT_OPA_URL = "http://127.0.0.1:8181"
+DEFAULT_DECISION_PATH = "airlock/decision"
+DEFAULT_GRANTED_TOOLS_PATH = "airlock/granted_tools"
+#: OPA answers in well under a millisecond locally; 250 ms only trips when it
+#: is really stuck, and then the call is denied rather than left hanging.
+DEFAULT_OPA_TIMEOUT_MS = 250
+DEFAULT_MAX_ARGUMENTS_BYTES = 64 * 1024
+#: The transport cap sits above the arguments cap so that an oversized call
+#: still reaches our code and gets its audit event; only a message beyond
+#: this is refused by gRPC itself (RESOURCE_EXHAUSTED, before any parsing).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Extra time on top of a run's own timeout before the gateway gives up on
+#: the executor (container start and teardown happen outside the timeout).
+DEFAULT_EXECUTOR_GRACE_MS = 15_000
+
+
+@dataclass(frozen=True)
+class OpaConfig:
+    """How to reach the policy engine."""
+
+    url: str = DEFAULT_OPA_URL
+    """Base URL of the OPA REST API."""
+    decision_path: str = DEFAULT_DECISION_PATH
+    """Data API path of the decision document."""
+    granted_tools_path: str = DEFAULT_GRANTED_TOOLS_PATH
+    """Data API path of the list of tools a principal may use."""
+    timeout_ms: int = DEFAULT_OPA_TIMEOUT_MS
+    """A decision slower than this is a deny (policy_timeout)."""
+
+    def __post_init__(self) -> None:
+        if self.timeout_ms <= 0:
+            raise ValueError(f"opa.timeout_ms must be > 0, got {self.timeout_ms}")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"opa.url must be an http(s) URL, got {self.url!r}")
+
+
+@dataclass(frozen=True)
+class ExecutorLink:
+    """How to reach the executor daemon."""
+
+    socket: str
+    """Path of the executor's Unix socket."""
+    token_file: str
+    """File holding the shared secret the executor requires."""
+    grace_ms: int = DEFAULT_EXECUTOR_GRACE_MS
+    """Added to a run's timeout to bound the whole executor call."""
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One agent identity. Exactly one of token_file and token_sha256 is set."""
+
+    id: str
+    """The principal id policy sees."""
+    profile: str = "default"
+    """The principal's profile (grant set and caps in policy data)."""
+    token_file: str | None = None
+    """File holding the agent's bearer token."""
+    token_sha256: str | None = None
+    """Hex SHA-256 of the bearer token, so the config need not hold the secret."""
+
+    def __post_init__(self) -> None:
+        if (self.token_file is None) == (self.token_sha256 is None):
+            raise ValueError(f"agent {self.id!r}: set exactly one of token_file or token_sha256")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input size limits."""
+
+    max_arguments_bytes: int = DEFAULT_MAX_ARGUMENTS_BYTES
+    """A call whose raw arguments are longer is refused (arguments_too_large)."""
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """gRPC transport cap on one request message."""
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Where audit events go."""
+
+    path: str
+    """JSON-lines file; each event is fsynced before the call proceeds."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """gateway.yaml, version 1."""
+
+    registry: str
+    """Path of tool_registry.yaml."""
+    executor: ExecutorLink
+    """The executor daemon."""
+    audit: AuditConfig
+    """The audit sink."""
+    agents: tuple[Agent, ...]
+    """Who may call."""
+    listen: str = DEFAULT_LISTEN
+    """gRPC listen address (host:port; port 0 picks a free one)."""
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
+    """Prometheus /metrics listen address."""
+    opa: OpaConfig = field(default_factory=OpaConfig)
+    """The policy engine."""
+    limits: Limits = field(default_factory=Limits)
+    """Input limits."""
+
+    def __post_init__(self) -> None:
+        ids = [a.id for a in self.agents]
+        if len(ids) != len(set(ids)):
+            raise ValueError("agents: ids must be unique")
+        if self.limits.max_arguments_bytes >= self.limits.max_message_bytes:
+            raise ValueError("limits.max_arguments_bytes must be below limits.max_message_bytes")
+
+
+def load_gateway_config(path: Path) -> GatewayConfig:
+    """Loads gateway.yaml and resolves relative paths against its folder."""
+    cfg = load_yaml_config(path, GatewayConfig)
+    base = path.resolve().parent
+
+    def rel(p: str) -> str:
+        return str((base / p).resolve())
+
+    return replace(
+        cfg,
+        registry=rel(cfg.registry),
+        executor=replace(cfg.executor, socket=rel(cfg.executor.socket), token_file=rel(cfg.executor.token_file)),
+        audit=replace(cfg.audit, path=rel(cfg.audit.path)),
+        agents=tuple(replace(a, token_file=rel(a.token_file)) if a.token_file else a for a in cfg.agents),
+    )

@@ -1,0 +1,378 @@
+"""The gateway's decision and invocation logic -- no grpc in here.
+
+Order of a call: input checks (identity, call_id, item type, size, JSON) ->
+policy input -> OPA -> decision -> audit (durable before anything runs) ->
+on allow, the run plan -> executor -> execution audit. Any failure before the
+executor is a deny with its own reason code; nothing is executed unless a
+well-formed policy decision said allow and its audit event is on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import jsonschema
+
+from airlock.v1 import audit_pb2, call_pb2
+from gateway._audit import SCHEMA_VERSION, AuditSink
+from gateway._errors import AuditError, ExecutorError, PolicyError
+from gateway._metrics import GatewayMetrics
+from gateway._model import (
+    CallInput,
+    Decision,
+    InvokeResult,
+    Limits,
+    Obligations,
+    Principal,
+    Reason,
+    Refusal,
+    RunOutcome,
+    RunPlan,
+)
+from gateway._policy import PolicyEngine
+from gateway._registry import PLACEHOLDER_RE, Registry
+
+_LIMIT_KEYS = ("memory_bytes", "cpu_millis", "pids", "timeout_ms", "output_bytes", "tmpfs_bytes")
+
+
+class Executor(Protocol):
+    """The executor seam: run an allowed plan and report its outcome."""
+
+    async def run(self, plan: RunPlan) -> RunOutcome: ...
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    decision_path: str
+    granted_tools_path: str
+    max_arguments_bytes: int
+
+
+class Gateway:
+    """Decides and invokes tool calls."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        policy: PolicyEngine,
+        executor: Executor,
+        audit: AuditSink,
+        metrics: GatewayMetrics,
+        settings: CoreSettings,
+    ) -> None:
+        self._registry = registry
+        self._policy = policy
+        self._executor = executor
+        self._audit = audit
+        self._metrics = metrics
+        self._settings = settings
+
+    # -- public operations -------------------------------------------------
+
+    async def decide(self, inp: CallInput) -> Decision:
+        """Decide only; the decision is audited whatever it is."""
+        with self._metrics.decision_seconds.labels(inp.rpc).time():
+            decision = await self._decide(inp)
+        return await self._record_decision(inp, decision)
+
+    async def invoke(self, inp: CallInput) -> InvokeResult:
+        """Decide, then run an allowed call."""
+        self._metrics.in_flight.inc()
+        started = time.monotonic()
+        tool_label = self._metrics.tool_label(inp.call.tool)
+        try:
+            decision = await self.decide(inp)
+            if not decision.allowed:
+                return InvokeResult(decision)
+            plan = self._plan(inp, decision)
+            try:
+                outcome = await self._executor.run(plan)
+            except ExecutorError as exc:
+                outcome = RunOutcome("error", -1, b"", b"", False, 0, error=f"{exc.code}: {exc}")
+            self._metrics.executions.labels(tool_label, outcome.outcome).inc()
+            await self._write(self._execution_event(inp, decision, outcome))
+            return InvokeResult(decision, outcome)
+        finally:
+            self._metrics.in_flight.dec()
+            self._metrics.invoke_seconds.labels(tool_label).observe(time.monotonic() - started)
+
+    async def granted_tools(self, principal: Principal) -> tuple[list[str], str]:
+        """Registered tools this principal may use, and the policy revision.
+
+        Fails closed: any policy failure raises PolicyError and lists nothing.
+        """
+        result = await self._policy.evaluate(
+            self._settings.granted_tools_path, {"principal": _principal_doc(principal)}
+        )
+        names = result.result
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PolicyError("granted_tools is not a list of names", code="policy_malformed")
+        return [n for n in names if self._registry.get(n) is not None], result.revision
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    # -- deciding ------------------------------------------------------------
+
+    async def _decide(self, inp: CallInput) -> Decision:  # noqa: C901, PLR0911 - each check returns its own refusal, in order
+        decision_id = str(uuid.uuid4())
+        principal_id = inp.principal.id if inp.principal else ""
+
+        def refuse(refusal: Refusal, code: str, message: str, revision: str = "") -> Decision:
+            return Decision(
+                decision_id, False, (Reason(code, message),), refusal, policy_revision=revision, principal=principal_id
+            )
+
+        call = inp.call
+        if inp.principal is None:
+            return refuse("unauthenticated", "unauthenticated", inp.authn_error or "missing or invalid token")
+        if not call.call_id:
+            return refuse("invalid_argument", "call_id_missing", "call.call_id is required")
+        if not call.item_type:
+            return refuse("invalid_argument", "item_type_missing", "call.item_type is required")
+        if not call.tool:
+            return refuse("invalid_argument", "tool_missing", "call.tool is required")
+        size = len(call.arguments.encode())
+        if size > self._settings.max_arguments_bytes:
+            return refuse(
+                "invalid_argument",
+                "arguments_too_large",
+                f"arguments are {size} bytes; the limit is {self._settings.max_arguments_bytes}",
+            )
+        try:
+            arguments = _parse_arguments(call.item_type, call.arguments)
+        except ValueError as exc:
+            return refuse("invalid_argument", "arguments_malformed", str(exc))
+
+        input_doc = self._policy_input(inp, inp.principal, decision_id, arguments, size)
+        try:
+            result = await self._policy.evaluate(self._settings.decision_path, input_doc)
+        except PolicyError as exc:
+            return refuse("permission_denied", exc.code, str(exc))
+        try:
+            allowed, reasons, obligations = _parse_decision(result.result)
+        except PolicyError as exc:
+            return refuse("permission_denied", exc.code, str(exc), result.revision)
+        # The policy is the judge, but a few facts are not negotiable: an
+        # allow for an unregistered tool or for arguments that fail the
+        # tool's schema is a policy bug, and we fail closed on it.
+        if allowed and self._registry.get(call.tool) is None:
+            return refuse(
+                "permission_denied", "policy_malformed", "policy allowed an unregistered tool", result.revision
+            )
+        if allowed and input_doc["call"]["arguments_errors"]:
+            errors = input_doc["call"]["arguments_errors"]
+            return refuse(
+                "permission_denied", "arguments_invalid", f"arguments are invalid: {errors[0]}", result.revision
+            )
+        return Decision(
+            decision_id=decision_id,
+            allowed=allowed,
+            reasons=reasons,
+            refusal="none" if allowed else "permission_denied",
+            obligations=obligations,
+            policy_revision=result.revision,
+            principal=principal_id,
+            arguments=arguments,
+        )
+
+    def _policy_input(
+        self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any, size: int
+    ) -> dict[str, Any]:
+        call = inp.call
+        tool = self._registry.get(call.tool)
+        errors: list[str] = []
+        if tool is not None:
+            validator = jsonschema.Draft202012Validator(self._registry.tool_data(call.tool)["parameters"])
+            errors = [
+                f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+                for e in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+            ]
+        return {
+            "principal": _principal_doc(principal),
+            "call": {
+                "call_id": call.call_id,
+                "item_type": call.item_type,
+                "tool": call.tool,
+                "arguments": arguments,
+                "arguments_errors": errors,
+                "arguments_bytes": size,
+                "session_id": call.session_id,
+            },
+            "request": {"rpc": inp.rpc, "decision_id": decision_id, "time": _now()},
+        }
+
+    # -- running -------------------------------------------------------------
+
+    def _plan(self, inp: CallInput, decision: Decision) -> RunPlan:
+        tool = self._registry.get(inp.call.tool)
+        assert tool is not None, "_decide never allows an unregistered tool"
+        args = decision.arguments if isinstance(decision.arguments, Mapping) else {}
+        argv = tuple(PLACEHOLDER_RE.sub(lambda m: _argument_text(args.get(m.group(1))), a) for a in tool.argv)
+        return RunPlan(
+            run_id=decision.decision_id,
+            tool=inp.call.tool,
+            image=tool.image,
+            argv=argv,
+            env=dict(tool.env),
+            limits=decision.obligations.limits,
+            network_mode=decision.obligations.network_mode,
+            egress_allowlist=decision.obligations.egress_allowlist,
+            runtime=tool.runtime,
+        )
+
+    # -- audit ---------------------------------------------------------------
+
+    async def _record_decision(self, inp: CallInput, decision: Decision) -> Decision:
+        tool_label = self._metrics.tool_label(inp.call.tool)
+        try:
+            await self._write(self._decision_event(inp, decision))
+        except AuditError as exc:
+            # No durable record, no action: an allow becomes a deny.
+            decision = replace(
+                decision,
+                allowed=False,
+                refusal="unavailable",
+                reasons=(Reason("audit_failed", str(exc)),),
+            )
+        self._metrics.decisions.labels(
+            tool_label, decision.verdict, self._metrics.reason_label(decision.reasons[0].code)
+        ).inc()
+        return decision
+
+    async def _write(self, event: audit_pb2.AuditEvent) -> None:
+        try:
+            await self._audit.write(event)
+        except AuditError:
+            self._metrics.audit_failures.inc()
+            raise
+        self._metrics.audit_events.labels(event.kind).inc()
+
+    def _base_event(self, kind: str, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
+        call = inp.call
+        return audit_pb2.AuditEvent(
+            schema_version=SCHEMA_VERSION,
+            kind=kind,
+            timestamp=_now(),
+            decision_id=decision.decision_id,
+            principal=decision.principal,
+            session_id=call.session_id,
+            tool=call.tool,
+            item_type=call.item_type,
+            call_id=call.call_id,
+            decision=decision.verdict,
+            policy_revision=decision.policy_revision,
+            rpc=inp.rpc,
+            arguments_bytes=len(call.arguments.encode()),
+        )
+
+    def _decision_event(self, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
+        event = self._base_event("decision", inp, decision)
+        event.reasons.extend(call_pb2.Reason(code=r.code, message=r.message) for r in decision.reasons)
+        event.obligations.CopyFrom(obligations_to_proto(decision.obligations))
+        return event
+
+    def _execution_event(self, inp: CallInput, decision: Decision, run: RunOutcome) -> audit_pb2.AuditEvent:
+        event = self._base_event("execution", inp, decision)
+        event.execution.CopyFrom(
+            audit_pb2.AuditExecution(
+                outcome=run.outcome,
+                exit_code=run.exit_code,
+                output_truncated=run.output_truncated,
+                stdout_bytes=len(run.stdout),
+                stderr_bytes=len(run.stderr),
+                duration_ms=run.duration_ms,
+                container_start_ms=run.container_start_ms,
+                error=run.error,
+            )
+        )
+        return event
+
+
+def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
+    mode = call_pb2.NETWORK_MODE_EGRESS if ob.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE
+    return call_pb2.Obligations(
+        limits=call_pb2.Limits(**{k: getattr(ob.limits, k) for k in _LIMIT_KEYS}),
+        network=call_pb2.Network(mode=mode, egress_allowlist=list(ob.egress_allowlist)),
+    )
+
+
+def _principal_doc(principal: Principal) -> dict[str, str]:
+    return {"id": principal.id, "profile": principal.profile, "authn": principal.authn}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _parse_arguments(item_type: str, raw: str) -> Any:
+    """Parses the model's raw arguments. Custom tools take free text; every
+    other item carries a JSON object."""
+    if item_type == "custom_tool_call":
+        return {"input": raw}
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"arguments are not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"arguments must be a JSON object, got {type(value).__name__}")  # noqa: TRY004 - bad input, reported as such
+    return value
+
+
+def _argument_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _parse_decision(doc: Any) -> tuple[bool, tuple[Reason, ...], Obligations]:  # noqa: C901 - one check per field
+    """Validates OPA's decision document; anything off is policy_malformed."""
+
+    def bad(why: str) -> PolicyError:
+        return PolicyError(f"malformed policy decision: {why}", code="policy_malformed")
+
+    if not isinstance(doc, dict):
+        raise bad("not an object")
+    allow = doc.get("allow")
+    if not isinstance(allow, bool):
+        raise bad("'allow' must be true or false")
+    raw_reasons = doc.get("reasons")
+    if not isinstance(raw_reasons, list) or not raw_reasons:
+        raise bad("'reasons' must be a non-empty list")
+    reasons: list[Reason] = []
+    for r in raw_reasons:
+        if not (
+            isinstance(r, dict) and isinstance(r.get("code"), str) and r["code"] and isinstance(r.get("message"), str)
+        ):
+            raise bad("each reason needs a non-empty 'code' and a 'message'")
+        reasons.append(Reason(r["code"], r["message"]))
+    obligations = doc.get("obligations")
+    if not isinstance(obligations, dict):
+        raise bad("'obligations' must be an object")
+    limits_doc = obligations.get("limits", {})
+    network = obligations.get("network", {})
+    if not isinstance(limits_doc, dict) or not isinstance(network, dict):
+        raise bad("'obligations.limits' and 'obligations.network' must be objects")
+    limits: dict[str, int] = {}
+    for key in _LIMIT_KEYS:
+        value = limits_doc.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(f"'obligations.limits.{key}' must be a non-negative integer")
+        limits[key] = value
+    if allow and any(limits[k] == 0 for k in _LIMIT_KEYS):
+        # An allow must say how tightly to run; "0 = executor default" is only
+        # acceptable on a deny, where nothing runs.
+        raise bad("an allow must set every obligations.limits key")
+    mode = network.get("mode", "none")
+    allowlist = network.get("egress_allowlist", [])
+    if mode not in ("none", "egress"):
+        raise bad("'obligations.network.mode' must be 'none' or 'egress'")
+    if not isinstance(allowlist, list) or not all(isinstance(h, str) for h in allowlist):
+        raise bad("'obligations.network.egress_allowlist' must be a list of strings")
+    return allow, tuple(reasons), Obligations(Limits(**limits), mode, tuple(allowlist))

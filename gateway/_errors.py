@@ -1,0 +1,64 @@
+"""The gateway's one root exception and its stable reason codes.
+
+A code is the only value of the ``reason`` metric label and the audit
+``reason`` field, so the set here is closed on purpose."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway turns into a deny."""
+
+    code = "gateway_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class PolicyError(GatewayError):
+    """The policy engine did not produce a usable decision (always a deny)."""
+
+
+class AuditError(GatewayError):
+    """An audit event could not be made durable; the call must fail closed."""
+
+    code = "audit_failed"
+
+
+class ExecutorError(GatewayError):
+    """The executor could not be reached or refused the run."""
+
+    code = "executor_unavailable"
+
+
+# Reason codes the gateway itself produces. Policy codes are added from
+# POLICY_REASON_CODES; anything else is counted as "policy_other".
+INPUT_REASONS = (
+    "unauthenticated",
+    "call_id_missing",
+    "item_type_missing",
+    "tool_missing",
+    "arguments_too_large",
+    "arguments_malformed",
+)
+FAIL_CLOSED_REASONS = (
+    "policy_unreachable",
+    "policy_timeout",
+    "policy_http_error",
+    "policy_undefined",
+    "policy_malformed",
+    "audit_failed",
+)
+#: Codes the shipped policy emits. A custom code still reaches the caller and
+#: the audit log verbatim; only its metric label folds to "policy_other".
+POLICY_REASON_CODES = (
+    "allowed",
+    "tool_not_granted",
+    "unknown_profile",
+    "item_type_mismatch",
+    "arguments_invalid",
+    "network_not_permitted",
+)
+ALL_REASON_LABELS = (*INPUT_REASONS, *FAIL_CLOSED_REASONS, *POLICY_REASON_CODES, "policy_other")

@@ -1,0 +1,92 @@
+"""The executor seam's real implementation: a gRPC client over the
+executor's Unix socket, authenticated with the shared executor token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
+from gateway._errors import ExecutorError
+from gateway._model import RunOutcome, RunPlan
+
+_OUTCOMES = {
+    executor_pb2.OUTCOME_OK: "ok",
+    executor_pb2.OUTCOME_NONZERO_EXIT: "nonzero_exit",
+    executor_pb2.OUTCOME_TIMEOUT: "timeout",
+    executor_pb2.OUTCOME_OOM_KILLED: "oom_killed",
+    executor_pb2.OUTCOME_KILLED: "killed",
+    executor_pb2.OUTCOME_ERROR: "error",
+}
+
+
+class GrpcExecutor:
+    def __init__(self, socket_path: str, token_file: str, grace_ms: int, max_message_bytes: int) -> None:
+        self._token = Path(token_file).read_text(encoding="utf-8").strip()
+        self._grace_s = grace_ms / 1000
+        self._channel = grpc.aio.insecure_channel(
+            f"unix://{socket_path}",
+            options=[("grpc.max_receive_message_length", max_message_bytes)],
+        )
+        self._stub = executor_pb2_grpc.ExecutorServiceStub(self._channel)
+
+    async def run(self, plan: RunPlan) -> RunOutcome:
+        spec = executor_pb2.RunSpec(
+            run_id=plan.run_id,
+            tool=plan.tool,
+            image=plan.image,
+            argv=list(plan.argv),
+            env=plan.env,
+            limits=call_pb2.Limits(
+                memory_bytes=plan.limits.memory_bytes,
+                cpu_millis=plan.limits.cpu_millis,
+                pids=plan.limits.pids,
+                timeout_ms=plan.limits.timeout_ms,
+                output_bytes=plan.limits.output_bytes,
+                tmpfs_bytes=plan.limits.tmpfs_bytes,
+            ),
+            network=call_pb2.Network(
+                mode=call_pb2.NETWORK_MODE_EGRESS if plan.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE,
+                egress_allowlist=list(plan.egress_allowlist),
+            ),
+            runtime=plan.runtime,
+        )
+        stdout = bytearray()
+        stderr = bytearray()
+        result: executor_pb2.RunResult | None = None
+        deadline = plan.limits.timeout_ms / 1000 + self._grace_s
+        call = self._stub.Run(
+            executor_pb2.RunRequest(spec=spec),
+            metadata=(("authorization", f"Bearer {self._token}"),),
+            timeout=deadline,
+        )
+        try:
+            async for event in call:
+                which = event.WhichOneof("event")
+                if which == "output":
+                    target = stdout if event.output.stream == executor_pb2.STREAM_STDOUT else stderr
+                    target.extend(event.output.data)
+                elif which == "result":
+                    result = event.result
+        except grpc.aio.AioRpcError as exc:
+            raise ExecutorError(f"executor: {exc.code().name}: {exc.details()}") from exc
+        finally:
+            # If our caller is cancelled, cancelling the stream makes the
+            # executor kill and remove the container.
+            call.cancel()
+        if result is None:
+            raise ExecutorError("executor stream ended without a result")
+        return RunOutcome(
+            outcome=_OUTCOMES.get(result.outcome, "error"),  # type: ignore[arg-type]
+            exit_code=result.exit_code,
+            stdout=bytes(stdout),
+            stderr=bytes(stderr),
+            output_truncated=result.output_truncated,
+            duration_ms=result.duration_ms,
+            container_start_ms=result.container_start_ms,
+            error=result.error,
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()

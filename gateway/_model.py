@@ -1,0 +1,129 @@
+"""The gateway's input and decision objects. Plain dataclasses, no grpc: the
+servicer translates protobuf to these and back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ItemType = Literal["function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call", ""]
+#: How a refusal surfaces to the caller; the servicer maps it to a gRPC code.
+Refusal = Literal["none", "unauthenticated", "invalid_argument", "permission_denied", "unavailable", "internal"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as established by authentication -- never by the request."""
+
+    id: str
+    profile: str
+    authn: str = "token"
+
+
+@dataclass(frozen=True)
+class Call:
+    """A tool call exactly as the model emitted it."""
+
+    call_id: str
+    item_type: ItemType
+    tool: str
+    arguments: str
+    session_id: str = ""
+
+
+@dataclass(frozen=True)
+class CallInput:
+    """One operation's input: the call and who made it.
+
+    ``principal`` is None when authentication failed; ``authn_error`` says why.
+    """
+
+    call: Call
+    principal: Principal | None
+    rpc: Literal["Decide", "Invoke"]
+    authn_error: str = ""
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 0
+    cpu_millis: int = 0
+    pids: int = 0
+    timeout_ms: int = 0
+    output_bytes: int = 0
+    tmpfs_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Obligations:
+    limits: Limits = field(default_factory=Limits)
+    network_mode: Literal["none", "egress"] = "none"
+    egress_allowlist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one call. ``reasons`` is never empty."""
+
+    decision_id: str
+    allowed: bool
+    reasons: tuple[Reason, ...]
+    refusal: Refusal
+    obligations: Obligations = field(default_factory=Obligations)
+    policy_revision: str = ""
+    principal: str = ""
+    #: The parsed arguments (only when they parsed), for building the run.
+    arguments: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.reasons:
+            raise ValueError("a decision always carries at least one reason")
+        if self.allowed != (self.refusal == "none"):
+            raise ValueError("an allowed decision has no refusal and a denied one has one")
+
+    @property
+    def verdict(self) -> str:
+        return "allow" if self.allowed else "deny"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the executor reported for an allowed call."""
+
+    outcome: Literal["ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error"]
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    output_truncated: bool
+    duration_ms: int
+    container_start_ms: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the gateway asks the executor to run."""
+
+    run_id: str
+    tool: str
+    image: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    limits: Limits
+    network_mode: Literal["none", "egress"]
+    egress_allowlist: tuple[str, ...]
+    runtime: str
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """Invoke's answer: the decision and, when it ran, the outcome."""
+
+    decision: Decision
+    run: RunOutcome | None = None

@@ -1,0 +1,174 @@
+"""The tool registry: which tools exist, what image and argv run them, and
+their own resource limits.
+
+Loaded from ``tool_registry.yaml`` by the gateway (to build the policy input
+and the executor's run spec) and exported as OPA data (``data.registry``) so
+the policy and the gateway always judge the same entries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import jsonschema
+
+from airlock import ConfigError, load_yaml_config, parse_duration_ms, parse_size
+
+#: The Responses API allows these characters in a function name; sticking to
+#: them means every registered tool can be declared to the model as-is.
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: ``{name}`` in an argv element is replaced by that argument's value.
+PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+ItemTypeName = Literal["function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call"]
+RuntimeName = Literal["runc", "runsc"]
+
+
+@dataclass(frozen=True)
+class ToolLimits:
+    """A tool's own caps. Absent means "no tool-specific cap": the profile's
+    cap from policy and the executor's ceiling still apply."""
+
+    memory: int | str | None = None
+    """Memory limit (``256Mi``); swap is always disabled."""
+    cpus: float | None = None
+    """CPU quota in cores (``0.5``)."""
+    pids: int | None = None
+    """Maximum number of processes and threads."""
+    timeout: int | str | None = None
+    """Wall-clock timeout (``10s``); the container is killed when it expires."""
+    output: int | str | None = None
+    """Cap on stdout plus stderr bytes returned (``1Mi``)."""
+    tmpfs: int | str | None = None
+    """Size of each writable tmpfs (/tmp and the work dir)."""
+
+    def __post_init__(self) -> None:
+        # Parse eagerly so a bad value is reported when the file is loaded.
+        self.as_policy_limits()
+        if self.cpus is not None and self.cpus <= 0:
+            raise ValueError(f"cpus must be > 0, got {self.cpus}")
+        if self.pids is not None and self.pids <= 0:
+            raise ValueError(f"pids must be > 0, got {self.pids}")
+
+    def as_policy_limits(self) -> dict[str, int]:
+        """The limits in the integer units the policy and the wire use."""
+        out: dict[str, int] = {}
+        if self.memory is not None:
+            out["memory_bytes"] = parse_size(self.memory)
+        if self.cpus is not None:
+            out["cpu_millis"] = round(self.cpus * 1000)
+        if self.pids is not None:
+            out["pids"] = self.pids
+        if self.timeout is not None:
+            out["timeout_ms"] = parse_duration_ms(self.timeout)
+        if self.output is not None:
+            out["output_bytes"] = parse_size(self.output)
+        if self.tmpfs is not None:
+            out["tmpfs_bytes"] = parse_size(self.tmpfs)
+        return out
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One registered tool."""
+
+    description: str
+    """Shown to the model when the tool is declared."""
+    image: str
+    """Container image the tool runs in (built locally or a public image)."""
+    argv: tuple[str, ...]
+    """Command run in the container; ``{arg}`` placeholders take argument values. No shell is added."""
+    item_type: ItemTypeName = "function_call"
+    """The Responses API item type the model emits for this tool."""
+    parameters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"type": "object"}))
+    """JSON Schema of the arguments; the gateway validates calls against it."""
+    allowed_network: bool = False
+    """Whether the tool may be granted egress at all."""
+    egress_allowlist: tuple[str, ...] = ()
+    """host[:port] globs the tool may reach when granted egress."""
+    runtime: RuntimeName = "runc"
+    """Container runtime: runc, or runsc (gVisor) for stronger isolation."""
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """The only environment variables the container gets."""
+    limits: ToolLimits = field(default_factory=ToolLimits)
+    """The tool's own resource caps."""
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise ValueError("argv must not be empty")
+        if not self.image:
+            raise ValueError("image must not be empty")
+        if self.egress_allowlist and not self.allowed_network:
+            raise ValueError("egress_allowlist needs allowed_network: true")
+        try:
+            jsonschema.Draft202012Validator.check_schema(_plain(self.parameters))
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"parameters is not a valid JSON Schema: {exc.message}") from exc
+        required = set(self.parameters.get("required", ()))
+        for element in self.argv:
+            for name in PLACEHOLDER_RE.findall(element):
+                if name not in required:
+                    raise ValueError(f"argv placeholder {{{name}}} must be a required parameter")
+
+
+@dataclass(frozen=True)
+class RegistryFile:
+    """The wire shape of tool_registry.yaml."""
+
+    tools: Mapping[str, Tool]
+    """Tool name -> tool."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A validated registry."""
+
+    tools: Mapping[str, Tool]
+    source: str
+
+    def get(self, name: str) -> Tool | None:
+        return self.tools.get(name)
+
+    def tool_data(self, name: str) -> dict[str, Any]:
+        """One entry as OPA sees it (``data.registry.tools[name]``)."""
+        tool = self.tools[name]
+        return {
+            "name": name,
+            "description": tool.description,
+            "item_type": tool.item_type,
+            "image": tool.image,
+            "argv": list(tool.argv),
+            "parameters": _plain(tool.parameters),
+            "allowed_network": tool.allowed_network,
+            "egress_allowlist": list(tool.egress_allowlist),
+            "runtime": tool.runtime,
+            "env": dict(tool.env),
+            "limits": tool.limits.as_policy_limits(),
+        }
+
+    def as_policy_data(self) -> dict[str, Any]:
+        """The whole registry as the bundle's ``registry/data.json``."""
+        return {"tools": {name: self.tool_data(name) for name in sorted(self.tools)}}
+
+
+def load_registry(path: Path) -> Registry:
+    """Loads and validates tool_registry.yaml; errors name file, key and expectation."""
+    parsed = load_yaml_config(path, RegistryFile)
+    for name in parsed.tools:
+        if not TOOL_NAME_RE.match(name):
+            raise ConfigError(str(path), f"tools.{name}", "tool names must match [A-Za-z0-9_-]{1,64}")
+    return Registry(tools=parsed.tools, source=str(path))
+
+
+def _plain(value: Any) -> Any:
+    """Turns the loader's read-only mappings and tuples back into JSON types."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

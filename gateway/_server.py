@@ -1,0 +1,208 @@
+"""The gateway's gRPC transport: translate messages, nothing else.
+
+Interceptor order: authentication is the only interceptor and wraps every
+GatewayService method, so no handler can run without an authentication
+result; refusing is left to the core so that a bad token is audited and
+counted like every other refusal.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
+from gateway._auth import TokenAuthenticator
+from gateway._core import Gateway, obligations_to_proto
+from gateway._errors import PolicyError
+from gateway._model import Call, CallInput, Decision, ItemType, Principal, RunOutcome
+
+_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+_AUTHN: contextvars.ContextVar[tuple[Principal | None, str]] = contextvars.ContextVar("airlock_authn")
+
+_ITEM_TYPES: dict[call_pb2.ItemType, ItemType] = {
+    call_pb2.ITEM_TYPE_FUNCTION_CALL: "function_call",
+    call_pb2.ITEM_TYPE_CUSTOM_TOOL_CALL: "custom_tool_call",
+    call_pb2.ITEM_TYPE_SHELL_CALL: "shell_call",
+    call_pb2.ITEM_TYPE_LOCAL_SHELL_CALL: "local_shell_call",
+    call_pb2.ITEM_TYPE_APPLY_PATCH_CALL: "apply_patch_call",
+}
+_ITEM_TYPE_ENUM = {v: k for k, v in _ITEM_TYPES.items()}
+_STATUS = {
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "internal": grpc.StatusCode.INTERNAL,
+}
+_OUTCOME_ENUM = {
+    "ok": executor_pb2.OUTCOME_OK,
+    "nonzero_exit": executor_pb2.OUTCOME_NONZERO_EXIT,
+    "timeout": executor_pb2.OUTCOME_TIMEOUT,
+    "oom_killed": executor_pb2.OUTCOME_OOM_KILLED,
+    "killed": executor_pb2.OUTCOME_KILLED,
+    "error": executor_pb2.OUTCOME_ERROR,
+}
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, authenticator: TokenAuthenticator) -> None:
+        self._auth = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(f"/{_SERVICE}/") or handler.unary_unary is None:
+            return handler
+        result = self._auth.authenticate(tuple(details.invocation_metadata or ()))
+        inner = handler.unary_unary
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            token = _AUTHN.set(result)
+            try:
+                return await inner(request, context)
+            finally:
+                _AUTHN.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def decision_to_proto(d: Decision) -> call_pb2.Decision:
+    return call_pb2.Decision(
+        decision_id=d.decision_id,
+        verdict=call_pb2.VERDICT_ALLOW if d.allowed else call_pb2.VERDICT_DENY,
+        reasons=[call_pb2.Reason(code=r.code, message=r.message) for r in d.reasons],
+        obligations=obligations_to_proto(d.obligations),
+        policy_revision=d.policy_revision,
+        principal=d.principal,
+    )
+
+
+async def _refuse(context: grpc.aio.ServicerContext[Any, Any], decision: Decision) -> None:
+    """Ends the RPC with the refusal's status; the Decision rides along as a
+    google.rpc.Status detail so clients get codes and decision_id typed."""
+    code = _STATUS[decision.refusal]
+    codes = ", ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+    message = f"{decision.verdict} ({codes}) decision_id={decision.decision_id}"
+    detail = any_pb2.Any()
+    detail.Pack(decision_to_proto(decision))
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    await context.abort(code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+
+    @staticmethod
+    def _input(call: call_pb2.ToolCall, rpc: str) -> CallInput:
+        principal, err = _AUTHN.get((None, "not authenticated"))
+        return CallInput(
+            call=Call(
+                call_id=call.call_id,
+                item_type=_ITEM_TYPES.get(call.item_type, ""),
+                tool=call.tool,
+                arguments=call.arguments,
+                session_id=call.session_id,
+            ),
+            principal=principal,
+            rpc=rpc,  # type: ignore[arg-type]
+            authn_error=err,
+        )
+
+    async def Decide(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.DecideRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.DecideResponse:
+        decision = await self._gw.decide(self._input(request.call, "Decide"))
+        # A policy deny is an answer here, not an error; bad input is not.
+        if decision.refusal not in ("none", "permission_denied"):
+            await _refuse(context, decision)
+        return gateway_pb2.DecideResponse(decision=decision_to_proto(decision))
+
+    async def Invoke(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.InvokeResponse:
+        result = await self._gw.invoke(self._input(request.call, "Invoke"))
+        if not result.decision.allowed:
+            await _refuse(context, result.decision)
+        run = result.run
+        assert run is not None
+        return gateway_pb2.InvokeResponse(
+            decision=decision_to_proto(result.decision),
+            result=_run_to_proto(run),
+            stdout=run.stdout,
+            stderr=run.stderr,
+        )
+
+    async def ListTools(  # noqa: N802 - gRPC method name
+        self, _request: gateway_pb2.ListToolsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.ListToolsResponse:
+        principal, err = _AUTHN.get((None, "not authenticated"))
+        if principal is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, err)
+        assert principal is not None
+        try:
+            names, revision = await self._gw.granted_tools(principal)
+        except PolicyError as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{exc.code}: {exc}")
+            raise  # unreachable: abort raises
+        registry = self._gw.registry
+        tools = []
+        for name in names:
+            data = registry.tool_data(name)
+            tools.append(
+                gateway_pb2.ToolInfo(
+                    name=name,
+                    description=data["description"],
+                    parameters_json_schema=_json(data["parameters"]),
+                    item_type=_ITEM_TYPE_ENUM[data["item_type"]],
+                )
+            )
+        return gateway_pb2.ListToolsResponse(principal=principal.id, tools=tools, policy_revision=revision)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _run_to_proto(run: RunOutcome) -> executor_pb2.RunResult:
+    return executor_pb2.RunResult(
+        outcome=_OUTCOME_ENUM[run.outcome],
+        exit_code=run.exit_code,
+        output_truncated=run.output_truncated,
+        stdout_bytes=len(run.stdout),
+        stderr_bytes=len(run.stderr),
+        duration_ms=run.duration_ms,
+        container_start_ms=run.container_start_ms,
+        error=run.error,
+    )
+
+
+def add_standard_services(server: grpc.aio.Server) -> health.aio.HealthServicer:
+    """gRPC health checking and server reflection, as any gRPC client expects."""
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    return health_servicer
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
