@@ -44,7 +44,7 @@ def load_yaml_config(path: Path, cls: type[T], *, versions: tuple[int, ...] = (1
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "expected a mapping at the top level")
     version = raw.get("version")
-    if version not in versions:
+    if isinstance(version, bool) or version not in versions:
         expected = " or ".join(str(v) for v in versions)
         raise ConfigError(source, "version", f"expected {expected}, got {version!r}")
     return parse_config(raw, cls, source=source)
@@ -141,7 +141,9 @@ def _parse_dataclass(raw: Any, cls: Any, source: str, key: str) -> Any:
         raise ConfigError(source, key, f"expected a mapping, got {raw!r}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields) - {"version"} if not key else set(raw) - set(fields))
+    allowed = set(fields) | ({"version"} if not key else set())
+    # YAML turns keys like `on:` into booleans; sort by text so any key type reports.
+    unknown = sorted((k for k in raw if k not in allowed), key=str)
     if unknown:
         expected = ", ".join(sorted(fields))
         raise ConfigError(source, _join(key, str(unknown[0])), f"unknown key; expected one of: {expected}")

@@ -87,14 +87,21 @@ class Runner:
         t0 = time.monotonic()
         start_ms = 0
         timed_out = False
+        forward_task: asyncio.Future[None] | None = None
+        counted = False
+        # The create runs in a thread that a cancelled caller cannot stop; it
+        # is kept as a task so the finally block can wait for its id and
+        # remove the container it made.
+        create_task = asyncio.ensure_future(asyncio.to_thread(self._runtime.create, options))
         try:
             try:
-                container_id = await asyncio.to_thread(self._runtime.create, options)
+                container_id = await asyncio.shield(create_task)
             except ImageNotFound as exc:
                 self._metrics.refused.labels("image_missing").inc()
                 raise RunRefused("image_missing", f"image {spec.image!r} is not present; it is never pulled") from exc
             self._active[spec.run_id] = container_id
             self._metrics.running.inc()
+            counted = True
             stream = await asyncio.to_thread(self._runtime.attach, container_id)
             await asyncio.to_thread(self._runtime.start, container_id)
             started = time.monotonic()
@@ -153,12 +160,18 @@ class Runner:
                 "error", -1, capture.truncated, 0, 0, round((time.monotonic() - t0) * 1000), start_ms, str(exc)
             )
         finally:
+            if forward_task is not None and not forward_task.done():
+                forward_task.cancel()
+            if not container_id:
+                with contextlib.suppress(Exception):
+                    container_id = await asyncio.shield(create_task)
             if container_id:
                 # Shielded: a cancelled caller must still not leave a container.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(asyncio.to_thread(self._runtime.remove, container_id))
-                self._active.pop(spec.run_id, None)
-                self._cancelled.discard(spec.run_id)
+            self._active.pop(spec.run_id, None)
+            self._cancelled.discard(spec.run_id)
+            if counted:
                 self._metrics.running.dec()
 
     def _outcome(self, run_id: str, exit_code: int, *, oom: bool, timed_out: bool) -> Outcome:

@@ -27,6 +27,8 @@ class TokenAuthenticator:
             else:
                 assert agent.token_sha256 is not None
                 digest = bytes.fromhex(agent.token_sha256)
+            if any(hmac.compare_digest(digest, known) for known, _ in self._by_digest):
+                raise ValueError(f"agent {agent.id!r}: shares its token with another agent")
             self._by_digest.append((digest, Principal(agent.id, agent.profile, "token")))
 
     def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> tuple[Principal | None, str]:

@@ -4,6 +4,7 @@ Relative paths are resolved against the config file's folder."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,6 +76,8 @@ class Agent:
     def __post_init__(self) -> None:
         if (self.token_file is None) == (self.token_sha256 is None):
             raise ValueError(f"agent {self.id!r}: set exactly one of token_file or token_sha256")
+        if self.token_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.token_sha256):
+            raise ValueError(f"agent {self.id!r}: token_sha256 must be 64 hex characters")
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
-
-import jsonschema
 
 from airlock.v1 import audit_pb2, call_pb2
 from gateway._audit import SCHEMA_VERSION, AuditSink
@@ -38,6 +37,7 @@ from gateway._model import (
 from gateway._policy import PolicyEngine
 from gateway._registry import PLACEHOLDER_RE, Registry
 
+log = logging.getLogger("airlock.gateway")
 _LIMIT_KEYS = ("memory_bytes", "cpu_millis", "pids", "timeout_ms", "output_bytes", "tmpfs_bytes")
 
 
@@ -79,7 +79,17 @@ class Gateway:
     async def decide(self, inp: CallInput) -> Decision:
         """Decide only; the decision is audited whatever it is."""
         with self._metrics.decision_seconds.labels(inp.rpc).time():
-            decision = await self._decide(inp)
+            try:
+                decision = await self._decide(inp)
+            except Exception as exc:  # fail closed on the unforeseen, and still audit it
+                log.exception("decision failed unexpectedly")
+                decision = Decision(
+                    str(uuid.uuid4()),
+                    False,
+                    (Reason("internal_error", f"the gateway could not decide: {type(exc).__name__}"),),
+                    "internal",
+                    principal=inp.principal.id if inp.principal else "",
+                )
         return await self._record_decision(inp, decision)
 
     async def invoke(self, inp: CallInput) -> InvokeResult:
@@ -97,7 +107,13 @@ class Gateway:
             except ExecutorError as exc:
                 outcome = RunOutcome("error", -1, b"", b"", False, 0, error=f"{exc.code}: {exc}")
             self._metrics.executions.labels(tool_label, outcome.outcome).inc()
-            await self._write(self._execution_event(inp, decision, outcome))
+            try:
+                await self._write(self._execution_event(inp, decision, outcome))
+            except AuditError:
+                # The run has happened and its decision is on disk; hiding the
+                # result would not undo it. The failure is counted (in _write)
+                # and logged for the operator.
+                log.exception("execution audit event for %s was not written", decision.decision_id)
             return InvokeResult(decision, outcome)
         finally:
             self._metrics.in_flight.dec()
@@ -149,7 +165,7 @@ class Gateway:
             )
         try:
             arguments = _parse_arguments(call.item_type, call.arguments)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return refuse("invalid_argument", "arguments_malformed", str(exc))
 
         input_doc = self._policy_input(inp, inp.principal, decision_id, arguments, size)
@@ -191,7 +207,7 @@ class Gateway:
         tool = self._registry.get(call.tool)
         errors: list[str] = []
         if tool is not None:
-            validator = jsonschema.Draft202012Validator(self._registry.tool_data(call.tool)["parameters"])
+            validator = self._registry.validator(call.tool)
             errors = [
                 f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
                 for e in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
@@ -322,6 +338,8 @@ def _parse_arguments(item_type: str, raw: str) -> Any:
         value = json.loads(raw) if raw.strip() else {}
     except json.JSONDecodeError as exc:
         raise ValueError(f"arguments are not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise ValueError("arguments are nested too deeply") from exc
     if not isinstance(value, dict):
         raise ValueError(f"arguments must be a JSON object, got {type(value).__name__}")  # noqa: TRY004 - bad input, reported as such
     return value

@@ -50,6 +50,7 @@ FAIL_CLOSED_REASONS = (
     "policy_undefined",
     "policy_malformed",
     "audit_failed",
+    "internal_error",
 )
 #: Codes the shipped policy emits. A custom code still reaches the caller and
 #: the audit log verbatim; only its metric label folds to "policy_other".

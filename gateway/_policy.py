@@ -79,6 +79,9 @@ class OpaClient:
             # OPA's Data API answers 200 without "result" when the document is
             # undefined (no rule matched, or the path does not exist).
             raise PolicyError(f"policy decision at {path!r} is undefined", code="policy_undefined")
+        for key in ("provenance", "metrics"):
+            if key in body and not isinstance(body[key], dict):
+                raise PolicyError(f"OPA answered with a non-object {key!r}", code="policy_malformed")
         return PolicyResult(result=body["result"], revision=_revision(body), eval_ns=_eval_ns(body))
 
     async def close(self) -> None:
@@ -86,7 +89,12 @@ class OpaClient:
 
 
 def _revision(body: Mapping[str, Any]) -> str:
-    bundles = (body.get("provenance") or {}).get("bundles") or {}
+    provenance = body.get("provenance")
+    bundles = provenance.get("bundles") if isinstance(provenance, dict) else None
+    if bundles is None:
+        return ""
+    if not isinstance(bundles, dict):
+        raise PolicyError("OPA answered with a non-object provenance.bundles", code="policy_malformed")
     revisions = sorted(
         f"{name}@{info.get('revision', '')}" if len(bundles) > 1 else str(info.get("revision", ""))
         for name, info in bundles.items()
@@ -96,5 +104,6 @@ def _revision(body: Mapping[str, Any]) -> str:
 
 
 def _eval_ns(body: Mapping[str, Any]) -> int | None:
-    value = (body.get("metrics") or {}).get("timer_rego_query_eval_ns")
-    return value if isinstance(value, int) else None
+    metrics = body.get("metrics")
+    value = metrics.get("timer_rego_query_eval_ns") if isinstance(metrics, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -16,6 +16,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import jsonschema
+import referencing
+import referencing.exceptions
+from referencing.jsonschema import DRAFT202012
 
 from airlock import ConfigError, load_yaml_config, parse_duration_ms, parse_size
 
@@ -27,6 +30,17 @@ PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 ItemTypeName = Literal["function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call"]
 RuntimeName = Literal["runc", "runsc"]
+
+
+#: YAML key -> the integer field the policy and the wire use.
+_LIMIT_NAMES = {
+    "memory": "memory_bytes",
+    "cpus": "cpu_millis",
+    "pids": "pids",
+    "timeout": "timeout_ms",
+    "output": "output_bytes",
+    "tmpfs": "tmpfs_bytes",
+}
 
 
 @dataclass(frozen=True)
@@ -48,12 +62,12 @@ class ToolLimits:
     """Size of each writable tmpfs (/tmp and the work dir)."""
 
     def __post_init__(self) -> None:
-        # Parse eagerly so a bad value is reported when the file is loaded.
-        self.as_policy_limits()
-        if self.cpus is not None and self.cpus <= 0:
-            raise ValueError(f"cpus must be > 0, got {self.cpus}")
-        if self.pids is not None and self.pids <= 0:
-            raise ValueError(f"pids must be > 0, got {self.pids}")
+        # Parse eagerly so a bad value is reported when the file is loaded. A
+        # zero cap would make every allow unrunnable, so it is rejected here.
+        parsed = self.as_policy_limits()
+        for yaml_key, key in _LIMIT_NAMES.items():
+            if key in parsed and parsed[key] <= 0:
+                raise ValueError(f"{yaml_key} must be > 0, got {getattr(self, yaml_key)!r}")
 
     def as_policy_limits(self) -> dict[str, int]:
         """The limits in the integer units the policy and the wire use."""
@@ -105,10 +119,12 @@ class Tool:
             raise ValueError("image must not be empty")
         if self.egress_allowlist and not self.allowed_network:
             raise ValueError("egress_allowlist needs allowed_network: true")
+        schema = _plain(self.parameters)
         try:
-            jsonschema.Draft202012Validator.check_schema(_plain(self.parameters))
+            jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise ValueError(f"parameters is not a valid JSON Schema: {exc.message}") from exc
+        _check_refs(schema)
         required = set(self.parameters.get("required", ()))
         for element in self.argv:
             for name in PLACEHOLDER_RE.findall(element):
@@ -130,9 +146,16 @@ class Registry:
 
     tools: Mapping[str, Tool]
     source: str
+    _validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, name: str) -> Tool | None:
         return self.tools.get(name)
+
+    def validator(self, name: str) -> jsonschema.Draft202012Validator:
+        """The tool's argument validator, built once."""
+        if name not in self._validators:
+            self._validators[name] = jsonschema.Draft202012Validator(_plain(self.tools[name].parameters))
+        return self._validators[name]
 
     def tool_data(self, name: str) -> dict[str, Any]:
         """One entry as OPA sees it (``data.registry.tools[name]``)."""
@@ -163,6 +186,30 @@ def load_registry(path: Path) -> Registry:
         if not TOOL_NAME_RE.match(name):
             raise ConfigError(str(path), f"tools.{name}", "tool names must match [A-Za-z0-9_-]{1,64}")
     return Registry(tools=parsed.tools, source=str(path))
+
+
+def _check_refs(schema: Any) -> None:
+    """Every $ref must point inside the schema itself and resolve.
+
+    A well-formed schema can still point at nothing, which would otherwise
+    fail on every call; and a remote $ref has no place in a sandbox policy.
+    """
+    resolver = referencing.Registry().with_resource("", DRAFT202012.create_resource(schema)).resolver()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                if not ref.startswith("#"):
+                    raise ValueError(f"parameters: $ref {ref!r} must be local (start with '#')")
+                try:
+                    resolver.lookup(ref)
+                except referencing.exceptions.Unresolvable as exc:
+                    raise ValueError(f"parameters: $ref {ref!r} does not resolve") from exc
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _plain(value: Any) -> Any:

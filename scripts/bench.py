@@ -105,16 +105,18 @@ def main() -> int:
                     resp = stub.Decide(gateway_pb2.DecideRequest(call=call), metadata=md, timeout=5)
                     lat.append(time.perf_counter() - t0)
                     assert resp.decision.verdict == call_pb2.VERDICT_ALLOW
+            opa_input = {
+                "principal": {"id": "dev-agent", "profile": "default"},
+                "call": {"tool": "python", "item_type": "function_call", "arguments": {"code": "print(2+2)"}},
+            }
             opa_req = urllib.request.Request(
                 f"{stack['opa']}/v1/data/airlock/decision?metrics=true",
-                data=json.dumps({"input": {"principal": {"id": "dev-agent", "profile": "default"},
-                                           "call": {"tool": "python", "item_type": "function_call",
-                                                    "arguments": {"code": "print(2+2)"}, "arguments_errors": []}}}).encode(),
+                data=json.dumps({"input": opa_input}).encode(),
                 headers={"Content-Type": "application/json"},
-            )  # fmt: skip
+            )
             evals = []
             for _ in range(200):
-                with urllib.request.urlopen(opa_req, timeout=5) as r:  # noqa: S310 - loopback
+                with urllib.request.urlopen(opa_req, timeout=5) as r:
                     evals.append(json.load(r)["metrics"]["timer_rego_query_eval_ns"] / 1e6)
         finally:
             proc.send_signal(signal.SIGTERM)

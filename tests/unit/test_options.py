@@ -1,0 +1,129 @@
+"""executor._options: hardened container options; a spec can only tighten."""
+
+from __future__ import annotations
+
+import pytest
+from docker.types import Ulimit
+
+from executor._config import Ceilings, ExecutorConfig
+from executor._model import Limits, RunSpec
+from executor._options import MANAGED_LABEL, ceilings, clamp, container_options
+
+MiB = 1024**2
+TOP = Limits(
+    memory_bytes=512 * MiB,
+    cpu_millis=1000,
+    pids=128,
+    timeout_ms=60_000,
+    output_bytes=MiB,
+    tmpfs_bytes=64 * MiB,
+    nofile=1024,
+)
+
+
+def _cfg(**kw) -> ExecutorConfig:
+    return ExecutorConfig(socket="/x", token_file="/y", **kw)
+
+
+def _spec(**kw) -> RunSpec:
+    return RunSpec(run_id="run-1", tool="python", image="img:1", argv=("python3", "-c", "print(1)"), **kw)
+
+
+def test_ceilings_from_default_config() -> None:
+    assert ceilings(_cfg()) == TOP
+
+
+def test_ceilings_from_custom_config() -> None:
+    cfg = _cfg(limits=Ceilings(memory="1g", cpus=0.5, pids=10, timeout="2m", output="10k", tmpfs=4096, nofile=64))
+    assert ceilings(cfg) == Limits(1024**3, 500, 10, 120_000, 10 * 1024, 4096, 64)
+
+
+@pytest.mark.parametrize(
+    ("field", "asked", "expected"),
+    [
+        pytest.param("memory_bytes", 2 * 1024**3, 512 * MiB, id="above-ceiling"),
+        pytest.param("memory_bytes", 0, 512 * MiB, id="zero-means-ceiling"),
+        pytest.param("memory_bytes", 128 * MiB, 128 * MiB, id="below-kept"),
+        pytest.param("memory_bytes", 512 * MiB, 512 * MiB, id="equal"),
+        pytest.param("memory_bytes", -1, 512 * MiB, id="negative-means-ceiling"),
+        pytest.param("cpu_millis", 4000, 1000, id="cpu-above"),
+        pytest.param("cpu_millis", 250, 250, id="cpu-below"),
+        pytest.param("pids", 100_000, 128, id="pids-above"),
+        pytest.param("pids", 16, 16, id="pids-below"),
+        pytest.param("timeout_ms", 3_600_000, 60_000, id="timeout-above"),
+        pytest.param("timeout_ms", 200, 200, id="timeout-below"),
+        pytest.param("output_bytes", 10**9, MiB, id="output-above"),
+        pytest.param("output_bytes", 1, 1, id="output-below"),
+        pytest.param("tmpfs_bytes", 10**10, 64 * MiB, id="tmpfs-above"),
+        pytest.param("tmpfs_bytes", MiB, MiB, id="tmpfs-below"),
+    ],
+)
+def test_clamp_only_tightens(field, asked, expected) -> None:
+    got = clamp(_spec(**{field: asked}), TOP)
+    assert getattr(got, field) == expected
+    # Every other limit is the ceiling.
+    for other in ("memory_bytes", "cpu_millis", "pids", "timeout_ms", "output_bytes", "tmpfs_bytes", "nofile"):
+        if other != field:
+            assert getattr(got, other) == getattr(TOP, other)
+
+
+def test_clamp_all_zero_is_the_ceiling() -> None:
+    assert clamp(_spec(), TOP) == TOP
+
+
+def test_container_options_are_hardened() -> None:
+    limits = Limits(256 * MiB, 500, 64, 10_000, MiB, 16 * MiB, 512)
+    spec = _spec(env={"LANG": "C.UTF-8"})
+    opts = container_options(spec, limits, _cfg())
+    assert opts["image"] == "img:1"
+    assert opts["command"] == ["python3", "-c", "print(1)"]
+    assert opts["read_only"] is True
+    assert opts["privileged"] is False
+    assert opts["cap_drop"] == ["ALL"]
+    assert "cap_add" not in opts
+    assert opts["security_opt"] == ["no-new-privileges:true"]
+    assert opts["network_mode"] == "none"
+    assert opts["user"] == "65534:65534"
+    uid, _, gid = opts["user"].partition(":")
+    assert int(uid) != 0
+    assert int(gid) != 0
+    assert opts["mem_limit"] == 256 * MiB
+    assert opts["memswap_limit"] == opts["mem_limit"]
+    assert opts["pids_limit"] == 64
+    assert opts["nano_cpus"] == 500_000_000
+    tmp = opts["tmpfs"]["/tmp"].split(",")
+    assert {"noexec", "nosuid", "nodev"} <= set(tmp)
+    assert f"size={16 * MiB}" in tmp
+    work = opts["tmpfs"][opts["working_dir"]].split(",")
+    assert {"nosuid", "nodev", f"size={16 * MiB}"} <= set(work)
+    assert set(opts["tmpfs"]) == {"/tmp", opts["working_dir"]}
+    assert opts["log_config"] == {"type": "none"}
+    assert opts["labels"][MANAGED_LABEL] == "true"
+    assert opts["labels"]["airlock.run_id"] == "run-1"
+    assert opts["environment"] == {"LANG": "C.UTF-8"}
+    assert opts["runtime"] == "runc"
+    assert opts["tty"] is False
+    assert opts["stdin_open"] is False
+    ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in opts["ulimits"]}
+    assert ulimits == {"nofile": (512, 512), "fsize": (16 * MiB, 16 * MiB), "core": (0, 0)}
+    assert all(isinstance(u, Ulimit) for u in opts["ulimits"])
+
+
+def test_container_options_ignore_a_network_request() -> None:
+    """Egress is refused before options are made; the options never carry it anyway."""
+    opts = container_options(_spec(network_mode="egress", egress_allowlist=("a:443",)), TOP, _cfg())
+    assert opts["network_mode"] == "none"
+
+
+def test_container_options_use_the_configured_user_and_runtime() -> None:
+    opts = container_options(_spec(runtime="runsc"), TOP, _cfg(user="1000:1001", runtimes=("runc", "runsc")))
+    assert opts["user"] == "1000:1001"
+    assert "uid=1000" in opts["tmpfs"][opts["working_dir"]]
+    assert "gid=1001" in opts["tmpfs"][opts["working_dir"]]
+    assert opts["runtime"] == "runsc"
+
+
+@pytest.mark.parametrize("user", ["0:0", "root", "1000", "1000:0", "0:1000", ""])
+def test_config_refuses_root_or_non_numeric_user(user) -> None:
+    with pytest.raises(ValueError, match="non-root"):
+        _cfg(user=user)

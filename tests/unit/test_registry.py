@@ -1,0 +1,310 @@
+"""gateway._registry: loading tool_registry.yaml and exporting it as OPA data."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from airlock import ConfigError
+from gateway import load_registry
+from gateway._registry import Registry
+
+MiB = 1024**2
+
+
+def _tool() -> dict[str, Any]:
+    return {
+        "description": "Run Python.",
+        "image": "airlock/sandbox-python:1",
+        "argv": ["python3", "-I", "-c", "{code}"],
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}},
+            "required": ["code"],
+            "additionalProperties": False,
+        },
+        "limits": {"memory": "256Mi", "cpus": 0.5, "pids": 64, "timeout": "10s", "output": "1Mi", "tmpfs": "64Mi"},
+    }
+
+
+def _write(tmp_path: Path, tools: dict[str, Any], *, version: Any = 1) -> Path:
+    path = tmp_path / "tool_registry.yaml"
+    path.write_text(yaml.safe_dump({"version": version, "tools": tools}), encoding="utf-8")
+    return path
+
+
+def test_shipped_registry_loads(shipped_registry_path: Path) -> None:
+    reg = load_registry(shipped_registry_path)
+    assert set(reg.tools) == {"python", "shell", "web_fetch"}
+    python = reg.get("python")
+    assert python is not None
+    assert python.argv == ("python3", "-I", "-c", "{code}")
+    assert python.item_type == "function_call"
+    assert python.runtime == "runc"
+    assert python.allowed_network is False
+    web = reg.get("web_fetch")
+    assert web is not None
+    assert web.allowed_network is True
+    assert web.egress_allowlist == ("*.wikipedia.org:443",)
+    assert reg.get("nope") is None
+    assert reg.source == str(shipped_registry_path)
+
+
+def test_shipped_registry_as_policy_data(shipped_registry_path: Path) -> None:
+    reg = load_registry(shipped_registry_path)
+    data = reg.as_policy_data()
+    # It is written to the bundle as JSON: no read-only mappings or tuples left.
+    assert json.loads(json.dumps(data)) == data
+    assert list(data) == ["tools"]
+    assert list(data["tools"]) == ["python", "shell", "web_fetch"]
+    python = data["tools"]["python"]
+    assert set(python) == {
+        "name",
+        "description",
+        "item_type",
+        "image",
+        "argv",
+        "parameters",
+        "allowed_network",
+        "egress_allowlist",
+        "runtime",
+        "env",
+        "limits",
+    }
+    assert python["name"] == "python"
+    assert python["image"] == reg.tools["python"].image
+    assert python["argv"] == ["python3", "-I", "-c", "{code}"]
+    assert python["parameters"]["required"] == ["code"]
+    assert type(python["parameters"]) is dict
+    assert type(python["parameters"]["properties"]) is dict
+    assert python["egress_allowlist"] == []
+    assert python["env"] == {}
+    assert python["limits"] == {
+        "memory_bytes": 256 * MiB,
+        "cpu_millis": 1000,
+        "pids": 64,
+        "timeout_ms": 10_000,
+        "output_bytes": MiB,
+        "tmpfs_bytes": 64 * MiB,
+    }
+    # Absent limits stay absent: the profile cap applies, not a zero.
+    assert data["tools"]["shell"]["limits"] == {"memory_bytes": 256 * MiB, "pids": 64, "timeout_ms": 30_000}
+    assert data["tools"]["web_fetch"]["egress_allowlist"] == ["*.wikipedia.org:443"]
+    assert data["tools"]["web_fetch"]["allowed_network"] is True
+
+
+def test_limits_conversion_units(tmp_path: Path) -> None:
+    tool = _tool()
+    tool["limits"] = {"memory": 1048576, "cpus": 0.25, "timeout": "500ms", "output": "1k", "tmpfs": "2m"}
+    tool["env"] = {"LANG": "C.UTF-8"}
+    tool["runtime"] = "runsc"
+    data = load_registry(_write(tmp_path, {"py": tool})).tool_data("py")
+    assert data["limits"] == {
+        "memory_bytes": 1048576,
+        "cpu_millis": 250,
+        "timeout_ms": 500,
+        "output_bytes": 1024,
+        "tmpfs_bytes": 2 * MiB,
+    }
+    assert data["env"] == {"LANG": "C.UTF-8"}
+    assert data["runtime"] == "runsc"
+
+
+def test_defaults_for_optional_tool_fields(tmp_path: Path) -> None:
+    tool = {"description": "d", "image": "img:1", "argv": ["true"]}
+    reg = load_registry(_write(tmp_path, {"t": tool}))
+    data = reg.tool_data("t")
+    assert data["item_type"] == "function_call"
+    assert data["parameters"] == {"type": "object"}
+    assert data["runtime"] == "runc"
+    assert data["limits"] == {}
+    assert data["allowed_network"] is False
+
+
+def _set(path: str, value: Any):
+    """A mutation of the base tool: set a dotted key ("limits.memory") to value."""
+
+    def mutate(tool: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target = tool
+        for part in parents:
+            target = target[part]
+        target[last] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate", "key", "problem"),
+    [
+        pytest.param(
+            "python",
+            _set("colour", "red"),
+            "tools.python.colour",
+            "unknown key; expected one of:",
+            id="unknown-key-in-tool",
+        ),
+        pytest.param(
+            "python", _set("limits.disk", "1Gi"), "tools.python.limits.disk", "unknown key", id="unknown-key-in-limits"
+        ),
+        pytest.param(
+            "bad name!", _set("description", "d"), "tools.bad name!", "tool names must match", id="bad-tool-name"
+        ),
+        pytest.param(
+            "x" * 65, _set("description", "d"), f"tools.{'x' * 65}", "tool names must match", id="tool-name-too-long"
+        ),
+        pytest.param(
+            "python",
+            _set("argv", ["python3", "{script}"]),
+            "tools.python",
+            "argv placeholder {script} must be a required parameter",
+            id="placeholder-not-a-parameter",
+        ),
+        pytest.param(
+            "python",
+            _set("parameters.required", []),
+            "tools.python",
+            "argv placeholder {code} must be a required parameter",
+            id="placeholder-optional",
+        ),
+        pytest.param(
+            "python", _set("parameters.type", "objekt"), "tools.python", "not a valid JSON Schema", id="bad-schema-type"
+        ),
+        pytest.param(
+            "python",
+            _set("parameters.properties.code.pattern", "("),
+            "tools.python",
+            "not a valid JSON Schema",
+            id="bad-schema-regex",
+        ),
+        pytest.param(
+            "python",
+            _set("parameters", ["code"]),
+            "tools.python.parameters",
+            "expected a mapping",
+            id="schema-not-a-map",
+        ),
+        pytest.param(
+            "python",
+            _set("egress_allowlist", ["example.com:443"]),
+            "tools.python",
+            "egress_allowlist needs allowed_network: true",
+            id="allowlist-without-network",
+        ),
+        pytest.param(
+            "python", _set("limits.memory", "12xb"), "tools.python.limits", "expected a size like", id="bad-memory"
+        ),
+        pytest.param(
+            "python", _set("limits.memory", -1), "tools.python.limits", "size must be >= 0", id="negative-memory"
+        ),
+        pytest.param(
+            "python",
+            _set("limits.memory", 1.5),
+            "tools.python.limits.memory",
+            "expected an integer or a string or null",
+            id="float-memory",
+        ),
+        pytest.param(
+            "python", _set("limits.timeout", "10h"), "tools.python.limits", "expected a duration", id="bad-timeout"
+        ),
+        pytest.param("python", _set("limits.cpus", 0), "tools.python.limits", "cpus must be > 0", id="zero-cpus"),
+        pytest.param("python", _set("limits.pids", 0), "tools.python.limits", "pids must be > 0", id="zero-pids"),
+        pytest.param(
+            "python",
+            _set("limits.pids", True),
+            "tools.python.limits.pids",
+            "expected an integer or null",
+            id="bool-pids",
+        ),
+        pytest.param(
+            "python",
+            _set("item_type", "web_call"),
+            "tools.python.item_type",
+            "expected 'function_call' or",
+            id="unknown-item-type",
+        ),
+        pytest.param(
+            "python",
+            _set("runtime", "kata"),
+            "tools.python.runtime",
+            "expected 'runc' or 'runsc', got 'kata'",
+            id="bad-runtime",
+        ),
+        pytest.param("python", _set("argv", []), "tools.python", "argv must not be empty", id="empty-argv"),
+        pytest.param("python", _set("image", ""), "tools.python", "image must not be empty", id="empty-image"),
+        pytest.param(
+            "python",
+            _set("allowed_network", "yes"),
+            "tools.python.allowed_network",
+            "expected true or false",
+            id="network-not-bool",
+        ),
+        pytest.param(
+            "python", _set("env", {"A": 1}), "tools.python.env.A", "expected a string, got 1", id="env-not-string"
+        ),
+    ],
+)
+def test_bad_registry_entry_names_file_and_key(tmp_path: Path, name, mutate, key, problem) -> None:
+    tool = copy.deepcopy(_tool())
+    mutate(tool)
+    path = _write(tmp_path, {name: tool})
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    err = info.value
+    assert err.source == str(path)
+    assert err.key == key
+    assert problem in err.problem
+    assert str(err).startswith(f"{path}: {key}: ")
+
+
+@pytest.mark.parametrize(
+    ("doc", "key", "problem"),
+    [
+        pytest.param({"version": 1}, "tools", "required key missing", id="no-tools"),
+        pytest.param({"version": 2, "tools": {}}, "version", "expected 1, got 2", id="bad-version"),
+        pytest.param(
+            {"version": 1, "tools": {}, "tool": {}}, "tool", "unknown key; expected one of: tools", id="top-level-typo"
+        ),
+        pytest.param({"version": 1, "tools": ["python"]}, "tools", "expected a mapping", id="tools-list"),
+    ],
+)
+def test_bad_registry_file_shape(tmp_path: Path, doc, key, problem) -> None:
+    path = tmp_path / "reg.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    assert (info.value.source, info.value.key) == (str(path), key)
+    assert problem in info.value.problem
+
+
+def test_registry_is_read_only(tmp_path: Path) -> None:
+    reg = load_registry(_write(tmp_path, {"python": _tool()}))
+    assert isinstance(reg, Registry)
+    with pytest.raises(TypeError):
+        reg.tools["evil"] = reg.tools["python"]  # type: ignore[index]
+    tool = reg.tools["python"]
+    with pytest.raises(TypeError):
+        tool.parameters["type"] = "string"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("memory", 0), ("timeout", "0s"), ("output", 0), ("tmpfs", "0Mi"), ("cpus", 0.0004)],
+)
+def test_zero_tool_limit_is_rejected_at_load(tmp_path: Path, field, value) -> None:
+    tool = _tool()
+    tool["limits"][field] = value
+    with pytest.raises(ConfigError, match=r"tools\.python\.limits"):
+        load_registry(_write(tmp_path, {"python": tool}))
+
+
+def test_unresolvable_schema_ref_is_rejected_at_load(tmp_path: Path) -> None:
+    tool = _tool()
+    tool["parameters"]["properties"]["code"] = {"$ref": "#/$defs/missing"}
+    with pytest.raises(ConfigError, match=r"tools\.python"):
+        load_registry(_write(tmp_path, {"python": tool}))
