@@ -22,7 +22,7 @@ Responder = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # httpx honours proxy variables; loopback tests must never leave the host.
+    # Clear proxy variables: loopback tests must never leave the host, whatever the client.
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
 
