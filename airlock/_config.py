@@ -88,8 +88,15 @@ def _parse(raw: Any, tp: Any, source: str, key: str) -> Any:  # noqa: PLR0911, P
     if tp is Any:
         return raw
     if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if raw is None and type(None) in options:
+            return None
+        concrete = [o for o in options if o is not type(None)]
+        if len(concrete) == 1 and dataclasses.is_dataclass(concrete[0]):
+            # An optional section: report the section's own precise error.
+            return _parse(raw, concrete[0], source, key)
         errors: list[ConfigError] = []
-        for option in get_args(tp):
+        for option in options:
             try:
                 return _parse(raw, option, source, key)
             except ConfigError as exc:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from airlock import load_yaml_config, parse_duration_ms, parse_size
+from airlock._tls import ServerTLS
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
@@ -55,10 +56,14 @@ class Ceilings:
 class ExecutorConfig:
     """executor.yaml, version 1."""
 
-    socket: str
-    """Unix socket the gateway connects to (created 0600 in a 0700 folder)."""
     token_file: str
-    """Shared secret the gateway must present."""
+    """Shared secret the gateway must present (on every transport)."""
+    socket: str | None = None
+    """Unix socket the gateway connects to (created 0600 in a 0700 folder). The default transport."""
+    listen: str | None = None
+    """host:port for a remote executor; requires tls with client_ca_file (mutual TLS)."""
+    tls: ServerTLS | None = None
+    """TLS for ``listen``."""
     metrics_listen: str = DEFAULT_METRICS_LISTEN
     """Prometheus /metrics listen address."""
     docker_url: str = DEFAULT_DOCKER_URL
@@ -73,6 +78,10 @@ class ExecutorConfig:
     """Defaults and ceilings for every run."""
 
     def __post_init__(self) -> None:
+        if (self.socket is None) == (self.listen is None):
+            raise ValueError("set exactly one of socket (local, the default) or listen (remote, with mTLS)")
+        if self.listen is not None and (self.tls is None or self.tls.client_ca_file is None):
+            raise ValueError("listen needs tls with client_ca_file: a remote executor accepts only mutual TLS")
         uid, _, gid = self.user.partition(":")
         if not (uid.isdigit() and gid.isdigit()) or int(uid) == 0 or int(gid) == 0:
             raise ValueError(f"user must be a numeric non-root uid:gid, got {self.user!r}")
@@ -83,4 +92,9 @@ class ExecutorConfig:
 def load_executor_config(path: Path) -> ExecutorConfig:
     cfg = load_yaml_config(path, ExecutorConfig)
     base = path.resolve().parent
-    return replace(cfg, socket=str((base / cfg.socket).resolve()), token_file=str((base / cfg.token_file).resolve()))
+    return replace(
+        cfg,
+        socket=str((base / cfg.socket).resolve()) if cfg.socket else None,
+        token_file=str((base / cfg.token_file).resolve()),
+        tls=cfg.tls.resolved(base) if cfg.tls else None,
+    )

@@ -48,13 +48,22 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
         log.warning("removed %d sandbox containers left over from an earlier run", removed)
     server = grpc.aio.server(interceptors=[TokenInterceptor(token, metrics)])
     executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorServicer(runner), server)
-    sock = Path(cfg.socket)
-    _prepare_socket(sock)
-    server.add_insecure_port(f"unix:{sock}")
+    endpoint: dict[str, str] = {}
+    if cfg.socket is not None:
+        sock = Path(cfg.socket)
+        _prepare_socket(sock)
+        server.add_insecure_port(f"unix:{sock}")
+        endpoint["socket"] = str(sock)
+    else:
+        assert cfg.listen is not None
+        assert cfg.tls is not None
+        port = server.add_secure_port(cfg.listen, cfg.tls.credentials())
+        endpoint["listen"] = f"{cfg.listen.rpartition(':')[0]}:{port}"
     await server.start()
-    sock.chmod(0o600)  # noqa: ASYNC240 - one syscall at startup
+    if cfg.socket is not None:
+        Path(cfg.socket).chmod(0o600)  # noqa: ASYNC240 - one syscall at startup
     metrics_url = start_metrics(cfg.metrics_listen, prom)
-    write_ready_file(ready_file, {"socket": str(sock), "metrics": metrics_url, "removed_leftovers": removed})
+    write_ready_file(ready_file, {**endpoint, "metrics": metrics_url, "removed_leftovers": removed})
     await stop_event().wait()
     # Stopping with grace lets in-flight runs finish; their finally blocks
     # remove the containers.

@@ -1,11 +1,12 @@
-"""Bearer-token authentication of agents. The principal comes from here and
-only from here; the servicer never reads an identity from the request."""
+"""Agent authentication: a bearer token, a verified client certificate
+(mTLS), or both. The principal comes from here and only from here; the
+servicer never reads an identity from the request."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from gateway._config import Agent
@@ -15,10 +16,21 @@ from gateway._model import Principal
 MIN_TOKEN_CHARS = 16
 
 
-class TokenAuthenticator:
+#: gRPC auth-context keys that carry a verified client certificate's names.
+_CERT_KEYS = ("x509_subject_alternative_name", "x509_common_name")
+
+
+class Authenticator:
     def __init__(self, agents: Iterable[Agent]) -> None:
         self._by_digest: list[tuple[bytes, Principal]] = []
+        self._by_identity: dict[str, Agent] = {}
         for agent in agents:
+            if agent.tls_identity is not None:
+                if agent.tls_identity in self._by_identity:
+                    raise ValueError(f"agent {agent.id!r}: shares its tls_identity with another agent")
+                self._by_identity[agent.tls_identity] = agent
+            if agent.token_file is None and agent.token_sha256 is None:
+                continue
             if agent.token_file is not None:
                 token = Path(agent.token_file).read_text(encoding="utf-8").strip()
                 if len(token) < MIN_TOKEN_CHARS:
@@ -31,11 +43,40 @@ class TokenAuthenticator:
                 raise ValueError(f"agent {agent.id!r}: shares its token with another agent")
             self._by_digest.append((digest, Principal(agent.id, agent.profile, "token")))
 
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> tuple[Principal | None, str]:
-        """Returns the principal, or None and why not."""
+    def authenticate(
+        self, metadata: Sequence[tuple[str, str | bytes]], peer: Mapping[str, Iterable[bytes]] | None = None
+    ) -> tuple[Principal | None, str]:
+        """Returns the principal, or None and why not.
+
+        ``peer`` is gRPC's auth context: names from a client certificate the
+        TLS layer has already verified against the configured CA.
+        """
+        by_cert = self._from_certificate(peer or {})
+        has_token = any(k == "authorization" for k, _ in metadata)
+        if by_cert is not None and not has_token:
+            return by_cert, ""
+        by_token, why = self._from_token(metadata)
+        if by_cert is not None and by_token is not None and by_cert.id != by_token.id:
+            return None, "client certificate and token belong to different agents"
+        if by_cert is not None and by_token is not None:
+            return Principal(by_cert.id, by_cert.profile, "mtls+token"), ""
+        return by_token, why
+
+    def _from_certificate(self, peer: Mapping[str, Iterable[bytes]]) -> Principal | None:
+        if not self._by_identity:
+            return None
+        names = {n.decode(errors="replace") for key in _CERT_KEYS for n in peer.get(key, ())}
+        matches = {self._by_identity[n].id: self._by_identity[n] for n in names if n in self._by_identity}
+        if len(matches) != 1:
+            # No agent, or a certificate naming two agents: neither is an identity.
+            return None
+        (agent,) = matches.values()
+        return Principal(agent.id, agent.profile, "mtls")
+
+    def _from_token(self, metadata: Sequence[tuple[str, str | bytes]]) -> tuple[Principal | None, str]:
         values = [v for k, v in metadata if k == "authorization"]
         if not values:
-            return None, "missing authorization metadata (expected 'Bearer <token>')"
+            return None, "missing authorization metadata (expected 'Bearer <token>') or client certificate"
         if len(values) > 1:
             return None, "more than one authorization header"
         value = values[0] if isinstance(values[0], str) else values[0].decode(errors="replace")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from airlock import load_yaml_config
+from airlock._tls import ClientTLS, ServerTLS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -52,17 +53,32 @@ class OpaConfig:
 class ExecutorLink:
     """How to reach the executor daemon."""
 
-    socket: str
-    """Path of the executor's Unix socket."""
     token_file: str
     """File holding the shared secret the executor requires."""
+    socket: str | None = None
+    """Path of the executor's Unix socket (the default transport)."""
+    address: str | None = None
+    """host:port of a remote executor; requires tls with a client certificate."""
+    tls: ClientTLS | None = None
+    """mTLS settings for ``address``."""
     grace_ms: int = DEFAULT_EXECUTOR_GRACE_MS
     """Added to a run's timeout to bound the whole executor call."""
+
+    def __post_init__(self) -> None:
+        if (self.socket is None) == (self.address is None):
+            raise ValueError("executor: set exactly one of socket or address")
+        if self.address is not None and (self.tls is None or self.tls.cert_file is None):
+            raise ValueError("executor.address needs tls with cert_file and key_file (mutual TLS)")
+
+    @property
+    def target(self) -> str:
+        return f"unix://{self.socket}" if self.socket else str(self.address)
 
 
 @dataclass(frozen=True)
 class Agent:
-    """One agent identity. Exactly one of token_file and token_sha256 is set."""
+    """One agent identity: a bearer token (token_file or token_sha256), a
+    client certificate (tls_identity), or both."""
 
     id: str
     """The principal id policy sees."""
@@ -72,10 +88,14 @@ class Agent:
     """File holding the agent's bearer token."""
     token_sha256: str | None = None
     """Hex SHA-256 of the bearer token, so the config need not hold the secret."""
+    tls_identity: str | None = None
+    """Client-certificate identity (a SAN DNS/URI entry or the subject CN) when the gateway requires mTLS."""
 
     def __post_init__(self) -> None:
-        if (self.token_file is None) == (self.token_sha256 is None):
-            raise ValueError(f"agent {self.id!r}: set exactly one of token_file or token_sha256")
+        if self.token_file is not None and self.token_sha256 is not None:
+            raise ValueError(f"agent {self.id!r}: set token_file or token_sha256, not both")
+        if self.token_file is None and self.token_sha256 is None and self.tls_identity is None:
+            raise ValueError(f"agent {self.id!r}: needs a token (token_file or token_sha256) or a tls_identity")
         if self.token_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.token_sha256):
             raise ValueError(f"agent {self.id!r}: token_sha256 must be 64 hex characters")
 
@@ -116,6 +136,8 @@ class GatewayConfig:
     """Prometheus /metrics listen address."""
     opa: OpaConfig = field(default_factory=OpaConfig)
     """The policy engine."""
+    tls: ServerTLS | None = None
+    """TLS for the gRPC listener; with client_ca_file, agents may authenticate by certificate."""
     limits: Limits = field(default_factory=Limits)
     """Input limits."""
 
@@ -123,6 +145,8 @@ class GatewayConfig:
         ids = [a.id for a in self.agents]
         if len(ids) != len(set(ids)):
             raise ValueError("agents: ids must be unique")
+        if any(a.tls_identity for a in self.agents) and (self.tls is None or self.tls.client_ca_file is None):
+            raise ValueError("agents with tls_identity need tls.client_ca_file (mutual TLS)")
         if self.limits.max_arguments_bytes >= self.limits.max_message_bytes:
             raise ValueError("limits.max_arguments_bytes must be below limits.max_message_bytes")
 
@@ -138,7 +162,13 @@ def load_gateway_config(path: Path) -> GatewayConfig:
     return replace(
         cfg,
         registry=rel(cfg.registry),
-        executor=replace(cfg.executor, socket=rel(cfg.executor.socket), token_file=rel(cfg.executor.token_file)),
+        executor=replace(
+            cfg.executor,
+            socket=rel(cfg.executor.socket) if cfg.executor.socket else None,
+            token_file=rel(cfg.executor.token_file),
+            tls=cfg.executor.tls.resolved(base) if cfg.executor.tls else None,
+        ),
+        tls=cfg.tls.resolved(base) if cfg.tls else None,
         audit=replace(cfg.audit, path=rel(cfg.audit.path)),
         agents=tuple(replace(a, token_file=rel(a.token_file)) if a.token_file else a for a in cfg.agents),
     )

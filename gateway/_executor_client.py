@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
+from gateway._config import ExecutorLink
 from gateway._errors import ExecutorError
 from gateway._model import RunOutcome, RunPlan
 
@@ -22,13 +23,16 @@ _OUTCOMES = {
 
 
 class GrpcExecutor:
-    def __init__(self, socket_path: str, token_file: str, grace_ms: int, max_message_bytes: int) -> None:
-        self._token = Path(token_file).read_text(encoding="utf-8").strip()
-        self._grace_s = grace_ms / 1000
-        self._channel = grpc.aio.insecure_channel(
-            f"unix://{socket_path}",
-            options=[("grpc.max_receive_message_length", max_message_bytes)],
-        )
+    def __init__(self, link: ExecutorLink, max_message_bytes: int) -> None:
+        self._token = Path(link.token_file).read_text(encoding="utf-8").strip()
+        self._grace_s = link.grace_ms / 1000
+        options: list[tuple[str, str | int]] = [("grpc.max_receive_message_length", max_message_bytes)]
+        if link.tls is not None:
+            options.extend(link.tls.channel_options())
+            self._channel = grpc.aio.secure_channel(link.target, link.tls.credentials(), options=options)
+        else:
+            # A Unix socket: the kernel, the folder's mode and the token guard it.
+            self._channel = grpc.aio.insecure_channel(link.target, options=options)
         self._stub = executor_pb2_grpc.ExecutorServiceStub(self._channel)
 
     async def run(self, plan: RunPlan) -> RunOutcome:

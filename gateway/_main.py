@@ -16,7 +16,7 @@ from airlock import ConfigError
 from airlock._daemon import start_metrics, stop_event, write_ready_file
 from airlock.v1 import gateway_pb2_grpc
 from gateway._audit import JsonlAuditSink
-from gateway._auth import TokenAuthenticator
+from gateway._auth import Authenticator
 from gateway._config import GatewayConfig, load_gateway_config
 from gateway._core import CoreSettings, Gateway
 from gateway._executor_client import GrpcExecutor
@@ -31,9 +31,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     prom = CollectorRegistry()
     metrics = GatewayMetrics(prom, registry.tools.keys())
     policy = OpaClient(cfg.opa.url, cfg.opa.timeout_ms)
-    executor = GrpcExecutor(
-        cfg.executor.socket, cfg.executor.token_file, cfg.executor.grace_ms, cfg.limits.max_message_bytes
-    )
+    executor = GrpcExecutor(cfg.executor, cfg.limits.max_message_bytes)
     audit = JsonlAuditSink(Path(cfg.audit.path))
     core = Gateway(
         registry=registry,
@@ -48,7 +46,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
         ),
     )
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(TokenAuthenticator(cfg.agents))],
+        interceptors=[AuthInterceptor(Authenticator(cfg.agents))],
         options=[
             ("grpc.max_receive_message_length", cfg.limits.max_message_bytes),
             ("grpc.max_send_message_length", cfg.limits.max_message_bytes),
@@ -56,7 +54,10 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     )
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(core), server)
     health = add_standard_services(server)
-    port = server.add_insecure_port(cfg.listen)
+    if cfg.tls is not None:
+        port = server.add_secure_port(cfg.listen, cfg.tls.credentials())
+    else:
+        port = server.add_insecure_port(cfg.listen)
     if port == 0:
         raise OSError(f"cannot listen on {cfg.listen}")
     metrics_url = start_metrics(cfg.metrics_listen, prom)

@@ -3,7 +3,8 @@
 Interceptor order: authentication is the only interceptor and wraps every
 GatewayService method, so no handler can run without an authentication
 result; refusing is left to the core so that a bad token is audited and
-counted like every other refusal.
+counted like every other refusal. It authenticates inside the wrapped
+handler because only the handler's context carries the TLS peer identity.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
-from gateway._auth import TokenAuthenticator
+from gateway._auth import Authenticator
 from gateway._core import Gateway, obligations_to_proto
 from gateway._errors import PolicyError
 from gateway._model import Call, CallInput, Decision, ItemType, Principal, RunOutcome
@@ -54,7 +55,7 @@ _OUTCOME_ENUM = {
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, authenticator: TokenAuthenticator) -> None:
+    def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
 
     async def intercept_service(
@@ -66,11 +67,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or not method.startswith(f"/{_SERVICE}/") or handler.unary_unary is None:
             return handler
-        result = self._auth.authenticate(tuple(details.invocation_metadata or ()))
+        metadata = tuple(details.invocation_metadata or ())
         inner = handler.unary_unary
+        auth = self._auth
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            token = _AUTHN.set(result)
+            token = _AUTHN.set(auth.authenticate(metadata, context.auth_context()))
             try:
                 return await inner(request, context)
             finally:

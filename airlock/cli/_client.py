@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from google.rpc import status_pb2
 
+from airlock._tls import ClientTLS
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 #: Exit statuses, documented in the README.
@@ -35,21 +36,39 @@ _OUTCOMES = {v.number: v.name.removeprefix("OUTCOME_").lower() for v in executor
 @dataclass(frozen=True)
 class Target:
     address: str
-    token: str
+    token: str | None
+    tls: ClientTLS | None = None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def channel(self) -> grpc.Channel:
+        if self.tls is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, self.tls.credentials(), options=self.tls.channel_options())
 
 
-def resolve_target(home: Path, gateway: str | None, token_file: Path | None) -> Target:
+def resolve_target(home: Path, gateway: str | None, token_file: Path | None, tls: ClientTLS | None = None) -> Target:
+    """The gateway and credentials: flags first, then the running `airlock up`.
+
+    With a client certificate and no token file, the certificate alone
+    authenticates (mTLS)."""
     stack_file = home / "stack.json"
     stack: dict[str, Any] = {}
     if stack_file.exists():
         stack = json.loads(stack_file.read_text())
     address = gateway or stack.get("gateway")
-    token_path = token_file or (Path(stack["token_file"]) if "token_file" in stack else None)
-    if not address or token_path is None:
+    token_path = token_file
+    if token_path is None and not (tls and tls.cert_file) and "token_file" in stack:
+        token_path = Path(stack["token_file"])
+    if not address or (token_path is None and not (tls and tls.cert_file)):
         raise FileNotFoundError(
-            f"no running stack found ({stack_file} missing); start `airlock up` or pass --gateway and --token-file"
+            f"no running stack found ({stack_file} missing); start `airlock up`, or pass --gateway and "
+            "--token-file (or --tls-cert/--tls-key)"
         )
-    return Target(address, token_path.read_text(encoding="utf-8").strip())
+    token = token_path.read_text(encoding="utf-8").strip() if token_path else None
+    return Target(address, token, tls)
 
 
 def _decision_json(d: call_pb2.Decision) -> dict[str, Any]:
@@ -104,9 +123,9 @@ def _emit(obj: dict[str, Any]) -> None:
 def call(
     target: Target, tool: str, arguments: str, *, item_type: str, call_id: str | None, session: str, timeout_s: float
 ) -> int:
-    metadata = (("authorization", f"Bearer {target.token}"),)
+    metadata = target.metadata
     message = _call_message(tool, arguments, item_type, call_id, session)
-    with grpc.insecure_channel(target.address) as channel:
+    with target.channel() as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         try:
             resp = stub.Invoke(gateway_pb2.InvokeRequest(call=message), metadata=metadata, timeout=timeout_s)
@@ -143,9 +162,9 @@ def call(
 def decide(
     target: Target, tool: str, arguments: str, *, item_type: str, call_id: str | None, session: str, timeout_s: float
 ) -> int:
-    metadata = (("authorization", f"Bearer {target.token}"),)
+    metadata = target.metadata
     message = _call_message(tool, arguments, item_type, call_id, session)
-    with grpc.insecure_channel(target.address) as channel:
+    with target.channel() as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         try:
             resp = stub.Decide(gateway_pb2.DecideRequest(call=message), metadata=metadata, timeout=timeout_s)
@@ -159,8 +178,8 @@ def decide(
 
 
 def tools(target: Target, timeout_s: float) -> int:
-    metadata = (("authorization", f"Bearer {target.token}"),)
-    with grpc.insecure_channel(target.address) as channel:
+    metadata = target.metadata
+    with target.channel() as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         try:
             resp = stub.ListTools(gateway_pb2.ListToolsRequest(), metadata=metadata, timeout=timeout_s)

@@ -8,10 +8,24 @@ import sys
 from pathlib import Path
 
 from airlock import ConfigError
+from airlock._tls import ClientTLS
 from airlock.cli import _client
 from airlock.cli._bundle import build_bundle
 from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, default_home, find_opa
 from airlock.cli._up import UpOptions, run_up
+
+
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", default=None, help="CA bundle of the gateway's certificate (enables TLS)")
+    p.add_argument("--tls-cert", default=None, help="client certificate, for mTLS")
+    p.add_argument("--tls-key", default=None, help="client private key, for mTLS")
+    p.add_argument("--tls-server-name", default=None, help="name to verify the gateway certificate against")
+
+
+def _tls(args: argparse.Namespace) -> ClientTLS | None:
+    if args.tls_ca is None:
+        return None
+    return ClientTLS(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,11 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--session", default="")
         c.add_argument("--gateway", default=None, help="host:port (default: from the running `airlock up`)")
         c.add_argument("--token-file", type=Path, default=None)
+        _tls_args(c)
         c.add_argument("--timeout", type=float, default=120.0, help="seconds")
 
     t = sub.add_parser("tools", help="list the tools this agent may use")
     t.add_argument("--gateway", default=None)
     t.add_argument("--token-file", type=Path, default=None)
+    _tls_args(t)
     t.add_argument("--timeout", type=float, default=10.0)
 
     chk = sub.add_parser("check", help="validate the registry and policies offline")
@@ -84,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             bundle = build_bundle(opa, args.policies, args.registry, home / "check-bundle.tar.gz")
             print(f"ok: registry {args.registry} and policies {args.policies} (revision {bundle.revision})")
             return _client.EXIT_OK
-        target = _client.resolve_target(home, args.gateway, args.token_file)
+        target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
         if args.command == "tools":
             return _client.tools(target, args.timeout)
         fn = _client.call if args.command == "call" else _client.decide
@@ -97,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             session=args.session,
             timeout_s=args.timeout,
         )
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"airlock: {exc}", file=sys.stderr)
         return _client.EXIT_USAGE
     except (FileNotFoundError, subprocess.CalledProcessError, RuntimeError) as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import yaml
 from google.rpc import status_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -129,3 +130,55 @@ def decision_from_error(exc: grpc.RpcError) -> call_pb2.Decision:
             assert status.details[0].Unpack(decision)
             return decision
     raise AssertionError("no decision attached to the error status")
+
+
+def start_daemon(module: str, config: dict[str, Any], folder: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Writes ``config`` as YAML, runs ``python -m <module> serve`` and
+    returns the process and its ready-file contents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = folder / f"{module}.yaml"
+    cfg.write_text(yaml.safe_dump({"version": 1, **config}))
+    ready = folder / f"{module}.ready"
+    proc = subprocess.Popen([sys.executable, "-m", module, "serve", "--config", str(cfg), "--ready-file", str(ready)])
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{module} exited with {proc.returncode} during startup")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{module} did not start")
+        time.sleep(0.05)
+    return proc, json.loads(ready.read_text())
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> int:
+    proc.terminate()
+    return proc.wait(30)
+
+
+def make_certs(folder: Path) -> Path:
+    """A throwaway CA, a server certificate for localhost/127.0.0.1, client
+    certificates, and one client certificate from an unrelated CA."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    def ca(name: str) -> None:
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1", "-subj", f"/CN={name}")  # fmt: skip
+
+    def leaf(name: str, cn: str, signer: str, san: str) -> None:
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")  # fmt: skip
+        (folder / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{signer}.pem", "-CAkey", f"{signer}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")  # fmt: skip
+
+    ca("ca")
+    ca("rogue-ca")
+    leaf("server", "localhost", "ca", "DNS:localhost,IP:127.0.0.1")
+    leaf("gateway-client", "airlock-gateway", "ca", "DNS:airlock-gateway")
+    leaf("agent", "agent-mtls", "ca", "DNS:agent-mtls")
+    leaf("rogue", "agent-mtls", "rogue-ca", "DNS:agent-mtls")
+    return folder

@@ -8,16 +8,15 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-import yaml
-from helpers import Stack, auth, decision_from_error, scrape, tool_call
+from helpers import Stack, auth, decision_from_error, scrape, start_daemon, stop_daemon, tool_call
 
 from airlock.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -58,39 +57,18 @@ def broken_opa(opa_bin: str) -> Iterator[str]:
         proc.wait(30)
 
 
-class Gateway:
-    def __init__(self, address: str, metrics: str, audit: Path, proc: subprocess.Popen[bytes]) -> None:
-        self.address, self.metrics, self.audit, self.proc = address, metrics, audit, proc
-
-
-def start_gateway(tmp: Path, stack: Stack, opa_url: str, decision_path: str, timeout_ms: int = 250) -> Gateway:
-    cfg = tmp / "gateway.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "listen": "127.0.0.1:0",
-                "metrics_listen": "127.0.0.1:0",
-                "registry": str(Path(__file__).resolve().parents[2] / "deploy" / "tool_registry.yaml"),
-                "opa": {"url": opa_url, "decision_path": decision_path, "timeout_ms": timeout_ms},
-                # The real executor of the session stack: the test proves it is never contacted.
-                "executor": {"socket": stack.info["executor_socket"], "token_file": str(stack.home / "executor.token")},
-                "audit": {"path": str(tmp / "audit.jsonl")},
-                "agents": [{"id": "dev-agent", "profile": "default", "token_file": str(stack.home / "agent.token")}],
-            }
-        )
-    )
-    ready = tmp / "ready.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(cfg), "--ready-file", str(ready)]
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        assert proc.poll() is None, "gateway exited during startup"
-        assert time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.05)
-    info = json.loads(ready.read_text())
-    return Gateway(info["listen"], info["metrics"], tmp / "audit.jsonl", proc)
+def start_gateway(tmp: Path, stack: Stack, opa_url: str, decision_path: str) -> tuple[subprocess.Popen[bytes], Any]:
+    config = {
+        "listen": "127.0.0.1:0",
+        "metrics_listen": "127.0.0.1:0",
+        "registry": str(Path(__file__).resolve().parents[2] / "deploy" / "tool_registry.yaml"),
+        "opa": {"url": opa_url, "decision_path": decision_path, "timeout_ms": 250},
+        # The real executor of the session stack: the test proves it is never contacted.
+        "executor": {"socket": stack.info["executor_socket"], "token_file": str(stack.home / "executor.token")},
+        "audit": {"path": str(tmp / "audit.jsonl")},
+        "agents": [{"id": "dev-agent", "profile": "default", "token_file": str(stack.home / "agent.token")}],
+    }
+    return start_daemon("gateway", config, tmp)
 
 
 @pytest.mark.parametrize(
@@ -111,10 +89,10 @@ def test_policy_failure_denies_with_its_own_reason(
     opa_url = broken_opa
     if decision_path == "UNREACHABLE":
         opa_url, decision_path = f"http://127.0.0.1:{_free_port()}", "airlock/decision"
-    gw = start_gateway(tmp_path, stack, opa_url, decision_path)
+    proc, gw = start_gateway(tmp_path, stack, opa_url, decision_path)
     executor_before = stack.metric("executor", "airlock_executor_requests_total")
     try:
-        with grpc.insecure_channel(gw.address) as channel:
+        with grpc.insecure_channel(gw["listen"]) as channel:
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
             with pytest.raises(grpc.RpcError) as info:
                 stub.Invoke(
@@ -125,11 +103,10 @@ def test_policy_failure_denies_with_its_own_reason(
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
         decision = decision_from_error(info.value)
         assert [r.code for r in decision.reasons] == [reason]
-        assert scrape(gw.metrics, "airlock_gateway_decisions_total", {"decision": "deny", "reason": reason}) == 1
-        events = [json.loads(line) for line in gw.audit.read_text().splitlines()]
+        assert scrape(gw["metrics"], "airlock_gateway_decisions_total", {"decision": "deny", "reason": reason}) == 1
+        events = [json.loads(line) for line in Path(gw["audit"]).read_text().splitlines()]
         assert [(e["kind"], e["decision"], e["reasons"][0]["code"]) for e in events] == [("decision", "deny", reason)]
         assert events[0]["decision_id"] == decision.decision_id
         assert stack.metric("executor", "airlock_executor_requests_total") == executor_before
     finally:
-        gw.proc.terminate()
-        assert gw.proc.wait(30) == 0
+        assert stop_daemon(proc) == 0

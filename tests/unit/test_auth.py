@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway._auth import TokenAuthenticator
+from gateway._auth import Authenticator
 from gateway._config import Agent
 from gateway._model import Principal
 
@@ -18,10 +18,10 @@ BOB = Principal("bob", "untrusted", "token")
 
 
 @pytest.fixture
-def auth(tmp_path: Path) -> TokenAuthenticator:
+def auth(tmp_path: Path) -> Authenticator:
     token_file = tmp_path / "alice.token"
     token_file.write_text(FILE_TOKEN + "\n", encoding="utf-8")
-    return TokenAuthenticator(
+    return Authenticator(
         [
             Agent(id="alice", token_file=str(token_file)),
             Agent(id="bob", profile="untrusted", token_sha256=hashlib.sha256(SHA_TOKEN.encode()).hexdigest()),
@@ -60,7 +60,7 @@ def auth(tmp_path: Path) -> TokenAuthenticator:
         pytest.param([("x-request-id", "1"), ("authorization", "Bearer " + SHA_TOKEN)], BOB, "", id="token-sha256"),
     ],
 )
-def test_authenticate(auth: TokenAuthenticator, metadata, principal, error) -> None:
+def test_authenticate(auth: Authenticator, metadata, principal, error) -> None:
     got, why = auth.authenticate(metadata)
     assert got == principal
     if error:
@@ -73,4 +73,4 @@ def test_file_token_must_not_be_short(tmp_path: Path) -> None:
     token_file = tmp_path / "short.token"
     token_file.write_text("short\n", encoding="utf-8")
     with pytest.raises(ValueError, match="shorter than 16"):
-        TokenAuthenticator([Agent(id="a", token_file=str(token_file))])
+        Authenticator([Agent(id="a", token_file=str(token_file))])

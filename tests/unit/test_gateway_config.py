@@ -87,13 +87,13 @@ def _agent(i: int, **fields: Any):
         pytest.param(
             _agent(1, id="bob", token_file="t", token_sha256=SHA),
             "agents[1]",
-            "agent 'bob': set exactly one of token_file or token_sha256",
+            "agent 'bob': set token_file or token_sha256, not both",
             id="agent-both-tokens",
         ),
         pytest.param(
             _agent(0, id="alice"),
             "agents[0]",
-            "agent 'alice': set exactly one of token_file or token_sha256",
+            "agent 'alice': needs a token (token_file or token_sha256) or a tls_identity",
             id="agent-no-token",
         ),
         pytest.param(

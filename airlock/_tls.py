@@ -1,0 +1,73 @@
+"""TLS settings shared by the daemons and the CLI, and the gRPC credentials
+built from them. Plain TCP is never offered: a TCP listener requires TLS, and
+a remote executor requires mutual TLS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """A TLS listener."""
+
+    cert_file: str
+    """PEM certificate (chain) the server presents."""
+    key_file: str
+    """PEM private key of that certificate."""
+    client_ca_file: str | None = None
+    """CA bundle for client certificates; when set, clients must present one (mTLS)."""
+
+    def resolved(self, base: Path) -> ServerTLS:
+        return ServerTLS(
+            cert_file=str(base / self.cert_file),
+            key_file=str(base / self.key_file),
+            client_ca_file=str(base / self.client_ca_file) if self.client_ca_file else None,
+        )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        ca = Path(self.client_ca_file).read_bytes() if self.client_ca_file else None
+        return grpc.ssl_server_credentials(
+            [(Path(self.key_file).read_bytes(), Path(self.cert_file).read_bytes())],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """How a client verifies the server and, for mTLS, proves itself."""
+
+    ca_file: str
+    """CA bundle that signed the server's certificate."""
+    cert_file: str | None = None
+    """Client certificate for mTLS."""
+    key_file: str | None = None
+    """Private key of the client certificate."""
+    server_name: str | None = None
+    """Name to verify the server certificate against, when it differs from the address."""
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: cert_file and key_file go together")
+
+    def resolved(self, base: Path) -> ClientTLS:
+        return ClientTLS(
+            ca_file=str(base / self.ca_file),
+            cert_file=str(base / self.cert_file) if self.cert_file else None,
+            key_file=str(base / self.key_file) if self.key_file else None,
+            server_name=self.server_name,
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.ca_file).read_bytes(),
+            private_key=Path(self.key_file).read_bytes() if self.key_file else None,
+            certificate_chain=Path(self.cert_file).read_bytes() if self.cert_file else None,
+        )
+
+    def channel_options(self) -> list[tuple[str, str]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
