@@ -9,6 +9,8 @@ well-formed policy decision said allow and its audit event is on disk.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -77,7 +79,14 @@ class Gateway:
     # -- public operations -------------------------------------------------
 
     async def decide(self, inp: CallInput) -> Decision:
-        """Decide only; the decision is audited whatever it is."""
+        """Decide only; the decision is audited whatever it is.
+
+        Shielded: a client that cancels or disconnects mid-decision does not
+        stop the decision from being made and recorded.
+        """
+        return await asyncio.shield(self._decide_and_record(inp))
+
+    async def _decide_and_record(self, inp: CallInput) -> Decision:
         with self._metrics.decision_seconds.labels(inp.rpc).time():
             try:
                 decision = await self._decide(inp)
@@ -106,6 +115,14 @@ class Gateway:
                 outcome = await self._executor.run(plan)
             except ExecutorError as exc:
                 outcome = RunOutcome("error", -1, b"", b"", False, 0, error=f"{exc.code}: {exc}")
+            except asyncio.CancelledError:
+                # The client went away: the executor kills the container when
+                # its stream is cancelled; the audit trail still gets the end.
+                gone = RunOutcome("killed", -1, b"", b"", False, 0, error="client cancelled or disconnected")
+                self._metrics.executions.labels(tool_label, gone.outcome).inc()
+                with contextlib.suppress(AuditError):
+                    await asyncio.shield(self._write(self._execution_event(inp, decision, gone)))
+                raise
             self._metrics.executions.labels(tool_label, outcome.outcome).inc()
             try:
                 await self._write(self._execution_event(inp, decision, outcome))
@@ -214,6 +231,9 @@ class Gateway:
             ]
         return {
             "principal": _principal_doc(principal),
+            # The tool's registry entry (null when unregistered), so rules can
+            # read it from the input; data.registry holds the same entries.
+            "tool": self._registry.tool_data(call.tool) if tool is not None else None,
             "call": {
                 "call_id": call.call_id,
                 "item_type": call.item_type,

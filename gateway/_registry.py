@@ -147,6 +147,7 @@ class Registry:
     tools: Mapping[str, Tool]
     source: str
     _validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict, repr=False, compare=False)
+    _data: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, name: str) -> Tool | None:
         return self.tools.get(name)
@@ -158,7 +159,13 @@ class Registry:
         return self._validators[name]
 
     def tool_data(self, name: str) -> dict[str, Any]:
-        """One entry as OPA sees it (``data.registry.tools[name]``)."""
+        """One entry as OPA sees it (``data.registry.tools[name]``). Built
+        once; callers must not mutate it."""
+        if name not in self._data:
+            self._data[name] = self._tool_data(name)
+        return self._data[name]
+
+    def _tool_data(self, name: str) -> dict[str, Any]:
         tool = self.tools[name]
         return {
             "name": name,

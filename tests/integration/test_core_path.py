@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import docker
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
@@ -298,3 +300,33 @@ def test_concurrent_calls_each_get_their_own_container(stack: Stack) -> None:
     with ThreadPoolExecutor(6) as pool:
         outputs = list(pool.map(one, range(6)))
     assert outputs == [f"['mark'] {i}\n".encode() for i in range(6)]
+
+
+def test_client_cancel_is_audited_and_the_container_removed(stack: Stack) -> None:
+    call_id = f"cancel_{uuid.uuid4().hex[:8]}"
+    client = docker.from_env()
+    try:
+        with grpc.insecure_channel(stack.gateway) as channel:
+            future = gateway_pb2_grpc.GatewayServiceStub(channel).Invoke.future(
+                gateway_pb2.InvokeRequest(call=tool_call("shell", '{"command": "sleep 25"}', call_id=call_id)),
+                metadata=auth(stack.token),
+                timeout=60,
+            )
+            deadline = time.monotonic() + 30
+            while not client.containers.list(filters={"label": "airlock.tool=shell"}):
+                assert time.monotonic() < deadline, "the sandbox never started"
+                time.sleep(0.05)
+            future.cancel()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            events = [e for e in stack.audit_events() if e["call_id"] == call_id]
+            gone = not client.containers.list(all=True, filters={"label": "airlock.tool=shell"})
+            if len(events) == 2 and gone:
+                break
+            time.sleep(0.1)
+    finally:
+        client.close()
+    assert [e["kind"] for e in events] == ["decision", "execution"]
+    assert events[1]["execution"]["outcome"] == "killed"
+    assert events[1]["execution"]["error"] == "client cancelled or disconnected"
+    assert gone
