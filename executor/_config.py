@@ -76,6 +76,9 @@ class ExecutorConfig:
     """Runs beyond this wait for a free slot."""
     limits: Ceilings = field(default_factory=Ceilings)
     """Defaults and ceilings for every run."""
+    seccomp_profile: str | None = None
+    """Path of the seccomp profile (JSON) every sandbox gets; None = the profile shipped in
+    deploy/seccomp/airlock.json, resolved relative to the repo."""
 
     def __post_init__(self) -> None:
         if (self.socket is None) == (self.listen is None):
@@ -97,4 +100,5 @@ def load_executor_config(path: Path) -> ExecutorConfig:
         socket=str((base / cfg.socket).resolve()) if cfg.socket else None,
         token_file=str((base / cfg.token_file).resolve()),
         tls=cfg.tls.resolved(base) if cfg.tls else None,
+        seccomp_profile=str((base / cfg.seccomp_profile).resolve()) if cfg.seccomp_profile else None,
     )

@@ -32,6 +32,10 @@ class DockerRuntime:
     def ping(self) -> None:
         self._client.ping()
 
+    def available_runtimes(self) -> set[str]:
+        """Runtimes the engine has registered (runc, and runsc once gVisor is set up)."""
+        return set(self._client.info().get("Runtimes", {}))
+
     def create(self, options: dict[str, Any]) -> str:
         container = self._client.containers.create(**options)
         return str(container.id)

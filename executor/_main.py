@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -38,10 +40,22 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
     token = token.strip()
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(cfg.token_file, "", "executor token must be at least 16 characters")
-    prom = CollectorRegistry()
-    metrics = ExecutorMetrics(prom, cfg.runtimes)
+    # Short blocking Docker calls (create, start, kill, wait, remove) run in
+    # asyncio's default pool; size it for every slot to need a few at once.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(cfg.max_concurrent_runs * 2 + 8, thread_name_prefix="docker")
+    )
     runtime = DockerRuntime(cfg.docker_url, cfg.max_concurrent_runs)
     runtime.ping()
+    available = runtime.available_runtimes()
+    missing = [r for r in cfg.runtimes if r not in available]
+    if missing:
+        # Runs asking for these are refused (runtime_unavailable), never
+        # silently run under another runtime.
+        log.warning("runtimes %s are not registered with Docker; runs that ask for them are refused", missing)
+        cfg = replace(cfg, runtimes=tuple(r for r in cfg.runtimes if r in available))
+    prom = CollectorRegistry()
+    metrics = ExecutorMetrics(prom, cfg.runtimes)
     runner = Runner(cfg, runtime, metrics)
     removed = await asyncio.to_thread(runner.remove_leftovers)
     if removed:
@@ -63,7 +77,9 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
     if cfg.socket is not None:
         Path(cfg.socket).chmod(0o600)  # noqa: ASYNC240 - one syscall at startup
     metrics_url = start_metrics(cfg.metrics_listen, prom)
-    write_ready_file(ready_file, {**endpoint, "metrics": metrics_url, "removed_leftovers": removed})
+    write_ready_file(
+        ready_file, {**endpoint, "metrics": metrics_url, "removed_leftovers": removed, "runtimes": list(cfg.runtimes)}
+    )
     await stop_event().wait()
     # Stopping with grace lets in-flight runs finish; their finally blocks
     # remove the containers.

@@ -1,18 +1,53 @@
 """The one place container options are made. It starts from the hardened
-defaults; a run spec can only tighten the limits (see clamp)."""
+defaults; a run spec can only tighten the limits (see clamp). The seccomp
+profile is read once, by the Runner, with load_seccomp_profile."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from docker.types import Ulimit
 
-from airlock import parse_duration_ms, parse_size
+from airlock import ConfigError, parse_duration_ms, parse_size
 from executor._config import ExecutorConfig
 from executor._model import Limits, RunSpec
 
 MANAGED_LABEL = "airlock.managed"
+#: Under gVisor the container's cgroup holds gVisor's own kernel (the Go
+#: sentry and gofer threads), not the sandboxed processes; it will not start
+#: below about 40 pids. The sandboxed program's processes are gVisor's to
+#: count, so the cgroup limit gets this headroom on top of the run's own.
+RUNSC_PIDS_OVERHEAD = 64
 WORKDIR = "/work"
+#: The profile shipped with the repo; deploy/seccomp/generate.py writes it.
+DEFAULT_SECCOMP_PROFILE = Path(__file__).resolve().parents[1] / "deploy" / "seccomp" / "airlock.json"
+#: Headroom in the nproc ulimit for processes of the sandbox uid outside any sandbox.
+NPROC_SLACK = 64
+#: Default actions that would let an unlisted syscall through.
+_PERMISSIVE_ACTIONS = {"SCMP_ACT_ALLOW", "SCMP_ACT_LOG"}
+
+
+def load_seccomp_profile(cfg: ExecutorConfig) -> str:
+    """The profile's JSON text, compacted, for security_opt "seccomp=...".
+
+    Docker wants the profile's content, not a path. A profile that is missing,
+    not JSON, or allows unlisted syscalls by default is a config error: the
+    executor refuses to start rather than run sandboxes under less.
+    """
+    path = Path(cfg.seccomp_profile) if cfg.seccomp_profile else DEFAULT_SECCOMP_PROFILE
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), "seccomp_profile", f"cannot read: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(str(path), "seccomp_profile", f"not valid JSON: {exc}") from exc
+    if not isinstance(profile, dict) or not isinstance(profile.get("syscalls"), list):
+        raise ConfigError(str(path), "seccomp_profile", "expected a seccomp profile with a syscalls list")
+    if profile.get("defaultAction") in _PERMISSIVE_ACTIONS or "defaultAction" not in profile:
+        raise ConfigError(str(path), "seccomp_profile", "defaultAction must deny (an allowlist profile)")
+    return json.dumps(profile, separators=(",", ":"), sort_keys=True)
 
 
 def ceilings(cfg: ExecutorConfig) -> Limits:
@@ -45,10 +80,17 @@ def clamp(spec: RunSpec, top: Limits) -> Limits:
     )
 
 
-def container_options(spec: RunSpec, limits: Limits, cfg: ExecutorConfig) -> dict[str, Any]:
-    """Keyword arguments for docker's containers.create."""
+def container_options(spec: RunSpec, limits: Limits, cfg: ExecutorConfig, seccomp_profile: str) -> dict[str, Any]:
+    """Keyword arguments for docker's containers.create; seccomp_profile is
+    the JSON text from load_seccomp_profile."""
     tmpfs = limits.tmpfs_bytes
     uid, _, gid = cfg.user.partition(":")
+    # RLIMIT_NPROC counts every process of the uid host-wide, and all
+    # sandboxes share one uid: sized per run it would let one busy sandbox
+    # make fork (and even exec after setuid) fail in the others. So it covers
+    # every concurrent run at its ceiling plus slack, as a backstop; the
+    # cgroup pids limit stays the per-container fork-bomb stop.
+    nproc = cfg.limits.pids * cfg.max_concurrent_runs + NPROC_SLACK
     return {
         "image": spec.image,
         "command": list(spec.argv),
@@ -62,9 +104,10 @@ def container_options(spec: RunSpec, limits: Limits, cfg: ExecutorConfig) -> dic
         "network_mode": "none",
         "read_only": True,
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
+        # Our allowlist profile (deploy/seccomp), stricter than Docker's default.
+        "security_opt": ["no-new-privileges:true", f"seccomp={seccomp_profile}"],
         "privileged": False,
-        "pids_limit": limits.pids,
+        "pids_limit": limits.pids + (RUNSC_PIDS_OVERHEAD if spec.runtime == "runsc" else 0),
         "mem_limit": limits.memory_bytes,
         # memory+swap equal to memory: no swap, so a memory bomb ends in the
         # OOM killer instead of thrashing the host.
@@ -74,6 +117,7 @@ def container_options(spec: RunSpec, limits: Limits, cfg: ExecutorConfig) -> dic
             Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
             Ulimit(name="fsize", soft=tmpfs, hard=tmpfs),
             Ulimit(name="core", soft=0, hard=0),
+            Ulimit(name="nproc", soft=nproc, hard=nproc),
         ],
         "tmpfs": {
             # noexec on /tmp: no shipped tool needs to run files from there.

@@ -9,6 +9,7 @@ including a cancelled caller (the finally block is shielded).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -21,7 +22,7 @@ from executor._config import ExecutorConfig
 from executor._docker import ContainerRuntime
 from executor._metrics import ExecutorMetrics
 from executor._model import Chunk, Outcome, RunRefused, RunResult, RunSpec
-from executor._options import ceilings, clamp, container_options
+from executor._options import ceilings, clamp, container_options, load_seccomp_profile
 
 log = logging.getLogger("airlock.executor")
 
@@ -39,7 +40,13 @@ class Runner:
         self._runtime = runtime
         self._metrics = metrics
         self._ceilings = ceilings(cfg)
+        self._seccomp_profile = load_seccomp_profile(cfg)
         self._slots = asyncio.Semaphore(cfg.max_concurrent_runs)
+        # Each running container holds one thread for its output stream for
+        # as long as it runs. Those threads get a pool of their own: sharing
+        # asyncio's default pool (cpu+4 threads) with the short Docker calls
+        # deadlocks once the streams fill it, and nothing can kill a run.
+        self._pumps = concurrent.futures.ThreadPoolExecutor(cfg.max_concurrent_runs, thread_name_prefix="pump")
         self._active: dict[str, str] = {}
         self._cancelled: set[str] = set()
 
@@ -79,7 +86,7 @@ class Runner:
 
     async def _run(self, spec: RunSpec, emit: Emit) -> RunResult:  # noqa: C901, PLR0915 - one linear lifecycle reads best in one place
         limits = clamp(spec, self._ceilings)
-        options = container_options(spec, limits, self._cfg)
+        options = container_options(spec, limits, self._cfg, self._seccomp_profile)
         capture = OutputCapture(limits.output_bytes)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -120,7 +127,7 @@ class Runner:
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
 
-            pump_task = asyncio.ensure_future(asyncio.to_thread(pump, stream))
+            pump_task = loop.run_in_executor(self._pumps, pump, stream)
 
             async def forward() -> None:
                 while (item := await queue.get()) is not _SENTINEL:

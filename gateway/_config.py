@@ -27,6 +27,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: Extra time on top of a run's own timeout before the gateway gives up on
 #: the executor (container start and teardown happen outside the timeout).
 DEFAULT_EXECUTOR_GRACE_MS = 15_000
+#: A busy executor queues runs (max_concurrent_runs); a minute of queueing
+#: is generous for an agent, and beyond it the call fails rather than hangs.
+DEFAULT_EXECUTOR_START_TIMEOUT_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,9 @@ class ExecutorLink:
     tls: ClientTLS | None = None
     """mTLS settings for ``address``."""
     grace_ms: int = DEFAULT_EXECUTOR_GRACE_MS
-    """Added to a run's timeout to bound the whole executor call."""
+    """Added to a run's timeout to bound the run once its container started."""
+    start_timeout_ms: int = DEFAULT_EXECUTOR_START_TIMEOUT_MS
+    """How long a run may wait for a free executor slot and a started container."""
 
     def __post_init__(self) -> None:
         if (self.socket is None) == (self.address is None):

@@ -3,6 +3,7 @@ executor's Unix socket, authenticated with the shared executor token."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -26,6 +27,7 @@ class GrpcExecutor:
     def __init__(self, link: ExecutorLink, max_message_bytes: int) -> None:
         self._token = Path(link.token_file).read_text(encoding="utf-8").strip()
         self._grace_s = link.grace_ms / 1000
+        self._start_s = link.start_timeout_ms / 1000
         options: list[tuple[str, str | int]] = [("grpc.max_receive_message_length", max_message_bytes)]
         if link.tls is not None:
             options.extend(link.tls.channel_options())
@@ -59,20 +61,36 @@ class GrpcExecutor:
         stdout = bytearray()
         stderr = bytearray()
         result: executor_pb2.RunResult | None = None
-        deadline = plan.limits.timeout_ms / 1000 + self._grace_s
+        run_s = plan.limits.timeout_ms / 1000 + self._grace_s
         call = self._stub.Run(
             executor_pb2.RunRequest(spec=spec),
             metadata=(("authorization", f"Bearer {self._token}"),),
-            timeout=deadline,
+            timeout=self._start_s + run_s,
         )
+        # Two deadlines: waiting for a free executor slot and a started
+        # container is bounded separately from the run itself, so a busy
+        # executor does not eat into a call's own timeout.
+        phase = "start"
         try:
-            async for event in call:
-                which = event.WhichOneof("event")
-                if which == "output":
-                    target = stdout if event.output.stream == executor_pb2.STREAM_STDOUT else stderr
-                    target.extend(event.output.data)
-                elif which == "result":
-                    result = event.result
+            events = aiter(call)
+            async with asyncio.timeout(self._start_s):
+                first = await anext(events)
+            if first.WhichOneof("event") == "result":
+                result = first.result
+            phase = "run"
+            async with asyncio.timeout(run_s):
+                async for event in events:
+                    which = event.WhichOneof("event")
+                    if which == "output":
+                        target = stdout if event.output.stream == executor_pb2.STREAM_STDOUT else stderr
+                        target.extend(event.output.data)
+                    elif which == "result":
+                        result = event.result
+        except TimeoutError as exc:
+            limit = self._start_s if phase == "start" else run_s
+            raise ExecutorError(f"executor: the run's {phase} took longer than {limit:.0f} s") from exc
+        except StopAsyncIteration as exc:
+            raise ExecutorError("executor stream ended before the run started") from exc
         except grpc.aio.AioRpcError as exc:
             raise ExecutorError(f"executor: {exc.code().name}: {exc.details()}") from exc
         finally:

@@ -130,6 +130,9 @@ class Stack:
                 "socket": str(run_dir / "executor.sock"),
                 "token_file": str(home / "executor.token"),
                 "metrics_listen": o.executor_metrics,
+                # runsc is used only by tools that ask for it, and only if
+                # Docker has it registered (scripts/bootstrap does that).
+                "runtimes": ["runc", "runsc"],
             },
         )
         _write_yaml(

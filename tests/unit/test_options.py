@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from docker.types import Ulimit
 
-from executor._config import Ceilings, ExecutorConfig
+from airlock import ConfigError
+from executor._config import Ceilings, ExecutorConfig, load_executor_config
 from executor._model import Limits, RunSpec
-from executor._options import MANAGED_LABEL, ceilings, clamp, container_options
+from executor._options import (
+    DEFAULT_SECCOMP_PROFILE,
+    MANAGED_LABEL,
+    ceilings,
+    clamp,
+    container_options,
+    load_seccomp_profile,
+)
 
 MiB = 1024**2
 TOP = Limits(
@@ -19,6 +30,7 @@ TOP = Limits(
     tmpfs_bytes=64 * MiB,
     nofile=1024,
 )
+PROFILE = '{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}'
 
 
 def _cfg(**kw) -> ExecutorConfig:
@@ -74,14 +86,14 @@ def test_clamp_all_zero_is_the_ceiling() -> None:
 def test_container_options_are_hardened() -> None:
     limits = Limits(256 * MiB, 500, 64, 10_000, MiB, 16 * MiB, 512)
     spec = _spec(env={"LANG": "C.UTF-8"})
-    opts = container_options(spec, limits, _cfg())
+    opts = container_options(spec, limits, _cfg(), PROFILE)
     assert opts["image"] == "img:1"
     assert opts["command"] == ["python3", "-c", "print(1)"]
     assert opts["read_only"] is True
     assert opts["privileged"] is False
     assert opts["cap_drop"] == ["ALL"]
     assert "cap_add" not in opts
-    assert opts["security_opt"] == ["no-new-privileges:true"]
+    assert opts["security_opt"] == ["no-new-privileges:true", f"seccomp={PROFILE}"]
     assert opts["network_mode"] == "none"
     assert opts["user"] == "65534:65534"
     uid, _, gid = opts["user"].partition(":")
@@ -105,18 +117,26 @@ def test_container_options_are_hardened() -> None:
     assert opts["tty"] is False
     assert opts["stdin_open"] is False
     ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in opts["ulimits"]}
-    assert ulimits == {"nofile": (512, 512), "fsize": (16 * MiB, 16 * MiB), "core": (0, 0)}
+    # nproc is host-wide per uid: every concurrent run at the pids ceiling, plus slack.
+    nproc = 128 * 16 + 64
+    assert ulimits == {
+        "nofile": (512, 512),
+        "fsize": (16 * MiB, 16 * MiB),
+        "core": (0, 0),
+        "nproc": (nproc, nproc),
+    }
     assert all(isinstance(u, Ulimit) for u in opts["ulimits"])
 
 
 def test_container_options_ignore_a_network_request() -> None:
     """Egress is refused before options are made; the options never carry it anyway."""
-    opts = container_options(_spec(network_mode="egress", egress_allowlist=("a:443",)), TOP, _cfg())
+    opts = container_options(_spec(network_mode="egress", egress_allowlist=("a:443",)), TOP, _cfg(), PROFILE)
     assert opts["network_mode"] == "none"
 
 
 def test_container_options_use_the_configured_user_and_runtime() -> None:
-    opts = container_options(_spec(runtime="runsc"), TOP, _cfg(user="1000:1001", runtimes=("runc", "runsc")))
+    cfg = _cfg(user="1000:1001", runtimes=("runc", "runsc"))
+    opts = container_options(_spec(runtime="runsc"), TOP, cfg, PROFILE)
     assert opts["user"] == "1000:1001"
     assert "uid=1000" in opts["tmpfs"][opts["working_dir"]]
     assert "gid=1001" in opts["tmpfs"][opts["working_dir"]]
@@ -127,3 +147,63 @@ def test_container_options_use_the_configured_user_and_runtime() -> None:
 def test_config_refuses_root_or_non_numeric_user(user) -> None:
     with pytest.raises(ValueError, match="non-root"):
         _cfg(user=user)
+
+
+def test_nproc_ulimit_covers_every_concurrent_run_at_the_ceiling() -> None:
+    """A run that asks for fewer pids must not get a smaller nproc: the count is per uid, not per container."""
+    cfg = _cfg(limits=Ceilings(pids=10), max_concurrent_runs=3)
+    small = clamp(_spec(pids=2), ceilings(cfg))
+    opts = container_options(_spec(pids=2), small, cfg, PROFILE)
+    assert opts["pids_limit"] == 2
+    nproc = next(u for u in opts["ulimits"] if u["Name"] == "nproc")
+    assert (nproc["Soft"], nproc["Hard"]) == (10 * 3 + 64, 10 * 3 + 64)
+
+
+# -- the seccomp profile -------------------------------------------------------------
+
+
+def test_the_shipped_profile_is_the_default() -> None:
+    text = load_seccomp_profile(_cfg())
+    assert json.loads(text) == json.loads(DEFAULT_SECCOMP_PROFILE.read_text())
+    # Compact: it travels in the container's HostConfig on every create.
+    assert "\n" not in text
+
+
+def test_a_configured_profile_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"defaultAction": "SCMP_ACT_KILL_PROCESS", "syscalls": []}))
+    assert json.loads(load_seccomp_profile(_cfg(seccomp_profile=str(path)))) == {
+        "defaultAction": "SCMP_ACT_KILL_PROCESS",
+        "syscalls": [],
+    }
+
+
+def test_a_relative_profile_path_is_resolved_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    cfg_file = tmp_path / "conf" / "executor.yaml"
+    cfg_file.write_text("version: 1\nsocket: x.sock\ntoken_file: t\nseccomp_profile: ../sec/p.json\n")
+    cfg = load_executor_config(cfg_file)
+    assert cfg.seccomp_profile == str((tmp_path / "sec" / "p.json").resolve())
+    cfg_file.write_text("version: 1\nsocket: x.sock\ntoken_file: t\n")
+    assert load_executor_config(cfg_file).seccomp_profile is None
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(None, "cannot read", id="missing"),
+        pytest.param("{not json", "not valid JSON", id="not-json"),
+        pytest.param('"unconfined"', "syscalls list", id="not-an-object"),
+        pytest.param('{"defaultAction": "SCMP_ACT_ERRNO"}', "syscalls list", id="no-syscalls"),
+        pytest.param('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}', "must deny", id="allow-by-default"),
+        pytest.param('{"defaultAction": "SCMP_ACT_LOG", "syscalls": []}', "must deny", id="log-by-default"),
+        pytest.param('{"syscalls": []}', "must deny", id="no-default-action"),
+    ],
+)
+def test_a_bad_profile_is_a_config_error(tmp_path: Path, content, problem) -> None:
+    path = tmp_path / "p.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=problem) as info:
+        load_seccomp_profile(_cfg(seccomp_profile=str(path)))
+    assert info.value.key == "seccomp_profile"

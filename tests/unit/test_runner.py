@@ -4,6 +4,7 @@ timeouts, and the container removed on every path."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,9 +13,11 @@ import pytest
 from docker.errors import APIError, ImageNotFound
 from prometheus_client import CollectorRegistry
 
+from airlock import ConfigError
 from executor._config import ExecutorConfig
 from executor._metrics import ExecutorMetrics
 from executor._model import Chunk, RunRefused, RunResult, RunSpec
+from executor._options import DEFAULT_SECCOMP_PROFILE
 from executor._runner import Runner
 
 CID = "c0ffee"
@@ -188,6 +191,14 @@ def test_run_uses_clamped_hardened_options(prom) -> None:
     assert opts["read_only"] is True
     assert opts["environment"] == {"A": "b"}
     assert opts["name"] == "airlock-run-1"
+    seccomp = [o for o in opts["security_opt"] if o.startswith("seccomp=")]
+    assert len(seccomp) == 1
+    assert json.loads(seccomp[0].removeprefix("seccomp=")) == json.loads(DEFAULT_SECCOMP_PROFILE.read_text())
+
+
+def test_runner_refuses_to_start_without_its_seccomp_profile(prom, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="seccomp_profile"):
+        _runner(FakeRuntime(), prom, seccomp_profile=str(tmp_path / "missing.json"))
 
 
 @pytest.mark.parametrize(
