@@ -2,8 +2,8 @@
 
 Starts its own `airlock up` in a temporary home, then measures on this
 machine, in this run:
-  1. `docker run --rm` of the sandbox image running print(2+2) (plain, and
-     with the executor's hardening flags);
+  1. `docker run --rm` of the sandbox image running print(2+2) (plain, with
+     the executor's hardening flags, and the same under gVisor);
   2. the full `airlock call python '{"code": "print(2+2)"}'` CLI, end to end;
   3. decide-only (Decide RPC) latency over many sequential calls from one
      gRPC client, plus OPA's own eval time for the same decision.
@@ -77,6 +77,12 @@ def main() -> int:
     hardened = [
         timed(["docker", "run", "--rm", *HARDENED, IMAGE, "python3", "-c", "print(2+2)"]) for _ in range(args.runs)
     ]
+    # gVisor needs pids headroom for its own kernel threads (see executor/_options.py).
+    gvisor_flags = [f if f != "64" else "128" for f in HARDENED]
+    gvisor = [
+        timed(["docker", "run", "--rm", "--runtime", "runsc", *gvisor_flags, IMAGE, "python3", "-c", "print(2+2)"])
+        for _ in range(args.runs)
+    ]
 
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
         home = Path(tmp)
@@ -126,6 +132,7 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores; image {IMAGE}")
     print(f"docker run --rm (plain)      n={len(plain):4d}  median {statistics.median(plain) * ms:7.1f} ms")
     print(f"docker run --rm (hardened)   n={len(hardened):4d}  median {statistics.median(hardened) * ms:7.1f} ms")
+    print(f"docker run --rm (hardened, runsc) n={len(gvisor):4d}  median {statistics.median(gvisor) * ms:7.1f} ms")
     print(f"airlock call (CLI, e2e)      n={len(calls):4d}  median {statistics.median(calls) * ms:7.1f} ms")
     print(
         f"Decide RPC (decide-only)     n={len(lat):4d}  p50 {pct(lat, 50) * ms:6.2f} ms  "
