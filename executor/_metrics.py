@@ -3,11 +3,36 @@ come from closed sets: outcomes, runtimes, refusal codes, RPC methods."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+
+# The *_created series double every counter and histogram for no dashboard
+# use; Prometheus tracks resets itself.
+disable_created_metrics()
 
 from executor._model import OUTCOMES
 
-BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+VERSION = "0.1.0"
+#: From 1 ms (a cancelled start) to 10 minutes (a long run).
+BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
 REFUSALS = ("egress_unavailable", "runtime_unavailable", "image_missing", "spec_invalid")
 METHODS = ("Run", "Cancel", "other")
 
@@ -44,6 +69,8 @@ class ExecutorMetrics:
             registry=registry,
         )
         self.running = Gauge("airlock_executor_running_containers", "Sandbox containers alive now.", registry=registry)
+        self.build = Info("airlock_executor_build", "Executor version and enabled runtimes.", registry=registry)
+        self.build.info({"version": VERSION, "runtimes": ",".join(runtimes)})
         for runtime in runtimes:
             for outcome in OUTCOMES:
                 self.runs.labels(outcome, runtime)

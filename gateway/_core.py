@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from airlock.v1 import audit_pb2, call_pb2
 from gateway._audit import SCHEMA_VERSION, AuditSink
-from gateway._errors import AuditError, ExecutorError, PolicyError
+from gateway._errors import FAIL_CLOSED_REASONS, AuditError, ExecutorError, PolicyError
 from gateway._metrics import GatewayMetrics
 from gateway._model import (
     CallInput,
@@ -124,6 +124,9 @@ class Gateway:
                     await asyncio.shield(self._write(self._execution_event(inp, decision, gone)))
                 raise
             self._metrics.executions.labels(tool_label, outcome.outcome).inc()
+            self._metrics.execution_seconds.labels(tool_label).observe(outcome.duration_ms / 1000)
+            if outcome.output_truncated:
+                self._metrics.truncations.labels(tool_label).inc()
             try:
                 await self._write(self._execution_event(inp, decision, outcome))
             except AuditError:
@@ -190,6 +193,9 @@ class Gateway:
             result = await self._policy.evaluate(self._settings.decision_path, input_doc)
         except PolicyError as exc:
             return refuse("permission_denied", exc.code, str(exc))
+        if result.eval_ns is not None:
+            self._metrics.opa_eval_seconds.observe(result.eval_ns / 1e9)
+        self._metrics.policy_revision(result.revision)
         try:
             allowed, reasons, obligations = _parse_decision(result.result)
         except PolicyError as exc:
@@ -279,17 +285,21 @@ class Gateway:
                 refusal="unavailable",
                 reasons=(Reason("audit_failed", str(exc)),),
             )
-        self._metrics.decisions.labels(
-            tool_label, decision.verdict, self._metrics.reason_label(decision.reasons[0].code)
-        ).inc()
+        reason = decision.reasons[0].code
+        profile = self._metrics.profile_label(inp.principal.profile if inp.principal else None)
+        self._metrics.decisions.labels(tool_label, decision.verdict, self._metrics.reason_label(reason), profile).inc()
+        if reason in FAIL_CLOSED_REASONS:
+            self._metrics.fail_closed.labels(reason).inc()
         return decision
 
     async def _write(self, event: audit_pb2.AuditEvent) -> None:
+        started = time.monotonic()
         try:
             await self._audit.write(event)
         except AuditError:
             self._metrics.audit_failures.inc()
             raise
+        self._metrics.audit_write_seconds.observe(time.monotonic() - started)
         self._metrics.audit_events.labels(event.kind).inc()
 
     def _base_event(self, kind: str, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:

@@ -29,7 +29,7 @@ from gateway._server import SERVING, AuthInterceptor, GatewayServicer, add_stand
 async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     registry = load_registry(Path(cfg.registry))
     prom = CollectorRegistry()
-    metrics = GatewayMetrics(prom, registry.tools.keys())
+    metrics = GatewayMetrics(prom, registry.tools.keys(), {a.profile for a in cfg.agents})
     policy = OpaClient(cfg.opa.url, cfg.opa.timeout_ms)
     executor = GrpcExecutor(cfg.executor, cfg.limits.max_message_bytes)
     audit = JsonlAuditSink(Path(cfg.audit.path))

@@ -1,18 +1,26 @@
 """Every gateway metric, built against an injected CollectorRegistry.
 
 Label values come from closed sets only: registered tool names (anything else
-is "unregistered"), allow/deny, the reason codes in _errors, and run outcomes.
+is "unregistered"), allow/deny, the reason codes in _errors, run outcomes,
+and the profiles named in gateway.yaml ("none" before authentication). No
+label ever carries an argument, a principal id or a decision id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
-from gateway._errors import ALL_REASON_LABELS
+# The *_created series double every counter and histogram for no dashboard
+# use; Prometheus tracks resets itself.
+disable_created_metrics()
+
+from gateway._errors import ALL_REASON_LABELS, FAIL_CLOSED_REASONS
 
 UNREGISTERED = "unregistered"
+NO_PROFILE = "none"
+VERSION = "0.1.0"
 OUTCOMES = ("ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error")
 #: From 100 µs (a local OPA decision) to 10 minutes (a long run).
 LATENCY_BUCKETS = (
@@ -22,14 +30,49 @@ LATENCY_BUCKETS = (
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry, tools: Collection[str]) -> None:
+    def __init__(self, registry: CollectorRegistry, tools: Collection[str], profiles: Collection[str] = ()) -> None:
         self._tools = frozenset(tools)
+        self._profiles = frozenset(profiles)
         self.decisions = Counter(
             "airlock_gateway_decisions",
-            "Decisions by tool, verdict and first reason code.",
-            ["tool", "decision", "reason"],
+            "Decisions by tool, verdict, first reason code and principal profile.",
+            ["tool", "decision", "reason", "profile"],
             registry=registry,
         )
+        self.fail_closed = Counter(
+            "airlock_gateway_fail_closed",
+            "Denies because no usable decision or audit record could be had, by cause.",
+            ["cause"],
+            registry=registry,
+        )
+        self.opa_eval_seconds = Histogram(
+            "airlock_gateway_opa_eval_duration_seconds",
+            "Policy evaluation time as OPA reports it (timer_rego_query_eval_ns).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.execution_seconds = Histogram(
+            "airlock_gateway_execution_duration_seconds",
+            "Run time of executed calls as the executor reports it (start to exit).",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.truncations = Counter(
+            "airlock_gateway_output_truncations",
+            "Executed calls whose output was cut to the cap.",
+            ["tool"],
+            registry=registry,
+        )
+        self.audit_write_seconds = Histogram(
+            "airlock_gateway_audit_write_duration_seconds",
+            "Time to make one audit event durable (write and fsync).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.build = Info("airlock_gateway_build", "Gateway version and the active policy revision.", registry=registry)
+        self._revision = ""
+        self.build.info({"version": VERSION, "policy_revision": ""})
         self.decision_seconds = Histogram(
             "airlock_gateway_decision_duration_seconds",
             "Time to reach a decision, including the OPA round trip.",
@@ -63,9 +106,23 @@ class GatewayMetrics:
         for tool in (*sorted(self._tools), UNREGISTERED):
             for outcome in OUTCOMES:
                 self.executions.labels(tool, outcome)
+            self.truncations.labels(tool)
+        for cause in FAIL_CLOSED_REASONS:
+            self.fail_closed.labels(cause)
 
     def tool_label(self, tool: str) -> str:
         return tool if tool in self._tools else UNREGISTERED
 
     def reason_label(self, code: str) -> str:
         return code if code in ALL_REASON_LABELS else "policy_other"
+
+    def profile_label(self, profile: str | None) -> str:
+        if profile is None:
+            return NO_PROFILE
+        return profile if profile in self._profiles else "other"
+
+    def policy_revision(self, revision: str) -> None:
+        """Keeps build_info's policy_revision current (it changes on reload)."""
+        if revision and revision != self._revision:
+            self._revision = revision
+            self.build.info({"version": VERSION, "policy_revision": revision})

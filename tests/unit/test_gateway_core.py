@@ -155,7 +155,14 @@ class Harness:
         return self.prom.get_sample_value(name, labels) or 0.0
 
     def decisions(self, tool: str, decision: str, reason: str) -> float:
-        return self.sample("airlock_gateway_decisions_total", tool=tool, decision=decision, reason=reason)
+        """Summed over the profile label."""
+        want = {"tool": tool, "decision": decision, "reason": reason}
+        metric = next(m for m in self.prom.collect() if m.name == "airlock_gateway_decisions")
+        return sum(
+            s.value
+            for s in metric.samples
+            if s.name.endswith("_total") and all(s.labels.get(k) == v for k, v in want.items())
+        )
 
     def decisions_total(self) -> float:
         metric = next(m for m in self.prom.collect() if m.name == "airlock_gateway_decisions")
