@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
+from executor._model import OUTCOMES
+
 # The *_created series double every counter and histogram for no dashboard
 # use; Prometheus tracks resets itself.
 disable_created_metrics()
-
-from executor._model import OUTCOMES
 
 VERSION = "0.1.0"
 #: From 1 ms (a cancelled start) to 10 minutes (a long run).

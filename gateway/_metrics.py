@@ -12,11 +12,11 @@ from collections.abc import Collection
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
+from gateway._errors import ALL_REASON_LABELS, FAIL_CLOSED_REASONS
+
 # The *_created series double every counter and histogram for no dashboard
 # use; Prometheus tracks resets itself.
 disable_created_metrics()
-
-from gateway._errors import ALL_REASON_LABELS, FAIL_CLOSED_REASONS
 
 UNREGISTERED = "unregistered"
 NO_PROFILE = "none"
