@@ -10,6 +10,8 @@ from pathlib import Path
 
 from airlock import load_yaml_config
 from airlock._tls import ClientTLS, ServerTLS
+from gateway._mask import DEFAULT_KEY_PATTERN as DEFAULT_MASK_KEY_PATTERN
+from gateway._mask import DEFAULT_VALUE_PATTERNS as DEFAULT_MASK_VALUE_PATTERNS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -27,6 +29,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: Extra time on top of a run's own timeout before the gateway gives up on
 #: the executor (container start and teardown happen outside the timeout).
 DEFAULT_EXECUTOR_GRACE_MS = 15_000
+DEFAULT_AUDIT_MAX_BYTES = 64 * 1024 * 1024
 #: A busy executor queues runs (max_concurrent_runs); a minute of queueing
 #: is generous for an agent, and beyond it the call fails rather than hangs.
 DEFAULT_EXECUTOR_START_TIMEOUT_MS = 60_000
@@ -116,11 +119,41 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class MaskConfig:
+    """What to mask before an event is written (the policy sees the real input)."""
+
+    pointers: tuple[str, ...] = ()
+    """JSON pointers into the policy input, e.g. /call/arguments/api_key."""
+    key_pattern: str | None = DEFAULT_MASK_KEY_PATTERN
+    """Object keys whose values are masked wherever they appear (null: none)."""
+    value_patterns: tuple[str, ...] = DEFAULT_MASK_VALUE_PATTERNS
+    """Regular expressions for secret-shaped text, masked in every string."""
+
+    def __post_init__(self) -> None:
+        for p in (*self.value_patterns, *([self.key_pattern] if self.key_pattern else [])):
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"mask pattern {p!r} is not a valid regular expression: {exc}") from exc
+        for p in self.pointers:
+            if not p.startswith("/"):
+                raise ValueError(f"mask pointer {p!r} must start with '/'")
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """Where audit events go."""
 
     path: str
     """JSON-lines file; each event is fsynced before the call proceeds."""
+    key_file: str | None = None
+    """HMAC key for the hash chain (without one, plain SHA-256: edits show, a full rewrite would not)."""
+    max_bytes: int = DEFAULT_AUDIT_MAX_BYTES
+    """Rotate to <path>.<n> once the file reaches this size."""
+    group_commit: bool = True
+    """Write and fsync concurrent events together (each caller still waits for its own fsync)."""
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    """Secret masking."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +207,8 @@ def load_gateway_config(path: Path) -> GatewayConfig:
             tls=cfg.executor.tls.resolved(base) if cfg.executor.tls else None,
         ),
         tls=cfg.tls.resolved(base) if cfg.tls else None,
-        audit=replace(cfg.audit, path=rel(cfg.audit.path)),
+        audit=replace(
+            cfg.audit, path=rel(cfg.audit.path), key_file=rel(cfg.audit.key_file) if cfg.audit.key_file else None
+        ),
         agents=tuple(replace(a, token_file=rel(a.token_file)) if a.token_file else a for a in cfg.agents),
     )

@@ -20,10 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from google.protobuf import json_format
+
 from airlock.v1 import audit_pb2, call_pb2
 from gateway._audit import SCHEMA_VERSION, AuditSink
 from gateway._errors import FAIL_CLOSED_REASONS, AuditError, ExecutorError, PolicyError
-from gateway._metrics import GatewayMetrics
+from gateway._mask import Masker
+from gateway._metrics import VERSION, GatewayMetrics
 from gateway._model import (
     CallInput,
     Decision,
@@ -40,6 +43,8 @@ from gateway._policy import PolicyEngine
 from gateway._registry import PLACEHOLDER_RE, Registry
 
 log = logging.getLogger("airlock.gateway")
+#: Bad input is recorded as received, up to this many characters.
+RAW_ARGUMENTS_AUDIT_CHARS = 4096
 _LIMIT_KEYS = ("memory_bytes", "cpu_millis", "pids", "timeout_ms", "output_bytes", "tmpfs_bytes")
 
 
@@ -68,7 +73,9 @@ class Gateway:
         audit: AuditSink,
         metrics: GatewayMetrics,
         settings: CoreSettings,
+        masker: Masker | None = None,
     ) -> None:
+        self._masker = masker or Masker()
         self._registry = registry
         self._policy = policy
         self._executor = executor
@@ -162,9 +169,19 @@ class Gateway:
         decision_id = str(uuid.uuid4())
         principal_id = inp.principal.id if inp.principal else ""
 
+        asked: dict[str, Any] = {"path": "", "input": None, "result": None}
+
         def refuse(refusal: Refusal, code: str, message: str, revision: str = "") -> Decision:
             return Decision(
-                decision_id, False, (Reason(code, message),), refusal, policy_revision=revision, principal=principal_id
+                decision_id,
+                False,
+                (Reason(code, message),),
+                refusal,
+                policy_revision=revision,
+                principal=principal_id,
+                path=asked["path"],
+                policy_input=asked["input"],
+                policy_result=asked["result"],
             )
 
         call = inp.call
@@ -189,10 +206,12 @@ class Gateway:
             return refuse("invalid_argument", "arguments_malformed", str(exc))
 
         input_doc = self._policy_input(inp, inp.principal, decision_id, arguments, size)
+        asked.update(path=self._settings.decision_path, input=input_doc)
         try:
             result = await self._policy.evaluate(self._settings.decision_path, input_doc)
         except PolicyError as exc:
             return refuse("permission_denied", exc.code, str(exc))
+        asked["result"] = result.result
         if result.eval_ns is not None:
             self._metrics.opa_eval_seconds.observe(result.eval_ns / 1e9)
         self._metrics.policy_revision(result.revision)
@@ -221,6 +240,9 @@ class Gateway:
             policy_revision=result.revision,
             principal=principal_id,
             arguments=arguments,
+            path=self._settings.decision_path,
+            policy_input=input_doc,
+            policy_result=result.result,
         )
 
     def _policy_input(
@@ -301,10 +323,12 @@ class Gateway:
             raise
         self._metrics.audit_write_seconds.observe(time.monotonic() - started)
         self._metrics.audit_events.labels(event.kind).inc()
+        self._metrics.audit_last_seq.set(event.seq)
 
     def _base_event(self, kind: str, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
         call = inp.call
         return audit_pb2.AuditEvent(
+            labels={"component": "gateway", "version": VERSION},
             schema_version=SCHEMA_VERSION,
             kind=kind,
             timestamp=_now(),
@@ -322,6 +346,26 @@ class Gateway:
 
     def _decision_event(self, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
         event = self._base_event("decision", inp, decision)
+        event.path = decision.path
+        # Refusals before the policy have no policy input: record the call as
+        # it came (raw arguments, cut to a bound), masked like the rest.
+        raw = decision.policy_input
+        if raw is None:
+            raw = {
+                "principal": _principal_doc(inp.principal) if inp.principal else None,
+                "call": {
+                    "call_id": inp.call.call_id,
+                    "item_type": inp.call.item_type,
+                    "tool": inp.call.tool,
+                    "arguments_raw": inp.call.arguments[:RAW_ARGUMENTS_AUDIT_CHARS],
+                },
+            }
+        masked_input, masked = self._masker.mask(raw)
+        event.input.update(masked_input)
+        event.masked.extend(masked)
+        if decision.policy_result is not None:
+            result, _ = self._masker.mask(decision.policy_result)
+            json_format.ParseDict(result, event.result)
         event.reasons.extend(call_pb2.Reason(code=r.code, message=r.message) for r in decision.reasons)
         event.obligations.CopyFrom(obligations_to_proto(decision.obligations))
         return event

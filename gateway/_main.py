@@ -20,10 +20,15 @@ from gateway._auth import Authenticator
 from gateway._config import GatewayConfig, load_gateway_config
 from gateway._core import CoreSettings, Gateway
 from gateway._executor_client import GrpcExecutor
+from gateway._mask import Masker
 from gateway._metrics import GatewayMetrics
 from gateway._policy import OpaClient
 from gateway._registry import load_registry
 from gateway._server import SERVING, AuthInterceptor, GatewayServicer, add_standard_services
+
+
+def _read_key(path: str | None) -> bytes | None:
+    return Path(path).read_bytes().strip() if path else None
 
 
 async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
@@ -32,7 +37,12 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     metrics = GatewayMetrics(prom, registry.tools.keys(), {a.profile for a in cfg.agents})
     policy = OpaClient(cfg.opa.url, cfg.opa.timeout_ms)
     executor = GrpcExecutor(cfg.executor, cfg.limits.max_message_bytes)
-    audit = JsonlAuditSink(Path(cfg.audit.path))
+    key = await asyncio.to_thread(_read_key, cfg.audit.key_file)
+    audit = JsonlAuditSink(
+        Path(cfg.audit.path), key=key, max_bytes=cfg.audit.max_bytes, group_commit=cfg.audit.group_commit
+    )
+    metrics.audit_last_seq.set(audit.last_seq)
+    mask = cfg.audit.mask
     core = Gateway(
         registry=registry,
         policy=policy,
@@ -44,6 +54,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
             granted_tools_path=cfg.opa.granted_tools_path,
             max_arguments_bytes=cfg.limits.max_arguments_bytes,
         ),
+        masker=Masker(mask.pointers, mask.key_pattern, mask.value_patterns),
     )
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(Authenticator(cfg.agents))],

@@ -16,7 +16,7 @@ from gateway._errors import ALL_REASON_LABELS, FAIL_CLOSED_REASONS
 
 # The *_created series double every counter and histogram for no dashboard
 # use; Prometheus tracks resets itself.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 UNREGISTERED = "unregistered"
 NO_PROFILE = "none"
@@ -102,6 +102,11 @@ class GatewayMetrics:
             registry=registry,
         )
         self.in_flight = Gauge("airlock_gateway_in_flight_calls", "Calls being handled.", registry=registry)
+        self.audit_last_seq = Gauge(
+            "airlock_gateway_audit_last_seq",
+            "Sequence number of the newest audit event on disk; a drop means the log lost its tail.",
+            registry=registry,
+        )
         # Touch every label combination so dashboards see zeros, not gaps.
         for tool in (*sorted(self._tools), UNREGISTERED):
             for outcome in OUTCOMES:

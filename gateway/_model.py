@@ -79,7 +79,11 @@ class Decision:
     policy_revision: str = ""
     principal: str = ""
     #: The parsed arguments (only when they parsed), for building the run.
-    arguments: Any = None
+    arguments: Any = field(default=None, compare=False, repr=False)
+    #: What the policy was asked and answered, for the audit event.
+    path: str = ""
+    policy_input: Any = field(default=None, compare=False, repr=False)
+    policy_result: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.reasons:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from airlock import ConfigError
+from airlock import ConfigError, auditlog
 from airlock._tls import ClientTLS
 from airlock.cli import _client
 from airlock.cli._bundle import build_bundle
@@ -68,10 +68,41 @@ def _parser() -> argparse.ArgumentParser:
     _tls_args(t)
     t.add_argument("--timeout", type=float, default=10.0)
 
+    audit = sub.add_parser("audit", help="work with the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the audit log's hash chain; report the first tampered event")
+    verify.add_argument("paths", nargs="+", type=Path, help="audit files, rotated ones included, in any order")
+    verify.add_argument("--key-file", type=Path, default=None, help="the gateway's audit key (default: the stack's)")
+    verify.add_argument("--no-key", action="store_true", help="the log was written without a key (plain SHA-256)")
+    verify.add_argument(
+        "--partial", action="store_true", help="the oldest files were archived: accept a chain that starts mid-way"
+    )
+
     chk = sub.add_parser("check", help="validate the registry and policies offline")
     chk.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
     chk.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
     return p
+
+
+def _audit_verify(args: argparse.Namespace, home: Path) -> int:
+    key: bytes | None = None
+    if not args.no_key:
+        key_file = args.key_file or home / "audit.key"
+        if not key_file.exists():
+            print(f"airlock: no audit key at {key_file}; pass --key-file or --no-key", file=sys.stderr)
+            return _client.EXIT_USAGE
+        key = key_file.read_bytes().strip()
+    files = auditlog.order_files(args.paths)
+    report = auditlog.verify(files, key, start=None if args.partial else auditlog.ChainState())
+    if report.problem is not None:
+        print(f"FAIL: {report.problem}")
+        print(f"      ({report.events} events verified before it)")
+        return 1
+    print(
+        f"ok: {report.events} events in {report.files} file(s), seq {report.first_seq or 0}..{report.last.seq}, "
+        "chain intact"
+    )
+    return _client.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per subcommand
@@ -91,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
                     opa_timeout_ms=args.opa_timeout_ms,
                 )
             )
+        if args.command == "audit":
+            return _audit_verify(args, home)
         if args.command == "check":
             opa = find_opa()
             if opa is None:

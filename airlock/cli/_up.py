@@ -119,6 +119,7 @@ class Stack:
         _token(home / "agent.token")
         _token(home / "agent-untrusted.token")
         _token(home / "executor.token")
+        _token(home / "audit.key")
         bundle = build_bundle(opa, o.policies, o.registry, home / "bundle.tar.gz")
 
         opa_port = o.opa_port or _free_port()
@@ -144,7 +145,7 @@ class Stack:
                 "registry": str(o.registry.resolve()),
                 "opa": {"url": opa_url, "timeout_ms": o.opa_timeout_ms},
                 "executor": {"socket": str(run_dir / "executor.sock"), "token_file": str(home / "executor.token")},
-                "audit": {"path": str(home / "audit.jsonl")},
+                "audit": {"path": str(home / "audit.jsonl"), "key_file": str(home / "audit.key")},
                 "agents": [
                     {"id": DEV_PRINCIPAL, "profile": DEV_PROFILE, "token_file": str(home / "agent.token")},
                     {

@@ -23,17 +23,22 @@ _sym_db = _symbol_database.Default()
 
 
 from airlock.v1 import call_pb2 as airlock_dot_v1_dot_call__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61irlock/v1/audit.proto\x12\nairlock.v1\x1a\x15\x61irlock/v1/call.proto\"\xb0\x04\n\nAuditEvent\x12%\n\x0eschema_version\x18\x01 \x01(\x05R\rschemaVersion\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n\ttimestamp\x18\x03 \x01(\tR\ttimestamp\x12\x1f\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\tR\ndecisionId\x12\x1c\n\tprincipal\x18\x05 \x01(\tR\tprincipal\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\x12\x12\n\x04tool\x18\x07 \x01(\tR\x04tool\x12\x1b\n\titem_type\x18\x08 \x01(\tR\x08itemType\x12\x17\n\x07\x63\x61ll_id\x18\t \x01(\tR\x06\x63\x61llId\x12\x1a\n\x08\x64\x65\x63ision\x18\n \x01(\tR\x08\x64\x65\x63ision\x12,\n\x07reasons\x18\x0b \x03(\x0b\x32\x12.airlock.v1.ReasonR\x07reasons\x12\x39\n\x0bobligations\x18\x0c \x01(\x0b\x32\x17.airlock.v1.ObligationsR\x0bobligations\x12\'\n\x0fpolicy_revision\x18\r \x01(\tR\x0epolicyRevision\x12\x10\n\x03rpc\x18\x0e \x01(\tR\x03rpc\x12\'\n\x0f\x61rguments_bytes\x18\x0f \x01(\x03R\x0e\x61rgumentsBytes\x12\x38\n\texecution\x18\x10 \x01(\x0b\x32\x1a.airlock.v1.AuditExecutionR\texecution\"\x9d\x02\n\x0e\x41uditExecution\x12\x18\n\x07outcome\x18\x01 \x01(\tR\x07outcome\x12\x1b\n\texit_code\x18\x02 \x01(\x05R\x08\x65xitCode\x12)\n\x10output_truncated\x18\x03 \x01(\x08R\x0foutputTruncated\x12!\n\x0cstdout_bytes\x18\x04 \x01(\x03R\x0bstdoutBytes\x12!\n\x0cstderr_bytes\x18\x05 \x01(\x03R\x0bstderrBytes\x12\x1f\n\x0b\x64uration_ms\x18\x06 \x01(\x03R\ndurationMs\x12,\n\x12\x63ontainer_start_ms\x18\x07 \x01(\x03R\x10\x63ontainerStartMs\x12\x14\n\x05\x65rror\x18\x08 \x01(\tR\x05\x65rrorb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61irlock/v1/audit.proto\x12\nairlock.v1\x1a\x15\x61irlock/v1/call.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xf5\x06\n\nAuditEvent\x12%\n\x0eschema_version\x18\x01 \x01(\x05R\rschemaVersion\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n\ttimestamp\x18\x03 \x01(\tR\ttimestamp\x12\x1f\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\tR\ndecisionId\x12\x1c\n\tprincipal\x18\x05 \x01(\tR\tprincipal\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\x12\x12\n\x04tool\x18\x07 \x01(\tR\x04tool\x12\x1b\n\titem_type\x18\x08 \x01(\tR\x08itemType\x12\x17\n\x07\x63\x61ll_id\x18\t \x01(\tR\x06\x63\x61llId\x12\x1a\n\x08\x64\x65\x63ision\x18\n \x01(\tR\x08\x64\x65\x63ision\x12,\n\x07reasons\x18\x0b \x03(\x0b\x32\x12.airlock.v1.ReasonR\x07reasons\x12\x39\n\x0bobligations\x18\x0c \x01(\x0b\x32\x17.airlock.v1.ObligationsR\x0bobligations\x12\'\n\x0fpolicy_revision\x18\r \x01(\tR\x0epolicyRevision\x12\x10\n\x03rpc\x18\x0e \x01(\tR\x03rpc\x12\'\n\x0f\x61rguments_bytes\x18\x0f \x01(\x03R\x0e\x61rgumentsBytes\x12\x38\n\texecution\x18\x10 \x01(\x0b\x32\x1a.airlock.v1.AuditExecutionR\texecution\x12\x10\n\x03seq\x18\x11 \x01(\x04R\x03seq\x12\x1b\n\tprev_hash\x18\x12 \x01(\tR\x08prevHash\x12\x12\n\x04hash\x18\x13 \x01(\tR\x04hash\x12\x12\n\x04path\x18\x14 \x01(\tR\x04path\x12-\n\x05input\x18\x15 \x01(\x0b\x32\x17.google.protobuf.StructR\x05input\x12.\n\x06result\x18\x16 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06result\x12:\n\x06labels\x18\x17 \x03(\x0b\x32\".airlock.v1.AuditEvent.LabelsEntryR\x06labels\x12\x16\n\x06masked\x18\x18 \x03(\tR\x06masked\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x9d\x02\n\x0e\x41uditExecution\x12\x18\n\x07outcome\x18\x01 \x01(\tR\x07outcome\x12\x1b\n\texit_code\x18\x02 \x01(\x05R\x08\x65xitCode\x12)\n\x10output_truncated\x18\x03 \x01(\x08R\x0foutputTruncated\x12!\n\x0cstdout_bytes\x18\x04 \x01(\x03R\x0bstdoutBytes\x12!\n\x0cstderr_bytes\x18\x05 \x01(\x03R\x0bstderrBytes\x12\x1f\n\x0b\x64uration_ms\x18\x06 \x01(\x03R\ndurationMs\x12,\n\x12\x63ontainer_start_ms\x18\x07 \x01(\x03R\x10\x63ontainerStartMs\x12\x14\n\x05\x65rror\x18\x08 \x01(\tR\x05\x65rrorb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airlock.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITEVENT']._serialized_start=62
-  _globals['_AUDITEVENT']._serialized_end=622
-  _globals['_AUDITEXECUTION']._serialized_start=625
-  _globals['_AUDITEXECUTION']._serialized_end=910
+  _globals['_AUDITEVENT_LABELSENTRY']._loaded_options = None
+  _globals['_AUDITEVENT_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_AUDITEVENT']._serialized_start=92
+  _globals['_AUDITEVENT']._serialized_end=977
+  _globals['_AUDITEVENT_LABELSENTRY']._serialized_start=920
+  _globals['_AUDITEVENT_LABELSENTRY']._serialized_end=977
+  _globals['_AUDITEXECUTION']._serialized_start=980
+  _globals['_AUDITEXECUTION']._serialized_end=1265
 # @@protoc_insertion_point(module_scope)

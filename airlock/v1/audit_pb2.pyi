@@ -1,4 +1,5 @@
 from airlock.v1 import call_pb2 as _call_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,7 +9,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEvent(_message.Message):
-    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution")
+    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +33,14 @@ class AuditEvent(_message.Message):
     RPC_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_BYTES_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     kind: str
     timestamp: str
@@ -41,7 +57,15 @@ class AuditEvent(_message.Message):
     rpc: str
     arguments_bytes: int
     execution: AuditExecution
-    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ...) -> None: ...
+    seq: int
+    prev_hash: str
+    hash: str
+    path: str
+    input: _struct_pb2.Struct
+    result: _struct_pb2.Value
+    labels: _containers.ScalarMap[str, str]
+    masked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AuditExecution(_message.Message):
     __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error")

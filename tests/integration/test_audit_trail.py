@@ -1,0 +1,145 @@
+"""The audit trail on a real stack: secrets never reach the file, the chain
+verifies with `airlock audit verify`, and a gateway killed with SIGKILL
+mid-load loses no event whose response reached a client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from helpers import Stack, auth, start_stack, stop_stack, tool_call
+
+from airlock.v1 import call_pb2, gateway_pb2, gateway_pb2_grpc
+
+pytestmark = pytest.mark.integration
+SECRET = "sk-live-0123456789abcdefXYZ"
+
+
+def _verify(home: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "airlock.cli", "audit", "verify", *map(str, paths)],
+        env={**os.environ, "AIRLOCK_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_secrets_in_arguments_never_reach_the_audit_file(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        resp = stub.Invoke(
+            gateway_pb2.InvokeRequest(
+                call=tool_call("python", json.dumps({"code": f"api_key = '{SECRET}'; print(len(api_key))"}), "mask1")
+            ),
+            metadata=auth(stack.token),
+            timeout=60,
+        )
+        # Bad input is recorded as received -- masked too.
+        with pytest.raises(grpc.RpcError):
+            stub.Invoke(
+                gateway_pb2.InvokeRequest(call=tool_call("python", f'{{"token": "{SECRET}", ', "mask2")),
+                metadata=auth(stack.token),
+                timeout=60,
+            )
+    assert resp.stdout == f"{len(SECRET)}\n".encode()  # the tool itself got the real value
+    raw = stack.audit_path.read_bytes()
+    assert SECRET.encode() not in raw
+    events = [e for e in stack.audit_events() if e["call_id"] in ("mask1", "mask2") and e["kind"] == "decision"]
+    assert len(events) == 2
+    assert events[0]["masked"] == ["/call/arguments/code"]
+    assert "**masked**" in events[0]["input"]["call"]["arguments"]["code"]
+    assert events[1]["masked"] == ["/call/arguments_raw"]
+
+
+def test_the_stacks_audit_log_verifies(stack: Stack) -> None:
+    proc = _verify(stack.home, stack.audit_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("ok: ")
+    # And a one-byte edit is found.
+    tampered = stack.home / "tampered.jsonl"
+    lines = stack.audit_path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace('"rpc": "', '"rpc": "X', 1)
+    tampered.write_text("".join(lines))
+    bad = _verify(stack.home, tampered)
+    assert bad.returncode == 1
+    assert "tampered.jsonl:2 (seq 2): edited" in bad.stdout
+
+
+def test_sigkill_mid_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    s = start_stack(tmp_path / "home")
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        with grpc.insecure_channel(s.gateway) as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            for i in range(200):
+                if stop.is_set():
+                    return
+                call_id = f"w{worker}-{i}"
+                try:
+                    if i % 10 == 0:
+                        stub.Invoke(
+                            gateway_pb2.InvokeRequest(call=tool_call("python", '{"code": "print(1)"}', call_id)),
+                            metadata=auth(s.token),
+                            timeout=30,
+                        )
+                    else:
+                        stub.Decide(
+                            gateway_pb2.DecideRequest(call=tool_call("python", '{"code": "print(1)"}', call_id)),
+                            metadata=auth(s.token),
+                            timeout=30,
+                        )
+                except grpc.RpcError:
+                    return  # the gateway is gone: this call was never acknowledged
+                with lock:
+                    acknowledged.append(call_id)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(client, w) for w in range(8)]
+            deadline = time.monotonic() + 60
+            while len(acknowledged) < 150 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(int(s.info["pids"]["gateway"]), signal.SIGKILL)
+            stop.set()
+            for f in futures:
+                f.result()
+    finally:
+        stop_stack(s)
+    assert len(acknowledged) >= 150
+    on_disk = {e["call_id"] for e in s.audit_events() if e["kind"] == "decision"}
+    missing = [c for c in acknowledged if c not in on_disk]
+    assert missing == [], f"{len(missing)} acknowledged calls have no audit event, e.g. {missing[:3]}"
+    proc = _verify(s.home, s.audit_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"\nSIGKILL test: {len(acknowledged)} acknowledged calls, {len(on_disk)} decision events on disk")
+
+
+def test_decision_events_carry_opa_decision_log_fields(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.gateway) as channel:
+        resp = gateway_pb2_grpc.GatewayServiceStub(channel).Decide(
+            gateway_pb2.DecideRequest(call=tool_call("python", '{"code": "print(1)"}', "fields1")),
+            metadata=auth(stack.token),
+            timeout=30,
+        )
+    assert resp.decision.verdict == call_pb2.VERDICT_ALLOW
+    (event,) = stack.audit_events(resp.decision.decision_id)
+    assert event["path"] == "airlock/decision"
+    assert event["input"]["principal"]["id"] == "dev-agent"
+    assert event["input"]["call"]["tool"] == "python"
+    assert event["result"]["allow"] is True
+    assert event["labels"] == {"component": "gateway", "version": "0.1.0"}
+    assert event["timestamp"].endswith("Z")
