@@ -131,7 +131,9 @@ class Gateway:
                     await asyncio.shield(self._write(self._execution_event(inp, decision, gone)))
                 raise
             self._metrics.executions.labels(tool_label, outcome.outcome).inc()
-            self._metrics.execution_seconds.labels(tool_label).observe(outcome.duration_ms / 1000)
+            if outcome.container_start_ms or outcome.duration_ms:
+                # Only runs that happened: an unreachable executor is not a 0 s run.
+                self._metrics.execution_seconds.labels(tool_label).observe(outcome.duration_ms / 1000)
             if outcome.output_truncated:
                 self._metrics.truncations.labels(tool_label).inc()
             try:
