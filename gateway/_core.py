@@ -171,7 +171,7 @@ class Gateway:
         decision_id = str(uuid.uuid4())
         principal_id = inp.principal.id if inp.principal else ""
 
-        asked: dict[str, Any] = {"path": "", "input": None, "result": None}
+        asked: dict[str, Any] = {"path": "", "input": None, "result": None, "bundles": None}
 
         def refuse(refusal: Refusal, code: str, message: str, revision: str = "") -> Decision:
             return Decision(
@@ -184,6 +184,7 @@ class Gateway:
                 path=asked["path"],
                 policy_input=asked["input"],
                 policy_result=asked["result"],
+                bundles=asked["bundles"],
             )
 
         call = inp.call
@@ -213,7 +214,7 @@ class Gateway:
             result = await self._policy.evaluate(self._settings.decision_path, input_doc)
         except PolicyError as exc:
             return refuse("permission_denied", exc.code, str(exc))
-        asked["result"] = result.result
+        asked.update(result=result.result, bundles=dict(result.bundles))
         if result.eval_ns is not None:
             self._metrics.opa_eval_seconds.observe(result.eval_ns / 1e9)
         self._metrics.policy_revision(result.revision)
@@ -245,6 +246,7 @@ class Gateway:
             path=self._settings.decision_path,
             policy_input=input_doc,
             policy_result=result.result,
+            bundles=dict(result.bundles),
         )
 
     def _policy_input(
@@ -365,6 +367,8 @@ class Gateway:
         masked_input, masked = self._masker.mask(raw)
         event.input.update(masked_input)
         event.masked.extend(masked)
+        for name, revision in (decision.bundles or {}).items():
+            event.bundles[name].revision = revision
         if decision.policy_result is not None:
             result, _ = self._masker.mask(decision.policy_result)
             json_format.ParseDict(result, event.result)

@@ -84,6 +84,7 @@ class Decision:
     path: str = ""
     policy_input: Any = field(default=None, compare=False, repr=False)
     policy_result: Any = field(default=None, compare=False, repr=False)
+    bundles: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.reasons:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -27,6 +27,8 @@ class PolicyResult:
     result: Any
     revision: str
     eval_ns: int | None = None
+    #: Bundle name -> revision, as OPA's provenance reports them.
+    bundles: Mapping[str, str] = field(default_factory=dict)
 
 
 class PolicyEngine(Protocol):
@@ -92,7 +94,9 @@ class OpaClient:
         for key in ("provenance", "metrics"):
             if key in body and not isinstance(body[key], dict):
                 raise PolicyError(f"OPA answered with a non-object {key!r}", code="policy_malformed")
-        return PolicyResult(result=body["result"], revision=_revision(body), eval_ns=_eval_ns(body))
+        return PolicyResult(
+            result=body["result"], revision=_revision(body), eval_ns=_eval_ns(body), bundles=_bundles(body)
+        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -112,6 +116,11 @@ def _revision(body: Mapping[str, Any]) -> str:
         if isinstance(info, dict)
     )
     return ",".join(revisions)
+
+
+def _bundles(body: Mapping[str, Any]) -> dict[str, str]:
+    bundles = (body.get("provenance") or {}).get("bundles") or {}
+    return {str(n): str(i.get("revision", "")) for n, i in bundles.items() if isinstance(i, dict)}
 
 
 def _eval_ns(body: Mapping[str, Any]) -> int | None:

@@ -142,4 +142,6 @@ def test_decision_events_carry_opa_decision_log_fields(stack: Stack) -> None:
     assert event["input"]["call"]["tool"] == "python"
     assert event["result"]["allow"] is True
     assert event["labels"] == {"component": "gateway", "version": "0.1.0"}
+    (bundle,) = event["bundles"].values()
+    assert bundle["revision"] == stack.info["policy_revision"]
     assert event["timestamp"].endswith("Z")

@@ -106,7 +106,7 @@ def test_defined_result_with_revision_and_request_shape() -> None:
         "metrics": {"timer_rego_query_eval_ns": 1234},
     }
     result, server = asyncio.run(_evaluate(answer(200, body)))
-    assert result == PolicyResult(result={"allow": True}, revision="r1", eval_ns=1234)
+    assert result == PolicyResult(result={"allow": True}, revision="r1", eval_ns=1234, bundles={"b": "r1"})
     ((request_line, sent),) = server.requests
     method, target, _ = request_line.split(" ")
     assert method == "POST"
