@@ -8,6 +8,18 @@ transport), _main (process wiring)."""
 from __future__ import annotations
 
 from gateway._config import GatewayConfig, load_gateway_config
+from gateway._core import build_policy_input, parse_arguments
+from gateway._model import Call, CallInput, Principal
 from gateway._registry import Registry, load_registry
 
-__all__ = ["GatewayConfig", "Registry", "load_gateway_config", "load_registry"]
+__all__ = [
+    "Call",
+    "CallInput",
+    "GatewayConfig",
+    "Principal",
+    "Registry",
+    "build_policy_input",
+    "load_gateway_config",
+    "load_registry",
+    "parse_arguments",
+]

@@ -30,6 +30,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: the executor (container start and teardown happen outside the timeout).
 DEFAULT_EXECUTOR_GRACE_MS = 15_000
 DEFAULT_AUDIT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_BUDGET_WINDOW_SECONDS = 3600
 #: A busy executor queues runs (max_concurrent_runs); a minute of queueing
 #: is generous for an agent, and beyond it the call fails rather than hangs.
 DEFAULT_EXECUTOR_START_TIMEOUT_MS = 60_000
@@ -157,6 +158,18 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """The call counters the gateway puts in the policy input (input.counters)."""
+
+    window_seconds: int = DEFAULT_BUDGET_WINDOW_SECONDS
+    """Trailing window the counters cover."""
+
+    def __post_init__(self) -> None:
+        if self.window_seconds <= 0:
+            raise ValueError(f"budget.window_seconds must be > 0, got {self.window_seconds}")
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """gateway.yaml, version 1."""
 
@@ -176,6 +189,8 @@ class GatewayConfig:
     """The policy engine."""
     tls: ServerTLS | None = None
     """TLS for the gRPC listener; with client_ca_file, agents may authenticate by certificate."""
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    """Call counters for budget rules."""
     limits: Limits = field(default_factory=Limits)
     """Input limits."""
 

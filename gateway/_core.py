@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -20,10 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import jsonschema
 from google.protobuf import json_format
 
 from airlock.v1 import audit_pb2, call_pb2
 from gateway._audit import SCHEMA_VERSION, AuditSink
+from gateway._budget import CallCounters
 from gateway._errors import FAIL_CLOSED_REASONS, AuditError, ExecutorError, PolicyError
 from gateway._mask import Masker
 from gateway._metrics import VERSION, GatewayMetrics
@@ -74,8 +77,10 @@ class Gateway:
         metrics: GatewayMetrics,
         settings: CoreSettings,
         masker: Masker | None = None,
+        counters: CallCounters | None = None,
     ) -> None:
         self._masker = masker or Masker()
+        self._counters = counters or CallCounters()
         self._registry = registry
         self._policy = policy
         self._executor = executor
@@ -117,6 +122,8 @@ class Gateway:
             decision = await self.decide(inp)
             if not decision.allowed:
                 return InvokeResult(decision)
+            assert inp.principal is not None
+            self._counters.record(inp.principal.id, inp.call.session_id, inp.call.tool)
             plan = self._plan(inp, decision)
             try:
                 outcome = await self._executor.run(plan)
@@ -165,6 +172,13 @@ class Gateway:
     def registry(self) -> Registry:
         return self._registry
 
+    def replace_registry(self, registry: Registry) -> None:
+        """Swaps in a reloaded registry (one assignment, so a decision sees
+        either the old one or the new one). Runs are built from the entry the
+        policy decided with, so a call never mixes two versions."""
+        self._metrics.set_tools(registry.tools.keys())
+        self._registry = registry
+
     # -- deciding ------------------------------------------------------------
 
     async def _decide(self, inp: CallInput) -> Decision:  # noqa: C901, PLR0911 - each check returns its own refusal, in order
@@ -208,7 +222,7 @@ class Gateway:
         except (ValueError, RecursionError) as exc:
             return refuse("invalid_argument", "arguments_malformed", str(exc))
 
-        input_doc = self._policy_input(inp, inp.principal, decision_id, arguments, size)
+        input_doc = self._policy_input(inp, inp.principal, decision_id, arguments)
         asked.update(path=self._settings.decision_path, input=input_doc)
         try:
             result = await self._policy.evaluate(self._settings.decision_path, input_doc)
@@ -220,17 +234,23 @@ class Gateway:
         self._metrics.policy_revision(result.revision)
         try:
             allowed, reasons, obligations = _parse_decision(result.result)
+            shadow, decided_tool = _parse_extras(result.result)
         except PolicyError as exc:
             return refuse("permission_denied", exc.code, str(exc), result.revision)
         # The policy is the judge, but a few facts are not negotiable: an
         # allow for an unregistered tool or for arguments that fail the
-        # tool's schema is a policy bug, and we fail closed on it.
-        if allowed and self._registry.get(call.tool) is None:
+        # tool's schema is a policy bug, and we fail closed on it. The entry
+        # is the one the policy decided with (same bundle snapshot) when it
+        # returns one; otherwise the gateway's copy of the registry.
+        entry = decided_tool
+        if entry is None and self._registry.get(call.tool) is not None:
+            entry = self._registry.tool_data(call.tool)
+        if allowed and entry is None:
             return refuse(
                 "permission_denied", "policy_malformed", "policy allowed an unregistered tool", result.revision
             )
-        if allowed and input_doc["call"]["arguments_errors"]:
-            errors = input_doc["call"]["arguments_errors"]
+        errors = _schema_errors(entry.get("parameters", {}), arguments) if allowed and entry is not None else []
+        if errors:
             return refuse(
                 "permission_denied", "arguments_invalid", f"arguments are invalid: {errors[0]}", result.revision
             )
@@ -247,54 +267,33 @@ class Gateway:
             policy_input=input_doc,
             policy_result=result.result,
             bundles=dict(result.bundles),
+            shadow=shadow if allowed else (),
+            tool_entry=entry if allowed else None,
         )
 
-    def _policy_input(
-        self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any, size: int
-    ) -> dict[str, Any]:
-        call = inp.call
-        tool = self._registry.get(call.tool)
-        errors: list[str] = []
-        if tool is not None:
-            validator = self._registry.validator(call.tool)
-            errors = [
-                f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-                for e in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
-            ]
-        return {
-            "principal": _principal_doc(principal),
-            # The tool's registry entry (null when unregistered), so rules can
-            # read it from the input; data.registry holds the same entries.
-            "tool": self._registry.tool_data(call.tool) if tool is not None else None,
-            "call": {
-                "call_id": call.call_id,
-                "item_type": call.item_type,
-                "tool": call.tool,
-                "arguments": arguments,
-                "arguments_errors": errors,
-                "arguments_bytes": size,
-                "session_id": call.session_id,
-            },
-            "request": {"rpc": inp.rpc, "decision_id": decision_id, "time": _now()},
-        }
+    def _policy_input(self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any) -> dict[str, Any]:
+        counters = self._counters.snapshot(principal.id, inp.call.session_id, inp.call.tool)
+        return build_policy_input(
+            self._registry, inp, principal, decision_id=decision_id, arguments=arguments, counters=counters
+        )
 
     # -- running -------------------------------------------------------------
 
     def _plan(self, inp: CallInput, decision: Decision) -> RunPlan:
-        tool = self._registry.get(inp.call.tool)
-        assert tool is not None, "_decide never allows an unregistered tool"
+        tool = decision.tool_entry
+        assert tool is not None, "_decide never allows without a registry entry"
         args = decision.arguments if isinstance(decision.arguments, Mapping) else {}
-        argv = tuple(PLACEHOLDER_RE.sub(lambda m: _argument_text(args.get(m.group(1))), a) for a in tool.argv)
+        argv = tuple(PLACEHOLDER_RE.sub(lambda m: _argument_text(args.get(m.group(1))), a) for a in tool["argv"])
         return RunPlan(
             run_id=decision.decision_id,
             tool=inp.call.tool,
-            image=tool.image,
+            image=tool["image"],
             argv=argv,
-            env=dict(tool.env),
+            env=dict(tool.get("env", {})),
             limits=decision.obligations.limits,
             network_mode=decision.obligations.network_mode,
             egress_allowlist=decision.obligations.egress_allowlist,
-            runtime=tool.runtime,
+            runtime=tool.get("runtime", "runc"),
         )
 
     # -- audit ---------------------------------------------------------------
@@ -312,8 +311,12 @@ class Gateway:
                 reasons=(Reason("audit_failed", str(exc)),),
             )
         reason = decision.reasons[0].code
+        verdict = decision.verdict
+        if decision.allowed and decision.shadow:
+            # Report-only denies: the call goes through, the metric says so.
+            verdict, reason = "would_deny", decision.shadow[0].code
         profile = self._metrics.profile_label(inp.principal.profile if inp.principal else None)
-        self._metrics.decisions.labels(tool_label, decision.verdict, self._metrics.reason_label(reason), profile).inc()
+        self._metrics.decisions.labels(tool_label, verdict, self._metrics.reason_label(reason), profile).inc()
         if reason in FAIL_CLOSED_REASONS:
             self._metrics.fail_closed.labels(reason).inc()
         return decision
@@ -369,6 +372,9 @@ class Gateway:
         event.masked.extend(masked)
         for name, revision in (decision.bundles or {}).items():
             event.bundles[name].revision = revision
+        if decision.shadow:
+            event.would_deny = True
+            event.shadow_reasons.extend(call_pb2.Reason(code=r.code, message=r.message) for r in decision.shadow)
         if decision.policy_result is not None:
             result, _ = self._masker.mask(decision.policy_result)
             json_format.ParseDict(result, event.result)
@@ -391,6 +397,44 @@ class Gateway:
             )
         )
         return event
+
+
+def build_policy_input(
+    registry: Registry,
+    inp: CallInput,
+    principal: Principal,
+    *,
+    decision_id: str,
+    arguments: Any,
+    counters: Mapping[str, int],
+) -> dict[str, Any]:
+    """The policy input (policies/schema/input.schema.json). Shared by the
+    gateway and by `airlock decide --offline`, so both ask the same question."""
+    call = inp.call
+    tool = registry.get(call.tool)
+    errors = _schema_errors(registry.tool_data(call.tool)["parameters"], arguments) if tool is not None else []
+    return {
+        "principal": _principal_doc(principal),
+        # The tool's registry entry (null when unregistered), so rules can
+        # read it from the input; data.registry holds the same entries.
+        "tool": registry.tool_data(call.tool) if tool is not None else None,
+        "call": {
+            "call_id": call.call_id,
+            "item_type": call.item_type,
+            "tool": call.tool,
+            "arguments": arguments,
+            "arguments_errors": errors,
+            "arguments_bytes": len(call.arguments.encode()),
+            "session_id": call.session_id,
+        },
+        "counters": dict(counters),
+        "request": {"rpc": inp.rpc, "decision_id": decision_id, "time": _now()},
+    }
+
+
+def parse_arguments(item_type: str, raw: str) -> Any:
+    """Public name of the gateway's argument parser (ValueError when malformed)."""
+    return _parse_arguments(item_type, raw)
 
 
 def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
@@ -423,6 +467,19 @@ def _parse_arguments(item_type: str, raw: str) -> Any:
     if not isinstance(value, dict):
         raise ValueError(f"arguments must be a JSON object, got {type(value).__name__}")  # noqa: TRY004 - bad input, reported as such
     return value
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads(schema_json))
+
+
+def _schema_errors(schema: Mapping[str, Any], arguments: Any) -> list[str]:
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    return [
+        f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+        for e in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    ]
 
 
 def _argument_text(value: Any) -> str:
@@ -474,3 +531,41 @@ def _parse_decision(doc: Any) -> tuple[bool, tuple[Reason, ...], Obligations]:  
     if not isinstance(allowlist, list) or not all(isinstance(h, str) for h in allowlist):
         raise bad("'obligations.network.egress_allowlist' must be a list of strings")
     return allow, tuple(reasons), Obligations(Limits(**limits), mode, tuple(allowlist))
+
+
+def _parse_reasons(raw: Any, what: str) -> tuple[Reason, ...]:
+    if not isinstance(raw, list):
+        raise PolicyError(f"malformed policy decision: '{what}' must be a list", code="policy_malformed")
+    out = []
+    for r in raw:
+        if not (
+            isinstance(r, dict) and isinstance(r.get("code"), str) and r["code"] and isinstance(r.get("message"), str)
+        ):
+            raise PolicyError(
+                f"malformed policy decision: each of '{what}' needs a 'code' and a 'message'", code="policy_malformed"
+            )
+        out.append(Reason(r["code"], r["message"]))
+    return tuple(out)
+
+
+def _parse_extras(doc: dict[str, Any]) -> tuple[tuple[Reason, ...], Mapping[str, Any] | None]:
+    """The optional parts of a decision: shadowed (report-only) denies, and
+    the registry entry the policy decided with, so the run is built from the
+    same snapshot of the registry that the decision saw."""
+    shadow = _parse_reasons(doc.get("shadow", []), "shadow")
+    tool = doc.get("tool")
+    if tool is None:
+        return shadow, None
+    ok = (
+        isinstance(tool, dict)
+        and isinstance(tool.get("image"), str)
+        and isinstance(tool.get("argv"), list)
+        and all(isinstance(a, str) for a in tool["argv"])
+        and isinstance(tool.get("env", {}), dict)
+        and all(isinstance(v, str) for v in tool.get("env", {}).values())
+        and isinstance(tool.get("runtime", "runc"), str)
+        and isinstance(tool.get("parameters", {}), dict)
+    )
+    if not ok:
+        raise PolicyError("malformed policy decision: 'tool' is not a registry entry", code="policy_malformed")
+    return shadow, tool

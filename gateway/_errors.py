@@ -61,5 +61,10 @@ POLICY_REASON_CODES = (
     "item_type_mismatch",
     "arguments_invalid",
     "network_not_permitted",
+    "argument_denied",
+    "program_not_allowed",
+    "path_outside_workdir",
+    "egress_destination_denied",
+    "budget_exceeded",
 )
 ALL_REASON_LABELS = (*INPUT_REASONS, *FAIL_CLOSED_REASONS, *POLICY_REASON_CODES, "policy_other")

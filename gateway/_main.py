@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from airlock._daemon import start_metrics, stop_event, write_ready_file
 from airlock.v1 import gateway_pb2_grpc
 from gateway._audit import JsonlAuditSink
 from gateway._auth import Authenticator
+from gateway._budget import CallCounters
 from gateway._config import GatewayConfig, load_gateway_config
 from gateway._core import CoreSettings, Gateway
 from gateway._executor_client import GrpcExecutor
@@ -25,6 +27,34 @@ from gateway._metrics import GatewayMetrics
 from gateway._policy import OpaClient
 from gateway._registry import load_registry
 from gateway._server import SERVING, AuthInterceptor, GatewayServicer, add_standard_services
+
+log = logging.getLogger("airlock.gateway")
+#: How often the registry file is checked for changes.
+REGISTRY_POLL_SECONDS = 1.0
+
+
+async def _watch_registry(path: Path, core: Gateway, stop: asyncio.Event) -> None:
+    """Reloads the tool registry when its file changes. A file that does not
+    validate is reported and ignored: the last good registry stays."""
+
+    def stamp() -> tuple[int, int]:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size
+
+    seen = await asyncio.to_thread(stamp)
+    while not stop.is_set():
+        await asyncio.sleep(REGISTRY_POLL_SECONDS)
+        try:
+            now = await asyncio.to_thread(stamp)
+            if now == seen:
+                continue
+            seen = now
+            registry = await asyncio.to_thread(load_registry, path)
+        except (OSError, ConfigError) as exc:
+            log.warning("registry not reloaded: %s", exc)
+            continue
+        core.replace_registry(registry)
+        log.info("registry reloaded from %s (%d tools)", path, len(registry.tools))
 
 
 def _read_key(path: str | None) -> bytes | None:
@@ -55,6 +85,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
             max_arguments_bytes=cfg.limits.max_arguments_bytes,
         ),
         masker=Masker(mask.pointers, mask.key_pattern, mask.value_patterns),
+        counters=CallCounters(cfg.budget.window_seconds),
     )
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(Authenticator(cfg.agents))],
@@ -78,7 +109,9 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     host = cfg.listen.rpartition(":")[0]
     write_ready_file(ready_file, {"listen": f"{host}:{port}", "metrics": metrics_url, "audit": cfg.audit.path})
     stop = stop_event()
+    watcher = asyncio.get_running_loop().create_task(_watch_registry(Path(cfg.registry), core, stop))
     await stop.wait()
+    watcher.cancel()
     await health.enter_graceful_shutdown()
     await server.stop(grace=5)
     await policy.close()
@@ -98,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = sub.add_parser("registry-data", help="print the registry as OPA data (data.registry)")
     bundle.add_argument("--registry", required=True, type=Path)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(message)s")
     try:
         if args.command == "serve":
             cfg = load_gateway_config(args.config)

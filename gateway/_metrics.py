@@ -115,6 +115,9 @@ class GatewayMetrics:
         for cause in FAIL_CLOSED_REASONS:
             self.fail_closed.labels(cause)
 
+    def set_tools(self, tools: Collection[str]) -> None:
+        self._tools = frozenset(tools)
+
     def tool_label(self, tool: str) -> str:
         return tool if tool in self._tools else UNREGISTERED
 

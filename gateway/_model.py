@@ -85,6 +85,10 @@ class Decision:
     policy_input: Any = field(default=None, compare=False, repr=False)
     policy_result: Any = field(default=None, compare=False, repr=False)
     bundles: Any = field(default=None, compare=False, repr=False)
+    #: Denies in shadow (report-only) mode on an allowed call.
+    shadow: tuple[Reason, ...] = ()
+    #: The registry entry the policy decided with, for building the run.
+    tool_entry: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.reasons:

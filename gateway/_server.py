@@ -93,6 +93,7 @@ def decision_to_proto(d: Decision) -> call_pb2.Decision:
         obligations=obligations_to_proto(d.obligations),
         policy_revision=d.policy_revision,
         principal=d.principal,
+        shadow_reasons=[call_pb2.Reason(code=r.code, message=r.message) for r in d.shadow],
     )
 
 

@@ -36,8 +36,11 @@ def _policy_files(policies: Path) -> list[Path]:
     return files
 
 
-def build_bundle(opa: str, policies: Path, registry_path: Path, out: Path) -> Bundle:
-    """Validates the registry, stages policies + registry data, runs `opa build`."""
+def build_bundle(opa: str, policies: Path, registry_path: Path, out: Path, signing_key: Path | None = None) -> Bundle:
+    """Validates the registry, stages policies + registry data, runs `opa build`
+    (signed with ``signing_key``, RS256, when given). The output is written
+    next to ``out`` and renamed into place, so a reader never sees half a
+    bundle."""
     registry = load_registry(registry_path)
     registry_json = json.dumps(registry.as_policy_data(), sort_keys=True, indent=2)
     files = _policy_files(policies)
@@ -58,12 +61,23 @@ def build_bundle(opa: str, policies: Path, registry_path: Path, out: Path) -> Bu
             json.dumps({"revision": revision, "roots": list(BUNDLE_ROOTS)}), encoding="utf-8"
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(  # noqa: S603 - argv is ours; opa is the pinned binary
-            [opa, "build", "--bundle", str(stage), "--output", str(out)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        partial = out.with_name(f".{out.name}.partial")
+        argv = [opa, "build", "--bundle", str(stage), "--output", str(partial)]
+        if signing_key is not None:
+            argv += ["--signing-key", str(signing_key), "--signing-alg", "RS256"]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603 - pinned opa
         if proc.returncode != 0:
+            partial.unlink(missing_ok=True)
             raise RuntimeError(f"opa build failed:\n{proc.stderr or proc.stdout}")
+        partial.replace(out)
     return Bundle(out, revision)
+
+
+def fingerprint(policies: Path, registry_path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detection for the watcher: names, sizes and mtimes."""
+    paths = [p for p in sorted(policies.rglob("*")) if p.is_file()] + [registry_path]
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append((str(p), st.st_size, st.st_mtime_ns))
+    return tuple(out)

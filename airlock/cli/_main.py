@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from airlock import ConfigError, auditlog
 from airlock._tls import ClientTLS
 from airlock.cli import _client
 from airlock.cli._bundle import build_bundle
-from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, default_home, find_opa
+from airlock.cli._offline import decide_offline
+from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, DEV_PRINCIPAL, default_home, find_opa
 from airlock.cli._up import UpOptions, run_up
 
 
@@ -62,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         _tls_args(c)
         c.add_argument("--timeout", type=float, default=120.0, help="seconds")
 
+    d = next(a for a in sub.choices.values() if a.prog.endswith(" decide"))
+    d.add_argument("--offline", action="store_true", help="evaluate the policy files directly (no gateway needed)")
+    d.add_argument("--principal", default=None, help="offline only: the principal id to decide for (default dev-agent)")
+    d.add_argument("--profile", default="default", help="offline only: the principal's profile")
+    d.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
+    d.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+
     t = sub.add_parser("tools", help="list the tools this agent may use")
     t.add_argument("--gateway", default=None)
     t.add_argument("--token-file", type=Path, default=None)
@@ -105,6 +114,26 @@ def _audit_verify(args: argparse.Namespace, home: Path) -> int:
     return _client.EXIT_OK
 
 
+def _decide_offline(args: argparse.Namespace) -> int:
+    opa = find_opa()
+    if opa is None:
+        print("airlock: opa not found; run scripts/bootstrap", file=sys.stderr)
+        return _client.EXIT_USAGE
+    code, out = decide_offline(
+        opa,
+        policies=args.policies,
+        registry_path=args.registry,
+        tool=args.tool,
+        arguments=args.arguments,
+        item_type=args.item_type,
+        principal=args.principal or DEV_PRINCIPAL,
+        profile=args.profile,
+        session=args.session,
+    )
+    print(json.dumps(out, indent=2))
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per subcommand
     args = _parser().parse_args(argv)
     home: Path = args.home or default_home()
@@ -133,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             bundle = build_bundle(opa, args.policies, args.registry, home / "check-bundle.tar.gz")
             print(f"ok: registry {args.registry} and policies {args.policies} (revision {bundle.revision})")
             return _client.EXIT_OK
+        if args.command == "decide" and (args.offline or args.principal or not (home / "stack.json").exists()):
+            return _decide_offline(args)
         target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
         if args.command == "tools":
             return _client.tools(target, args.timeout)

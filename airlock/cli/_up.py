@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,10 +30,12 @@ from typing import Any
 
 import yaml
 
-from airlock.cli._bundle import build_bundle
+from airlock.cli._bundle import build_bundle, fingerprint
 from airlock.cli._paths import DEV_PRINCIPAL, DEV_PROFILE, find_opa
 
 STARTUP_TIMEOUT_S = 60.0
+#: How often policy files and the registry are checked for edits.
+WATCH_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 15.0
 UNTRUSTED_PRINCIPAL = "dev-untrusted"
 
@@ -61,6 +65,136 @@ def _token(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+def _signing_key(home: Path) -> Path:
+    """An RSA key pair for signing policy bundles; OPA gets only the public half."""
+    key = home / "bundle-signing.pem"
+    pub = key.with_suffix(".pub")
+    if not key.exists():
+        subprocess.run(  # noqa: S603 - fixed argv
+            ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key)],  # noqa: S607
+            check=True,
+            capture_output=True,
+        )
+        key.chmod(0o600)
+    if not pub.exists():
+        subprocess.run(  # noqa: S603 - fixed argv
+            ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)],  # noqa: S607
+            check=True,
+            capture_output=True,
+        )
+    return key
+
+
+def _opa_config(bundle_url: str, public_key: Path) -> dict[str, Any]:
+    """OPA pulls the bundle like it would from a bundle server in production:
+    polling with ETags, verifying the signature, activating atomically, and
+    keeping the last good bundle when a new one does not verify."""
+    return {
+        "services": {"airlock": {"url": bundle_url}},
+        "bundles": {
+            "airlock": {
+                "service": "airlock",
+                "resource": "bundle.tar.gz",
+                "persist": False,
+                "polling": {"min_delay_seconds": 1, "max_delay_seconds": 2},
+                "signing": {"keyid": "airlock"},
+            }
+        },
+        "keys": {"airlock": {"algorithm": "RS256", "key": public_key.read_text()}},
+    }
+
+
+def _shadow_status(opa_url: str) -> str:
+    """What the active policy reports as report-only, for the startup banner."""
+    try:
+        with urllib.request.urlopen(f"{opa_url}/v1/data/airlock/config/shadow", timeout=5) as resp:  # noqa: S310 - loopback
+            shadow = json.load(resp).get("result")
+    except (OSError, ValueError):
+        return "unknown (could not read data.airlock.config.shadow)"
+    if not isinstance(shadow, dict):
+        return "off"
+    if shadow.get("all"):
+        return "ON for every deny (report only: nothing is enforced by policy)"
+    parts = [f"{key} {shadow[key]}" for key in ("packages", "codes") if shadow.get(key)]
+    return "report only for " + ", ".join(parts) if parts else "off"
+
+
+class BundleServer:
+    """Serves the bundle file to OPA on loopback, with an ETag so OPA only
+    downloads and activates a bundle that changed."""
+
+    def __init__(self, bundle: Path) -> None:
+        target = bundle
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != f"/{target.name}":
+                    self.send_error(404)
+                    return
+                data = target.read_bytes()
+                etag = '"' + hashlib.sha256(data).hexdigest() + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/gzip")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", etag)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="bundle-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class BundleWatcher:
+    """Rebuilds and re-signs the bundle when a policy file or the registry
+    changes. A change that does not build (bad Rego, invalid registry) is
+    reported and the last good bundle keeps serving."""
+
+    def __init__(self, opa: str, policies: Path, registry: Path, out: Path, key: Path, *, revision: str) -> None:
+        self._args = (opa, policies, registry, out, key)
+        self._seen = fingerprint(policies, registry)
+        self.revision = revision
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        opa, policies, registry, out, key = self._args
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            try:
+                now = fingerprint(policies, registry)
+            except OSError:
+                continue
+            if now == self._seen:
+                continue
+            self._seen = now
+            try:
+                bundle = build_bundle(opa, policies, registry, out, key)
+            except (RuntimeError, OSError, ValueError) as exc:
+                print(f"airlock up: policy change NOT published (last good bundle stays): {exc}", flush=True)
+                continue
+            if bundle.revision != self.revision:
+                self.revision = bundle.revision
+                print(f"airlock up: published policy bundle {bundle.revision}", flush=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,6 +209,8 @@ class Stack:
     def __init__(self, opts: UpOptions) -> None:
         self.opts = opts
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.server: BundleServer | None = None
+        self.watcher: BundleWatcher | None = None
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(argv, start_new_session=True)  # noqa: S603 - argv is ours
@@ -120,7 +256,12 @@ class Stack:
         _token(home / "agent-untrusted.token")
         _token(home / "executor.token")
         _token(home / "audit.key")
-        bundle = build_bundle(opa, o.policies, o.registry, home / "bundle.tar.gz")
+        signing_key = _signing_key(home)
+        bundle_file = home / "bundles" / "bundle.tar.gz"
+        self.bundle = build_bundle(opa, o.policies, o.registry, bundle_file, signing_key)
+        self.server = BundleServer(bundle_file)
+        opa_config = home / "opa.yaml"
+        _write_yaml(opa_config, _opa_config(self.server.url, signing_key.with_suffix(".pub")))
 
         opa_port = o.opa_port or _free_port()
         opa_url = f"http://127.0.0.1:{opa_port}"
@@ -166,11 +307,14 @@ class Stack:
                 f"127.0.0.1:{opa_port}",
                 "--log-level",
                 "error",
-                "--bundle",
-                str(bundle.path),
+                "--config-file",
+                str(opa_config),
             ],
         )
         self._wait_opa(opa_proc, opa_url)
+        self.watcher = BundleWatcher(
+            opa, o.policies, o.registry, bundle_file, signing_key, revision=self.bundle.revision
+        )
         ex = self._spawn(
             "executor",
             [
@@ -202,7 +346,8 @@ class Stack:
         stack = {
             "gateway": gw_info["listen"],
             "opa": opa_url,
-            "policy_revision": bundle.revision,
+            "policy_revision": self.bundle.revision,
+            "shadow": _shadow_status(opa_url),
             "metrics": {"gateway": gw_info["metrics"], "executor": ex_info["metrics"], "opa": f"{opa_url}/metrics"},
             "audit_log": gw_info["audit"],
             "executor_socket": ex_info["socket"],
@@ -216,6 +361,8 @@ class Stack:
         return stack
 
     def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         # Reverse start order: gateway, executor, OPA.
         for name, proc in reversed(self.procs):
             if proc.poll() is None:
@@ -227,6 +374,8 @@ class Stack:
                     proc.kill()
                     proc.wait()
         (self.opts.home / "stack.json").unlink(missing_ok=True)
+        if self.server is not None:
+            self.server.stop()
 
     def wait(self) -> int:
         """Blocks until a signal arrives (0) or a daemon dies (1)."""
@@ -252,7 +401,8 @@ def print_summary(stack: dict[str, Any], home: Path) -> None:
     lines = [
         "airlock up: stack is running; Ctrl-C stops it",
         f"  gateway    {stack['gateway']}  (gRPC: airlock.v1.GatewayService, health, reflection)",
-        f"  opa        {stack['opa']}  (policy revision {stack['policy_revision']})",
+        f"  opa        {stack['opa']}  (policy revision {stack['policy_revision']}; signed bundle, hot reload)",
+        f"  shadow     {stack['shadow']}",
         f"  executor   unix:{stack['executor_socket']}  (gateway only)",
         "  metrics",
         f"    gateway  {m['gateway']}",

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEvent(_message.Message):
-    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked", "bundles")
+    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked", "bundles", "would_deny", "shadow_reasons")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,8 @@ class AuditEvent(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    WOULD_DENY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_REASONS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     kind: str
     timestamp: str
@@ -74,7 +76,9 @@ class AuditEvent(_message.Message):
     labels: _containers.ScalarMap[str, str]
     masked: _containers.RepeatedScalarFieldContainer[str]
     bundles: _containers.MessageMap[str, BundleInfo]
-    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ...) -> None: ...
+    would_deny: bool
+    shadow_reasons: _containers.RepeatedCompositeFieldContainer[_call_pb2.Reason]
+    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ..., would_deny: _Optional[bool] = ..., shadow_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ...) -> None: ...
 
 class BundleInfo(_message.Message):
     __slots__ = ("revision",)

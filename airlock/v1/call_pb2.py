@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61irlock/v1/call.proto\x12\nairlock.v1\"\xa7\x01\n\x08ToolCall\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\tR\x06\x63\x61llId\x12\x31\n\titem_type\x18\x02 \x01(\x0e\x32\x14.airlock.v1.ItemTypeR\x08itemType\x12\x12\n\x04tool\x18\x03 \x01(\tR\x04tool\x12\x1c\n\targuments\x18\x04 \x01(\tR\targuments\x12\x1d\n\nsession_id\x18\x05 \x01(\tR\tsessionId\"6\n\x06Reason\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\xc1\x01\n\x06Limits\x12!\n\x0cmemory_bytes\x18\x01 \x01(\x03R\x0bmemoryBytes\x12\x1d\n\ncpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x12\n\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n\ntimeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\x12!\n\x0coutput_bytes\x18\x05 \x01(\x03R\x0boutputBytes\x12\x1f\n\x0btmpfs_bytes\x18\x06 \x01(\x03R\ntmpfsBytes\"a\n\x07Network\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x17.airlock.v1.NetworkModeR\x04mode\x12)\n\x10\x65gress_allowlist\x18\x02 \x03(\tR\x0f\x65gressAllowlist\"h\n\x0bObligations\x12*\n\x06limits\x18\x01 \x01(\x0b\x32\x12.airlock.v1.LimitsR\x06limits\x12-\n\x07network\x18\x02 \x01(\x0b\x32\x13.airlock.v1.NetworkR\x07network\"\x8a\x02\n\x08\x44\x65\x63ision\x12\x1f\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\tR\ndecisionId\x12-\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.airlock.v1.VerdictR\x07verdict\x12,\n\x07reasons\x18\x03 \x03(\x0b\x32\x12.airlock.v1.ReasonR\x07reasons\x12\x39\n\x0bobligations\x18\x04 \x01(\x0b\x32\x17.airlock.v1.ObligationsR\x0bobligations\x12\'\n\x0fpolicy_revision\x18\x05 \x01(\tR\x0epolicyRevision\x12\x1c\n\tprincipal\x18\x06 \x01(\tR\tprincipal*\xbc\x01\n\x08ItemType\x12\x19\n\x15ITEM_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITEM_TYPE_FUNCTION_CALL\x10\x01\x12\x1e\n\x1aITEM_TYPE_CUSTOM_TOOL_CALL\x10\x02\x12\x18\n\x14ITEM_TYPE_SHELL_CALL\x10\x03\x12\x1e\n\x1aITEM_TYPE_LOCAL_SHELL_CALL\x10\x04\x12\x1e\n\x1aITEM_TYPE_APPLY_PATCH_CALL\x10\x05*[\n\x0bNetworkMode\x12\x1c\n\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11NETWORK_MODE_NONE\x10\x01\x12\x17\n\x13NETWORK_MODE_EGRESS\x10\x02*G\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_ALLOW\x10\x01\x12\x10\n\x0cVERDICT_DENY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61irlock/v1/call.proto\x12\nairlock.v1\"\xa7\x01\n\x08ToolCall\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\tR\x06\x63\x61llId\x12\x31\n\titem_type\x18\x02 \x01(\x0e\x32\x14.airlock.v1.ItemTypeR\x08itemType\x12\x12\n\x04tool\x18\x03 \x01(\tR\x04tool\x12\x1c\n\targuments\x18\x04 \x01(\tR\targuments\x12\x1d\n\nsession_id\x18\x05 \x01(\tR\tsessionId\"6\n\x06Reason\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\xc1\x01\n\x06Limits\x12!\n\x0cmemory_bytes\x18\x01 \x01(\x03R\x0bmemoryBytes\x12\x1d\n\ncpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x12\n\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n\ntimeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\x12!\n\x0coutput_bytes\x18\x05 \x01(\x03R\x0boutputBytes\x12\x1f\n\x0btmpfs_bytes\x18\x06 \x01(\x03R\ntmpfsBytes\"a\n\x07Network\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x17.airlock.v1.NetworkModeR\x04mode\x12)\n\x10\x65gress_allowlist\x18\x02 \x03(\tR\x0f\x65gressAllowlist\"h\n\x0bObligations\x12*\n\x06limits\x18\x01 \x01(\x0b\x32\x12.airlock.v1.LimitsR\x06limits\x12-\n\x07network\x18\x02 \x01(\x0b\x32\x13.airlock.v1.NetworkR\x07network\"\xc5\x02\n\x08\x44\x65\x63ision\x12\x1f\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\tR\ndecisionId\x12-\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.airlock.v1.VerdictR\x07verdict\x12,\n\x07reasons\x18\x03 \x03(\x0b\x32\x12.airlock.v1.ReasonR\x07reasons\x12\x39\n\x0bobligations\x18\x04 \x01(\x0b\x32\x17.airlock.v1.ObligationsR\x0bobligations\x12\'\n\x0fpolicy_revision\x18\x05 \x01(\tR\x0epolicyRevision\x12\x1c\n\tprincipal\x18\x06 \x01(\tR\tprincipal\x12\x39\n\x0eshadow_reasons\x18\x07 \x03(\x0b\x32\x12.airlock.v1.ReasonR\rshadowReasons*\xbc\x01\n\x08ItemType\x12\x19\n\x15ITEM_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITEM_TYPE_FUNCTION_CALL\x10\x01\x12\x1e\n\x1aITEM_TYPE_CUSTOM_TOOL_CALL\x10\x02\x12\x18\n\x14ITEM_TYPE_SHELL_CALL\x10\x03\x12\x1e\n\x1aITEM_TYPE_LOCAL_SHELL_CALL\x10\x04\x12\x1e\n\x1aITEM_TYPE_APPLY_PATCH_CALL\x10\x05*[\n\x0bNetworkMode\x12\x1c\n\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11NETWORK_MODE_NONE\x10\x01\x12\x17\n\x13NETWORK_MODE_EGRESS\x10\x02*G\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_ALLOW\x10\x01\x12\x10\n\x0cVERDICT_DENY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airlock.v1.call_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMTYPE']._serialized_start=934
-  _globals['_ITEMTYPE']._serialized_end=1122
-  _globals['_NETWORKMODE']._serialized_start=1124
-  _globals['_NETWORKMODE']._serialized_end=1215
-  _globals['_VERDICT']._serialized_start=1217
-  _globals['_VERDICT']._serialized_end=1288
+  _globals['_ITEMTYPE']._serialized_start=993
+  _globals['_ITEMTYPE']._serialized_end=1181
+  _globals['_NETWORKMODE']._serialized_start=1183
+  _globals['_NETWORKMODE']._serialized_end=1274
+  _globals['_VERDICT']._serialized_start=1276
+  _globals['_VERDICT']._serialized_end=1347
   _globals['_TOOLCALL']._serialized_start=38
   _globals['_TOOLCALL']._serialized_end=205
   _globals['_REASON']._serialized_start=207
@@ -48,5 +48,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBLIGATIONS']._serialized_start=558
   _globals['_OBLIGATIONS']._serialized_end=662
   _globals['_DECISION']._serialized_start=665
-  _globals['_DECISION']._serialized_end=931
+  _globals['_DECISION']._serialized_end=990
 # @@protoc_insertion_point(module_scope)

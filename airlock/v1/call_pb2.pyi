@@ -95,17 +95,19 @@ class Obligations(_message.Message):
     def __init__(self, limits: _Optional[_Union[Limits, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("decision_id", "verdict", "reasons", "obligations", "policy_revision", "principal")
+    __slots__ = ("decision_id", "verdict", "reasons", "obligations", "policy_revision", "principal", "shadow_reasons")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     OBLIGATIONS_FIELD_NUMBER: _ClassVar[int]
     POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_REASONS_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     verdict: Verdict
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     obligations: Obligations
     policy_revision: str
     principal: str
-    def __init__(self, decision_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
+    shadow_reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    def __init__(self, decision_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., principal: _Optional[str] = ..., shadow_reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ...) -> None: ...
