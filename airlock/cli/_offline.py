@@ -40,14 +40,7 @@ def decide_offline(
         rpc="Decide",
     )
     counters = {"window_seconds": 3600, "session_calls": 0, "session_tool_calls": 0, "principal_tool_calls": 0}
-    doc = build_policy_input(
-        registry,
-        inp,
-        inp.principal,
-        decision_id=str(uuid.uuid4()),
-        arguments=parsed,
-        counters=counters,  # type: ignore[arg-type]
-    )
+    doc = build_policy_input(registry, inp, who, decision_id=str(uuid.uuid4()), arguments=parsed, counters=counters)
     with tempfile.TemporaryDirectory(prefix="airlock-decide-") as tmp:
         bundle = build_bundle(opa, policies, registry_path, Path(tmp) / "bundle.tar.gz")
         input_file = Path(tmp) / "input.json"

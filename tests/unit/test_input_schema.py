@@ -5,7 +5,6 @@ not, and -- the point of it -- every input the real gateway builds validates."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -81,10 +80,13 @@ def test_nothing_under_policies_schema_is_loaded_into_the_bundle() -> None:
     # policy data.
     names = {p.name for p in SCHEMA_DIR.rglob("*")}
     assert not names & {"data.json", "data.yaml", "data.yml"}
-    assert not [p for p in SCHEMA_DIR.rglob("*.rego")]
-    # And one JSON file per folder, so `opa test policies` can load them all.
+    assert not list(SCHEMA_DIR.rglob("*.rego"))
+    # `opa test policies` (scripts/test) does load every JSON file below
+    # policies/ as data at its folder's path: one file per folder, and no
+    # top-level "examples" key in the schema, or they would collide.
     folders = [p.parent for p in SCHEMA_DIR.rglob("*.json")]
     assert len(folders) == len(set(folders))
+    assert "examples" not in load_schema()
 
 
 # -- the examples ----------------------------------------------------------------
@@ -420,9 +422,7 @@ def test_every_input_the_gateway_sends_validates(
     assert {d["request"]["rpc"] for d in policy.inputs} == {"Invoke", "Decide"}
 
 
-def test_counters_count_earlier_allowed_invokes(
-    gateway_parts: tuple[Gateway, CapturingPolicy, ListAudit], validator: jsonschema.Draft202012Validator
-) -> None:
+def test_counters_count_earlier_allowed_invokes(gateway_parts: tuple[Gateway, CapturingPolicy, ListAudit]) -> None:
     """What the schema's descriptions of `counters` promise."""
     gateway, policy, _ = gateway_parts
     asyncio.run(_run_all(gateway))
@@ -468,6 +468,6 @@ def test_the_audited_copy_of_the_input_validates(
 def test_an_input_without_counters_is_refused_by_the_schema(validator: jsonschema.Draft202012Validator) -> None:
     # Guards the brief's contract: counters are part of every input, so a
     # gateway that stopped sending them would fail the tests above.
-    doc = copy.deepcopy(_base())
+    doc = _base()
     del doc["counters"]
     assert any("'counters' is a required property" in e for e in errors_of(validator, doc))
