@@ -1,32 +1,44 @@
 # Airlock entry point: decides whether one LLM tool call may run, and under
 # which obligations. Query data.airlock.decision per call and
 # data.airlock.granted_tools to list the tools a principal may see.
+#
+# This package owns the core checks (grant, profile, item type, schema errors,
+# network) and combines them with the deny reasons of airlock.arguments,
+# airlock.egress and airlock.budget. Each reason names the package that made
+# it, so it can be rolled out in shadow mode (data.airlock.config.shadow).
 package airlock
 
+import data.airlock.arguments
+import data.airlock.budget
+import data.airlock.egress
 import data.airlock.limits
 import data.airlock.network
 import data.airlock.tools
 
 default allow := false
 
-# Allow is just "no deny reasons", so a check that silently went undefined
-# would fail open. The core checks therefore use `not`: they fire whenever the
-# grant or profile they need is missing, and a missing item_type mismatches.
-allow if count(deny) == 0
+# Allow is just "no enforced deny reasons", so a check that silently went
+# undefined would fail open. The core checks therefore use `not`: they fire
+# whenever the grant or profile they need is missing, and a missing item_type
+# mismatches.
+allow if count(enforced) == 0
 
 # METADATA
 # title: Decision for one tool call
 # description: >-
-#   Whether the call may run, why, and the obligations the sandbox must enforce.
+#   Whether the call may run, why, what would have been denied in shadow mode,
+#   the obligations the sandbox must enforce, and the registry entry to run.
 #   Always defined: the gateway must never have to guess what "no answer" means.
 # entrypoint: true
 decision := {
 	"allow": allow,
 	"reasons": reasons,
+	"shadow": sort(shadowed),
 	"obligations": {
 		"limits": limits.effective,
 		"network": network.obligation,
 	},
+	"tool": tool,
 }
 
 # METADATA
@@ -40,29 +52,76 @@ reasons := [{"code": "allowed", "message": msg}] if {
 	msg := sprintf("tool %q is granted to principal %q", [tools.name, tools.principal_id])
 }
 
-reasons := sort(deny) if not allow
+reasons := sort(enforced) if not allow
+
+# The registry entry only for an allowed call: a denied one must not describe
+# a tool the principal may not even know about.
+default tool := null
+
+tool := tools.entry if allow
+
+# --- Shadow mode -------------------------------------------------------------
+
+enforced contains reason if {
+	some reason in deny
+	not shadowed_reason(reason)
+}
+
+shadowed contains reason if {
+	some reason in deny
+	shadowed_reason(reason)
+}
+
+# Report-only mode is for rolling out new rules, never for running a tool the
+# principal was not granted (or with no profile, hence no caps): these codes
+# are enforced whatever the shadow config says.
+unshadowable := {"tool_not_granted", "unknown_profile"}
+
+default shadow_config := {}
+
+shadow_config := data.airlock.config.shadow
+
+shadowed_reason(reason) if {
+	not reason.code in unshadowable
+	shadow_selected(reason)
+}
+
+shadow_selected(_) if shadow_config.all == true
+
+shadow_selected(reason) if reason.package in shadow_config.packages
+
+shadow_selected(reason) if reason.code in shadow_config.codes
+
+# --- Deny reasons ------------------------------------------------------------
+
+deny contains reason if some reason in arguments.deny
+
+deny contains reason if some reason in egress.deny
+
+deny contains reason if some reason in budget.deny
 
 # One message whether the tool is unregistered or merely ungranted, so callers
 # cannot probe the registry for tools they are not allowed to see.
-deny contains {"code": "tool_not_granted", "message": msg} if {
+deny contains core("tool_not_granted", msg) if {
 	not tools.entry
 	msg := sprintf("tool %q is not available to principal %q", [tools.name, tools.principal_id])
 }
 
-deny contains {"code": "unknown_profile", "message": msg} if {
+deny contains core("unknown_profile", msg) if {
 	not tools.profile
 	msg := sprintf("principal %q has unknown profile %q", [tools.principal_id, tools.profile_name])
 }
 
 # The remaining checks need the registry entry, so they only run for a granted
-# tool; an ungranted one must look exactly like an unknown one.
-deny contains {"code": "item_type_mismatch", "message": msg} if {
+# tool; an ungranted one must look exactly like an unknown one. The other
+# packages follow the same rule.
+deny contains core("item_type_mismatch", msg) if {
 	got := object.get(input, ["call", "item_type"], "")
 	got != tools.entry.item_type
 	msg := sprintf("tool %q expects item type %q, got %q", [tools.name, tools.entry.item_type, got])
 }
 
-deny contains {"code": "arguments_invalid", "message": msg} if {
+deny contains core("arguments_invalid", msg) if {
 	tools.entry
 	errors := object.get(input, ["call", "arguments_errors"], [])
 	count(errors) > 0
@@ -71,8 +130,10 @@ deny contains {"code": "arguments_invalid", "message": msg} if {
 
 # Denied rather than run without network: the tool would only fail later, in a
 # way that is harder for the caller to understand.
-deny contains {"code": "network_not_permitted", "message": msg} if {
+deny contains core("network_not_permitted", msg) if {
 	network.needed
 	not network.permitted
 	msg := sprintf("tool %q needs network, which profile %q does not permit", [tools.name, tools.profile_name])
 }
+
+core(code, message) := {"code": code, "message": message, "package": "airlock"}

@@ -11,8 +11,11 @@ caps := {
 
 grants := {
 	"profiles": {
-		"default": {"tools": ["python", "shell", "fetch"], "network": false, "limits": caps},
-		"networked": {"tools": ["python", "fetch"], "network": true, "limits": caps},
+		"default": {
+			"tools": ["python", "shell", "web_fetch"], "network": false, "limits": caps,
+			"budget": {"session_calls": 100},
+		},
+		"networked": {"tools": ["python", "web_fetch"], "network": true, "limits": caps},
 		"untrusted": {"tools": ["python"], "network": false, "limits": caps},
 	},
 	"principals": {"ops-agent": {"tools": ["python"]}},
@@ -29,9 +32,9 @@ registry := {
 		"allowed_network": false, "egress_allowlist": [],
 		"limits": {},
 	},
-	"fetch": {
-		"name": "fetch", "item_type": "function_call",
-		"allowed_network": true, "egress_allowlist": ["api.example.com"],
+	"web_fetch": {
+		"name": "web_fetch", "item_type": "function_call",
+		"allowed_network": true, "egress_allowlist": ["api.example.com", "127.0.0.1"],
 		"limits": {},
 	},
 }
@@ -49,7 +52,11 @@ call(profile, tool, overrides) := {
 	"request": {"rpc": "Invoke", "decision_id": "d-1", "time": "2026-11-28T03:00:00Z"},
 }
 
-codes(d) := [r.code | some r in d.reasons]
+shell(command) := call("default", "shell", {"item_type": "shell_call", "arguments": {"command": command}})
+
+codes(reasons) := [r.code | some r in reasons]
+
+no_shadow := {"all": false, "packages": [], "codes": []}
 
 test_allow if {
 	d := airlock.decision with input as call("default", "python", {"requested_limits": {"timeout_ms": 5000}})
@@ -58,21 +65,28 @@ test_allow if {
 	d == {
 		"allow": true,
 		"reasons": [{"code": "allowed", "message": `tool "python" is granted to principal "dev-agent"`}],
+		"shadow": [],
 		"obligations": {
 			"limits": object.union(caps, {"memory_bytes": 268435456, "timeout_ms": 5000}),
 			"network": {"mode": "none", "egress_allowlist": []},
 		},
+		"tool": registry.python,
 	}
 }
 
 test_allow_with_egress if {
-	d := airlock.decision with input as call("networked", "fetch", {})
+	doc := call("networked", "web_fetch", {"arguments": {"url": "https://api.example.com/v1"}})
+	d := airlock.decision with input as doc
 		with airlock.grants as grants
 		with data.registry.tools as registry
 	d.allow
-	d.obligations.network == {"mode": "egress", "egress_allowlist": ["api.example.com"]}
+	d.tool == registry.web_fetch
+
+	# Normalized, with the loopback literal dropped from the obligation.
+	d.obligations.network == {"mode": "egress", "egress_allowlist": ["api.example.com:443"]}
 }
 
+# Every deny code the policy can produce, each with the package that owns it.
 test_deny_paths if {
 	cases := [
 		{"doc": call("default", "nope", {}), "want": ["tool_not_granted"]},
@@ -81,14 +95,31 @@ test_deny_paths if {
 		{"doc": call("default", "shell", {}), "want": ["item_type_mismatch"]},
 		{"doc": call("default", "python", {"item_type": ""}), "want": ["item_type_mismatch"]},
 		{"doc": call("default", "python", {"arguments_errors": ["code: required"]}), "want": ["arguments_invalid"]},
-		{"doc": call("default", "fetch", {}), "want": ["network_not_permitted"]},
+		{"doc": call("default", "web_fetch", {}), "want": ["network_not_permitted"]},
+		{"doc": shell("cat /etc/shadow"), "want": ["argument_denied"]},
+		{
+			"doc": call("networked", "web_fetch", {"arguments": {"url": "https://evil.example/"}}),
+			"want": ["egress_destination_denied"],
+		},
+		{
+			"doc": object.union(call("default", "python", {}), {"counters": {"session_calls": 100}}),
+			"want": ["budget_exceeded"],
+		},
 		{
 			"doc": call("default", "shell", {"arguments_errors": ["x"]}),
 			"want": ["arguments_invalid", "item_type_mismatch"],
 		},
+		# Reasons from several packages are merged and sorted.
+		{
+			"doc": object.union(shell("rm -rf /"), {"counters": {"session_calls": 100}, "call": {"item_type": "x"}}),
+			"want": ["argument_denied", "budget_exceeded", "item_type_mismatch"],
+		},
 		# An ungranted tool yields nothing but tool_not_granted, whatever else is wrong.
 		{
-			"doc": call("untrusted", "fetch", {"item_type": "shell_call", "arguments_errors": ["x"]}),
+			"doc": object.union(
+				call("untrusted", "shell", {"arguments_errors": ["x"], "arguments": {"command": "rm -rf /"}}),
+				{"counters": {"session_calls": 100000}},
+			),
 			"want": ["tool_not_granted"],
 		},
 	]
@@ -97,8 +128,124 @@ test_deny_paths if {
 			with airlock.grants as grants
 			with data.registry.tools as registry
 		d.allow == false
-		codes(d) == c.want
+		d.tool == null
+		d.shadow == []
+		codes(d.reasons) == c.want
 	}
+}
+
+test_codes_from_optional_rules if {
+	# Rules the shipped data does not enable: a program allow-list and a file tool.
+	allow_list := {"tools": {"shell": {"programs": ["ls"]}}, "deny_patterns": []}
+	d := airlock.decision with input as shell("ls; id")
+		with airlock.grants as grants
+		with data.registry.tools as registry
+		with airlock.arguments.shell as allow_list
+	codes(d.reasons) == ["program_not_allowed"]
+
+	files := object.union(grants, {"profiles": {"default": {"tools": ["read_file"]}}})
+	reader := {"name": "read_file", "item_type": "function_call", "allowed_network": false, "limits": {}}
+	f := airlock.decision with input as call("default", "read_file", {"arguments": {"path": "/etc/passwd"}})
+		with airlock.grants as files
+		with data.registry.tools as object.union(registry, {"read_file": reader})
+		with airlock.arguments.files.tools as {"read_file": ["path"]}
+	codes(f.reasons) == ["path_outside_workdir"]
+}
+
+test_reasons_name_their_package if {
+	doc := object.union(shell("rm -rf /"), {"counters": {"session_calls": 100}, "call": {"item_type": "x"}})
+	d := airlock.decision with input as doc
+		with airlock.grants as grants
+		with data.registry.tools as registry
+	{[r.code, r.package] | some r in d.reasons} == {
+		["argument_denied", "airlock.arguments"],
+		["budget_exceeded", "airlock.budget"],
+		["item_type_mismatch", "airlock"],
+	}
+
+	e := airlock.decision with input as call("networked", "web_fetch", {"arguments": {"url": "https://127.0.0.1/"}})
+		with airlock.grants as grants
+		with data.registry.tools as registry
+	[r.package | some r in e.reasons] == ["airlock.egress"]
+}
+
+test_shadow_mode if {
+	bad_shell := object.union(shell("cat /etc/shadow"), {"counters": {"session_calls": 100}})
+	cases := [
+		# Nothing shadowed: both reasons enforce.
+		{
+			"shadow": no_shadow, "doc": bad_shell,
+			"allow": false, "reasons": ["argument_denied", "budget_exceeded"], "would": [],
+		},
+		# Everything shadowed: the call goes through and reports what it would deny.
+		{
+			"shadow": {"all": true}, "doc": bad_shell,
+			"allow": true, "reasons": ["allowed"], "would": ["argument_denied", "budget_exceeded"],
+		},
+		# By package and by code, each shadowing only its own reasons.
+		{
+			"shadow": {"packages": ["airlock.arguments"]}, "doc": bad_shell,
+			"allow": false, "reasons": ["budget_exceeded"], "would": ["argument_denied"],
+		},
+		{
+			"shadow": {"codes": ["budget_exceeded"]}, "doc": bad_shell,
+			"allow": false, "reasons": ["argument_denied"], "would": ["budget_exceeded"],
+		},
+		{
+			"shadow": {"packages": ["airlock.budget"], "codes": ["argument_denied"]}, "doc": bad_shell,
+			"allow": true, "reasons": ["allowed"], "would": ["argument_denied", "budget_exceeded"],
+		},
+		# Core checks can be shadowed too...
+		{
+			"shadow": {"packages": ["airlock"]}, "doc": call("default", "shell", {}),
+			"allow": true, "reasons": ["allowed"], "would": ["item_type_mismatch"],
+		},
+		# ...except the grant itself: report-only never runs an ungranted tool.
+		{
+			"shadow": {"all": true, "codes": ["tool_not_granted", "unknown_profile"]},
+			"doc": call("nope", "shell", {}),
+			"allow": false, "reasons": ["tool_not_granted", "unknown_profile"], "would": [],
+		},
+		{
+			"shadow": {"all": true}, "doc": call("untrusted", "shell", {"item_type": "shell_call"}),
+			"allow": false, "reasons": ["tool_not_granted"], "would": [],
+		},
+		# A config of the wrong shape shadows nothing.
+		{
+			"shadow": {"all": "true", "packages": "airlock.arguments", "codes": "argument_denied"}, "doc": bad_shell,
+			"allow": false, "reasons": ["argument_denied", "budget_exceeded"], "would": [],
+		},
+		{"shadow": null, "doc": bad_shell, "allow": false, "reasons": ["argument_denied", "budget_exceeded"], "would": []},
+	]
+	every c in cases {
+		d := airlock.decision with input as c.doc
+			with airlock.grants as grants
+			with data.registry.tools as registry
+			with airlock.config.shadow as c.shadow
+		d.allow == c.allow
+		codes(d.reasons) == c.reasons
+		codes(d.shadow) == c.would
+	}
+}
+
+test_shadowed_allow_is_a_normal_allow if {
+	d := airlock.decision with input as shell("cat /etc/shadow")
+		with airlock.grants as grants
+		with data.registry.tools as registry
+		with airlock.config.shadow as {"codes": ["argument_denied"]}
+	d.allow
+	d.reasons == [{"code": "allowed", "message": `tool "shell" is granted to principal "dev-agent"`}]
+	d.shadow == [{
+		"code": "argument_denied",
+		"message": `argument "command" of tool "shell" denied: reads the password hashes in /etc/shadow (rule shadow_file)`,
+		"package": "airlock.arguments",
+	}]
+	d.tool == registry.shell
+	object.keys(d.obligations.limits) == limit_keys
+}
+
+test_shipped_config_enforces_everything if {
+	airlock.config.shadow == no_shadow
 }
 
 test_unknown_profile_alone if {
@@ -108,24 +255,34 @@ test_unknown_profile_alone if {
 		with airlock.grants as grants
 		with data.registry.tools as registry
 	d.allow == false
-	d.reasons == [{"code": "unknown_profile", "message": `principal "ops-agent" has unknown profile "nope"`}]
+	d.reasons == [{
+		"code": "unknown_profile",
+		"message": `principal "ops-agent" has unknown profile "nope"`,
+		"package": "airlock",
+	}]
 	d.obligations.limits == {}
+	d.tool == null
 }
 
 test_unknown_and_ungranted_tools_are_indistinguishable if {
-	doc := call("untrusted", "fetch", {})
+	doc := object.union(
+		call("untrusted", "web_fetch", {"arguments": {"url": "https://127.0.0.1/"}}),
+		{"counters": {"session_calls": 100000}},
+	)
 	ungranted := airlock.decision with input as doc
 		with airlock.grants as grants
 		with data.registry.tools as registry
 	ungranted.reasons == [{
 		"code": "tool_not_granted",
-		"message": `tool "fetch" is not available to principal "dev-agent"`,
+		"message": `tool "web_fetch" is not available to principal "dev-agent"`,
+		"package": "airlock",
 	}]
+	ungranted.tool == null
 
-	# The whole document matches, not just the message: limits and network too.
+	# The whole document matches, not just the message: limits, network, shadow, tool.
 	unknown := airlock.decision with input as doc
 		with airlock.grants as grants
-		with data.registry.tools as object.remove(registry, ["fetch"])
+		with data.registry.tools as object.remove(registry, ["web_fetch"])
 	ungranted == unknown
 }
 
@@ -134,34 +291,41 @@ test_arguments_invalid_reports_first_error if {
 	d := airlock.decision with input as doc
 		with airlock.grants as grants
 		with data.registry.tools as registry
-	d.reasons == [{"code": "arguments_invalid", "message": `arguments for tool "python" are invalid: code: required`}]
+	d.reasons == [{
+		"code": "arguments_invalid",
+		"message": `arguments for tool "python" are invalid: code: required`,
+		"package": "airlock",
+	}]
 }
 
 test_denied_decision_keeps_obligations if {
-	d := airlock.decision with input as call("default", "fetch", {"requested_limits": {"timeout_ms": 99999999}})
+	d := airlock.decision with input as call("default", "web_fetch", {"requested_limits": {"timeout_ms": 99999999}})
 		with airlock.grants as grants
 		with data.registry.tools as registry
 	d.allow == false
 	d.obligations.limits == caps
 	d.obligations.network == {"mode": "none", "egress_allowlist": []}
+	d.tool == null
 }
 
 test_decision_defined_for_empty_input if {
-	# Once with the shipped grants and no registry at all, once with fixtures.
+	# Once with the shipped data and no registry at all, once with fixtures.
 	bare := airlock.decision with input as {}
 	fixtures := airlock.decision with input as {}
 		with airlock.grants as grants
 		with data.registry.tools as registry
 	every d in [bare, fixtures] {
 		d.allow == false
-		count(d.reasons) > 0
+		codes(d.reasons) == ["tool_not_granted", "unknown_profile"]
+		d.shadow == []
+		d.tool == null
 		d.obligations == {"limits": {}, "network": {"mode": "none", "egress_allowlist": []}}
 	}
 }
 
 test_granted_tools if {
 	cases := [
-		{"principal": {"id": "dev-agent", "profile": "default"}, "want": ["fetch", "python", "shell"]},
+		{"principal": {"id": "dev-agent", "profile": "default"}, "want": ["python", "shell", "web_fetch"]},
 		{"principal": {"id": "dev-agent", "profile": "untrusted"}, "want": ["python"]},
 		{"principal": {"id": "ops-agent", "profile": "nope"}, "want": ["python"]},
 		{"principal": {}, "want": []},

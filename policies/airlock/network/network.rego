@@ -1,7 +1,8 @@
 # Network obligation: the sandbox gets egress only when both the tool needs it
-# and the principal's profile allows it.
+# and the principal's profile allows it; where to is airlock.egress's job.
 package airlock.network
 
+import data.airlock.egress
 import data.airlock.tools
 
 # Only an explicit `true` grants network; a missing or non-boolean flag does not.
@@ -11,8 +12,7 @@ needed if tools.entry.allowed_network == true
 
 default obligation := {"mode": "none", "egress_allowlist": []}
 
-obligation := {"mode": "egress", "egress_allowlist": allowlist} if {
+obligation := {"mode": "egress", "egress_allowlist": egress.effective_allowlist} if {
 	needed
 	permitted
-	allowlist := object.get(tools.entry, "egress_allowlist", [])
 }

@@ -23,7 +23,8 @@ none := {"mode": "none", "egress_allowlist": []}
 
 test_network_obligation if {
 	cases := [
-		{"profile": "open", "tool": "fetch", "want": {"mode": "egress", "egress_allowlist": ["api.example.com"]}},
+		# Normalized by airlock.egress: no port means 443.
+		{"profile": "open", "tool": "fetch", "want": {"mode": "egress", "egress_allowlist": ["api.example.com:443"]}},
 		{"profile": "open", "tool": "python", "want": none},
 		{"profile": "closed", "tool": "fetch", "want": none},
 		{"profile": "unset", "tool": "fetch", "want": none},
