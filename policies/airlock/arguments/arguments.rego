@@ -24,12 +24,12 @@ deny contains reason(
 	"argument_denied",
 	sprintf("argument %q of tool %q denied: %s (rule %s)", [shell_argument, tools.name, rule_reason(rule), rule_id(rule)]),
 ) if {
-	is_string(command)
-	some rule in deny_patterns
-	regex.match(rule.pattern, command)
+	some i, matched in pattern_results
+	matched == true
+	rule := deny_patterns[i]
 }
 
-# An invalid pattern would make regex.match undefined, which reads as "no
+# An invalid pattern makes regex.match undefined, which would read as "no
 # match": a typo in the data would silently switch the rule off. Deny instead.
 deny contains reason(
 	"argument_denied",
@@ -39,8 +39,8 @@ deny contains reason(
 	),
 ) if {
 	is_string(command)
-	some rule in deny_patterns
-	not regex.is_valid(rule.pattern)
+	some i, rule in deny_patterns
+	not i in object.keys(pattern_results)
 }
 
 deny contains reason(
@@ -85,28 +85,49 @@ reason(code, message) := {"code": code, "message": message, "package": "airlock.
 
 # --- Shell rules -------------------------------------------------------------
 
-# The data may be overridden piecemeal in tests or by an operator, so every
-# lookup has a default and a missing section means "no rules", not an error.
-default shell_rules := {}
+# Each lookup reads only the part of the data it needs (data is read on every
+# call), and a missing section means "no rules", not an error.
+default shell_tools := {}
 
-shell_rules := data.airlock.arguments.shell
+shell_tools := data.airlock.arguments.shell.tools
 
-shell_rule := object.get(shell_rules, ["tools", tools.name], null) if tools.entry
+default deny_patterns := []
 
-shell_argument := object.get(shell_rule, "argument", "command") if is_object(shell_rule)
+deny_patterns := data.airlock.arguments.shell.deny_patterns
 
-deny_patterns := object.get(shell_rules, "deny_patterns", [])
+shell_defaults := {"argument": "command", "programs": []}
+
+# The granted tool's shell settings with the defaults filled in; undefined
+# when the tool has no shell rules. A tool listed with no settings at all
+# (`shell:` alone is null in YAML) gets the defaults rather than no checks.
+shell_rule := object.union(shell_defaults, shell_tools[tools.name]) if {
+	tools.entry
+	is_object(shell_tools[tools.name])
+} else := shell_defaults if {
+	tools.entry
+	tools.name in object.keys(shell_tools)
+}
+
+shell_argument := shell_rule.argument
 
 # The command, when the granted tool has shell rules and the argument is present.
 # A missing argument is left to the JSON-Schema check (arguments_invalid).
 command := object.get(input, ["call", "arguments", shell_argument], null)
+
+# Pattern index -> whether it matched the command; no entry for a pattern that
+# does not compile. One regex.match per pattern serves both the match and the
+# validity check (regex.is_valid would compile every pattern again per call).
+pattern_results[i] := regex.match(rule.pattern, command) if {
+	is_string(command)
+	some i, rule in deny_patterns
+}
 
 # A rule missing its id or reason must still deny, so the message falls back.
 rule_id(rule) := object.get(rule, "id", "(unnamed)")
 
 rule_reason(rule) := object.get(rule, "reason", "matches a deny pattern")
 
-allowed_programs := object.get(shell_rule, "programs", []) if is_object(shell_rule)
+allowed_programs := shell_rule.programs
 
 # A program allow-list is only active when it lists something.
 program_checks if count(allowed_programs) > 0
@@ -124,15 +145,19 @@ programs contains program if {
 
 # --- File rules --------------------------------------------------------------
 
-default file_rules := {}
+default file_tools := {}
 
-file_rules := data.airlock.arguments.files
+file_tools := data.airlock.arguments.files.tools
 
-workdir := normalize(object.get(file_rules, "workdir", "/work"))
+default workdir_setting := "/work"
+
+workdir_setting := data.airlock.arguments.files.workdir
+
+workdir := normalize(workdir_setting)
 
 path_arguments contains name if {
 	tools.entry
-	some name in object.get(file_rules, ["tools", tools.name], [])
+	some name in object.get(file_tools, tools.name, [])
 }
 
 # `..` is refused anywhere, even where it would stay inside (a/../b): the

@@ -151,6 +151,17 @@ test_argument_name_and_patterns_come_from_data if {
 		with arguments.shell as rules
 }
 
+# `shell:` with nothing under it is null in YAML: the defaults apply, the tool
+# is not left unchecked.
+test_tool_listed_without_settings_gets_the_defaults if {
+	every settings in [null, {}] {
+		fired == {"rm_root"} with input as shell("rm -rf /")
+			with data.airlock.grants as grants
+			with data.registry.tools as registry
+			with arguments.shell.tools as {"shell": settings}
+	}
+}
+
 test_invalid_pattern_denies_instead_of_being_skipped if {
 	want := [[
 		"argument_denied",
@@ -221,6 +232,7 @@ test_paths_must_stay_inside_the_workdir if {
 		{"path": "/work", "want": []},
 		{"path": "/work/a.txt", "want": []},
 		{"path": "//work//a/./b/", "want": []},
+		{"path": "/./work/./x", "want": []},
 		{"path": "", "want": []},
 		{"path": "../etc/passwd", "want": [outside("../etc/passwd")]},
 		{"path": "a/../b", "want": [outside("a/../b")]},

@@ -117,13 +117,9 @@ entry_kind(host) := "name" if {
 
 # --- URL arguments -----------------------------------------------------------
 
-default url_argument_names := {}
-
-url_argument_names := data.airlock.egress.url_arguments
-
 deny contains reason(sprintf("argument %q of tool %q %s", [name, tools.name, problem])) if {
 	tools.entry
-	some name in object.get(url_argument_names, tools.name, [])
+	some name in data.airlock.egress.url_arguments[tools.name]
 	value := object.get(input, ["call", "arguments", name], null)
 	value != null
 	problem := url_problem(value)
