@@ -116,41 +116,29 @@ def verify(paths: Iterable[Path], key: bytes | None, *, start: ChainState | None
     count = 0
     first: int | None = None
     prev_at: tuple[str, int] | None = None
+
+    def fail(problem: Problem) -> Report:
+        return Report(count, len(files), first, expect or ChainState(), problem)
+
     for file, n, line in _lines(files):
         m = _SUFFIX.search(line.rstrip(b"\n"))
         if not line.endswith(b"\n") or m is None:
-            return Report(
-                count,
-                len(files),
-                first,
-                expect or ChainState(),
-                Problem(file, n, None, "unreadable", "not a sealed audit line (torn, or hash field removed)"),
-            )
+            return fail(Problem(file, n, None, "unreadable", "not a sealed audit line (torn, or hash field removed)"))
         body = line.rstrip(b"\n")[: m.start()] + b"}"
         try:
             event = json.loads(body)
             seq = int(event["seq"])
             prev = str(event["prev_hash"])
         except (ValueError, KeyError, TypeError):
-            return Report(
-                count,
-                len(files),
-                first,
-                expect or ChainState(),
-                Problem(file, n, None, "unreadable", "not a JSON audit event"),
-            )
+            return fail(Problem(file, n, None, "unreadable", "not a JSON audit event"))
         if not hmac.compare_digest(digest(key, body), m.group(1).decode()):
-            return Report(
-                count,
-                len(files),
-                first,
-                expect or ChainState(),
-                Problem(file, n, seq, "edited", "the line does not match its hash (edited, or a different key)"),
+            return fail(
+                Problem(file, n, seq, "edited", "the line does not match its hash (edited, or another key)")
             )
         if expect is not None:
             problem = _link(file, n, seq, prev, expect=expect, prev_at=prev_at, seen=seen)
             if problem is not None:
-                return Report(count, len(files), first, expect, problem)
+                return fail(problem)
         if first is None:
             first = seq
         expect = ChainState(seq, m.group(1).decode())
