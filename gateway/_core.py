@@ -242,14 +242,20 @@ class Gateway:
         # tool's schema is a policy bug, and we fail closed on it. The entry
         # is the one the policy decided with (same bundle snapshot) when it
         # returns one; otherwise the gateway's copy of the registry.
-        entry = decided_tool
-        if entry is None and self._registry.get(call.tool) is not None:
-            entry = self._registry.tool_data(call.tool)
+        ours = self._registry.tool_data(call.tool) if self._registry.get(call.tool) is not None else None
+        entry = decided_tool if decided_tool is not None else ours
         if allowed and entry is None:
             return refuse(
                 "permission_denied", "policy_malformed", "policy allowed an unregistered tool", result.revision
             )
-        errors = _schema_errors(entry.get("parameters", {}), arguments) if allowed and entry is not None else []
+        errors: list[str] = []
+        if allowed and entry is not None:
+            same_schema = ours is not None and entry.get("parameters") == ours["parameters"]
+            errors = (
+                input_doc["call"]["arguments_errors"]
+                if same_schema
+                else _schema_errors(entry.get("parameters", {}), arguments)
+            )
         if errors:
             return refuse(
                 "permission_denied", "arguments_invalid", f"arguments are invalid: {errors[0]}", result.revision
@@ -367,7 +373,7 @@ class Gateway:
                     "arguments_raw": inp.call.arguments[:RAW_ARGUMENTS_AUDIT_CHARS],
                 },
             }
-        masked_input, masked = self._masker.mask(raw)
+        masked_input, masked = self._masker.mask(_without_tool_entry(raw))
         event.input.update(masked_input)
         event.masked.extend(masked)
         for name, revision in (decision.bundles or {}).items():
@@ -376,7 +382,7 @@ class Gateway:
             event.would_deny = True
             event.shadow_reasons.extend(call_pb2.Reason(code=r.code, message=r.message) for r in decision.shadow)
         if decision.policy_result is not None:
-            result, _ = self._masker.mask(decision.policy_result)
+            result, _ = self._masker.mask(_without_tool_entry(decision.policy_result))
             json_format.ParseDict(result, event.result)
         event.reasons.extend(call_pb2.Reason(code=r.code, message=r.message) for r in decision.reasons)
         event.obligations.CopyFrom(obligations_to_proto(decision.obligations))
@@ -443,6 +449,15 @@ def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
         limits=call_pb2.Limits(**{k: getattr(ob.limits, k) for k in _LIMIT_KEYS}),
         network=call_pb2.Network(mode=mode, egress_allowlist=list(ob.egress_allowlist)),
     )
+
+
+def _without_tool_entry(doc: Any) -> Any:
+    """The audit copy names the tool instead of repeating its registry entry:
+    the entry is pinned by the bundle revision, and repeating its schema in
+    every event would double the log for nothing."""
+    if isinstance(doc, dict) and isinstance(doc.get("tool"), dict):
+        return {**doc, "tool": {"name": doc["tool"].get("name", "")}}
+    return doc
 
 
 def _principal_doc(principal: Principal) -> dict[str, str]:

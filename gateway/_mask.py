@@ -11,7 +11,6 @@ copy is masked, and the event lists the pointers it masked.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -48,9 +47,11 @@ class Masker:
 
     def mask(self, doc: Any) -> tuple[Any, list[str]]:
         """A masked deep copy of ``doc`` and the pointers that were masked."""
-        out = copy.deepcopy(doc)
-        masked = [pointer for pointer in self._pointers if _set_pointer(out, pointer)]
-        out = self._walk(out, "", masked)
+        # _walk builds new containers all the way down, so the pointer edits
+        # below touch only the copy.
+        masked: list[str] = []
+        out = self._walk(doc, "", masked)
+        masked.extend(pointer for pointer in self._pointers if _set_pointer(out, pointer))
         return out, sorted(set(masked))
 
     def _walk(self, node: Any, at: str, masked: list[str]) -> Any:

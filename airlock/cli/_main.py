@@ -11,10 +11,7 @@ from pathlib import Path
 from airlock import ConfigError, auditlog
 from airlock._tls import ClientTLS
 from airlock.cli import _client
-from airlock.cli._bundle import build_bundle
-from airlock.cli._offline import decide_offline
 from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, DEV_PRINCIPAL, default_home, find_opa
-from airlock.cli._up import UpOptions, run_up
 
 
 def _tls_args(p: argparse.ArgumentParser) -> None:
@@ -119,6 +116,10 @@ def _decide_offline(args: argparse.Namespace) -> int:
     if opa is None:
         print("airlock: opa not found; run scripts/bootstrap", file=sys.stderr)
         return _client.EXIT_USAGE
+    # Imported here: it pulls in the gateway's registry and schema code,
+    # which `airlock call` (the hot path) does not need.
+    from airlock.cli._offline import decide_offline  # noqa: PLC0415
+
     code, out = decide_offline(
         opa,
         policies=args.policies,
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
     home: Path = args.home or default_home()
     try:
         if args.command == "up":
+            from airlock.cli._up import UpOptions, run_up  # noqa: PLC0415 - keeps `airlock call` light
+
             return run_up(
                 UpOptions(
                     home=home,
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             if opa is None:
                 print("airlock: opa not found; run scripts/bootstrap", file=sys.stderr)
                 return _client.EXIT_USAGE
+            from airlock.cli._bundle import build_bundle  # noqa: PLC0415 - keeps `airlock call` light
+
             subprocess.run([opa, "check", "--strict", str(args.policies)], check=True)  # noqa: S603
             bundle = build_bundle(opa, args.policies, args.registry, home / "check-bundle.tar.gz")
             print(f"ok: registry {args.registry} and policies {args.policies} (revision {bundle.revision})")

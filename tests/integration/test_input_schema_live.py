@@ -16,11 +16,15 @@ import pytest
 from helpers import REPO, Stack, auth, decision_from_error
 
 from airlock.v1 import call_pb2, gateway_pb2, gateway_pb2_grpc
+from gateway import load_registry
 
 pytestmark = pytest.mark.integration
 SCHEMA_PATH = REPO / "policies" / "schema" / "input.schema.json"
 SECRET = "sk-live-abcdefghijklmnop0123"
 FN = call_pb2.ITEM_TYPE_FUNCTION_CALL
+
+
+REGISTRY = load_registry(Path(__file__).resolve().parents[2] / "deploy" / "tool_registry.yaml")
 
 
 def _schema_validator(path: Path) -> jsonschema.Draft202012Validator:
@@ -108,6 +112,11 @@ def test_audited_policy_inputs_match_the_schema(stack: Stack) -> None:
     for call_id, event in events.items():
         assert event["path"], f"{call_id} should have reached the policy"
         doc = _ints(event["input"])
+        # The audit copy names the tool instead of repeating its registry
+        # entry (pinned by the bundle revision): put the entry back.
+        if doc["tool"] is not None:
+            assert doc["tool"] == {"name": doc["call"]["tool"]}
+            doc["tool"] = REGISTRY.tool_data(doc["call"]["tool"])
         inputs[call_id] = doc
         errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(doc)]
         if errors:
