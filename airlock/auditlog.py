@@ -132,9 +132,7 @@ def verify(paths: Iterable[Path], key: bytes | None, *, start: ChainState | None
         except (ValueError, KeyError, TypeError):
             return fail(Problem(file, n, None, "unreadable", "not a JSON audit event"))
         if not hmac.compare_digest(digest(key, body), m.group(1).decode()):
-            return fail(
-                Problem(file, n, seq, "edited", "the line does not match its hash (edited, or another key)")
-            )
+            return fail(Problem(file, n, seq, "edited", "the line does not match its hash (edited, or another key)"))
         if expect is not None:
             problem = _link(file, n, seq, prev, expect=expect, prev_at=prev_at, seen=seen)
             if problem is not None:
