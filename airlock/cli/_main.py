@@ -27,6 +27,22 @@ def _tls(args: argparse.Namespace) -> ClientTLS | None:
     return ClientTLS(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
 
 
+def _agent_args(ag: argparse.ArgumentParser) -> None:
+    """`airlock agent run`."""
+    ag_sub = ag.add_subparsers(dest="agent_command", required=True)
+    ar = ag_sub.add_parser("run", help="run the Responses API loop on a prompt (OPENAI_API_KEY, OPENAI_BASE_URL)")
+    ar.add_argument("prompt")
+    ar.add_argument("--model", default="gpt-4.1")
+    ar.add_argument("--max-turns", type=int, default=8, help="model responses before giving up")
+    ar.add_argument("--max-tool-calls", type=int, default=32)
+    ar.add_argument("--parallel", type=int, default=4, help="calls of one response run at once")
+    ar.add_argument("--session", default=None, help="session id for budget rules (default: the first response id)")
+    ar.add_argument("--gateway", default=None, help="host:port (default: from the running `airlock up`)")
+    ar.add_argument("--token-file", type=Path, default=None)
+    _tls_args(ar)
+    ar.add_argument("--timeout", type=float, default=120.0, help="seconds per gateway call")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="airlock", description="Airlock: a policy gateway for agent tool calls")
     p.add_argument(
@@ -83,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--partial", action="store_true", help="the oldest files were archived: accept a chain that starts mid-way"
     )
+
+    _agent_args(sub.add_parser("agent", help="run an LLM agent whose tool calls all go through the gateway"))
 
     chk = sub.add_parser("check", help="validate the registry and policies offline")
     chk.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
@@ -167,6 +185,21 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             bundle = build_bundle(opa, args.policies, args.registry, home / "check-bundle.tar.gz")
             print(f"ok: registry {args.registry} and policies {args.policies} (revision {bundle.revision})")
             return _client.EXIT_OK
+        if args.command == "agent":
+            from agent import Gateway  # noqa: PLC0415 - keeps the openai SDK off the other commands
+            from agent._cli import run_cli  # noqa: PLC0415
+
+            target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
+            with Gateway(target.address, target.token, tls=target.tls, timeout_s=args.timeout) as gateway:
+                return run_cli(
+                    gateway,
+                    args.prompt,
+                    model=args.model,
+                    max_turns=args.max_turns,
+                    max_tool_calls=args.max_tool_calls,
+                    parallel=args.parallel,
+                    session_id=args.session,
+                )
         if args.command == "decide" and (args.offline or args.principal or not (home / "stack.json").exists()):
             return _decide_offline(args)
         target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))

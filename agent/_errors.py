@@ -1,0 +1,34 @@
+"""The agent package's exceptions: one root, each with a stable ``code``."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of the agent's errors. ``code`` is a stable snake_case string."""
+
+    code = "agent_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class LoopLimitError(AgentError):
+    """The model kept asking for tools past ``max_turns`` or ``max_tool_calls``."""
+
+    code = "loop_limit"
+
+
+class GatewayError(AgentError):
+    """The gateway could not be asked (unreachable, timed out, internal error).
+
+    A refusal is not this: refusals are normal results the model is told about."""
+
+    code = "gateway_unavailable"
+
+
+class UnsupportedItemError(AgentError):
+    """The model emitted a client-executed item this slice does not handle yet."""
+
+    code = "unsupported_item"

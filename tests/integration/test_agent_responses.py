@@ -1,0 +1,276 @@
+"""Integration tier for the agent loop: the REAL openai SDK talking to a
+scripted Responses API server on loopback (it records every request body),
+and the real stack (gateway, OPA, executor on Docker). The script plays a
+model that calls tools, calls two at once, then is prompt-injected into a
+tool that was never declared and one that is not granted, then answers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import openai
+import pytest
+from helpers import Stack
+from openai.types.responses import FunctionToolParam
+from openai.types.responses.response_input_param import FunctionCallOutput
+from pydantic import TypeAdapter
+
+import agent
+from airlock.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+class ScriptedResponses:
+    """Answers POST /v1/responses with the next scripted output, as a full
+    Response object, and records each request body."""
+
+    def __init__(self, turns: list[list[dict[str, Any]]]) -> None:
+        self.port = 0
+        self.turns = list(turns)
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def respond(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.requests.append(body)
+            n = len(self.requests)
+            output = self.turns.pop(0)
+        return {
+            "id": f"resp_{uuid.uuid4().hex}",
+            "object": "response",
+            "created_at": 1_764_300_000 + n,
+            "completed_at": 1_764_300_000 + n,
+            "status": "completed",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "max_output_tokens": None,
+            "model": body["model"],
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": body.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None},
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": body.get("tools", []),
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": 50,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 20,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 70,
+            },
+            "user": None,
+            "metadata": {},
+        }
+
+
+def _handler(script: ScriptedResponses) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path != "/v1/responses":
+                self.send_error(404)
+                return
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            payload = json.dumps(script.respond(body)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            pass
+
+    return Handler
+
+
+def fcall(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": f"fc_{uuid.uuid4().hex}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": "completed",
+    }
+
+
+def message(text: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": f"msg_{uuid.uuid4().hex}",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }
+
+
+@pytest.fixture
+def ids() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return {k: f"call_{k}_{tag}" for k in ("py1", "py2", "sh1", "del", "web")}
+
+
+@contextlib.contextmanager
+def serving(s: ScriptedResponses) -> Iterator[ScriptedResponses]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(s))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    s.port = server.server_address[1]
+    try:
+        yield s
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def script(ids: dict[str, str]) -> Iterator[ScriptedResponses]:
+    s = ScriptedResponses(
+        [
+            [fcall(ids["py1"], "python", '{"code": "print(6*7)"}')],
+            [
+                # The slower call first: outputs must still come back in call order.
+                fcall(ids["py2"], "python", '{"code":"import time; time.sleep(0.5); print(sum(range(5)))"}'),
+                fcall(ids["sh1"], "shell", '{"command": "echo hi from sh"}'),
+            ],
+            [
+                fcall(ids["del"], "delete_everything", '{"path": "/"}'),
+                fcall(ids["web"], "web_fetch", '{"url": "https://en.wikipedia.org/wiki/Special:Random"}'),
+            ],
+            [message("6*7 is 42.")],
+        ]
+    )
+    with serving(s):
+        yield s
+
+
+def assert_declares_only_granted_tools(tools: list[dict[str, Any]]) -> None:
+    """Tool minimization: exactly the granted tools, with their registry schemas."""
+    assert sorted(t["name"] for t in tools) == ["python", "shell"]
+    for t in tools:
+        TypeAdapter(FunctionToolParam).validate_python(t)
+        assert t["type"] == "function"
+        assert t["strict"] is True
+        assert t["parameters"]["additionalProperties"] is False
+    by_name = {t["name"]: t for t in tools}
+    assert by_name["python"]["parameters"]["required"] == ["code"]
+    assert by_name["shell"]["parameters"]["required"] == ["command"]
+    assert "web_fetch" not in json.dumps(tools)
+
+
+def test_agent_loop_through_the_gateway(stack: Stack, script: ScriptedResponses, ids: dict[str, str]) -> None:
+    client = openai.OpenAI(api_key="test", base_url=f"http://127.0.0.1:{script.port}/v1", max_retries=0)
+    executed_before = stack.metric("executor", "airlock_executor_requests_total")
+
+    with agent.Gateway(stack.gateway, stack.token) as gateway:
+        result = agent.run(client, "test-model", "What is 6*7? Use python.", gateway, parallel=4)
+
+    assert result.text == "6*7 is 42."
+    assert result.turns == 4
+    requests = script.requests
+    assert len(requests) == 4
+
+    for body in requests:
+        assert_declares_only_granted_tools(body["tools"])
+
+    # Chaining: first the prompt, then only outputs, each pointing at the previous response.
+    assert requests[0]["input"] == "What is 6*7? Use python."
+    assert "previous_response_id" not in requests[0]
+    session = result.session_id
+    assert session.startswith("resp_")
+    sent_outputs: dict[str, dict[str, Any]] = {}
+    expected_order = [[ids["py1"]], [ids["py2"], ids["sh1"]], [ids["del"], ids["web"]]]
+    for turn, body in enumerate(requests[1:]):
+        assert body["previous_response_id"]
+        items = body["input"]
+        assert [i["call_id"] for i in items] == expected_order[turn]
+        for item in items:
+            TypeAdapter(FunctionCallOutput).validate_python(item, strict=True)
+            assert item["type"] == "function_call_output"
+            assert isinstance(item["output"], str)
+            sent_outputs[item["call_id"]] = json.loads(item["output"])
+    assert requests[1]["previous_response_id"] == session
+
+    assert sent_outputs[ids["py1"]] == {"exit_code": 0, "stdout": "42\n", "stderr": "", "outcome": "ok"}
+    assert sent_outputs[ids["py2"]]["stdout"] == "10\n"
+    assert sent_outputs[ids["sh1"]]["stdout"] == "hi from sh\n"
+    for key in ("del", "web"):
+        refused = sent_outputs[ids[key]]
+        assert refused["error"] == "refused by policy"
+        assert refused["decision_id"]
+        assert "tool_not_granted" in [r["code"] for r in refused["reasons"]]
+
+    records = {r.call_id: r for r in result.calls}
+    assert [r.call_id for r in result.calls] == [c for turn in expected_order for c in turn]
+    assert records[ids["del"]].declared is False
+    assert records[ids["web"]].declared is False
+    assert records[ids["py1"]].result.allowed is True
+
+    # Refused calls never reached the executor.
+    allowed_ids = [ids["py1"], ids["py2"], ids["sh1"]]
+    assert stack.metric("executor", "airlock_executor_requests_total") - executed_before == len(allowed_ids)
+
+    # One decision event per call, an execution event per allowed call, all in this session.
+    ours = [e for e in stack.audit_events() if e["call_id"] in ids.values()]
+    decisions = {e["call_id"]: e for e in ours if e["kind"] == "decision"}
+    assert sorted(e["call_id"] for e in ours if e["kind"] == "decision") == sorted(ids.values())
+    assert sorted(e["call_id"] for e in ours if e["kind"] == "execution") == sorted(allowed_ids)
+    for call_id, event in decisions.items():
+        assert event["session_id"] == session
+        assert event["decision_id"] == records[call_id].result.decision_id
+        assert event["decision"] == ("allow" if call_id in allowed_ids else "deny")
+    assert decisions[ids["del"]]["tool"] == "delete_everything"
+
+
+def test_cli_agent_run_prints_calls_decisions_and_answer(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    s = ScriptedResponses(
+        [
+            [
+                fcall(f"call_cli_py_{tag}", "python", '{"code": "print(6*7)"}'),
+                fcall(f"call_cli_web_{tag}", "web_fetch", '{"url": "https://en.wikipedia.org/"}'),
+            ],
+            [message("It is 42.")],
+        ]
+    )
+    with serving(s):
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{s.port}/v1")
+        code = main(["--home", str(stack.home), "agent", "run", "--model", "test-model", "what is 6*7?"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert s.requests[0]["model"] == "test-model"
+    assert f'python({{"code": "print(6*7)"}}) call_id=call_cli_py_{tag}\n  ALLOW' in out
+    assert "-> ok exit_code=0" in out
+    assert f"call_id=call_cli_web_{tag} (tool was not declared)\n  DENY tool_not_granted" in out
+    assert out.rstrip().endswith("It is 42.")
+
+
+def test_cli_agent_run_loop_limit_exits_1(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = ScriptedResponses(
+        [[fcall(f"call_loop_{i}_{uuid.uuid4().hex[:8]}", "python", '{"code": "1"}')] for i in range(2)]
+    )
+    with serving(s):
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{s.port}/v1")
+        code = main(["--home", str(stack.home), "agent", "run", "--max-turns", "2", "loop forever"])
+    assert code == 1
+    assert "loop_limit" in capsys.readouterr().err
