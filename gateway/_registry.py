@@ -146,17 +146,10 @@ class Registry:
 
     tools: Mapping[str, Tool]
     source: str
-    _validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict, repr=False, compare=False)
     _data: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, name: str) -> Tool | None:
         return self.tools.get(name)
-
-    def validator(self, name: str) -> jsonschema.Draft202012Validator:
-        """The tool's argument validator, built once."""
-        if name not in self._validators:
-            self._validators[name] = jsonschema.Draft202012Validator(_plain(self.tools[name].parameters))
-        return self._validators[name]
 
     def tool_data(self, name: str) -> dict[str, Any]:
         """One entry as OPA sees it (``data.registry.tools[name]``). Built
