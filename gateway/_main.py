@@ -21,6 +21,7 @@ from gateway._auth import Authenticator
 from gateway._budget import CallCounters
 from gateway._config import GatewayConfig, load_gateway_config
 from gateway._core import CoreSettings, Gateway
+from gateway._errors import PolicyError
 from gateway._executor_client import GrpcExecutor
 from gateway._mask import Masker
 from gateway._metrics import GatewayMetrics
@@ -31,6 +32,8 @@ from gateway._server import SERVING, AuthInterceptor, GatewayServicer, add_stand
 log = logging.getLogger("airlock.gateway")
 #: How often the registry file is checked for changes.
 REGISTRY_POLL_SECONDS = 1.0
+#: A small document every Airlock bundle defines, read once for its revision.
+REVISION_PROBE_PATH = "airlock/config/shadow"
 
 
 async def _watch_registry(path: Path, core: Gateway, stop: asyncio.Event) -> None:
@@ -104,6 +107,13 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
         raise OSError(f"cannot listen on {cfg.listen}")
     metrics_url = start_metrics(cfg.metrics_listen, prom)
     await server.start()
+    # Best effort: build_info shows the active policy revision from the start,
+    # not only after the first decision. Not a decision, so not audited.
+    try:
+        probe = await policy.evaluate(REVISION_PROBE_PATH, {})
+        metrics.policy_revision(probe.revision)
+    except PolicyError as exc:
+        log.warning("could not read the policy revision at start: %s", exc)
     await health.set("", SERVING)
     await health.set("airlock.v1.GatewayService", SERVING)
     host = cfg.listen.rpartition(":")[0]
