@@ -4,11 +4,11 @@ client-executed tool calls all go through the Airlock gateway.
 It depends on ``grpc``, ``openai``, the generated ``airlock.v1`` stubs and
 ``airlock._tls`` only, never on the gateway's or executor's server code, so an
 agent host installs just the client side. Slice 1: function calls,
-non-streaming."""
+non-streaming or streamed (``run(..., stream=True)``)."""
 
 from __future__ import annotations
 
-from agent._errors import AgentError, GatewayError, LoopLimitError, UnsupportedItemError
+from agent._errors import AgentError, GatewayError, LoopLimitError, StreamError, UnsupportedItemError
 from agent._gateway import Gateway, Reason, ToolGateway, ToolResult, denied_from_error
 from agent._loop import (
     DEFAULT_MAX_TOOL_CALLS,
@@ -34,6 +34,7 @@ __all__ = [
     "GatewayError",
     "LoopLimitError",
     "Reason",
+    "StreamError",
     "ToolGateway",
     "ToolResult",
     "UnsupportedItemError",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from agent._errors import GatewayError, LoopLimitError, UnsupportedItemError
+from agent._errors import GatewayError, LoopLimitError, StreamError, UnsupportedItemError
 from agent._gateway import Gateway
 from agent._loop import CallRecord, run
 
@@ -41,6 +41,7 @@ def run_cli(
     max_tool_calls: int,
     parallel: int,
     session_id: str | None,
+    stream: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -72,11 +73,12 @@ def run_cli(
             parallel=parallel,
             session_id=session_id,
             on_call=show,
+            stream=stream,
         )
     except LoopLimitError as exc:
         err.write(f"airlock: {exc.code}: {exc}\n")
         return EXIT_LOOP_LIMIT
-    except (GatewayError, UnsupportedItemError) as exc:
+    except (GatewayError, UnsupportedItemError, StreamError) as exc:
         err.write(f"airlock: {exc.code}: {exc}\n")
         return EXIT_UNAVAILABLE
     except openai.OpenAIError as exc:

@@ -32,3 +32,12 @@ class UnsupportedItemError(AgentError):
     """The model emitted a client-executed item this slice does not handle yet."""
 
     code = "unsupported_item"
+
+
+class StreamError(AgentError):
+    """A streamed response did not finish well: the stream ended without
+    ``response.completed``, or reported ``response.failed``,
+    ``response.incomplete`` or an ``error`` event, or its events disagree
+    (e.g. the completed response's calls differ from the items streamed)."""
+
+    code = "stream_error"

@@ -41,6 +41,7 @@ def _agent_args(ag: argparse.ArgumentParser) -> None:
     ar.add_argument("--token-file", type=Path, default=None)
     _tls_args(ar)
     ar.add_argument("--timeout", type=float, default=120.0, help="seconds per gateway call")
+    ar.add_argument("--stream", action="store_true", help="stream responses; calls start at response.output_item.done")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
                     max_tool_calls=args.max_tool_calls,
                     parallel=args.parallel,
                     session_id=args.session,
+                    stream=args.stream,
                 )
         if args.command == "decide" and (args.offline or args.principal or not (home / "stack.json").exists()):
             return _decide_offline(args)

@@ -2,13 +2,16 @@
 scripted Responses API server on loopback (it records every request body),
 and the real stack (gateway, OPA, executor on Docker). The script plays a
 model that calls tools, calls two at once, then is prompt-injected into a
-tool that was never declared and one that is not granted, then answers."""
+tool that was never declared and one that is not granted, then answers. A
+request with ``stream: true`` is answered with an SSE stream of Responses
+events (arguments in deltas, the call acted on only at output_item.done)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +86,9 @@ def _handler(script: ScriptedResponses) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if body.get("stream"):
+                self.stream(script.respond(body))
+                return
             payload = json.dumps(script.respond(body)).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -90,10 +96,74 @@ def _handler(script: ScriptedResponses) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
+        def stream(self, response: dict[str, Any]) -> None:
+            # HTTP/1.0 without Content-Length: the body ends when the connection closes.
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            for event in sse_events(response):
+                self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(0.01)
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             pass
 
     return Handler
+
+
+#: How the arguments of a streamed call are cut into deltas: the first
+#: prefix (``{"co``) is not valid JSON, on purpose.
+DELTA_SIZE = 4
+
+
+def sse_events(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event sequence a Responses API stream sends for ``response``:
+    created, then per output item added (a function call with EMPTY
+    arguments), argument deltas and arguments.done, output_item.done with the
+    full item; then completed with the full response."""
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response | {"status": "in_progress", "output": [], "usage": None}}
+    ]
+    for index, item in enumerate(response["output"]):
+        if item["type"] == "function_call":
+            args = item["arguments"]
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": item | {"arguments": "", "status": "in_progress"},
+                }
+            )
+            events.extend(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "delta": args[i : i + DELTA_SIZE],
+                }
+                for i in range(0, len(args), DELTA_SIZE)
+            )
+            events.append(
+                {
+                    "type": "response.function_call_arguments.done",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "arguments": args,
+                }
+            )
+        else:
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": item | {"content": [], "status": "in_progress"},
+                }
+            )
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    events.append({"type": "response.completed", "response": response})
+    return [e | {"sequence_number": n} for n, e in enumerate(events)]
 
 
 def fcall(call_id: str, name: str, arguments: str) -> dict[str, Any]:
@@ -274,3 +344,71 @@ def test_cli_agent_run_loop_limit_exits_1(
         code = main(["--home", str(stack.home), "agent", "run", "--max-turns", "2", "loop forever"])
     assert code == 1
     assert "loop_limit" in capsys.readouterr().err
+
+
+class RecordingGateway:
+    """The real gateway client, recording every Invoke the loop makes."""
+
+    def __init__(self, inner: agent.Gateway) -> None:
+        self.inner = inner
+        self.invoked: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+
+    def list_tools(self) -> Any:
+        return self.inner.list_tools()
+
+    def invoke(self, call_id: str, item_type: str, tool: str, arguments_raw: str, session_id: str) -> agent.ToolResult:
+        with self.lock:
+            self.invoked.append((call_id, tool, arguments_raw))
+        return self.inner.invoke(call_id, item_type, tool, arguments_raw, session_id)
+
+
+def test_streamed_agent_loop_acts_only_on_output_item_done(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:10]
+    py, sh, web = (f"call_stream_{k}_{tag}" for k in ("py", "sh", "web"))
+    py_args = '{"code": "print(6*7)"}'
+    sh_args = '{"command": "echo streamed"}'
+    web_args = '{"url": "https://en.wikipedia.org/"}'
+    assert len(py_args) > DELTA_SIZE
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(py_args[:DELTA_SIZE])  # the first delta's prefix is not JSON
+    s = ScriptedResponses(
+        [
+            [fcall(py, "python", py_args), fcall(sh, "shell", sh_args), fcall(web, "web_fetch", web_args)],
+            [message("Streamed: 42.")],
+        ]
+    )
+    with serving(s), agent.Gateway(stack.gateway, stack.token) as inner:
+        client = openai.OpenAI(api_key="test", base_url=f"http://127.0.0.1:{s.port}/v1", max_retries=0)
+        gateway = RecordingGateway(inner)
+        result = agent.run(client, "test-model", "What is 6*7?", gateway, parallel=4, stream=True)
+
+    assert result.text == "Streamed: 42."
+    assert result.turns == 2
+    assert [body.get("stream") for body in s.requests] == [True, True]
+
+    # One Invoke per item, with exactly the final arguments string; nothing from deltas.
+    assert sorted(gateway.invoked) == sorted(
+        [(py, "python", py_args), (sh, "shell", sh_args), (web, "web_fetch", web_args)]
+    )
+    ours = [e for e in stack.audit_events() if e["call_id"] in (py, sh, web)]
+    decisions = [e for e in ours if e["kind"] == "decision"]
+    assert sorted(e["call_id"] for e in decisions) == sorted([py, sh, web])
+    sizes = {py: len(py_args), sh: len(sh_args), web: len(web_args)}
+    for event in decisions:
+        assert int(event["arguments_bytes"]) == sizes[event["call_id"]]
+        assert event["session_id"] == result.session_id
+
+    # The next turn carries the outputs, in call order, chained to the streamed response.
+    second = s.requests[1]
+    assert second["previous_response_id"] == result.session_id
+    items = second["input"]
+    assert [i["call_id"] for i in items] == [py, sh, web]
+    for item in items:
+        TypeAdapter(FunctionCallOutput).validate_python(item, strict=True)
+    outputs = {i["call_id"]: json.loads(i["output"]) for i in items}
+    assert outputs[py] == {"exit_code": 0, "stdout": "42\n", "stderr": "", "outcome": "ok"}
+    assert outputs[sh]["stdout"] == "streamed\n"
+    assert outputs[web]["error"] == "refused by policy"
+    assert "tool_not_granted" in [r["code"] for r in outputs[web]["reasons"]]
+    assert [r.call_id for r in result.calls] == [py, sh, web]
