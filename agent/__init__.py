@@ -3,25 +3,35 @@ client-executed tool calls all go through the Airlock gateway.
 
 It depends on ``grpc``, ``openai``, the generated ``airlock.v1`` stubs and
 ``airlock._tls`` only, never on the gateway's or executor's server code, so an
-agent host installs just the client side. Slice 1: function calls,
-non-streaming or streamed (``run(..., stream=True)``)."""
+agent host installs just the client side. Function, custom tool, shell
+(local environment), local-shell and apply_patch calls go through the
+gateway; hosted items are recorded there (``Observe``); non-streaming or
+streamed (``run(..., stream=True)``)."""
 
 from __future__ import annotations
 
 from agent._errors import AgentError, GatewayError, LoopLimitError, StreamError, UnsupportedItemError
 from agent._gateway import Gateway, Reason, ToolGateway, ToolResult, denied_from_error
+from agent._items import (
+    CallRecord,
+    ItemContext,
+    confine,
+    execute_item,
+    function_call_output,
+    output_text_for,
+    refusal_text,
+    shell_output_entry,
+)
 from agent._loop import (
     DEFAULT_MAX_TOOL_CALLS,
     DEFAULT_MAX_TURNS,
     DEFAULT_PARALLEL,
     AgentResult,
-    CallRecord,
+    ObservedItem,
     execute_calls,
-    function_call_output,
-    output_text_for,
     run,
 )
-from agent._tools import function_tool, schema_allows_strict, tools_for_responses
+from agent._tools import Declaration, custom_tool, declare, function_tool, schema_allows_strict, tools_for_responses
 
 __all__ = [
     "DEFAULT_MAX_TOOL_CALLS",
@@ -30,20 +40,29 @@ __all__ = [
     "AgentError",
     "AgentResult",
     "CallRecord",
+    "Declaration",
     "Gateway",
     "GatewayError",
+    "ItemContext",
     "LoopLimitError",
+    "ObservedItem",
     "Reason",
     "StreamError",
     "ToolGateway",
     "ToolResult",
     "UnsupportedItemError",
+    "confine",
+    "custom_tool",
+    "declare",
     "denied_from_error",
     "execute_calls",
+    "execute_item",
     "function_call_output",
     "function_tool",
     "output_text_for",
+    "refusal_text",
     "run",
     "schema_allows_strict",
+    "shell_output_entry",
     "tools_for_responses",
 ]

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, TextIO
 
 from agent._errors import GatewayError, LoopLimitError, StreamError, UnsupportedItemError
 from agent._gateway import Gateway
-from agent._loop import CallRecord, run
+from agent._items import CallRecord
+from agent._loop import run
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import openai
 
 EXIT_OK = 0
@@ -21,14 +24,20 @@ EXIT_UNAVAILABLE = 4
 
 
 def describe(record: CallRecord) -> str:
-    r = record.result
     head = f"[turn {record.turn}] {record.tool}({record.arguments}) call_id={record.call_id}"
+    if record.item_type != "function_call":
+        head += f" [{record.item_type}]"
     if not record.declared:
         head += " (tool was not declared)"
-    codes = ",".join(x.code for x in r.reasons)
-    if not r.allowed:
-        return f"{head}\n  DENY {codes} decision={r.decision_id}"
-    return f"{head}\n  ALLOW decision={r.decision_id} -> {r.outcome} exit_code={r.exit_code}"
+    # One line per gateway call: a shell_call has one per command.
+    lines = [head]
+    for r in record.results or (record.result,):
+        codes = ",".join(x.code for x in r.reasons)
+        if not r.allowed:
+            lines.append(f"  DENY {codes} decision={r.decision_id}")
+        else:
+            lines.append(f"  ALLOW decision={r.decision_id} -> {r.outcome} exit_code={r.exit_code}")
+    return "\n".join(lines)
 
 
 def run_cli(
@@ -42,6 +51,7 @@ def run_cli(
     parallel: int,
     session_id: str | None,
     stream: bool = False,
+    workspace: Path | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -74,6 +84,7 @@ def run_cli(
             session_id=session_id,
             on_call=show,
             stream=stream,
+            workspace=workspace,
         )
     except LoopLimitError as exc:
         err.write(f"airlock: {exc.code}: {exc}\n")
@@ -84,5 +95,9 @@ def run_cli(
     except openai.OpenAIError as exc:
         err.write(f"airlock: model API: {exc}\n")
         return EXIT_UNAVAILABLE
+    for seen in result.observed:
+        out.write(
+            f"[turn {seen.turn}] hosted {seen.item_type} {seen.item_id}: observed (audit event {seen.event_id})\n"
+        )
     out.write(f"--- final answer (session {result.session_id}, {result.turns} turns) ---\n{result.text}\n")
     return EXIT_OK

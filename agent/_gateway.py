@@ -68,7 +68,20 @@ class ToolGateway(Protocol):
 
     def list_tools(self) -> gateway_pb2.ListToolsResponse: ...
 
-    def invoke(self, call_id: str, item_type: str, tool: str, arguments_raw: str, session_id: str) -> ToolResult: ...
+    def invoke(
+        self,
+        call_id: str,
+        item_type: str,
+        tool: str,
+        arguments_raw: str,
+        session_id: str,
+        *,
+        requested_timeout_ms: int = 0,
+    ) -> ToolResult: ...
+
+    def observe(self, item_type: str, item_id: str, *, tool: str, status: str, item_json: str, session_id: str) -> str:
+        """Records a hosted item in the gateway's audit log; returns the event id."""
+        ...
 
 
 def denied_from_error(exc: grpc.RpcError) -> ToolResult:
@@ -154,7 +167,18 @@ class Gateway:
             raise GatewayError(f"ListTools failed: {exc.code().name}: {exc.details()}") from exc
         return resp
 
-    def invoke(self, call_id: str, item_type: str, tool: str, arguments_raw: str, session_id: str) -> ToolResult:
+    def invoke(
+        self,
+        call_id: str,
+        item_type: str,
+        tool: str,
+        arguments_raw: str,
+        session_id: str,
+        *,
+        requested_timeout_ms: int = 0,
+    ) -> ToolResult:
+        """``requested_timeout_ms`` (e.g. a shell_call's timeout_ms) is only a
+        request: the policy clamps it to the profile's and the tool's caps."""
         call = call_pb2.ToolCall(
             call_id=call_id,
             item_type=ITEM_TYPES[item_type],
@@ -162,6 +186,8 @@ class Gateway:
             arguments=arguments_raw,
             session_id=session_id,
         )
+        if requested_timeout_ms > 0:
+            call.requested_limits.timeout_ms = requested_timeout_ms
         try:
             resp: gateway_pb2.InvokeResponse = self._stub.Invoke(
                 gateway_pb2.InvokeRequest(call=call), metadata=self._metadata, timeout=self._timeout_s
@@ -171,3 +197,21 @@ class Gateway:
                 return denied_from_error(exc)
             raise GatewayError(f"Invoke {call_id} failed: {exc.code().name}: {exc.details()}") from exc
         return result_from_response(resp)
+
+    def observe(self, item_type: str, item_id: str, *, tool: str, status: str, item_json: str, session_id: str) -> str:
+        request = gateway_pb2.ObserveRequest(
+            item_type=item_type,
+            item_id=item_id,
+            tool=tool,
+            status=status,
+            item_json=item_json,
+            session_id=session_id,
+        )
+        try:
+            resp: gateway_pb2.ObserveResponse = self._stub.Observe(
+                request, metadata=self._metadata, timeout=self._timeout_s
+            )
+        except grpc.RpcError as exc:
+            # An unrecorded hosted item is a gap in the audit trail: the run stops.
+            raise GatewayError(f"Observe {item_type} {item_id} failed: {exc.code().name}: {exc.details()}") from exc
+        return resp.event_id

@@ -1,23 +1,25 @@
 """The agent loop on the Responses API: ask the model, send every
-client-executed call it emits through the gateway, answer each call with an
-output item echoing its ``call_id``, chain with ``previous_response_id``,
-repeat until the model answers in text. A refusal is an output the model reads
-(the loop goes on); the gateway, not this loop, decides what runs, so even a
-call to a tool that was never declared is sent there to be refused and
-audited.
+client-executed call it emits (function, custom tool, local shell, legacy
+local shell, apply_patch) through the gateway, answer each with the output
+item of its type echoing its ``call_id`` (``_items.py``), record every hosted
+item (web search, file search, code interpreter, MCP, hosted shell) in the
+gateway's audit log, chain with ``previous_response_id``, repeat until the
+model answers in text. A refusal is an output the model reads (the loop goes
+on); the gateway, not this loop, decides what runs, so even a call to a tool
+that was never declared is sent there to be refused and audited.
 
-With ``stream=True`` the response is streamed and a function call is acted on
-only when its ``response.output_item.done`` event arrives (it then starts at
-once, in the pool, while the rest of the stream is read); argument deltas are
-never acted on. The final response comes from ``response.completed``."""
+With ``stream=True`` the response is streamed and a call is acted on only
+when its ``response.output_item.done`` event arrives (it then starts at once,
+in the pool, while the rest of the stream is read); argument deltas are never
+acted on. The final response comes from ``response.completed``; hosted items
+are recorded from it."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from openai import omit
 from openai.types.responses import (
@@ -26,45 +28,50 @@ from openai.types.responses import (
     ResponseCreatedEvent,
     ResponseErrorEvent,
     ResponseFailedEvent,
-    ResponseFunctionToolCall,
     ResponseIncompleteEvent,
+    ResponseInputItemParam,
     ResponseInputParam,
     ResponseOutputItemDoneEvent,
 )
-from openai.types.responses.response_input_param import FunctionCallOutput
 
 from agent._errors import LoopLimitError, StreamError, UnsupportedItemError
-from agent._gateway import ToolGateway, ToolResult
-from agent._tools import tools_for_responses
+from agent._gateway import ToolGateway
+from agent._items import (
+    UNSUPPORTED_CALL_ITEMS,
+    CallRecord,
+    ClientCall,
+    ItemContext,
+    call_cost,
+    call_key,
+    execute_item,
+    hosted_tool,
+    is_client_call,
+)
+from agent._tools import Declaration, declare
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import openai
-    from openai.types.responses import FunctionToolParam
+    from openai.types.responses import ToolParam
 
 DEFAULT_MAX_TURNS = 8
 DEFAULT_MAX_TOOL_CALLS = 32
 DEFAULT_PARALLEL = 4
-#: Client-executed items this slice cannot answer yet. They can only appear
-#: if a matching tool was declared, which this slice never does; seeing one
-#: means something is wrong, so the loop stops rather than leave it unanswered.
-_UNSUPPORTED_CALL_ITEMS = frozenset(
-    {"custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call", "computer_call"}
-)
+#: Hosted items are recorded with at most this much of their JSON: an image
+#: generation result can be megabytes, and the gateway keeps only a bound.
+OBSERVE_MAX_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
-class CallRecord:
-    """One function call the model made and what became of it."""
+class ObservedItem:
+    """A hosted item the provider ran, as recorded by the gateway."""
 
     turn: int
-    call_id: str
+    item_type: str
+    item_id: str
     tool: str
-    arguments: str
-    declared: bool
-    """Whether the tool was in the ``tools`` array (False: the model made it up)."""
-    result: ToolResult
-    output: str
-    """The output string sent back to the model."""
+    event_id: str
 
 
 @dataclass(frozen=True)
@@ -75,71 +82,17 @@ class AgentResult:
     response_id: str
     session_id: str
     turns: int
+    observed: tuple[ObservedItem, ...] = ()
+    """Hosted items, each recorded in the audit log."""
 
 
-def output_text_for(result: ToolResult) -> str:
-    """The ``output`` string the model reads for one call."""
-    if not result.allowed:
-        return json.dumps(
-            {
-                "error": "refused by policy",
-                "decision_id": result.decision_id,
-                "reasons": [{"code": r.code, "message": r.message} for r in result.reasons],
-            }
-        )
-    doc: dict[str, object] = {
-        "exit_code": result.exit_code,
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-        "outcome": result.outcome,
-    }
-    if result.output_truncated:
-        doc["output_truncated"] = True
-    if result.error:
-        doc["error"] = result.error
-    return json.dumps(doc)
-
-
-def function_call_output(call_id: str, result: ToolResult) -> FunctionCallOutput:
-    return {"type": "function_call_output", "call_id": call_id, "output": output_text_for(result)}
-
-
-def _execute_one(
-    gateway: ToolGateway, call: ResponseFunctionToolCall, *, session_id: str, declared: frozenset[str], turn: int
-) -> CallRecord:
-    # The raw arguments string goes to the gateway untouched: it is what
-    # the policy judges and the audit log records.
-    result = gateway.invoke(call.call_id, "function_call", call.name, call.arguments, session_id)
-    return CallRecord(
-        turn=turn,
-        call_id=call.call_id,
-        tool=call.name,
-        arguments=call.arguments,
-        declared=call.name in declared,
-        result=result,
-        output=output_text_for(result),
-    )
-
-
-def execute_calls(
-    gateway: ToolGateway,
-    calls: list[ResponseFunctionToolCall],
-    *,
-    session_id: str,
-    declared: frozenset[str],
-    turn: int,
-    parallel: int,
-) -> list[CallRecord]:
+def execute_calls(ctx: ItemContext, calls: Sequence[ClientCall], *, parallel: int) -> list[CallRecord]:
     """Runs one response's calls, up to ``parallel`` at a time; the records
     (and so the output items) keep the order the calls arrived in."""
-
-    def one(call: ResponseFunctionToolCall) -> CallRecord:
-        return _execute_one(gateway, call, session_id=session_id, declared=declared, turn=turn)
-
     if not calls:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(calls))), thread_name_prefix="airlock-call") as pool:
-        return list(pool.map(one, calls))
+        return list(pool.map(lambda call: execute_item(ctx, call), calls))
 
 
 @dataclass(frozen=True)
@@ -147,24 +100,37 @@ class _Turn:
     """What one model turn needs besides the request."""
 
     gateway: ToolGateway
-    declared: frozenset[str]
+    decl: Declaration
     turn: int
     max_turns: int
     max_tool_calls: int
     calls_so_far: int
     parallel: int
     session_id: str | None
+    workspace: Path | None
+
+    def items(self, session_id: str) -> ItemContext:
+        return ItemContext(self.gateway, session_id, self.decl, self.turn, self.workspace)
 
 
 @dataclass(frozen=True)
 class _Request:
     model: str
     input: str | ResponseInputParam
-    tools: list[FunctionToolParam]
+    tools: list[ToolParam]
     previous: str | None
 
 
+@dataclass(frozen=True)
+class _TurnResult:
+    response: Response
+    session: str
+    records: list[CallRecord]
+    observed: list[ObservedItem]
+
+
 def _check_limits(t: _Turn, n_calls: int) -> None:
+    """``n_calls`` counts gateway calls: a shell_call costs one per command."""
     if t.turn >= t.max_turns:
         raise LoopLimitError(f"the model still wants tools after {t.turn} turns (max_turns={t.max_turns})")
     total = t.calls_so_far + n_calls
@@ -173,12 +139,34 @@ def _check_limits(t: _Turn, n_calls: int) -> None:
 
 
 def _check_unsupported(response: Response) -> None:
-    unsupported = [item.type for item in response.output if item.type in _UNSUPPORTED_CALL_ITEMS]
+    unsupported = [item.type for item in response.output if item.type in UNSUPPORTED_CALL_ITEMS]
     if unsupported:
         raise UnsupportedItemError(f"response {response.id} has items this agent cannot execute: {unsupported}")
 
 
-def _plain_turn(client: openai.OpenAI, req: _Request, t: _Turn) -> tuple[Response, str, list[CallRecord]]:
+def _client_calls(response: Response) -> list[ClientCall]:
+    return [cast("ClientCall", item) for item in response.output if is_client_call(item)]
+
+
+def _observe(t: _Turn, response: Response, session: str) -> list[ObservedItem]:
+    """Records each hosted item of a finished response (there is nothing to
+    answer). A failure raises ``GatewayError``: no unrecorded hosted run."""
+    observed = []
+    for item in response.output:
+        tool = hosted_tool(item)
+        if tool is None:
+            continue
+        item_id = str(getattr(item, "id", "") or "")
+        status = str(getattr(item, "status", "") or "")
+        item_json = item.model_dump_json(exclude_none=True)[:OBSERVE_MAX_CHARS]
+        event_id = t.gateway.observe(
+            item.type, item_id, tool=tool, status=status, item_json=item_json, session_id=session
+        )
+        observed.append(ObservedItem(t.turn, item.type, item_id, tool, event_id))
+    return observed
+
+
+def _plain_turn(client: openai.OpenAI, req: _Request, t: _Turn) -> _TurnResult:
     """One non-streamed response: every check passes before any call runs."""
     response = client.responses.create(
         model=req.model,
@@ -188,12 +176,12 @@ def _plain_turn(client: openai.OpenAI, req: _Request, t: _Turn) -> tuple[Respons
     )
     session = t.session_id or response.id
     _check_unsupported(response)
-    calls = [item for item in response.output if isinstance(item, ResponseFunctionToolCall)]
+    observed = _observe(t, response, session)
+    calls = _client_calls(response)
     if not calls:
-        return response, session, []
-    _check_limits(t, len(calls))
-    done = execute_calls(t.gateway, calls, session_id=session, declared=t.declared, turn=t.turn, parallel=t.parallel)
-    return response, session, done
+        return _TurnResult(response, session, [], observed)
+    _check_limits(t, sum(map(call_cost, calls)))
+    return _TurnResult(response, session, execute_calls(t.items(session), calls, parallel=t.parallel), observed)
 
 
 def _raise_if_terminal(event: object) -> None:
@@ -206,13 +194,7 @@ def _raise_if_terminal(event: object) -> None:
         raise StreamError(f"stream error event: {event.code or 'error'}: {event.message}", code="stream_failed")
 
 
-def _call_key(call: ResponseFunctionToolCall) -> tuple[str, str, str]:
-    return (call.call_id, call.name, call.arguments)
-
-
-def _check_completed(
-    final: Response | None, created_id: str | None, streamed: list[ResponseFunctionToolCall]
-) -> Response:
+def _check_completed(final: Response | None, created_id: str | None, streamed: list[ClientCall]) -> Response:
     if final is None:
         raise StreamError(
             f"the stream ended without response.completed (response {created_id})", code="stream_incomplete"
@@ -220,27 +202,26 @@ def _check_completed(
     if created_id is not None and final.id != created_id:
         raise StreamError(f"response.completed is for {final.id}, the stream created {created_id}")
     _check_unsupported(final)
-    final_calls = [item for item in final.output if isinstance(item, ResponseFunctionToolCall)]
-    if sorted(map(_call_key, final_calls)) != sorted(map(_call_key, streamed)):
+    if sorted(map(call_key, _client_calls(final))) != sorted(map(call_key, streamed)):
         raise StreamError(
-            f"response {final.id}: the completed response's function calls differ from the items streamed",
+            f"response {final.id}: the completed response's calls differ from the items streamed",
             code="stream_mismatch",
         )
     return final
 
 
-def _streamed_turn(client: openai.OpenAI, req: _Request, t: _Turn) -> tuple[Response, str, list[CallRecord]]:
-    """One streamed response. Each function call starts (in the pool) when its
+def _streamed_turn(client: openai.OpenAI, req: _Request, t: _Turn) -> _TurnResult:
+    """One streamed response. Each call starts (in the pool) when its
     ``response.output_item.done`` arrives, never on an arguments delta.
-    Returns the ``response.completed`` response, the session id and the
-    records in the order the calls arrived.
+    Returns the ``response.completed`` response, the session id, the records
+    in the order the calls arrived, and the hosted items recorded.
 
     Raises ``StreamError`` when the stream fails or ends without
-    ``response.completed``, or when the completed response's function calls
-    are not exactly the ones streamed; ``LoopLimitError`` as soon as a call
-    arrives on the last allowed turn or past ``max_tool_calls`` (that call is
-    not run, but calls of the same response that arrived earlier may already
-    have run); ``UnsupportedItemError`` for a client-executed item this slice
+    ``response.completed``, or when the completed response's calls are not
+    exactly the ones streamed; ``LoopLimitError`` as soon as a call arrives on
+    the last allowed turn or past ``max_tool_calls`` (that call is not run,
+    but calls of the same response that arrived earlier may already have
+    run); ``UnsupportedItemError`` for a client-executed item this agent
     cannot answer. Calls already started are waited for before raising;
     queued ones are cancelled."""
     events = client.responses.create(
@@ -250,7 +231,8 @@ def _streamed_turn(client: openai.OpenAI, req: _Request, t: _Turn) -> tuple[Resp
         previous_response_id=req.previous if req.previous is not None else omit,
         stream=True,
     )
-    started: list[tuple[ResponseFunctionToolCall, Future[CallRecord]]] = []
+    started: list[tuple[ClientCall, Future[CallRecord]]] = []
+    cost = 0
     created_id: str | None = None
     final: Response | None = None
     pool = ThreadPoolExecutor(max_workers=max(1, t.parallel), thread_name_prefix="airlock-call")
@@ -265,29 +247,26 @@ def _streamed_turn(client: openai.OpenAI, req: _Request, t: _Turn) -> tuple[Resp
                 break
             elif isinstance(event, ResponseOutputItemDoneEvent):
                 item = event.item
-                if item.type in _UNSUPPORTED_CALL_ITEMS:
+                if item.type in UNSUPPORTED_CALL_ITEMS:
                     raise UnsupportedItemError(
                         f"response {created_id} streamed an item this agent cannot execute: {item.type}"
                     )
-                if not isinstance(item, ResponseFunctionToolCall):
-                    continue
-                _check_limits(t, len(started) + 1)
+                if not is_client_call(item):
+                    continue  # hosted items are recorded from the completed response
+                call = cast("ClientCall", item)
+                cost += call_cost(call)
+                _check_limits(t, cost)
                 session = t.session_id or created_id
                 if session is None:
-                    raise StreamError(f"function call {item.call_id} streamed before response.created")
-                started.append(
-                    (
-                        item,
-                        pool.submit(
-                            _execute_one, t.gateway, item, session_id=session, declared=t.declared, turn=t.turn
-                        ),
-                    )
-                )
+                    raise StreamError(f"call {call.call_id} streamed before response.created")
+                started.append((call, pool.submit(execute_item, t.items(session), call)))
             # Anything else (argument and text deltas, .added items, ...) is not acted on.
         final = _check_completed(final, created_id, [call for call, _ in started])
         records = [future.result() for _, future in started]
+        session = t.session_id or final.id
+        observed = _observe(t, final, session)
         ok = True
-        return final, t.session_id or final.id, records
+        return _TurnResult(final, session, records, observed)
     finally:
         events.close()
         pool.shutdown(wait=True, cancel_futures=not ok)
@@ -305,24 +284,33 @@ def run(
     session_id: str | None = None,
     on_call: Callable[[CallRecord], None] | None = None,
     stream: bool = False,
+    workspace: Path | None = None,
+    hosted_tools: Sequence[ToolParam] = (),
 ) -> AgentResult:
     """Runs the loop to a final text answer.
 
     ``session_id`` (default: the first response's id) is sent with every call
     so the gateway's budget rules count per session. Raises ``LoopLimitError``
     when the model still wants tools after ``max_turns`` responses or would
-    exceed ``max_tool_calls``; the calls of the offending response are then
-    not run (streaming: calls of it that arrived before the limit was hit may
-    have run).
+    exceed ``max_tool_calls`` gateway calls (a shell_call costs one per
+    command); the calls of the offending response are then not run
+    (streaming: calls of it that arrived before the limit was hit may have
+    run).
+
+    ``workspace`` is the directory apply_patch edits; without one the
+    apply_patch tool is not declared. ``hosted_tools`` are hosted tool
+    configurations (e.g. ``{"type": "file_search", "vector_store_ids": [...]}``),
+    each declared only when the gateway lists a grant of its kind; a granted
+    ``web_search`` is declared without one.
 
     ``stream=True`` streams each response (``stream=True`` on
-    ``responses.create``) and starts each function call as soon as its
+    ``responses.create``) and starts each call as soon as its
     ``response.output_item.done`` arrives, never on argument deltas; outputs
     still go back in the order the calls arrived. Raises ``StreamError`` when
     a stream fails or ends without ``response.completed``."""
-    tools = tools_for_responses(gateway.list_tools())
-    declared = frozenset(t["name"] for t in tools)
+    decl = declare(gateway.list_tools(), hosted=hosted_tools, apply_patch=workspace is not None)
     records: list[CallRecord] = []
+    observed: list[ObservedItem] = []
     next_input: str | ResponseInputParam = prompt
     previous: str | None = None
     session = session_id
@@ -330,13 +318,22 @@ def run(
     one_turn = _streamed_turn if stream else _plain_turn
     while True:
         turn += 1
-        t = _Turn(gateway, declared, turn, max_turns, max_tool_calls, len(records), parallel, session)
-        response, session, done = one_turn(client, _Request(model, next_input, tools, previous), t)
-        if not done:
-            return AgentResult(response.output_text, tuple(records), response.id, session, turn)
-        records.extend(done)
+        spent = sum(max(1, len(r.results)) for r in records)
+        t = _Turn(gateway, decl, turn, max_turns, max_tool_calls, spent, parallel, session, workspace)
+        step = one_turn(client, _Request(model, next_input, decl.tools, previous), t)
+        session = step.session
+        observed.extend(step.observed)
+        if not step.records:
+            response = step.response
+            return AgentResult(response.output_text, tuple(records), response.id, session, turn, tuple(observed))
+        records.extend(step.records)
         if on_call is not None:
-            for record in done:
+            for record in step.records:
                 on_call(record)
-        next_input = [function_call_output(r.call_id, r.result) for r in done]
-        previous = response.id
+        next_input = [_output_item(r) for r in step.records]
+        previous = step.response.id
+
+
+def _output_item(record: CallRecord) -> ResponseInputItemParam:
+    assert record.output_item is not None, "execute_item always sets the output item"
+    return record.output_item

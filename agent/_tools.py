@@ -1,16 +1,31 @@
 """Tool minimization: the Responses API ``tools`` array is built only from
 what the gateway's ListTools returns for this principal, so the model is
-never offered a tool the policy would refuse by grant. Slice 1 declares
-function tools only; tools of other item types are left out."""
+never offered a tool the policy would refuse by grant.
+
+Per listed item type: function tools with their JSON Schema (``strict`` where
+the schema allows), custom tools (free text), the built-in ``shell`` with a
+local environment, ``apply_patch`` (only when the agent has a workspace to
+apply patches to), and hosted tools (web search, ...) when the application
+supplied their configuration or, for web search, needs none. ``local_shell``
+(the legacy built-in) is never declared: its calls are still executed through
+the gateway if a model emits them."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from openai.types.responses import FunctionToolParam
+from openai.types.responses import (
+    ApplyPatchToolParam,
+    CustomToolParam,
+    FunctionShellToolParam,
+    FunctionToolParam,
+    ToolParam,
+)
 
 from airlock.v1 import call_pb2, gateway_pb2
 
@@ -108,6 +123,111 @@ def function_tool(info: gateway_pb2.ToolInfo) -> FunctionToolParam | None:
     }
 
 
-def tools_for_responses(listed: gateway_pb2.ListToolsResponse) -> list[FunctionToolParam]:
+def tools_for_responses(
+    listed: gateway_pb2.ListToolsResponse, *, hosted: Sequence[ToolParam] = (), apply_patch: bool = True
+) -> list[ToolParam]:
     """The ``tools`` array for ``responses.create``: the listed tools only."""
-    return [tool for info in listed.tools if (tool := function_tool(info)) is not None]
+    return declare(listed, hosted=hosted, apply_patch=apply_patch).tools
+
+
+#: Wire enum -> Responses API item type, for the built-in client-executed items.
+BUILTIN_ITEMS: dict[int, str] = {
+    call_pb2.ITEM_TYPE_SHELL_CALL: "shell_call",
+    call_pb2.ITEM_TYPE_LOCAL_SHELL_CALL: "local_shell_call",
+    call_pb2.ITEM_TYPE_APPLY_PATCH_CALL: "apply_patch_call",
+}
+#: Wire enum -> the hosted tool ``type`` whose items it grants.
+HOSTED_TOOL_TYPES: dict[int, str] = {
+    call_pb2.ITEM_TYPE_WEB_SEARCH_CALL: "web_search",
+    call_pb2.ITEM_TYPE_FILE_SEARCH_CALL: "file_search",
+    call_pb2.ITEM_TYPE_CODE_INTERPRETER_CALL: "code_interpreter",
+    call_pb2.ITEM_TYPE_MCP_CALL: "mcp",
+}
+#: Hosted tools that need no configuration of the application's to declare.
+_HOSTED_DEFAULTS: dict[str, ToolParam] = {"web_search": {"type": "web_search"}}
+#: A hosted tool param's ``type`` -> the grant it needs (dated variants included).
+_HOSTED_ALIASES = {"web_search_2025_08_26": "web_search", "web_search_preview": "web_search"}
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """The ``tools`` array and what the loop needs to know about it."""
+
+    tools: list[ToolParam] = field(default_factory=list)
+    names: frozenset[str] = frozenset()
+    """Declared function and custom tool names."""
+    builtin: Mapping[str, str] = field(default_factory=dict)
+    """Built-in item type -> the registry entry the gateway listed for it
+    (listed, not necessarily declared: the name a call is sent with)."""
+    declared_items: frozenset[str] = frozenset()
+    """Built-in item types the model was offered (shell_call, apply_patch_call)."""
+
+
+def custom_tool(info: gateway_pb2.ToolInfo) -> CustomToolParam | None:
+    """One ListTools entry as a custom (free text) tool, or None."""
+    if info.item_type != call_pb2.ITEM_TYPE_CUSTOM_TOOL_CALL:
+        return None
+    if not _NAME.match(info.name):
+        _log.warning("tool %r: not a valid Responses API tool name; not declared", info.name)
+        return None
+    return {"type": "custom", "name": info.name, "description": info.description}
+
+
+def _hosted_type(tool: Mapping[str, Any]) -> str:
+    t = str(tool.get("type", ""))
+    return _HOSTED_ALIASES.get(t, t)
+
+
+def _hosted_tools(granted: set[str], hosted: Sequence[ToolParam]) -> list[ToolParam]:
+    """The application's hosted tools that are granted, plus the granted ones
+    that need no configuration and were not given."""
+    out = []
+    for tool in hosted:
+        if _hosted_type(tool) in granted:
+            out.append(tool)
+        else:
+            _log.info("hosted tool %r is not granted; not declared", tool.get("type"))
+    given = {_hosted_type(t) for t in hosted}
+    for kind in sorted(granted - given):
+        if kind in _HOSTED_DEFAULTS:
+            out.append(_HOSTED_DEFAULTS[kind])
+        else:
+            _log.info("hosted tool %r is granted but needs configuration (hosted=...); not declared", kind)
+    return out
+
+
+def declare(
+    listed: gateway_pb2.ListToolsResponse, *, hosted: Sequence[ToolParam] = (), apply_patch: bool = True
+) -> Declaration:
+    """Builds the ``tools`` array from the listing. ``hosted`` are the
+    application's hosted tool configurations (e.g. a file_search with its
+    vector stores); each is declared only when the gateway lists a grant of
+    its type. ``apply_patch=False`` (no workspace) leaves apply_patch out."""
+    tools: list[ToolParam] = []
+    names: set[str] = set()
+    builtin: dict[str, str] = {}
+    granted_hosted: set[str] = set()
+    for info in listed.tools:
+        if (fn := function_tool(info)) is not None:
+            tools.append(fn)
+            names.add(fn["name"])
+        elif (custom := custom_tool(info)) is not None:
+            tools.append(custom)
+            names.add(custom["name"])
+        elif info.item_type in BUILTIN_ITEMS:
+            builtin.setdefault(BUILTIN_ITEMS[info.item_type], info.name)
+        elif info.item_type in HOSTED_TOOL_TYPES:
+            granted_hosted.add(HOSTED_TOOL_TYPES[info.item_type])
+    declared_items: set[str] = set()
+    if "shell_call" in builtin:
+        # Local environment only: commands come back to us and go through the
+        # gateway. A hosted shell (container_auto) would run unseen.
+        shell: FunctionShellToolParam = {"type": "shell", "environment": {"type": "local"}}
+        tools.append(shell)
+        declared_items.add("shell_call")
+    if "apply_patch_call" in builtin and apply_patch:
+        patch: ApplyPatchToolParam = {"type": "apply_patch"}
+        tools.append(patch)
+        declared_items.add("apply_patch_call")
+    tools.extend(_hosted_tools(granted_hosted, hosted))
+    return Declaration(tools, frozenset(names), builtin, frozenset(declared_items))

@@ -3,7 +3,8 @@ allowed call in a fresh hardened container and streams its output back.
 
 Modules: _runner (lifecycle, no grpc), _options (the one function that makes
 container options), _capture (bounded output), _docker (runtime seam),
-_metrics, _server (gRPC transport + token check), _main (process wiring)."""
+_metrics, _server (gRPC transport + token check), _main (process wiring);
+egress/ (the filtering egress proxy, its network and firewall)."""
 
 from __future__ import annotations
 

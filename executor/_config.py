@@ -3,6 +3,8 @@ defaults and the ceilings: a run spec can only ask for less."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -53,6 +55,49 @@ class Ceilings:
 
 
 @dataclass(frozen=True)
+class EgressSettings:
+    """The egress proxy and its network (see executor/egress)."""
+
+    enabled: bool = True
+    """Offer egress to runs whose decision grants it. When false, or when setup fails, such runs are refused."""
+    network: str = "airlock-egress"
+    """Docker network (internal: true) that sandboxes with egress join; created if missing."""
+    bridge: str = "airlock-egress0"
+    """Host bridge interface of that network; the firewall rules name it (at most 15 characters)."""
+    max_connections: int = 64
+    """Connection attempts per call, allowed or not."""
+    max_bytes_out: int | str = "16Mi"
+    """Bytes a call may send through the proxy, over all its connections."""
+    max_bytes_in: int | str = "256Mi"
+    """Bytes a call may receive through the proxy, over all its connections."""
+    connect_timeout: int | str = "5s"
+    """Resolving plus connecting to the destination."""
+    header_timeout: int | str = "10s"
+    """Time the sandbox has to send a request head."""
+    max_records: int = 256
+    """Connection records kept per call for the audit trail; further attempts are counted, not listed."""
+    hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Static name -> addresses answers the proxy uses before DNS (like /etc/hosts); checked like DNS answers."""
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.bridge) <= 15:  # noqa: PLR2004 - Linux IFNAMSIZ - 1
+            raise ValueError("egress.bridge must be 1 to 15 characters (a Linux interface name)")
+        for name in ("max_bytes_out", "max_bytes_in"):
+            if parse_size(getattr(self, name)) <= 0:
+                raise ValueError(f"egress.{name} must be > 0")
+        if parse_duration_ms(self.connect_timeout) <= 0 or parse_duration_ms(self.header_timeout) <= 0:
+            raise ValueError("egress.connect_timeout and header_timeout must be > 0")
+        if self.max_connections <= 0 or self.max_records <= 0:
+            raise ValueError("egress.max_connections and max_records must be > 0")
+        for name, addresses in self.hosts.items():
+            for address in addresses:
+                try:
+                    ipaddress.ip_address(address)
+                except ValueError:
+                    raise ValueError(f"egress.hosts.{name}: {address!r} is not an IP address") from None
+
+
+@dataclass(frozen=True)
 class ExecutorConfig:
     """executor.yaml, version 1."""
 
@@ -76,6 +121,8 @@ class ExecutorConfig:
     """Runs beyond this wait for a free slot."""
     limits: Ceilings = field(default_factory=Ceilings)
     """Defaults and ceilings for every run."""
+    egress: EgressSettings = field(default_factory=EgressSettings)
+    """Filtered egress for runs whose decision grants it."""
     seccomp_profile: str | None = None
     """Path of the seccomp profile (JSON) every sandbox gets; None = the profile shipped in
     deploy/seccomp/airlock.json, resolved relative to the repo."""

@@ -10,7 +10,8 @@ from typing import Any, Protocol
 import docker
 from docker.errors import APIError, NotFound
 
-from executor._options import MANAGED_LABEL
+from executor._options import INSTANCE_LABEL, MANAGED_LABEL
+from executor.egress.network import EgressSetupError
 
 
 class ContainerRuntime(Protocol):
@@ -20,7 +21,7 @@ class ContainerRuntime(Protocol):
     def kill(self, container_id: str) -> None: ...
     def wait(self, container_id: str) -> tuple[int, bool]: ...
     def remove(self, container_id: str) -> None: ...
-    def list_managed(self) -> list[str]: ...
+    def list_managed(self, instance: str) -> list[str]: ...
 
 
 class DockerRuntime:
@@ -66,9 +67,42 @@ class DockerRuntime:
         with contextlib.suppress(NotFound):
             self._client.api.remove_container(container_id, force=True)
 
-    def list_managed(self) -> list[str]:
-        found = self._client.api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+    def list_managed(self, instance: str) -> list[str]:
+        """This executor's containers (by label), running or not."""
+        labels = [f"{MANAGED_LABEL}=true", f"{INSTANCE_LABEL}={instance}"]
+        found = self._client.api.containers(all=True, filters={"label": labels})
         return [str(c["Id"]) for c in found]
+
+    def ensure_internal_network(self, name: str, bridge: str) -> str:
+        """The egress network (internal, no inter-container traffic); returns its gateway address."""
+        options = {
+            "com.docker.network.bridge.name": bridge,
+            "com.docker.network.bridge.enable_icc": "false",
+            "com.docker.network.bridge.enable_ip_masquerade": "false",
+        }
+        try:
+            network = self._client.networks.get(name)
+        except NotFound:
+            try:
+                network = self._client.networks.create(
+                    name, driver="bridge", internal=True, options=options, labels={MANAGED_LABEL: "true"}
+                )
+            except APIError:
+                # Another executor on this host created it first.
+                network = self._client.networks.get(name)
+        network.reload()
+        attrs = network.attrs
+        found = attrs.get("Options") or {}
+        if not attrs.get("Internal") or any(found.get(k) != v for k, v in options.items()):
+            raise EgressSetupError(
+                f"docker network {name!r} exists but is not internal with bridge {bridge!r} and icc off; "
+                "remove it or choose another egress.network"
+            )
+        configs = (attrs.get("IPAM") or {}).get("Config") or []
+        gateway = next((c.get("Gateway") for c in configs if c.get("Gateway") and ":" not in c["Gateway"]), None)
+        if gateway is None:
+            raise EgressSetupError(f"docker network {name!r} has no IPv4 gateway address for the proxy")
+        return str(gateway)
 
     def close(self) -> None:
         self._client.close()

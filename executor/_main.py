@@ -21,6 +21,7 @@ from executor._docker import DockerRuntime
 from executor._metrics import ExecutorMetrics
 from executor._runner import Runner
 from executor._server import ExecutorServicer, TokenInterceptor
+from executor.egress import Egress
 
 log = logging.getLogger("airlock.executor")
 MIN_TOKEN_CHARS = 16
@@ -56,7 +57,9 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
         cfg = replace(cfg, runtimes=tuple(r for r in cfg.runtimes if r in available))
     prom = CollectorRegistry()
     metrics = ExecutorMetrics(prom, cfg.runtimes)
-    runner = Runner(cfg, runtime, metrics)
+    egress = Egress(cfg.egress, metrics)
+    await egress.start(runtime)
+    runner = Runner(cfg, runtime, metrics, egress)
     removed = await asyncio.to_thread(runner.remove_leftovers)
     if removed:
         log.warning("removed %d sandbox containers left over from an earlier run", removed)
@@ -78,12 +81,22 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
         Path(cfg.socket).chmod(0o600)  # noqa: ASYNC240 - one syscall at startup
     metrics_url = start_metrics(cfg.metrics_listen, prom)
     write_ready_file(
-        ready_file, {**endpoint, "metrics": metrics_url, "removed_leftovers": removed, "runtimes": list(cfg.runtimes)}
+        ready_file,
+        {
+            **endpoint,
+            "metrics": metrics_url,
+            "removed_leftovers": removed,
+            "runtimes": list(cfg.runtimes),
+            "egress": {"proxy": egress.proxy_address, "network": egress.network}
+            if not egress.unavailable
+            else {"unavailable": egress.unavailable},
+        },
     )
     await stop_event().wait()
     # Stopping with grace lets in-flight runs finish; their finally blocks
     # remove the containers.
     await server.stop(grace=10)
+    await egress.stop()
     runtime.close()
 
 

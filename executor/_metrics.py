@@ -7,6 +7,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from executor._model import OUTCOMES
 
+#: How an allowed egress connection can end early (executor.egress.proxy.CUTS).
+EGRESS_CUTS = ("bytes_out_limit", "bytes_in_limit", "call_ended")
+
 # The *_created series double every counter and histogram for no dashboard
 # use; Prometheus tracks resets itself.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -68,6 +71,24 @@ class ExecutorMetrics:
             buckets=BUCKETS,
             registry=registry,
         )
+        self.egress_connections = Counter(
+            "airlock_executor_egress_connections",
+            "Egress proxy connection attempts by tool and outcome (allowed, or the deny reason).",
+            ["tool", "outcome"],
+            registry=registry,
+        )
+        self.egress_bytes = Counter(
+            "airlock_executor_egress_bytes",
+            "Bytes relayed by the egress proxy; out is sandbox to destination.",
+            ["direction"],
+            registry=registry,
+        )
+        self.egress_cuts = Counter(
+            "airlock_executor_egress_cut_connections",
+            "Allowed egress connections ended early, by cause.",
+            ["cut"],
+            registry=registry,
+        )
         self.running = Gauge("airlock_executor_running_containers", "Sandbox containers alive now.", registry=registry)
         self.build = Info("airlock_executor_build", "Executor version and enabled runtimes.", registry=registry)
         self.build.info({"version": VERSION, "runtimes": ",".join(runtimes)})
@@ -78,3 +99,7 @@ class ExecutorMetrics:
             self.refused.labels(reason)
         for method in METHODS:
             self.requests.labels(method)
+        for direction in ("out", "in"):
+            self.egress_bytes.labels(direction)
+        for cut in EGRESS_CUTS:
+            self.egress_cuts.labels(cut)

@@ -39,7 +39,30 @@ class RunSpec:
     tmpfs_bytes: int = 0
     network_mode: Literal["none", "egress"] = "none"
     egress_allowlist: tuple[str, ...] = ()
+    #: Private or otherwise always-denied networks the registry explicitly opens for this tool.
+    egress_allow_cidrs: tuple[str, ...] = ()
     runtime: str = "runc"
+
+
+@dataclass
+class EgressRecord:
+    """One egress connection attempt through the proxy, as the audit trail shows it.
+
+    cut is how an allowed connection ended early: bytes_out_limit,
+    bytes_in_limit or call_ended (EGRESS_CUTS in _metrics).
+    """
+
+    method: Literal["CONNECT", "HTTP"]
+    host: str
+    port: int
+    allowed: bool = False
+    reason: str = ""
+    message: str = ""
+    address: str = ""
+    bytes_out: int = 0
+    bytes_in: int = 0
+    duration_ms: int = 0
+    cut: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,10 @@ class RunResult:
     duration_ms: int
     container_start_ms: int
     error: str = ""
+    #: Egress connection attempts (executor.egress.proxy.EgressRecord), and
+    #: how many more were made than are listed.
+    egress: tuple[EgressRecord, ...] = ()
+    egress_unrecorded: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ profile is read once, by the Runner, with load_seccomp_profile."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from executor._config import ExecutorConfig
 from executor._model import Limits, RunSpec
 
 MANAGED_LABEL = "airlock.managed"
+#: Which executor made a container: several executors may share one Docker
+#: engine, and each removes only its own leftovers at startup.
+INSTANCE_LABEL = "airlock.executor"
 #: Under gVisor the container's cgroup holds gVisor's own kernel (the Go
 #: sentry and gofer threads), not the sandboxed processes; it will not start
 #: below about 40 pids. The sandboxed program's processes are gVisor's to
@@ -50,6 +54,12 @@ def load_seccomp_profile(cfg: ExecutorConfig) -> str:
     return json.dumps(profile, separators=(",", ":"), sort_keys=True)
 
 
+def executor_instance(cfg: ExecutorConfig) -> str:
+    """A stable id for this executor: a digest of the address it serves on
+    (two executors cannot serve on the same socket or port at once)."""
+    return hashlib.sha256((cfg.socket or cfg.listen or "").encode()).hexdigest()[:16]
+
+
 def ceilings(cfg: ExecutorConfig) -> Limits:
     c = cfg.limits
     return Limits(
@@ -80,9 +90,16 @@ def clamp(spec: RunSpec, top: Limits) -> Limits:
     )
 
 
-def container_options(spec: RunSpec, limits: Limits, cfg: ExecutorConfig, seccomp_profile: str) -> dict[str, Any]:
+def container_options(
+    spec: RunSpec,
+    limits: Limits,
+    cfg: ExecutorConfig,
+    seccomp_profile: str,
+    egress: tuple[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
     """Keyword arguments for docker's containers.create; seccomp_profile is
-    the JSON text from load_seccomp_profile."""
+    the JSON text from load_seccomp_profile. egress, for a run granted it, is
+    the internal network's name and the proxy environment."""
     tmpfs = limits.tmpfs_bytes
     uid, _, gid = cfg.user.partition(":")
     # RLIMIT_NPROC counts every process of the uid host-wide, and all
@@ -95,13 +112,20 @@ def container_options(spec: RunSpec, limits: Limits, cfg: ExecutorConfig, seccom
         "image": spec.image,
         "command": list(spec.argv),
         "name": f"airlock-{spec.run_id}",
-        "labels": {MANAGED_LABEL: "true", "airlock.run_id": spec.run_id, "airlock.tool": spec.tool},
+        "labels": {
+            MANAGED_LABEL: "true",
+            INSTANCE_LABEL: executor_instance(cfg),
+            "airlock.run_id": spec.run_id,
+            "airlock.tool": spec.tool,
+        },
         "user": cfg.user,
-        "environment": dict(spec.env),
+        # The proxy settings come last so a registry env cannot override them.
+        "environment": {**spec.env, **(egress[1] if egress else {})},
         "working_dir": WORKDIR,
         "hostname": "sandbox",
-        # Egress is refused before we get here; "none" is the only network.
-        "network_mode": "none",
+        # No network, or the internal egress network whose only exit is the
+        # proxy (the runner has checked the proxy is up).
+        "network_mode": egress[0] if egress else "none",
         "read_only": True,
         "cap_drop": ["ALL"],
         # Our allowlist profile (deploy/seccomp), stricter than Docker's default.

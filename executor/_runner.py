@@ -22,7 +22,8 @@ from executor._config import ExecutorConfig
 from executor._docker import ContainerRuntime
 from executor._metrics import ExecutorMetrics
 from executor._model import Chunk, Outcome, RunRefused, RunResult, RunSpec
-from executor._options import ceilings, clamp, container_options, load_seccomp_profile
+from executor._options import ceilings, clamp, container_options, executor_instance, load_seccomp_profile
+from executor.egress import Egress
 
 log = logging.getLogger("airlock.executor")
 
@@ -35,8 +36,11 @@ SIGKILL_EXIT = 137
 
 
 class Runner:
-    def __init__(self, cfg: ExecutorConfig, runtime: ContainerRuntime, metrics: ExecutorMetrics) -> None:
+    def __init__(
+        self, cfg: ExecutorConfig, runtime: ContainerRuntime, metrics: ExecutorMetrics, egress: Egress | None = None
+    ) -> None:
         self._cfg = cfg
+        self._egress = egress
         self._runtime = runtime
         self._metrics = metrics
         self._ceilings = ceilings(cfg)
@@ -51,10 +55,16 @@ class Runner:
         self._cancelled: set[str] = set()
 
     def refuse_if_unsafe(self, spec: RunSpec) -> None:
-        if spec.network_mode != "none":
-            # Until the filtering egress proxy exists, a grant of egress gets
-            # nothing rather than an unfiltered network.
-            raise RunRefused("egress_unavailable", "egress was granted but no filtered network is available; refusing")
+        if spec.network_mode == "egress":
+            # A grant of egress gets the filtered network or nothing, never
+            # an unfiltered one.
+            if self._egress is None or self._egress.unavailable:
+                why = self._egress.unavailable if self._egress else "this executor has no egress proxy"
+                raise RunRefused("egress_unavailable", f"egress was granted but cannot be filtered ({why}); refusing")
+            if spec.runtime != "runc":
+                raise RunRefused(
+                    "egress_unavailable", "egress is offered under runc only: gVisor is registered with --network=none"
+                )
         if spec.runtime not in self._cfg.runtimes:
             raise RunRefused("runtime_unavailable", f"runtime {spec.runtime!r} is not enabled on this executor")
         if not spec.run_id or not spec.image or not spec.argv:
@@ -78,15 +88,24 @@ class Runner:
         return True
 
     def remove_leftovers(self) -> int:
-        """Removes containers a crashed executor left behind (by label)."""
-        leftovers = self._runtime.list_managed()
+        """Removes containers a crashed run of this executor left behind (by
+        label); other executors' containers on the same engine are theirs."""
+        leftovers = self._runtime.list_managed(executor_instance(self._cfg))
         for container_id in leftovers:
             self._runtime.remove(container_id)
         return len(leftovers)
 
     async def _run(self, spec: RunSpec, emit: Emit) -> RunResult:  # noqa: C901, PLR0915 - one linear lifecycle reads best in one place
         limits = clamp(spec, self._ceilings)
-        options = container_options(spec, limits, self._cfg, self._seccomp_profile)
+        grant = None
+        egress_options = None
+        if spec.network_mode == "egress":
+            assert self._egress is not None  # refuse_if_unsafe checked it
+            grant, proxy_env = self._egress.open_call(
+                spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs
+            )
+            egress_options = (self._egress.network, proxy_env)
+        options = container_options(spec, limits, self._cfg, self._seccomp_profile, egress_options)
         capture = OutputCapture(limits.output_bytes)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -144,6 +163,8 @@ class Runner:
             await forward_task
             exit_code, oom = await asyncio.to_thread(self._runtime.wait, container_id)
             ended = time.monotonic()
+            # The sandbox is gone: revoke its credential, close what it left open.
+            used = await self._egress.close_call(grant) if grant is not None and self._egress else None
             for chunk in capture.finish():
                 await emit(chunk)
             outcome = self._outcome(spec.run_id, exit_code, oom=oom, timed_out=timed_out)
@@ -159,6 +180,8 @@ class Runner:
                 stderr_bytes=capture.totals["stderr"],
                 duration_ms=round((ended - started) * 1000),
                 container_start_ms=start_ms,
+                egress=used.records if used else (),
+                egress_unrecorded=used.unrecorded if used else 0,
             )
         except APIError as exc:
             log.warning("run %s failed: %s", spec.run_id, exc)
@@ -176,6 +199,9 @@ class Runner:
                 # Shielded: a cancelled caller must still not leave a container.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(asyncio.to_thread(self._runtime.remove, container_id))
+            if grant is not None and self._egress is not None and not grant.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._egress.close_call(grant))
             self._active.pop(spec.run_id, None)
             self._cancelled.discard(spec.run_id)
             if counted:

@@ -13,7 +13,7 @@ import grpc
 
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 from executor._metrics import METHODS, ExecutorMetrics
-from executor._model import Chunk, RunRefused, RunSpec
+from executor._model import Chunk, EgressRecord, RunRefused, RunSpec
 from executor._runner import Runner
 
 _SERVICE = executor_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
@@ -74,7 +74,24 @@ def spec_from_proto(spec: executor_pb2.RunSpec) -> RunSpec:
         tmpfs_bytes=spec.limits.tmpfs_bytes,
         network_mode="egress" if spec.network.mode == call_pb2.NETWORK_MODE_EGRESS else "none",
         egress_allowlist=tuple(spec.network.egress_allowlist),
+        egress_allow_cidrs=tuple(spec.network.egress_allow_cidrs),
         runtime=spec.runtime or "runc",
+    )
+
+
+def egress_to_proto(record: EgressRecord) -> call_pb2.EgressConnection:
+    return call_pb2.EgressConnection(
+        method=record.method,
+        host=record.host,
+        port=record.port,
+        allowed=record.allowed,
+        reason=record.reason,
+        message=record.message,
+        address=record.address,
+        bytes_out=record.bytes_out,
+        bytes_in=record.bytes_in,
+        duration_ms=record.duration_ms,
+        cut=record.cut,
     )
 
 
@@ -114,6 +131,8 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
                     duration_ms=result.duration_ms,
                     container_start_ms=result.container_start_ms,
                     error=result.error,
+                    egress=[egress_to_proto(r) for r in result.egress],
+                    egress_unrecorded=result.egress_unrecorded,
                 )
             )
         )

@@ -17,9 +17,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import jsonschema
 from google.protobuf import json_format
@@ -36,6 +36,8 @@ from gateway._model import (
     InvokeResult,
     Limits,
     Obligations,
+    Observation,
+    Observed,
     Principal,
     Reason,
     Refusal,
@@ -43,12 +45,15 @@ from gateway._model import (
     RunPlan,
 )
 from gateway._policy import PolicyEngine
-from gateway._registry import PLACEHOLDER_RE, Registry
+from gateway._registry import HOSTED_ITEM_TYPES, PLACEHOLDER_RE, Registry
 
 log = logging.getLogger("airlock.gateway")
 #: Bad input is recorded as received, up to this many characters.
 RAW_ARGUMENTS_AUDIT_CHARS = 4096
 _LIMIT_KEYS = ("memory_bytes", "cpu_millis", "pids", "timeout_ms", "output_bytes", "tmpfs_bytes")
+#: Items Observe records: the hosted tools' items, image generation, and a
+#: shell_call of a hosted shell (the agent sends only those it did not run).
+OBSERVABLE_ITEM_TYPES = HOSTED_ITEM_TYPES | {"image_generation_call", "shell_call"}
 
 
 class Executor(Protocol):
@@ -168,6 +173,68 @@ class Gateway:
             raise PolicyError("granted_tools is not a list of names", code="policy_malformed")
         return [n for n in names if self._registry.get(n) is not None], result.revision
 
+    async def observe(self, obs: Observation) -> Observed:
+        """Records a hosted item in the audit log; nothing is decided or run.
+        Refusals (no identity, malformed item) are recorded too. Shielded like
+        decide, so a client that goes away cannot skip the record."""
+        return await asyncio.shield(self._observe(obs))
+
+    async def _observe(self, obs: Observation) -> Observed:
+        event_id = str(uuid.uuid4())
+        item: Any = None
+        if obs.principal is None:
+            refusal, reason = (
+                "unauthenticated",
+                Reason("unauthenticated", obs.authn_error or "missing or invalid token"),
+            )
+        elif obs.item_type not in OBSERVABLE_ITEM_TYPES:
+            refusal, reason = (
+                "invalid_argument",
+                Reason("item_type_not_hosted", f"{obs.item_type!r} is not a hosted item"),
+            )
+        elif len(obs.item_json.encode()) > self._settings.max_arguments_bytes:
+            # Recorded, but cut: an oversized item must not bloat the log.
+            refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded (item cut to a bound)")
+        else:
+            try:
+                item = json.loads(obs.item_json)
+            except (ValueError, RecursionError):
+                item = None
+            if isinstance(item, dict):
+                refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded")
+            else:
+                refusal, reason = "invalid_argument", Reason("item_malformed", "item_json must be a JSON object")
+        event = audit_pb2.AuditEvent(
+            labels={"component": "gateway", "version": VERSION},
+            schema_version=SCHEMA_VERSION,
+            kind="observation",
+            timestamp=_now(),
+            decision_id=event_id,
+            principal=obs.principal.id if obs.principal else "",
+            session_id=obs.session_id,
+            tool=obs.tool,
+            item_type=obs.item_type,
+            call_id=obs.item_id,
+            decision="observed" if refusal == "none" else "deny",
+            rpc="Observe",
+            arguments_bytes=len(obs.item_json.encode()),
+        )
+        recorded = {
+            "principal": _principal_doc(obs.principal) if obs.principal else None,
+            "item": item
+            if isinstance(item, dict)
+            else {"item_json": obs.item_json[:RAW_ARGUMENTS_AUDIT_CHARS], "status": obs.status},
+        }
+        masked_input, masked = self._masker.mask(recorded)
+        event.input.update(masked_input)
+        event.masked.extend(masked)
+        event.reasons.append(call_pb2.Reason(code=reason.code, message=reason.message))
+        try:
+            await self._write(event)
+        except AuditError as exc:
+            return Observed(event_id, "unavailable", Reason("audit_failed", str(exc)))
+        return Observed(event_id, refusal, reason)  # type: ignore[arg-type]
+
     @property
     def registry(self) -> Registry:
         return self._registry
@@ -181,7 +248,7 @@ class Gateway:
 
     # -- deciding ------------------------------------------------------------
 
-    async def _decide(self, inp: CallInput) -> Decision:  # noqa: C901, PLR0911 - each check returns its own refusal, in order
+    async def _decide(self, inp: CallInput) -> Decision:  # noqa: C901, PLR0911, PLR0912 - each check returns its own refusal, in order
         decision_id = str(uuid.uuid4())
         principal_id = inp.principal.id if inp.principal else ""
 
@@ -210,6 +277,10 @@ class Gateway:
             return refuse("invalid_argument", "item_type_missing", "call.item_type is required")
         if not call.tool:
             return refuse("invalid_argument", "tool_missing", "call.tool is required")
+        if call.item_type in HOSTED_ITEM_TYPES:
+            return refuse(
+                "invalid_argument", "item_type_hosted", f"{call.item_type} items are run by the provider; use Observe"
+            )
         size = len(call.arguments.encode())
         if size > self._settings.max_arguments_bytes:
             return refuse(
@@ -299,6 +370,7 @@ class Gateway:
             limits=decision.obligations.limits,
             network_mode=decision.obligations.network_mode,
             egress_allowlist=decision.obligations.egress_allowlist,
+            egress_allow_cidrs=decision.obligations.egress_allow_cidrs,
             runtime=tool.get("runtime", "runc"),
         )
 
@@ -400,6 +472,8 @@ class Gateway:
                 duration_ms=run.duration_ms,
                 container_start_ms=run.container_start_ms,
                 error=run.error,
+                egress=run.egress,
+                egress_unrecorded=run.egress_unrecorded,
             )
         )
         return event
@@ -432,10 +506,18 @@ def build_policy_input(
             "arguments_errors": errors,
             "arguments_bytes": len(call.arguments.encode()),
             "session_id": call.session_id,
+            # Only the fields asked for, and only when any was: airlock.limits
+            # takes the minimum with the caps, so a request can only tighten.
+            **_requested(call.requested_limits),
         },
         "counters": dict(counters),
         "request": {"rpc": inp.rpc, "decision_id": decision_id, "time": _now()},
     }
+
+
+def _requested(limits: Limits | None) -> dict[str, Any]:
+    asked = {k: getattr(limits, k) for k in _LIMIT_KEYS if getattr(limits, k) > 0} if limits else {}
+    return {"requested_limits": asked} if asked else {}
 
 
 def parse_arguments(item_type: str, raw: str) -> Any:
@@ -447,7 +529,9 @@ def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
     mode = call_pb2.NETWORK_MODE_EGRESS if ob.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE
     return call_pb2.Obligations(
         limits=call_pb2.Limits(**{k: getattr(ob.limits, k) for k in _LIMIT_KEYS}),
-        network=call_pb2.Network(mode=mode, egress_allowlist=list(ob.egress_allowlist)),
+        network=call_pb2.Network(
+            mode=mode, egress_allowlist=list(ob.egress_allowlist), egress_allow_cidrs=list(ob.egress_allow_cidrs)
+        ),
     )
 
 
@@ -539,13 +623,23 @@ def _parse_decision(doc: Any) -> tuple[bool, tuple[Reason, ...], Obligations]:  
         # An allow must say how tightly to run; "0 = executor default" is only
         # acceptable on a deny, where nothing runs.
         raise bad("an allow must set every obligations.limits key")
+    mode, allowlist, cidrs = _parse_network(network, bad)
+    return allow, tuple(reasons), Obligations(Limits(**limits), mode, allowlist, cidrs)
+
+
+def _parse_network(
+    network: dict[str, Any], bad: Callable[[str], PolicyError]
+) -> tuple[Literal["none", "egress"], tuple[str, ...], tuple[str, ...]]:
     mode = network.get("mode", "none")
-    allowlist = network.get("egress_allowlist", [])
     if mode not in ("none", "egress"):
         raise bad("'obligations.network.mode' must be 'none' or 'egress'")
-    if not isinstance(allowlist, list) or not all(isinstance(h, str) for h in allowlist):
-        raise bad("'obligations.network.egress_allowlist' must be a list of strings")
-    return allow, tuple(reasons), Obligations(Limits(**limits), mode, tuple(allowlist))
+    lists: list[tuple[str, ...]] = []
+    for key in ("egress_allowlist", "egress_allow_cidrs"):
+        value = network.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+            raise bad(f"'obligations.network.{key}' must be a list of strings")
+        lists.append(tuple(value))
+    return mode, lists[0], lists[1]
 
 
 def _parse_reasons(raw: Any, what: str) -> tuple[Reason, ...]:

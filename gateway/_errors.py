@@ -42,6 +42,7 @@ INPUT_REASONS = (
     "tool_missing",
     "arguments_too_large",
     "arguments_malformed",
+    "item_type_hosted",
 )
 FAIL_CLOSED_REASONS = (
     "policy_unreachable",

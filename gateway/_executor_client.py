@@ -55,6 +55,7 @@ class GrpcExecutor:
             network=call_pb2.Network(
                 mode=call_pb2.NETWORK_MODE_EGRESS if plan.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE,
                 egress_allowlist=list(plan.egress_allowlist),
+                egress_allow_cidrs=list(plan.egress_allow_cidrs),
             ),
             runtime=plan.runtime,
         )
@@ -108,6 +109,8 @@ class GrpcExecutor:
             duration_ms=result.duration_ms,
             container_start_ms=result.container_start_ms,
             error=result.error,
+            egress=tuple(result.egress),
+            egress_unrecorded=result.egress_unrecorded,
         )
 
     async def close(self) -> None:

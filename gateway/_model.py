@@ -6,7 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ItemType = Literal["function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call", ""]
+ItemType = Literal[
+    "function_call",
+    "custom_tool_call",
+    "shell_call",
+    "local_shell_call",
+    "apply_patch_call",
+    # Hosted: known so a ToolCall of these types is refused by name (item_type_hosted).
+    "web_search_call",
+    "file_search_call",
+    "code_interpreter_call",
+    "mcp_call",
+    "",
+]
 #: How a refusal surfaces to the caller; the servicer maps it to a gRPC code.
 Refusal = Literal["none", "unauthenticated", "invalid_argument", "permission_denied", "unavailable", "internal"]
 
@@ -29,6 +41,9 @@ class Call:
     tool: str
     arguments: str
     session_id: str = ""
+    #: Limits the caller asked for (e.g. a shell_call's timeout_ms); None or
+    #: zero fields mean no preference. The policy can only clamp them down.
+    requested_limits: Limits | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,8 @@ class Obligations:
     limits: Limits = field(default_factory=Limits)
     network_mode: Literal["none", "egress"] = "none"
     egress_allowlist: tuple[str, ...] = ()
+    #: Always-denied networks the registry explicitly opens (egress_allow_cidrs).
+    egress_allow_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,10 @@ class RunOutcome:
     duration_ms: int
     container_start_ms: int = 0
     error: str = ""
+    #: The run's egress connection attempts (airlock.v1.EgressConnection
+    #: messages, copied into the execution audit event as they are).
+    egress: tuple[Any, ...] = ()
+    egress_unrecorded: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,7 @@ class RunPlan:
     network_mode: Literal["none", "egress"]
     egress_allowlist: tuple[str, ...]
     runtime: str
+    egress_allow_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,3 +158,26 @@ class InvokeResult:
 
     decision: Decision
     run: RunOutcome | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A hosted item the model provider ran, to be recorded (Observe)."""
+
+    item_type: str
+    item_id: str
+    tool: str
+    status: str
+    item_json: str
+    session_id: str
+    principal: Principal | None
+    authn_error: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Observe's answer: the audit event's id and, on refusal, why."""
+
+    event_id: str
+    refusal: Refusal
+    reason: Reason

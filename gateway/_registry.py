@@ -8,6 +8,7 @@ the policy and the gateway always judge the same entries.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,24 @@ TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: ``{name}`` in an argv element is replaced by that argument's value.
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-ItemTypeName = Literal["function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call"]
+ItemTypeName = Literal[
+    "function_call",
+    "custom_tool_call",
+    "shell_call",
+    "local_shell_call",
+    "apply_patch_call",
+    "web_search_call",
+    "file_search_call",
+    "code_interpreter_call",
+    "mcp_call",
+]
+#: Items the model provider runs itself. An entry of one of these types only
+#: makes the hosted tool declarable (ListTools); it has no image or argv and
+#: the gateway never runs it.
+HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "mcp_call"})
+#: Built-in client-executed items: the agent finds the entry by item type, so
+#: the registry may hold at most one entry of each.
+BUILTIN_ITEM_TYPES = frozenset({"shell_call", "local_shell_call", "apply_patch_call"})
 RuntimeName = Literal["runc", "runsc"]
 
 
@@ -93,10 +111,11 @@ class Tool:
 
     description: str
     """Shown to the model when the tool is declared."""
-    image: str
-    """Container image the tool runs in (built locally or a public image)."""
-    argv: tuple[str, ...]
-    """Command run in the container; ``{arg}`` placeholders take argument values. No shell is added."""
+    image: str = ""
+    """Container image the tool runs in (built locally or a public image); empty for a hosted tool."""
+    argv: tuple[str, ...] = ()
+    """Command run in the container; ``{arg}`` placeholders take argument values. No shell is added.
+    Empty for a hosted tool."""
     item_type: ItemTypeName = "function_call"
     """The Responses API item type the model emits for this tool."""
     parameters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"type": "object"}))
@@ -105,6 +124,10 @@ class Tool:
     """Whether the tool may be granted egress at all."""
     egress_allowlist: tuple[str, ...] = ()
     """host[:port] globs the tool may reach when granted egress."""
+    egress_allow_cidrs: tuple[str, ...] = ()
+    """Networks (CIDR) the egress proxy may connect to although they are private, loopback or
+    link-local (always denied otherwise). An explicit loosening: it shows in the decision's
+    obligations and the audit event."""
     runtime: RuntimeName = "runc"
     """Container runtime: runc, or runsc (gVisor) for stronger isolation."""
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -112,13 +135,26 @@ class Tool:
     limits: ToolLimits = field(default_factory=ToolLimits)
     """The tool's own resource caps."""
 
+    def _check_egress(self) -> None:
+        for key in ("egress_allowlist", "egress_allow_cidrs"):
+            if getattr(self, key) and not self.allowed_network:
+                raise ValueError(f"{key} needs allowed_network: true")
+        for cidr in self.egress_allow_cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"egress_allow_cidrs: {cidr!r} is not a network in CIDR form ({exc})") from None
+
     def __post_init__(self) -> None:
-        if not self.argv:
+        if self.item_type in HOSTED_ITEM_TYPES:
+            # Nothing of ours runs for a hosted tool, so nothing to run may be set.
+            if self.argv or self.image or self.allowed_network:
+                raise ValueError(f"a {self.item_type} tool is hosted: it takes no image, argv or network")
+        elif not self.argv:
             raise ValueError("argv must not be empty")
-        if not self.image:
+        elif not self.image:
             raise ValueError("image must not be empty")
-        if self.egress_allowlist and not self.allowed_network:
-            raise ValueError("egress_allowlist needs allowed_network: true")
+        self._check_egress()
         schema = _plain(self.parameters)
         try:
             jsonschema.Draft202012Validator.check_schema(schema)
@@ -169,6 +205,7 @@ class Registry:
             "parameters": _plain(tool.parameters),
             "allowed_network": tool.allowed_network,
             "egress_allowlist": list(tool.egress_allowlist),
+            "egress_allow_cidrs": list(tool.egress_allow_cidrs),
             "runtime": tool.runtime,
             "env": dict(tool.env),
             "limits": tool.limits.as_policy_limits(),
@@ -185,6 +222,16 @@ def load_registry(path: Path) -> Registry:
     for name in parsed.tools:
         if not TOOL_NAME_RE.match(name):
             raise ConfigError(str(path), f"tools.{name}", "tool names must match [A-Za-z0-9_-]{1,64}")
+    seen: dict[str, str] = {}
+    for name, tool in parsed.tools.items():
+        if tool.item_type in BUILTIN_ITEM_TYPES:
+            if tool.item_type in seen:
+                raise ConfigError(
+                    str(path),
+                    f"tools.{name}.item_type",
+                    f"at most one {tool.item_type} tool (already {seen[tool.item_type]!r})",
+                )
+            seen[tool.item_type] = name
     return Registry(tools=parsed.tools, source=str(path))
 
 

@@ -24,7 +24,7 @@ from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway._auth import Authenticator
 from gateway._core import Gateway, obligations_to_proto
 from gateway._errors import PolicyError
-from gateway._model import Call, CallInput, Decision, ItemType, Principal, RunOutcome
+from gateway._model import Call, CallInput, Decision, ItemType, Limits, Observation, Principal, RunOutcome
 
 _SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 _AUTHN: contextvars.ContextVar[tuple[Principal | None, str]] = contextvars.ContextVar("airlock_authn")
@@ -35,6 +35,10 @@ _ITEM_TYPES: dict[call_pb2.ItemType, ItemType] = {
     call_pb2.ITEM_TYPE_SHELL_CALL: "shell_call",
     call_pb2.ITEM_TYPE_LOCAL_SHELL_CALL: "local_shell_call",
     call_pb2.ITEM_TYPE_APPLY_PATCH_CALL: "apply_patch_call",
+    call_pb2.ITEM_TYPE_WEB_SEARCH_CALL: "web_search_call",
+    call_pb2.ITEM_TYPE_FILE_SEARCH_CALL: "file_search_call",
+    call_pb2.ITEM_TYPE_CODE_INTERPRETER_CALL: "code_interpreter_call",
+    call_pb2.ITEM_TYPE_MCP_CALL: "mcp_call",
 }
 _ITEM_TYPE_ENUM = {v: k for k, v in _ITEM_TYPES.items()}
 _STATUS = {
@@ -123,6 +127,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 tool=call.tool,
                 arguments=call.arguments,
                 session_id=call.session_id,
+                requested_limits=_limits(call.requested_limits) if call.HasField("requested_limits") else None,
             ),
             principal=principal,
             rpc=rpc,  # type: ignore[arg-type]
@@ -178,6 +183,40 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 )
             )
         return gateway_pb2.ListToolsResponse(principal=principal.id, tools=tools, policy_revision=revision)
+
+    async def Observe(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ObserveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.ObserveResponse:
+        principal, err = _AUTHN.get((None, "not authenticated"))
+        observed = await self._gw.observe(
+            Observation(
+                item_type=request.item_type,
+                item_id=request.item_id,
+                tool=request.tool,
+                status=request.status,
+                item_json=request.item_json,
+                session_id=request.session_id,
+                principal=principal,
+                authn_error=err,
+            )
+        )
+        if observed.refusal != "none":
+            reason = observed.reason
+            await context.abort(
+                _STATUS[observed.refusal], f"{reason.code}: {reason.message} event_id={observed.event_id}"
+            )
+        return gateway_pb2.ObserveResponse(event_id=observed.event_id)
+
+
+def _limits(msg: call_pb2.Limits) -> Limits:
+    return Limits(
+        memory_bytes=msg.memory_bytes,
+        cpu_millis=msg.cpu_millis,
+        pids=msg.pids,
+        timeout_ms=msg.timeout_ms,
+        output_bytes=msg.output_bytes,
+        tmpfs_bytes=msg.tmpfs_bytes,
+    )
 
 
 def _json(value: Any) -> str:

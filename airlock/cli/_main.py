@@ -42,6 +42,9 @@ def _agent_args(ag: argparse.ArgumentParser) -> None:
     _tls_args(ar)
     ar.add_argument("--timeout", type=float, default=120.0, help="seconds per gateway call")
     ar.add_argument("--stream", action="store_true", help="stream responses; calls start at response.output_item.done")
+    ar.add_argument(
+        "--workspace", type=Path, default=None, help="directory apply_patch edits (default: apply_patch not offered)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--gateway-metrics", default="127.0.0.1:9464")
     up.add_argument("--executor-metrics", default="127.0.0.1:9465")
     up.add_argument("--opa-timeout-ms", type=int, default=250)
+    up.add_argument(
+        "--egress-config", type=Path, default=None, help="YAML of the executor's egress section (limits, hosts)"
+    )
 
     for name, help_text in (
         ("call", "decide and execute one tool call"),
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
                     gateway_metrics=args.gateway_metrics,
                     executor_metrics=args.executor_metrics,
                     opa_timeout_ms=args.opa_timeout_ms,
+                    egress_config=args.egress_config,
                 )
             )
         if args.command == "audit":
@@ -201,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
                     parallel=args.parallel,
                     session_id=args.session,
                     stream=args.stream,
+                    workspace=args.workspace,
                 )
         if args.command == "decide" and (args.offline or args.principal or not (home / "stack.json").exists()):
             return _decide_offline(args)

@@ -50,6 +50,8 @@ class UpOptions:
     gateway_metrics: str
     executor_metrics: str
     opa_timeout_ms: int
+    egress_config: Path | None = None
+    """A YAML file with the executor's egress section (limits, hosts); None = defaults."""
 
 
 class StackError(RuntimeError):
@@ -201,6 +203,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _read_yaml(path: Path) -> Any:
+    # Checked by the executor's own typed loader when it starts.
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
     path.write_text("# Written by `airlock up`; edits are overwritten.\n" + yaml.safe_dump(data, sort_keys=False))
 
@@ -275,6 +282,7 @@ class Stack:
                 # runsc is used only by tools that ask for it, and only if
                 # Docker has it registered (scripts/bootstrap does that).
                 "runtimes": ["runc", "runsc"],
+                **({"egress": _read_yaml(o.egress_config)} if o.egress_config else {}),
             },
         )
         _write_yaml(
@@ -351,6 +359,7 @@ class Stack:
             "metrics": {"gateway": gw_info["metrics"], "executor": ex_info["metrics"], "opa": f"{opa_url}/metrics"},
             "audit_log": gw_info["audit"],
             "executor_socket": ex_info["socket"],
+            "egress": ex_info.get("egress", {}),
             "token_file": str(home / "agent.token"),
             "principal": DEV_PRINCIPAL,
             "pids": {name: p.pid for name, p in self.procs},
@@ -404,6 +413,7 @@ def print_summary(stack: dict[str, Any], home: Path) -> None:
         f"  opa        {stack['opa']}  (policy revision {stack['policy_revision']}; signed bundle, hot reload)",
         f"  shadow     {stack['shadow']}",
         f"  executor   unix:{stack['executor_socket']}  (gateway only)",
+        f"  egress     {_egress_line(stack.get('egress', {}))}",
         "  metrics",
         f"    gateway  {m['gateway']}",
         f"    executor {m['executor']}",
@@ -413,6 +423,12 @@ def print_summary(stack: dict[str, Any], home: Path) -> None:
         """  try        airlock call python '{"code": "print(2+2)"}'""",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _egress_line(egress: dict[str, Any]) -> str:
+    if "proxy" in egress:
+        return f"proxy {egress['proxy']} on internal network {egress['network']} (per-call allowlists)"
+    return f"unavailable: {egress.get('unavailable', 'unknown')} (runs granted egress are refused)"
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

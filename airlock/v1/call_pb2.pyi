@@ -15,6 +15,10 @@ class ItemType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ITEM_TYPE_SHELL_CALL: _ClassVar[ItemType]
     ITEM_TYPE_LOCAL_SHELL_CALL: _ClassVar[ItemType]
     ITEM_TYPE_APPLY_PATCH_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_WEB_SEARCH_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_FILE_SEARCH_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_CODE_INTERPRETER_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_MCP_CALL: _ClassVar[ItemType]
 
 class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +37,10 @@ ITEM_TYPE_CUSTOM_TOOL_CALL: ItemType
 ITEM_TYPE_SHELL_CALL: ItemType
 ITEM_TYPE_LOCAL_SHELL_CALL: ItemType
 ITEM_TYPE_APPLY_PATCH_CALL: ItemType
+ITEM_TYPE_WEB_SEARCH_CALL: ItemType
+ITEM_TYPE_FILE_SEARCH_CALL: ItemType
+ITEM_TYPE_CODE_INTERPRETER_CALL: ItemType
+ITEM_TYPE_MCP_CALL: ItemType
 NETWORK_MODE_UNSPECIFIED: NetworkMode
 NETWORK_MODE_NONE: NetworkMode
 NETWORK_MODE_EGRESS: NetworkMode
@@ -41,18 +49,20 @@ VERDICT_ALLOW: Verdict
 VERDICT_DENY: Verdict
 
 class ToolCall(_message.Message):
-    __slots__ = ("call_id", "item_type", "tool", "arguments", "session_id")
+    __slots__ = ("call_id", "item_type", "tool", "arguments", "session_id", "requested_limits")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_LIMITS_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     item_type: ItemType
     tool: str
     arguments: str
     session_id: str
-    def __init__(self, call_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., tool: _Optional[str] = ..., arguments: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    requested_limits: Limits
+    def __init__(self, call_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., tool: _Optional[str] = ..., arguments: _Optional[str] = ..., session_id: _Optional[str] = ..., requested_limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class Reason(_message.Message):
     __slots__ = ("code", "message")
@@ -79,12 +89,40 @@ class Limits(_message.Message):
     def __init__(self, memory_bytes: _Optional[int] = ..., cpu_millis: _Optional[int] = ..., pids: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., output_bytes: _Optional[int] = ..., tmpfs_bytes: _Optional[int] = ...) -> None: ...
 
 class Network(_message.Message):
-    __slots__ = ("mode", "egress_allowlist")
+    __slots__ = ("mode", "egress_allowlist", "egress_allow_cidrs")
     MODE_FIELD_NUMBER: _ClassVar[int]
     EGRESS_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_ALLOW_CIDRS_FIELD_NUMBER: _ClassVar[int]
     mode: NetworkMode
     egress_allowlist: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, mode: _Optional[_Union[NetworkMode, str]] = ..., egress_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
+    egress_allow_cidrs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mode: _Optional[_Union[NetworkMode, str]] = ..., egress_allowlist: _Optional[_Iterable[str]] = ..., egress_allow_cidrs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EgressConnection(_message.Message):
+    __slots__ = ("method", "host", "port", "allowed", "reason", "message", "address", "bytes_out", "bytes_in", "duration_ms", "cut")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    host: str
+    port: int
+    allowed: bool
+    reason: str
+    message: str
+    address: str
+    bytes_out: int
+    bytes_in: int
+    duration_ms: int
+    cut: str
+    def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., address: _Optional[str] = ..., bytes_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cut: _Optional[str] = ...) -> None: ...
 
 class Obligations(_message.Message):
     __slots__ = ("limits", "network")

@@ -68,7 +68,7 @@ class RunRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error")
+    __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error", "egress", "egress_unrecorded")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class RunResult(_message.Message):
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_START_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_UNRECORDED_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     exit_code: int
     output_truncated: bool
@@ -85,7 +87,9 @@ class RunResult(_message.Message):
     duration_ms: int
     container_start_ms: int
     error: str
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., exit_code: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., container_start_ms: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    egress: _containers.RepeatedCompositeFieldContainer[_call_pb2.EgressConnection]
+    egress_unrecorded: int
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., exit_code: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., container_start_ms: _Optional[int] = ..., error: _Optional[str] = ..., egress: _Optional[_Iterable[_Union[_call_pb2.EgressConnection, _Mapping]]] = ..., egress_unrecorded: _Optional[int] = ...) -> None: ...
 
 class OutputChunk(_message.Message):
     __slots__ = ("stream", "data")

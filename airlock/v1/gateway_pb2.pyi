@@ -63,3 +63,25 @@ class ListToolsResponse(_message.Message):
     tools: _containers.RepeatedCompositeFieldContainer[ToolInfo]
     policy_revision: str
     def __init__(self, principal: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolInfo, _Mapping]]] = ..., policy_revision: _Optional[str] = ...) -> None: ...
+
+class ObserveRequest(_message.Message):
+    __slots__ = ("item_type", "item_id", "tool", "status", "item_json", "session_id")
+    ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_JSON_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    item_type: str
+    item_id: str
+    tool: str
+    status: str
+    item_json: str
+    session_id: str
+    def __init__(self, item_type: _Optional[str] = ..., item_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[str] = ..., item_json: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class ObserveResponse(_message.Message):
+    __slots__ = ("event_id",)
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    def __init__(self, event_id: _Optional[str] = ...) -> None: ...

@@ -51,6 +51,11 @@ class GatewayServiceStub:
                 request_serializer=airlock_dot_v1_dot_gateway__pb2.ListToolsRequest.SerializeToString,
                 response_deserializer=airlock_dot_v1_dot_gateway__pb2.ListToolsResponse.FromString,
                 _registered_method=True)
+        self.Observe = channel.unary_unary(
+                '/airlock.v1.GatewayService/Observe',
+                request_serializer=airlock_dot_v1_dot_gateway__pb2.ObserveRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_gateway__pb2.ObserveResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -83,6 +88,17 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Observe(self, request, context):
+        """Observe records a hosted item the model provider ran (web search, file
+        search, code interpreter, MCP, hosted shell) in the audit log. Nothing is
+        decided or run: the gateway only makes it part of the audit trail. The
+        principal comes from authentication; an unauthenticated call ends with
+        UNAUTHENTICATED and a malformed one with INVALID_ARGUMENT (both audited).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +116,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListTools,
                     request_deserializer=airlock_dot_v1_dot_gateway__pb2.ListToolsRequest.FromString,
                     response_serializer=airlock_dot_v1_dot_gateway__pb2.ListToolsResponse.SerializeToString,
+            ),
+            'Observe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Observe,
+                    request_deserializer=airlock_dot_v1_dot_gateway__pb2.ObserveRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_gateway__pb2.ObserveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +206,33 @@ class GatewayService:
             '/airlock.v1.GatewayService/ListTools',
             airlock_dot_v1_dot_gateway__pb2.ListToolsRequest.SerializeToString,
             airlock_dot_v1_dot_gateway__pb2.ListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Observe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.GatewayService/Observe',
+            airlock_dot_v1_dot_gateway__pb2.ObserveRequest.SerializeToString,
+            airlock_dot_v1_dot_gateway__pb2.ObserveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,7 +68,7 @@ test_allow if {
 		"shadow": [],
 		"obligations": {
 			"limits": object.union(caps, {"memory_bytes": 268435456, "timeout_ms": 5000}),
-			"network": {"mode": "none", "egress_allowlist": []},
+			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
 		},
 		"tool": registry.python,
 	}
@@ -83,7 +83,7 @@ test_allow_with_egress if {
 	d.tool == registry.web_fetch
 
 	# Normalized, with the loopback literal dropped from the obligation.
-	d.obligations.network == {"mode": "egress", "egress_allowlist": ["api.example.com:443"]}
+	d.obligations.network == {"mode": "egress", "egress_allowlist": ["api.example.com:443"], "egress_allow_cidrs": []}
 }
 
 # Every deny code the policy can produce, each with the package that owns it.
@@ -304,7 +304,7 @@ test_denied_decision_keeps_obligations if {
 		with data.registry.tools as registry
 	d.allow == false
 	d.obligations.limits == caps
-	d.obligations.network == {"mode": "none", "egress_allowlist": []}
+	d.obligations.network == {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}
 	d.tool == null
 }
 
@@ -319,7 +319,7 @@ test_decision_defined_for_empty_input if {
 		codes(d.reasons) == ["tool_not_granted", "unknown_profile"]
 		d.shadow == []
 		d.tool == null
-		d.obligations == {"limits": {}, "network": {"mode": "none", "egress_allowlist": []}}
+		d.obligations == {"limits": {}, "network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}}
 	}
 }
 

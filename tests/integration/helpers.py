@@ -156,9 +156,10 @@ def stop_daemon(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait(30)
 
 
-def make_certs(folder: Path) -> Path:
-    """A throwaway CA, a server certificate for localhost/127.0.0.1, client
-    certificates, and one client certificate from an unrelated CA."""
+def make_certs(folder: Path, server_san: str = "DNS:localhost,IP:127.0.0.1") -> Path:
+    """A throwaway CA, a server certificate (for localhost/127.0.0.1 unless
+    server_san says otherwise), client certificates, and one client
+    certificate from an unrelated CA."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def run(*args: str) -> None:
@@ -177,7 +178,7 @@ def make_certs(folder: Path) -> Path:
 
     ca("ca")
     ca("rogue-ca")
-    leaf("server", "localhost", "ca", "DNS:localhost,IP:127.0.0.1")
+    leaf("server", "localhost", "ca", server_san)
     leaf("gateway-client", "airlock-gateway", "ca", "DNS:airlock-gateway")
     leaf("agent", "agent-mtls", "ca", "DNS:agent-mtls")
     leaf("rogue", "agent-mtls", "rogue-ca", "DNS:agent-mtls")

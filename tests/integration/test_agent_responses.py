@@ -229,14 +229,23 @@ def script(ids: dict[str, str]) -> Iterator[ScriptedResponses]:
 
 
 def assert_declares_only_granted_tools(tools: list[dict[str, Any]]) -> None:
-    """Tool minimization: exactly the granted tools, with their registry schemas."""
-    assert sorted(t["name"] for t in tools) == ["python", "shell"]
-    for t in tools:
+    """Tool minimization: exactly the granted tools, the function tools with
+    their registry schemas (no workspace here, so no apply_patch; the other
+    kinds are checked in test_agent_items_live.py)."""
+    assert [(t["type"], t.get("name")) for t in tools] == [
+        ("function", "python"),
+        ("custom", "python_script"),
+        ("function", "shell"),
+        ("shell", None),
+        ("web_search", None),
+    ]
+    functions = [t for t in tools if t["type"] == "function"]
+    for t in functions:
         TypeAdapter(FunctionToolParam).validate_python(t)
         assert t["type"] == "function"
         assert t["strict"] is True
         assert t["parameters"]["additionalProperties"] is False
-    by_name = {t["name"]: t for t in tools}
+    by_name = {t["name"]: t for t in functions}
     assert by_name["python"]["parameters"]["required"] == ["code"]
     assert by_name["shell"]["parameters"]["required"] == ["command"]
     assert "web_fetch" not in json.dumps(tools)
@@ -357,10 +366,26 @@ class RecordingGateway:
     def list_tools(self) -> Any:
         return self.inner.list_tools()
 
-    def invoke(self, call_id: str, item_type: str, tool: str, arguments_raw: str, session_id: str) -> agent.ToolResult:
+    def invoke(
+        self,
+        call_id: str,
+        item_type: str,
+        tool: str,
+        arguments_raw: str,
+        session_id: str,
+        *,
+        requested_timeout_ms: int = 0,
+    ) -> agent.ToolResult:
         with self.lock:
             self.invoked.append((call_id, tool, arguments_raw))
-        return self.inner.invoke(call_id, item_type, tool, arguments_raw, session_id)
+        return self.inner.invoke(
+            call_id, item_type, tool, arguments_raw, session_id, requested_timeout_ms=requested_timeout_ms
+        )
+
+    def observe(self, item_type: str, item_id: str, *, tool: str, status: str, item_json: str, session_id: str) -> str:
+        return self.inner.observe(
+            item_type, item_id, tool=tool, status=status, item_json=item_json, session_id=session_id
+        )
 
 
 def test_streamed_agent_loop_acts_only_on_output_item_done(stack: Stack) -> None:

@@ -243,8 +243,15 @@ def test_list_tools_follows_the_principals_grants(
 ) -> None:
     default = gateway_stub.ListTools(gateway_pb2.ListToolsRequest(), metadata=auth(stack.token), timeout=10)
     assert default.principal == "dev-agent"
-    assert [t.name for t in default.tools] == ["python", "shell"]
-    schema = json.loads(default.tools[0].parameters_json_schema)
+    assert [(t.name, t.item_type) for t in default.tools] == [
+        ("apply_patch", call_pb2.ITEM_TYPE_APPLY_PATCH_CALL),
+        ("python", call_pb2.ITEM_TYPE_FUNCTION_CALL),
+        ("python_script", call_pb2.ITEM_TYPE_CUSTOM_TOOL_CALL),
+        ("shell", call_pb2.ITEM_TYPE_FUNCTION_CALL),
+        ("shell_builtin", call_pb2.ITEM_TYPE_SHELL_CALL),
+        ("web_search", call_pb2.ITEM_TYPE_WEB_SEARCH_CALL),
+    ]
+    schema = json.loads(default.tools[1].parameters_json_schema)
     assert schema["required"] == ["code"]
     untrusted = gateway_stub.ListTools(gateway_pb2.ListToolsRequest(), metadata=auth(stack.untrusted_token), timeout=10)
     assert [t.name for t in untrusted.tools] == ["python"]
@@ -263,7 +270,7 @@ def test_grpc_health_and_reflection(stack: Stack) -> None:
         assert "airlock.v1.GatewayService" in db.get_services()
         # A client with no local protos can rebuild the service from the server.
         service = descriptor_pool.DescriptorPool(db).FindServiceByName("airlock.v1.GatewayService")
-        assert sorted(m.name for m in service.methods) == ["Decide", "Invoke", "ListTools"]
+        assert sorted(m.name for m in service.methods) == ["Decide", "Invoke", "ListTools", "Observe"]
 
 
 def test_a_generic_grpc_client_can_invoke_with_only_the_protos(stack: Stack) -> None:

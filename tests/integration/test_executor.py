@@ -18,9 +18,11 @@ import docker
 import grpc
 import pytest
 import yaml
-from helpers import Stack
+from helpers import Stack, start_daemon, stop_daemon
 
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
+from executor._config import ExecutorConfig
+from executor._options import executor_instance
 
 pytestmark = pytest.mark.integration
 IMAGE = "airlock/sandbox-python:2"
@@ -221,15 +223,41 @@ def test_output_is_capped_head_and_tail(stack: Stack) -> None:
     assert len(out) < 64 * 1024 + 200
 
 
-def test_egress_grant_is_refused_until_filtered_egress_exists(stack: Stack) -> None:
-    spec = _spec(["python3", "-c", "print(1)"])
-    spec.network.mode = call_pb2.NETWORK_MODE_EGRESS
-    spec.network.egress_allowlist.append("*.wikipedia.org:443")
-    with pytest.raises(grpc.RpcError) as info:
-        _run(stack, spec)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "egress_unavailable" in info.value.details()
-    assert _containers(spec.run_id) == []
+@pytest.mark.parametrize("setup", ["disabled", "network_not_internal"])
+def test_egress_grant_is_refused_when_filtered_egress_is_unavailable(stack: Stack, tmp_path: Path, setup: str) -> None:
+    """Fail closed: an executor that cannot filter egress refuses the grant
+    and never hands out a network. A pre-existing egress network that is not
+    internal (a route out) must not be used."""
+    client = docker.from_env()
+    open_net = client.networks.create(f"airlock-test-open-{uuid.uuid4().hex[:8]}", driver="bridge")
+    egress = {"enabled": False} if setup == "disabled" else {"network": open_net.name, "bridge": "airlock-tst0"}
+    proc, info = start_daemon(
+        "executor",
+        {
+            "socket": str(tmp_path / "run" / "executor.sock"),
+            "token_file": str(stack.home / "executor.token"),
+            "metrics_listen": "127.0.0.1:0",
+            "egress": egress,
+        },
+        tmp_path,
+    )
+    try:
+        assert "unavailable" in info["egress"]
+        spec = _spec(["python3", "-c", "print(1)"])
+        spec.network.mode = call_pb2.NETWORK_MODE_EGRESS
+        spec.network.egress_allowlist.append("*.wikipedia.org:443")
+        md = (("authorization", f"Bearer {stack.executor_token}"),)
+        with grpc.insecure_channel(f"unix:{info['socket']}") as channel:
+            stub = executor_pb2_grpc.ExecutorServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.Run(executor_pb2.RunRequest(spec=spec), metadata=md))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "egress_unavailable" in (err.value.details() or "")
+        assert _containers(spec.run_id) == []
+    finally:
+        stop_daemon(proc)
+        open_net.remove()
+        client.close()
 
 
 def test_client_cancel_removes_the_container(stack: Stack) -> None:
@@ -252,15 +280,21 @@ def test_client_cancel_removes_the_container(stack: Stack) -> None:
 
 def test_leftover_containers_are_removed_at_startup(stack: Stack, tmp_path: Path) -> None:
     client = docker.from_env()
+    socket_path = tmp_path / "run" / "executor.sock"
+    mine = executor_instance(ExecutorConfig(socket=str(socket_path.resolve()), token_file="unused"))
     leftover = client.containers.create(
-        IMAGE, ["sleep", "600"], labels={"airlock.managed": "true"}, network_mode="none"
+        IMAGE, ["sleep", "600"], labels={"airlock.managed": "true", "airlock.executor": mine}, network_mode="none"
+    )
+    # Another executor's container on the same engine: not ours to remove.
+    theirs = client.containers.create(
+        IMAGE, ["sleep", "600"], labels={"airlock.managed": "true", "airlock.executor": "another"}, network_mode="none"
     )
     cfg = tmp_path / "executor.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
                 "version": 1,
-                "socket": str(tmp_path / "run" / "executor.sock"),
+                "socket": str(socket_path),
                 "token_file": str(stack.home / "executor.token"),
                 "metrics_listen": "127.0.0.1:0",
             }
@@ -275,10 +309,12 @@ def test_leftover_containers_are_removed_at_startup(stack: Stack, tmp_path: Path
         while not ready.exists() and time.monotonic() < deadline:
             assert proc.poll() is None
             time.sleep(0.05)
-        assert json.loads(ready.read_text())["removed_leftovers"] >= 1
+        assert json.loads(ready.read_text())["removed_leftovers"] == 1
         with pytest.raises(docker.errors.NotFound):
             client.containers.get(leftover.id)
+        assert client.containers.get(theirs.id).id == theirs.id
     finally:
+        theirs.remove(force=True)
         proc.terminate()
         proc.wait(30)
         client.close()

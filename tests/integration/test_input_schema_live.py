@@ -53,7 +53,7 @@ def _call(call_id: str, tool: str, arguments: str, item_type: int = FN, session_
 def test_audited_policy_inputs_match_the_schema(stack: Stack) -> None:
     session = "schema-live-session"
     decide: list[tuple[str, call_pb2.ToolCall]] = [
-        ("dev", _call("schema-live-unknown", "web_search", json.dumps({"query": "opa"}))),
+        ("dev", _call("schema-live-unknown", "web_lookup", json.dumps({"query": "opa"}))),
         ("dev", _call("schema-live-invalid", "python", json.dumps({"code": 42}), session_id=session)),
         (
             "dev",

@@ -229,14 +229,19 @@ def test_max_tool_calls_stops_before_the_excess_response_runs() -> None:
     assert sorted(c[0] for c in gw.invoked) == ["a", "b"]
 
 
+COMPUTER_CALL = {
+    "type": "computer_call",
+    "id": "cu_1",
+    "call_id": "x",
+    "action": {"type": "screenshot"},
+    "pending_safety_checks": [],
+    "status": "completed",
+}
+
+
 def test_unsupported_client_item_stops_the_loop() -> None:
-    item = {
-        "type": "custom_tool_call",
-        "id": "ctc_1",
-        "call_id": "x",
-        "name": "grammar",
-        "input": "free text",
-    }
+    # A computer_call is never declared and we cannot take screenshots.
+    item = COMPUTER_CALL
     with pytest.raises(agent.UnsupportedItemError):
         agent.run(FakeClient([response("r0", [item])]), "m", "hi", FakeGateway())  # type: ignore[arg-type]
 

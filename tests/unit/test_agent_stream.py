@@ -292,7 +292,14 @@ def test_max_tool_calls_in_streaming_does_not_run_the_excess_call() -> None:
 
 
 def test_unsupported_streamed_item_stops_the_loop() -> None:
-    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "x", "name": "grammar", "input": "free text"}
+    item = {
+        "type": "computer_call",
+        "id": "cu_1",
+        "call_id": "x",
+        "action": {"type": "screenshot"},
+        "pending_safety_checks": [],
+        "status": "completed",
+    }
     e = Events("r0")
     events = iter([e.created(), e.done(0, item), e.completed([item])])
     with pytest.raises(agent.UnsupportedItemError):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai.types.responses import FunctionToolParam
+from openai.types.responses import FunctionToolParam, ToolParam
 from pydantic import TypeAdapter
 
 import agent
@@ -80,7 +80,8 @@ def test_tools_array_declares_only_listed_function_tools() -> None:
             _info("noargs", ""),
         ],
     )
-    tools = agent.tools_for_responses(listed)
+    # No workspace: apply_patch stays undeclared (see the declaration test below).
+    tools = agent.tools_for_responses(listed, apply_patch=False)
     assert tools == [
         {
             "type": "function",
@@ -122,3 +123,49 @@ def test_agent_imports_without_daemon_dependencies() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_declaration_of_custom_builtin_and_hosted_tools() -> None:
+    listed = gateway_pb2.ListToolsResponse(
+        tools=[
+            _info("python", _obj({"code": _CODE})),
+            _info("script", "", call_pb2.ITEM_TYPE_CUSTOM_TOOL_CALL),
+            _info("bad name!", "", call_pb2.ITEM_TYPE_CUSTOM_TOOL_CALL),
+            _info("sh_entry", _obj({}), call_pb2.ITEM_TYPE_SHELL_CALL),
+            _info("legacy", _obj({}), call_pb2.ITEM_TYPE_LOCAL_SHELL_CALL),
+            _info("patcher", _obj({}), call_pb2.ITEM_TYPE_APPLY_PATCH_CALL),
+            _info("search", "", call_pb2.ITEM_TYPE_WEB_SEARCH_CALL),
+            _info("mcp", "", call_pb2.ITEM_TYPE_MCP_CALL),
+        ]
+    )
+    file_search: ToolParam = {"type": "file_search", "vector_store_ids": ["vs_1"]}
+    mcp: ToolParam = {"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example/"}
+    decl = agent.declare(listed, hosted=[file_search, mcp])
+    assert [t["type"] for t in decl.tools] == ["function", "custom", "shell", "apply_patch", "mcp", "web_search"]
+    assert decl.tools[1] == {"type": "custom", "name": "script", "description": "script tool"}
+    assert decl.tools[2] == {"type": "shell", "environment": {"type": "local"}}
+    assert decl.names == {"python", "script"}
+    # Listed entries name the built-ins' calls, declared or not (local_shell never is).
+    assert dict(decl.builtin) == {
+        "shell_call": "sh_entry",
+        "local_shell_call": "legacy",
+        "apply_patch_call": "patcher",
+    }
+    assert decl.declared_items == {"shell_call", "apply_patch_call"}
+    adapter = TypeAdapter(ToolParam)
+    for tool in decl.tools:
+        adapter.validate_python(tool)
+
+    # file_search was configured but is not granted: never declared. Without
+    # a workspace there is nowhere to apply a patch.
+    no_ws = agent.declare(listed, hosted=[file_search], apply_patch=False)
+    assert [t["type"] for t in no_ws.tools] == ["function", "custom", "shell", "web_search"]
+    assert no_ws.declared_items == {"shell_call"}
+
+
+def test_nothing_granted_declares_no_builtin_or_hosted_tool() -> None:
+    listed = gateway_pb2.ListToolsResponse(tools=[_info("python", _obj({"code": _CODE}))])
+    web: ToolParam = {"type": "web_search"}
+    decl = agent.declare(listed, hosted=[web])
+    assert [t["type"] for t in decl.tools] == ["function"]
+    assert dict(decl.builtin) == {}

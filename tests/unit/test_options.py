@@ -128,10 +128,19 @@ def test_container_options_are_hardened() -> None:
     assert all(isinstance(u, Ulimit) for u in opts["ulimits"])
 
 
-def test_container_options_ignore_a_network_request() -> None:
-    """Egress is refused before options are made; the options never carry it anyway."""
+def test_container_options_without_egress_have_no_network() -> None:
+    """Only the runner's egress argument attaches a network; the spec alone never does."""
     opts = container_options(_spec(network_mode="egress", egress_allowlist=("a:443",)), TOP, _cfg(), PROFILE)
     assert opts["network_mode"] == "none"
+
+
+def test_container_options_with_egress_join_the_internal_network() -> None:
+    proxy_env = {"HTTPS_PROXY": "http://airlock:t@172.18.0.1:4000"}
+    spec = _spec(network_mode="egress", env={"HTTPS_PROXY": "http://evil:1", "LANG": "C"})
+    opts = container_options(spec, TOP, _cfg(), PROFILE, ("airlock-egress", proxy_env))
+    assert opts["network_mode"] == "airlock-egress"
+    # A registry env cannot point the sandbox at another proxy.
+    assert opts["environment"] == {"HTTPS_PROXY": "http://airlock:t@172.18.0.1:4000", "LANG": "C"}
 
 
 def test_container_options_use_the_configured_user_and_runtime() -> None:

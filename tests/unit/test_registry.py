@@ -40,7 +40,16 @@ def _write(tmp_path: Path, tools: dict[str, Any], *, version: Any = 1) -> Path:
 
 def test_shipped_registry_loads(shipped_registry_path: Path) -> None:
     reg = load_registry(shipped_registry_path)
-    assert set(reg.tools) == {"python", "shell", "web_fetch"}
+    assert set(reg.tools) == {
+        "apply_patch",
+        "local_shell",
+        "python",
+        "python_script",
+        "shell",
+        "shell_builtin",
+        "web_fetch",
+        "web_search",
+    }
     python = reg.get("python")
     assert python is not None
     assert python.argv == ("python3", "-I", "-c", "{code}")
@@ -61,7 +70,9 @@ def test_shipped_registry_as_policy_data(shipped_registry_path: Path) -> None:
     # It is written to the bundle as JSON: no read-only mappings or tuples left.
     assert json.loads(json.dumps(data)) == data
     assert list(data) == ["tools"]
-    assert list(data["tools"]) == ["python", "shell", "web_fetch"]
+    assert list(data["tools"]) == sorted(
+        {"apply_patch", "local_shell", "python", "python_script", "shell", "shell_builtin", "web_fetch", "web_search"}
+    )
     python = data["tools"]["python"]
     assert set(python) == {
         "name",
@@ -72,6 +83,7 @@ def test_shipped_registry_as_policy_data(shipped_registry_path: Path) -> None:
         "parameters",
         "allowed_network",
         "egress_allowlist",
+        "egress_allow_cidrs",
         "runtime",
         "env",
         "limits",
@@ -197,6 +209,20 @@ def _set(path: str, value: Any):
             id="allowlist-without-network",
         ),
         pytest.param(
+            "python",
+            _set("egress_allow_cidrs", ["10.1.0.0/16"]),
+            "tools.python",
+            "egress_allow_cidrs needs allowed_network: true",
+            id="cidrs-without-network",
+        ),
+        pytest.param(
+            "web_fetch",
+            lambda tool: tool.update(allowed_network=True, egress_allow_cidrs=["10.1.0.1/16"]),
+            "tools.web_fetch",
+            "egress_allow_cidrs: '10.1.0.1/16' is not a network in CIDR form",
+            id="cidr-with-host-bits",
+        ),
+        pytest.param(
             "python", _set("limits.memory", "12xb"), "tools.python.limits", "expected a size like", id="bad-memory"
         ),
         pytest.param(
@@ -237,6 +263,13 @@ def _set(path: str, value: Any):
         ),
         pytest.param("python", _set("argv", []), "tools.python", "argv must not be empty", id="empty-argv"),
         pytest.param("python", _set("image", ""), "tools.python", "image must not be empty", id="empty-image"),
+        pytest.param(
+            "python",
+            _set("item_type", "web_search_call"),
+            "tools.python",
+            "a web_search_call tool is hosted: it takes no image, argv or network",
+            id="hosted-with-argv",
+        ),
         pytest.param(
             "python",
             _set("allowed_network", "yes"),
@@ -308,3 +341,20 @@ def test_unresolvable_schema_ref_is_rejected_at_load(tmp_path: Path) -> None:
     tool["parameters"]["properties"]["code"] = {"$ref": "#/$defs/missing"}
     with pytest.raises(ConfigError, match=r"tools\.python"):
         load_registry(_write(tmp_path, {"python": tool}))
+
+
+def test_hosted_tool_needs_no_image_or_argv(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"web_search": {"description": "search", "item_type": "web_search_call"}})
+    data = load_registry(path).tool_data("web_search")
+    assert (data["item_type"], data["image"], data["argv"]) == ("web_search_call", "", [])
+
+
+def test_one_entry_per_builtin_item_type(tmp_path: Path) -> None:
+    # The agent finds a built-in's entry by item type, so two would be ambiguous.
+    first, second = copy.deepcopy(_tool()), copy.deepcopy(_tool())
+    first["item_type"] = second["item_type"] = "shell_call"
+    path = _write(tmp_path, {"sh_a": first, "sh_b": second})
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    assert info.value.key == "tools.sh_b.item_type"
+    assert "at most one shell_call tool (already 'sh_a')" in str(info.value)

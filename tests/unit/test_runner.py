@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,8 +18,9 @@ from airlock import ConfigError
 from executor._config import ExecutorConfig
 from executor._metrics import ExecutorMetrics
 from executor._model import Chunk, RunRefused, RunResult, RunSpec
-from executor._options import DEFAULT_SECCOMP_PROFILE
+from executor._options import DEFAULT_SECCOMP_PROFILE, executor_instance
 from executor._runner import Runner
+from executor.egress import Egress
 
 CID = "c0ffee"
 
@@ -85,8 +87,8 @@ class FakeRuntime:
         self._call("remove", container_id)
         self.gone.set()
 
-    def list_managed(self) -> list[str]:
-        self._call("list_managed", None)
+    def list_managed(self, instance: str) -> list[str]:
+        self._call("list_managed", instance)
         return list(self.leftovers)
 
 
@@ -344,7 +346,10 @@ def test_remove_leftovers(prom) -> None:
         return _runner(runtime, prom).remove_leftovers()
 
     assert asyncio.run(go()) == 2
-    assert runtime.calls == [("list_managed", None), ("remove", "old-1"), ("remove", "old-2")]
+    # Only this executor's containers: the instance is a digest of its socket path.
+    instance = executor_instance(ExecutorConfig(socket="/x", token_file="/y"))
+    assert runtime.calls == [("list_managed", instance), ("remove", "old-1"), ("remove", "old-2")]
+    assert instance != executor_instance(ExecutorConfig(socket="/other", token_file="/y"))
 
 
 def test_remove_leftovers_with_none_left(prom) -> None:
@@ -384,3 +389,74 @@ def test_cancel_during_create_still_removes(prom) -> None:
     asyncio.run(go())
     assert runtime.names()[0] == "create"
     assert ("remove", CID) in runtime.calls
+
+
+# -- egress ------------------------------------------------------------------------
+
+
+class NoFirewall:
+    def __init__(self, bridge: str, gateway_ip: str, port: int) -> None:
+        self.rule = (bridge, gateway_ip, port)
+
+    def install(self) -> None:
+        pass
+
+    def remove(self) -> None:
+        pass
+
+
+class LoopbackNetwork:
+    """Stands in for Docker: the "internal network" gateway is loopback."""
+
+    def ensure_internal_network(self, name: str, bridge: str) -> str:
+        del name, bridge
+        return "127.0.0.1"
+
+
+def _egress_run(runtime: FakeRuntime, prom: CollectorRegistry, spec: RunSpec, *, start: bool = True) -> RunResult:
+    config = ExecutorConfig(socket="/x", token_file="/y")
+    metrics = ExecutorMetrics(prom, config.runtimes)
+
+    async def go() -> RunResult:
+        egress = Egress(config.egress, metrics, firewall=NoFirewall)
+        if start:
+            await egress.start(LoopbackNetwork())
+        try:
+            return await Runner(config, runtime, metrics, egress).run(spec, Emitted())
+        finally:
+            await egress.stop()
+
+    return asyncio.run(go())
+
+
+EGRESS_SPEC = _spec(network_mode="egress", egress_allowlist=("a.example:443",), env={"HTTPS_PROXY": "http://evil"})
+
+
+def test_egress_run_joins_the_internal_network_with_its_own_proxy_credential(prom) -> None:
+    runtime = FakeRuntime()
+    result = _egress_run(runtime, prom, EGRESS_SPEC)
+    assert result.outcome == "ok"
+    assert runtime.options["network_mode"] == "airlock-egress"
+    url = runtime.options["environment"]["HTTPS_PROXY"]
+    assert url.startswith("http://airlock:")
+    assert url.endswith("@127.0.0.1:" + url.rsplit(":", 1)[1])
+    assert runtime.options["environment"]["NO_PROXY"] == ""
+    assert result.egress == ()
+
+
+def test_egress_is_refused_when_the_proxy_did_not_start(prom) -> None:
+    runtime = FakeRuntime()
+    with pytest.raises(RunRefused) as info:
+        _egress_run(runtime, prom, EGRESS_SPEC, start=False)
+    assert info.value.code == "egress_unavailable"
+    assert "has not started" in str(info.value)
+    assert runtime.calls == []
+
+
+def test_egress_is_refused_under_gvisor(prom) -> None:
+    runtime = FakeRuntime()
+    with pytest.raises(RunRefused) as info:
+        _egress_run(runtime, prom, replace(EGRESS_SPEC, runtime="runsc"))
+    assert info.value.code == "egress_unavailable"
+    assert "--network=none" in str(info.value)
+    assert runtime.calls == []

@@ -10,9 +10,22 @@ permitted if tools.profile.network == true
 
 needed if tools.entry.allowed_network == true
 
-default obligation := {"mode": "none", "egress_allowlist": []}
+default obligation := {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}
 
-obligation := {"mode": "egress", "egress_allowlist": egress.effective_allowlist} if {
+obligation := {
+	"mode": "egress",
+	"egress_allowlist": egress.effective_allowlist,
+	"egress_allow_cidrs": allow_cidrs,
+} if {
 	needed
 	permitted
 }
+
+# Always-denied networks the registry explicitly opens for this tool (test
+# servers, an internal API). Passed through as written, valid CIDRs only, so
+# the loosening shows in the decision and its audit event.
+allow_cidrs := sort([cidr |
+	some cidr in object.get(tools.entry, "egress_allow_cidrs", [])
+	is_string(cidr)
+	net.cidr_is_valid(cidr)
+])

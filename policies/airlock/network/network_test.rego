@@ -15,16 +15,24 @@ grants := {
 
 registry := {
 	"fetch": {"allowed_network": true, "egress_allowlist": ["api.example.com"]},
+	"internal": {
+		"allowed_network": true,
+		"egress_allowlist": ["api.internal.test:8080"],
+		"egress_allow_cidrs": ["10.1.0.0/16", "not-a-cidr", 7],
+	},
 	"python": {"allowed_network": false, "egress_allowlist": ["ignored.example.com"]},
 	"bare": {"allowed_network": true},
 }
 
-none := {"mode": "none", "egress_allowlist": []}
+none := {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}
 
 test_network_obligation if {
 	cases := [
 		# Normalized by airlock.egress: no port means 443.
-		{"profile": "open", "tool": "fetch", "want": {"mode": "egress", "egress_allowlist": ["api.example.com:443"]}},
+		{"profile": "open", "tool": "fetch", "want": {
+			"mode": "egress", "egress_allowlist": ["api.example.com:443"],
+			"egress_allow_cidrs": [],
+		}},
 		{"profile": "open", "tool": "python", "want": none},
 		{"profile": "closed", "tool": "fetch", "want": none},
 		{"profile": "unset", "tool": "fetch", "want": none},
@@ -43,8 +51,24 @@ test_network_obligation if {
 	}
 }
 
+# Only valid CIDRs pass through; a closed profile gets none of them.
+test_allow_cidrs_from_the_registry if {
+	network.obligation == {
+		"mode": "egress", "egress_allowlist": ["api.internal.test:8080"],
+		"egress_allow_cidrs": ["10.1.0.0/16"],
+	} with input as {"principal": {"id": "agent", "profile": "open"}, "call": {"tool": "internal"}}
+		with data.airlock.grants as grants
+		with data.registry.tools as registry
+		with data.airlock.grants.profiles.open.tools as ["internal"]
+	closed := {"principal": {"id": "agent", "profile": "closed"}, "call": {"tool": "internal"}}
+	network.obligation == none with input as closed
+		with data.airlock.grants as grants
+		with data.registry.tools as registry
+		with data.airlock.grants.profiles.closed.tools as ["internal"]
+}
+
 test_missing_allowlist_is_empty if {
-	network.obligation == {"mode": "egress", "egress_allowlist": []} with input as {
+	network.obligation == {"mode": "egress", "egress_allowlist": [], "egress_allow_cidrs": []} with input as {
 		"principal": {"id": "agent", "profile": "open"},
 		"call": {"tool": "bare"},
 	}

@@ -1,0 +1,433 @@
+"""The egress proxy: the only way out of a sandbox that was granted egress.
+
+It speaks HTTP CONNECT (TLS passes through untouched; the proxy sees only the
+host and port) and plain HTTP forward proxying (absolute-form requests).
+Each call gets its own credential: the sandbox's HTTP(S)_PROXY carries it,
+and the proxy looks the call up by it, so a connection is judged by *its own
+call's* allowlist and counted against its own call's limits. When the call
+ends its credential is revoked and its open connections are closed.
+
+For every attempt the proxy normalises the host, matches the allowlist,
+resolves the name itself, checks every resolved address, and connects to
+the address it checked (never a second lookup, which DNS rebinding would
+exploit). Every attempt becomes an EgressRecord returned with the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from executor._model import EgressRecord
+from executor.egress.rules import (
+    Allowlist,
+    Host,
+    HostError,
+    IPAddress,
+    IPNetwork,
+    address_problem,
+    normalize_host,
+    parse_networks,
+    resolve_order,
+)
+
+log = logging.getLogger("airlock.executor.egress")
+
+#: Reason codes of a refused or failed attempt (a closed set: metric labels).
+REASONS = (
+    "host_not_allowed",
+    "port_not_allowed",
+    "ip_literal",
+    "bad_host",
+    "address_denied",
+    "resolve_failed",
+    "connect_failed",
+    "too_many_connections",
+    "bad_request",
+    "call_ended",
+    "unauthenticated",
+)
+#: The longest request head we read (request line plus headers).
+MAX_HEAD_BYTES = 16 * 1024
+CHUNK = 256 * 1024
+#: Hop-by-hop headers a forward proxy must not pass on (RFC 9110 7.6.1),
+#: plus our own credential.
+_HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer", "upgrade"}
+
+
+@dataclass(frozen=True)
+class ProxyLimits:
+    max_connections: int
+    max_bytes_out: int
+    max_bytes_in: int
+    connect_timeout_s: float
+    header_timeout_s: float
+    #: Records kept per call; attempts beyond are only counted.
+    max_records: int
+
+
+@dataclass
+class CallGrant:
+    """One call's egress: its allowlist, limits, counters and records."""
+
+    run_id: str
+    tool: str
+    allowlist: Allowlist
+    allow_networks: tuple[IPNetwork, ...]
+    limits: ProxyLimits
+    attempts: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    records: list[EgressRecord] = field(default_factory=list)
+    unrecorded: int = 0
+    closed: bool = False
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class Resolver(Protocol):
+    async def resolve(self, host: str, port: int) -> list[IPAddress]: ...
+
+
+class SystemResolver:
+    """The host's resolver (getaddrinfo), after a static hosts table.
+
+    The table works like /etc/hosts for the proxy alone: operators pin names
+    to addresses with it, and tests map test names to the servers they start.
+    Its answers are checked exactly like DNS answers.
+    """
+
+    def __init__(self, hosts: Mapping[str, tuple[str, ...]]) -> None:
+        self._hosts = {normalize_host(k).name: [ipaddress.ip_address(a) for a in v] for k, v in hosts.items()}
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        if host in self._hosts:
+            return list(self._hosts[host])
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=1)  # SOCK_STREAM
+        return resolve_order(infos)
+
+
+class Denied(Exception):  # noqa: N818 - a refusal, reported to the sandbox
+    def __init__(self, code: str, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class _Cut(Exception):  # noqa: N818 - control flow: a limit ended the connection
+    pass
+
+
+#: Told of every attempt: the call's tool, or None when no call owns it.
+Observer = Callable[[str | None, EgressRecord], None]
+
+
+class EgressProxy:
+    def __init__(self, limits: ProxyLimits, resolver: Resolver, observe: Observer) -> None:
+        self._limits = limits
+        self._resolver = resolver
+        self._observe = observe
+        self._grants: dict[bytes, CallGrant] = {}
+        self._server: asyncio.Server | None = None
+        self.address = ""
+
+    async def start(self, host: str, port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD_BYTES)
+        bound = int(self._server.sockets[0].getsockname()[1])
+        self.address = f"{host}:{bound}"
+        return bound
+
+    async def stop(self) -> None:
+        for grant in list(self._grants.values()):
+            await self.close_call(grant)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def open_call(
+        self, run_id: str, tool: str, allowlist: tuple[str, ...], allow_cidrs: tuple[str, ...]
+    ) -> tuple[CallGrant, str]:
+        """Registers a call; returns its grant and the proxy URL (with its credential)."""
+        grant = CallGrant(run_id, tool, Allowlist(allowlist), parse_networks(allow_cidrs), self._limits)
+        token = secrets.token_urlsafe(24)
+        self._grants[_key(token)] = grant
+        return grant, f"http://airlock:{token}@{self.address}"
+
+    async def close_call(self, grant: CallGrant) -> None:
+        """Revokes the credential and closes the call's open connections."""
+        grant.closed = True
+        for key, g in list(self._grants.items()):
+            if g is grant:
+                del self._grants[key]
+        tasks = list(grant.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- one client connection ----------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._authenticate_and_serve(reader, writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _authenticate_and_serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._limits.header_timeout_s)
+            method, target, headers = _parse_head(head)
+        except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError, ValueError, ConnectionError):
+            self._observe(None, EgressRecord("HTTP", "", 0, reason="bad_request"))
+            await _respond(writer, 400, "bad_request", "airlock egress proxy: malformed or incomplete request")
+            return
+        grant = self._grants.get(_key(_credential(headers)))
+        if grant is None or grant.closed:
+            # Not a live call's credential: nothing to attribute it to.
+            self._observe(None, EgressRecord("HTTP", "", 0, reason="unauthenticated"))
+            await _respond(
+                writer, 407, "unauthenticated", "airlock egress proxy: missing or expired call credential",
+                extra=(("Proxy-Authenticate", 'Basic realm="airlock"'),),
+            )  # fmt: skip
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        grant.tasks.add(task)
+        try:
+            await self._serve(grant, reader=reader, writer=writer, method=method, target=target, headers=headers)
+        finally:
+            grant.tasks.discard(task)
+
+    async def _serve(
+        self,
+        grant: CallGrant,
+        *,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        started = time.monotonic()
+        kind: Literal["CONNECT", "HTTP"] = "CONNECT" if method == "CONNECT" else "HTTP"
+        record = EgressRecord(kind, target[:255], 0)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            try:
+                host, port, forward_head = _destination(method, target, headers)
+                record.host, record.port = host.text, port
+                up_reader, upstream, address = await self._connect(grant, host, port)
+                record.address = str(address)
+            except Denied as exc:
+                record.reason, record.message = exc.code, str(exc)
+                await _respond(writer, exc.status, exc.code, f"airlock egress proxy denied {record.host}: {exc}")
+                return
+            record.allowed = True
+            if forward_head is None:
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                await writer.drain()
+            else:
+                await self._send(grant, record, upstream, forward_head)
+            await self._splice(grant, record, client_r=reader, client_w=writer, up_r=up_reader, up_w=upstream)
+        except _Cut:
+            pass
+        except asyncio.CancelledError:
+            record.cut = record.cut or "call_ended"
+            if not record.allowed:
+                record.reason = record.reason or "call_ended"
+        except (ConnectionError, OSError):
+            pass  # either side went away; the record shows how far it got
+        finally:
+            if upstream is not None:
+                upstream.close()
+            record.duration_ms = round((time.monotonic() - started) * 1000)
+            if len(grant.records) < grant.limits.max_records:
+                grant.records.append(record)
+            else:
+                grant.unrecorded += 1
+            self._observe(grant.tool, record)
+
+    async def _connect(
+        self, grant: CallGrant, host: Host, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, IPAddress]:
+        grant.attempts += 1
+        if grant.attempts > grant.limits.max_connections:
+            raise Denied("too_many_connections", f"the call's limit of {grant.limits.max_connections} connections")
+        problem = grant.allowlist.check(host, port)
+        if problem is not None:
+            raise Denied(*problem)
+        if host.ip is not None:
+            addresses: list[IPAddress] = [host.ip]
+        else:
+            try:
+                addresses = await asyncio.wait_for(
+                    self._resolver.resolve(host.name, port), grant.limits.connect_timeout_s
+                )
+            except (OSError, TimeoutError) as exc:
+                raise Denied("resolve_failed", f"cannot resolve {host.name}: {exc}", 502) from exc
+        if not addresses:
+            raise Denied("resolve_failed", f"{host.name} has no addresses", 502)
+        # Every answer must pass, not just the first: a name that mixes a
+        # public and a private address is a rebinding setup.
+        for address in addresses:
+            why = address_problem(address, grant.allow_networks)
+            if why is not None:
+                raise Denied("address_denied", f"{host.text} resolves to {why}")
+        address = addresses[0]
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(str(address), port, limit=CHUNK), grant.limits.connect_timeout_s
+            )
+        except (OSError, TimeoutError) as exc:
+            raise Denied("connect_failed", f"cannot connect to {address} port {port}: {exc or 'timeout'}", 502) from exc
+        return up_reader, up_writer, address
+
+    async def _send(self, grant: CallGrant, record: EgressRecord, dst: asyncio.StreamWriter, data: bytes) -> None:
+        room = grant.limits.max_bytes_out - grant.bytes_out
+        if len(data) > room:
+            record.cut = "bytes_out_limit"
+            raise _Cut
+        grant.bytes_out += len(data)
+        record.bytes_out += len(data)
+        dst.write(data)
+        await dst.drain()
+
+    async def _splice(
+        self,
+        grant: CallGrant,
+        record: EgressRecord,
+        *,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        up_r: asyncio.StreamReader,
+        up_w: asyncio.StreamWriter,
+    ) -> None:
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, direction: Literal["out", "in"]) -> None:
+            limit = grant.limits.max_bytes_out if direction == "out" else grant.limits.max_bytes_in
+            while data := await src.read(CHUNK):
+                used = grant.bytes_out if direction == "out" else grant.bytes_in
+                keep = data[: max(limit - used, 0)]
+                if direction == "out":
+                    grant.bytes_out += len(keep)
+                    record.bytes_out += len(keep)
+                else:
+                    grant.bytes_in += len(keep)
+                    record.bytes_in += len(keep)
+                if keep:
+                    dst.write(keep)
+                    await dst.drain()
+                if len(keep) < len(data):
+                    record.cut = f"bytes_{direction}_limit"
+                    raise _Cut
+            if dst.can_write_eof():
+                with contextlib.suppress(OSError):
+                    dst.write_eof()
+
+        out = asyncio.ensure_future(pump(client_r, up_w, "out"))
+        back = asyncio.ensure_future(pump(up_r, client_w, "in"))
+        try:
+            done, _ = await asyncio.wait({out, back}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raises a cut or a connection error
+            if back not in done:
+                # The sandbox finished sending; the answer may still be coming.
+                await back
+        finally:
+            for task in (out, back):
+                task.cancel()
+            await asyncio.gather(out, back, return_exceptions=True)
+
+
+def _key(token: str) -> bytes:
+    # Looked up by digest, so the dict never compares secrets byte by byte.
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _credential(headers: list[tuple[str, str]]) -> str:
+    for name, value in headers:
+        if name.lower() == "proxy-authorization":
+            scheme, _, encoded = value.strip().partition(" ")
+            if scheme.lower() == "basic":
+                with contextlib.suppress(ValueError):
+                    return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[2]
+    return ""
+
+
+def _parse_head(head: bytes) -> tuple[str, str, list[tuple[str, str]]]:
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, version = lines[0].split(" ")
+    if not version.startswith("HTTP/1."):
+        raise ValueError("not HTTP/1.x")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise ValueError("malformed header")
+        headers.append((name, value.strip()))
+    return method, target, headers
+
+
+def _destination(method: str, target: str, headers: list[tuple[str, str]]) -> tuple[Host, int, bytes | None]:
+    """Host, port and, for a forwarded HTTP request, the head to send upstream."""
+    try:
+        if method == "CONNECT":
+            host_text, sep, port_text = target.rpartition(":")
+            if not sep or not port_text.isdigit():
+                raise Denied("bad_request", f"CONNECT target {target!r} is not host:port", 400)
+            return normalize_host(host_text), _port(port_text), None
+        url = urllib.parse.urlsplit(target)
+        if url.scheme.lower() != "http" or not url.hostname:
+            raise Denied(
+                "bad_request", "only CONNECT and absolute http:// requests are proxied (use CONNECT for https)", 400
+            )
+        if url.username is not None or url.password is not None or "@" in url.netloc:
+            raise Denied("bad_request", "user info in the request URL is refused", 400)
+        netloc_host = url.netloc.rpartition(":")[0] if url.port is not None else url.netloc
+        host = normalize_host(netloc_host)
+        port = _port(str(url.port)) if url.port is not None else 80
+    except HostError as exc:
+        raise Denied(exc.code, str(exc)) from exc
+    path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
+    # The Host header names the host we checked, whatever the sandbox put there.
+    authority = host.text if port == 80 else f"{host.text}:{port}"  # noqa: PLR2004 - http's default port
+    kept = [(n, v) for n, v in headers if n.lower() not in _HOP_HEADERS and n.lower() != "host"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {authority}", *(f"{n}: {v}" for n, v in kept), "Connection: close"]
+    return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port <= 65535:  # noqa: PLR2004 - the port range
+        raise Denied("bad_request", f"port {text} is out of range", 400)
+    return port
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, status: int, code: str, message: str, extra: tuple[tuple[str, str], ...] = ()
+) -> None:
+    phrase = {400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required", 502: "Bad Gateway"}[status]
+    body = (message + "\n").encode()
+    head = [
+        f"HTTP/1.1 {status} {phrase}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"X-Airlock-Egress-Reason: {code}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{n}: {v}" for n, v in extra),
+    ]
+    with contextlib.suppress(OSError):
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()

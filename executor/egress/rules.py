@@ -1,0 +1,181 @@
+"""What the egress proxy allows: host normalisation, the allowlist globs and
+the resolved-address check. Pure functions, no sockets, so every odd host
+form is unit-tested.
+
+The policy (policies/airlock/egress) builds the allowlist from host names; it
+cannot see what a name resolves to. This module is the other half: the proxy
+normalises the host the sandbox asked for exactly as the policy normalised
+the entries, matches it, and then checks every address the name resolves to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: One DNS label after IDNA encoding (letters, digits, hyphen; underscore is
+#: seen in real names such as _dmarc, so it is kept).
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+#: A label inet_aton would read as a number: 127, 0177, 0x7f.
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
+#: RFC 1035 limits: a name of at most 253 characters (255 with brackets or a trailing dot).
+MAX_NAME = 253
+MAX_RAW_HOST = 255
+#: The cloud metadata endpoints, named so the deny reason says so.
+METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
+
+
+class HostError(ValueError):
+    """The host is not a form we accept; code is the proxy's reason code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Host:
+    """A normalised destination host: a lower-case ASCII name, or an IP."""
+
+    name: str
+    ip: IPAddress | None = None
+
+    @property
+    def text(self) -> str:
+        return f"[{self.name}]" if isinstance(self.ip, ipaddress.IPv6Address) else self.name
+
+
+def normalize_host(raw: str) -> Host:
+    """Lower case, one trailing dot off, IDN to punycode, brackets off IPv6.
+
+    A dotted-quad IPv4 or an IPv6 literal comes back as an IP. Any other
+    numeric form (2130706433, 0x7f000001, 0177.0.0.1, 127.1) is refused: the
+    C resolver reads them as addresses, so they exist only to slip past
+    name rules (smokescreen's IP-literal bypass).
+    """
+    host = raw.strip()
+    if not host or len(host) > MAX_RAW_HOST:
+        raise HostError("bad_host", "empty or over-long host")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise HostError("bad_host", f"unbalanced brackets in {raw!r}")
+        try:
+            ip6 = ipaddress.IPv6Address(host[1:-1])
+        except ValueError as exc:
+            raise HostError("bad_host", f"{raw!r} is not an IPv6 address") from exc
+        if ip6.scope_id:
+            # A zone id (%eth0) names a host interface: never a destination.
+            raise HostError("bad_host", f"{raw!r} carries a zone id")
+        return Host(str(ip6), ip6)
+    host = host.lower().removesuffix(".")
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError as exc:
+        raise HostError("bad_host", f"{raw!r} is not a valid international domain name") from exc
+    labels = host.split(".")
+    if all(_NUMERIC_LABEL.match(label) for label in labels):
+        try:
+            ip4 = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise HostError(
+                "ip_literal", f"{raw!r} is a numeric IP form other than a dotted quad; always denied"
+            ) from None
+        return Host(str(ip4), ip4)
+    if not all(_LABEL.match(label) for label in labels) or len(host) > MAX_NAME:
+        raise HostError("bad_host", f"{raw!r} is not a valid host name")
+    return Host(host)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One allowlist entry: host glob (or IP) and port."""
+
+    host: str
+    port: int
+    pattern: re.Pattern[str]
+
+
+def parse_entry(text: str) -> Entry:
+    """``host:port`` as the policy's effective allowlist writes it."""
+    host_text, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) <= 65535:  # noqa: PLR2004 - the port range
+        raise HostError("bad_entry", f"allowlist entry {text!r} is not host:port")
+    host = host_text.lower()
+    if host.startswith("["):
+        host = str(ipaddress.IPv6Address(host[1:-1]))
+        return Entry(host, int(port_text), re.compile(re.escape(host)))
+    # OPA's glob.match with "." as delimiter: "*" stays within one label,
+    # "**" crosses labels.
+    parts = [".*" if p == "**" else "[^.]*" if p == "*" else re.escape(p) for p in re.split(r"(\*\*|\*)", host)]
+    return Entry(host, int(port_text), re.compile("".join(parts)))
+
+
+class Allowlist:
+    """The effective allowlist of one call."""
+
+    def __init__(self, entries: tuple[str, ...]) -> None:
+        self.entries = tuple(parse_entry(e) for e in entries)
+
+    def check(self, host: Host, port: int) -> tuple[str, str] | None:
+        """None when allowed, else (reason code, message)."""
+        same_host = [e for e in self.entries if e.pattern.fullmatch(host.name)]
+        if host.ip is not None:
+            # An IP only ever matches an entry that lists it literally.
+            same_host = [e for e in same_host if e.host == host.name]
+            if not same_host:
+                return "ip_literal", f"IP address {host.text} is not listed literally in the egress allowlist"
+        if not same_host:
+            return "host_not_allowed", f"{host.text} is not in the egress allowlist"
+        if not any(e.port == port for e in same_host):
+            ports = ", ".join(sorted({str(e.port) for e in same_host}))
+            return "port_not_allowed", f"{host.text}:{port} is not allowed (allowed ports: {ports})"
+        return None
+
+
+def parse_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def address_problem(ip: IPAddress, allowed: tuple[IPNetwork, ...]) -> str | None:
+    """None when the sandbox may connect to ip, else why not.
+
+    Only globally routable unicast addresses pass, unless the registry lists
+    the address's network explicitly (egress_allow_cidrs). IPv4-mapped and
+    6to4/NAT64-style IPv6 forms are judged by the IPv4 address they carry.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in allowed):
+        return None
+    if ip in METADATA:
+        return f"{ip} is the cloud metadata address"
+    for flag, what in (
+        ("is_loopback", "loopback"),
+        ("is_unspecified", "unspecified"),
+        ("is_link_local", "link-local"),
+        ("is_multicast", "multicast"),
+        ("is_private", "private"),
+        ("is_reserved", "reserved"),
+    ):
+        if getattr(ip, flag):
+            return f"{ip} is a {what} address"
+    if not ip.is_global:
+        return f"{ip} is not a globally routable address"
+    return None
+
+
+def resolve_order(infos: Sequence[tuple[int, int, int, str, tuple[object, ...]]]) -> list[IPAddress]:
+    """Unique addresses from getaddrinfo, in the resolver's order."""
+    seen: list[IPAddress] = []
+    for family, _t, _p, _c, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            if ip not in seen:
+                seen.append(ip)
+    return seen
