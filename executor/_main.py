@@ -96,6 +96,9 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
     # Stopping with grace lets in-flight runs finish; their finally blocks
     # remove the containers.
     await server.stop(grace=10)
+    swept = await runner.close()
+    if swept:
+        log.warning("removed %d sandbox containers of runs cut short by the shutdown", swept)
     await egress.stop()
     runtime.close()
 

@@ -24,6 +24,7 @@ from executor._metrics import ExecutorMetrics
 from executor._model import Chunk, Outcome, RunRefused, RunResult, RunSpec
 from executor._options import ceilings, clamp, container_options, executor_instance, load_seccomp_profile
 from executor.egress import Egress
+from executor.egress.proxy import CallGrant
 
 log = logging.getLogger("airlock.executor")
 
@@ -52,6 +53,7 @@ class Runner:
         # deadlocks once the streams fill it, and nothing can kill a run.
         self._pumps = concurrent.futures.ThreadPoolExecutor(cfg.max_concurrent_runs, thread_name_prefix="pump")
         self._active: dict[str, str] = {}
+        self._cleanups: set[asyncio.Future[None]] = set()
         self._cancelled: set[str] = set()
 
     def refuse_if_unsafe(self, spec: RunSpec) -> None:
@@ -192,20 +194,39 @@ class Runner:
         finally:
             if forward_task is not None and not forward_task.done():
                 forward_task.cancel()
-            if not container_id:
-                with contextlib.suppress(Exception):
-                    container_id = await asyncio.shield(create_task)
-            if container_id:
-                # Shielded: a cancelled caller must still not leave a container.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(asyncio.to_thread(self._runtime.remove, container_id))
-            if grant is not None and self._egress is not None and not grant.closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._egress.close_call(grant))
+            # The clean-up is a task of its own: a cancelled caller (even one
+            # cancelled twice, as a server shutting down does) stops waiting
+            # for it, but it still finishes, and close() waits for it.
+            cleanup = asyncio.ensure_future(self._discard(create_task, container_id, grant))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(cleanup)
             self._active.pop(spec.run_id, None)
             self._cancelled.discard(spec.run_id)
             if counted:
                 self._metrics.running.dec()
+
+    async def _discard(self, create_task: asyncio.Future[str], container_id: str, grant: CallGrant | None) -> None:
+        """Removes the run's container (waiting for its create if need be)
+        and closes its egress; never raises."""
+        if not container_id:
+            with contextlib.suppress(Exception):
+                container_id = await create_task
+        if container_id:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._runtime.remove, container_id)
+        if grant is not None and self._egress is not None and not grant.closed:
+            with contextlib.suppress(Exception):
+                await self._egress.close_call(grant)
+
+    async def close(self) -> int:
+        """At shutdown, after the server stopped: lets pending clean-ups
+        finish, then removes any container of this executor still there
+        (a run the server's grace period cut short). Returns how many."""
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        return await asyncio.to_thread(self.remove_leftovers)
 
     def _outcome(self, run_id: str, exit_code: int, *, oom: bool, timed_out: bool) -> Outcome:
         if timed_out:

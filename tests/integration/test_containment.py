@@ -424,6 +424,10 @@ def test_fifty_concurrent_calls_with_attacks_mixed_in(cstack: Stack) -> None:
     # the OOM killer picks it: then the timeout ends it. Contained either way;
     # test_memory_bomb_is_oom_killed shows the OOM path on its own.
     expected["memory"] = {"oom_killed", "timeout"}
+    # Likewise 16 MiB through a 64 KiB cap is CPU work for the sandbox and the
+    # executor's pump; on a loaded CI machine it can outlast 3 s. Either way
+    # the output is cut (asserted below) and the executor stays bounded.
+    expected["flood"] = {"ok", "timeout"}
     for name, r in results:
         assert r.outcome in expected[name], (name, r)
         if name == "flood":

@@ -460,3 +460,14 @@ def test_egress_is_refused_under_gvisor(prom) -> None:
     assert info.value.code == "egress_unavailable"
     assert "--network=none" in str(info.value)
     assert runtime.calls == []
+
+
+def test_close_sweeps_this_executors_containers_after_shutdown(prom) -> None:
+    """A run the server's grace period cut short may leave its container; close() removes it."""
+    runtime = FakeRuntime(leftovers=("cut-short",))
+
+    async def go() -> int:
+        return await _runner(runtime, prom).close()
+
+    assert asyncio.run(go()) == 1
+    assert runtime.names() == ["list_managed", "remove"]
