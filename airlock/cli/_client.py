@@ -49,17 +49,30 @@ class Target:
         return grpc.secure_channel(self.address, self.tls.credentials(), options=self.tls.channel_options())
 
 
-def resolve_target(home: Path, gateway: str | None, token_file: Path | None, tls: ClientTLS | None = None) -> Target:
+def resolve_target(
+    home: Path,
+    gateway: str | None,
+    token_file: Path | None,
+    tls: ClientTLS | None = None,
+    principal: str | None = None,
+) -> Target:
     """The gateway and credentials: flags first, then the running `airlock up`.
 
     With a client certificate and no token file, the certificate alone
-    authenticates (mTLS)."""
+    authenticates (mTLS). ``principal`` picks that principal's token from the
+    running stack: it selects a credential, it does not claim an identity."""
     stack_file = home / "stack.json"
     stack: dict[str, Any] = {}
     if stack_file.exists():
         stack = json.loads(stack_file.read_text())
     address = gateway or stack.get("gateway")
     token_path = token_file
+    if principal is not None and token_path is None:
+        known: dict[str, str] = stack.get("principals", {})
+        if principal not in known:
+            names = ", ".join(sorted(known)) or "none (is `airlock up` running?)"
+            raise FileNotFoundError(f"no token for principal {principal!r} in {stack_file}; known: {names}")
+        token_path = Path(known[principal])
     if token_path is None and not (tls and tls.cert_file) and "token_file" in stack:
         token_path = Path(stack["token_file"])
     if not address or (token_path is None and not (tls and tls.cert_file)):

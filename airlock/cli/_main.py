@@ -39,6 +39,9 @@ def _agent_args(ag: argparse.ArgumentParser) -> None:
     ar.add_argument("--session", default=None, help="session id for budget rules (default: the first response id)")
     ar.add_argument("--gateway", default=None, help="host:port (default: from the running `airlock up`)")
     ar.add_argument("--token-file", type=Path, default=None)
+    ar.add_argument(
+        "--principal", default=None, help="use this principal's token from the running stack (e.g. dev-untrusted)"
+    )
     _tls_args(ar)
     ar.add_argument("--timeout", type=float, default=120.0, help="seconds per gateway call")
     ar.add_argument("--stream", action="store_true", help="stream responses; calls start at response.output_item.done")
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             from agent import Gateway  # noqa: PLC0415 - keeps the openai SDK off the other commands
             from agent._cli import run_cli  # noqa: PLC0415
 
-            target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
+            target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
             with Gateway(target.address, target.token, tls=target.tls, timeout_s=args.timeout) as gateway:
                 return run_cli(
                     gateway,

@@ -362,6 +362,12 @@ class Stack:
             "egress": ex_info.get("egress", {}),
             "token_file": str(home / "agent.token"),
             "principal": DEV_PRINCIPAL,
+            # Which credential authenticates as whom (`--principal` picks one);
+            # the gateway still decides identity from the token alone.
+            "principals": {
+                DEV_PRINCIPAL: str(home / "agent.token"),
+                UNTRUSTED_PRINCIPAL: str(home / "agent-untrusted.token"),
+            },
             "pids": {name: p.pid for name, p in self.procs},
         }
         tmp = home / "stack.json.tmp"

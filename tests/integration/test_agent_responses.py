@@ -341,6 +341,32 @@ def test_cli_agent_run_prints_calls_decisions_and_answer(
     assert out.rstrip().endswith("It is 42.")
 
 
+def test_cli_agent_run_principal_picks_that_principals_credential(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--principal selects a token of the running stack; the gateway still
+    decides who that is, so the untrusted profile's grants apply."""
+    tag = uuid.uuid4().hex[:10]
+    s = ScriptedResponses([[fcall(f"call_cli_sh_{tag}", "shell", '{"command": "id"}')], [message("done")]])
+    with serving(s):
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{s.port}/v1")
+        code = main(["--home", str(stack.home), "agent", "run", "--principal", "dev-untrusted", "run id"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # The untrusted profile is granted python only: nothing else is declared.
+    assert [t.get("name", t["type"]) for t in s.requests[0]["tools"]] == ["python"]
+    assert f"call_id=call_cli_sh_{tag} (tool was not declared)\n  DENY tool_not_granted" in out
+    (event,) = [e for e in stack.audit_events() if e["call_id"] == f"call_cli_sh_{tag}"]
+    assert event["principal"] == "dev-untrusted"
+
+
+def test_cli_agent_run_unknown_principal_is_a_usage_error(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--home", str(stack.home), "agent", "run", "--principal", "root", "hi"])
+    assert code != 0
+    assert "no token for principal 'root'" in capsys.readouterr().err
+
+
 def test_cli_agent_run_loop_limit_exits_1(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
