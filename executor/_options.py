@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from docker.types import Ulimit
 
@@ -54,6 +54,14 @@ def load_seccomp_profile(cfg: ExecutorConfig) -> str:
     return json.dumps(profile, separators=(",", ":"), sort_keys=True)
 
 
+class EgressAttachment(NamedTuple):
+    """How a run granted egress is wired: network, proxy environment, DNS server."""
+
+    network: str
+    env: dict[str, str]
+    dns: str
+
+
 def executor_instance(cfg: ExecutorConfig) -> str:
     """A stable id for this executor: a digest of the address it serves on
     (two executors cannot serve on the same socket or port at once)."""
@@ -95,7 +103,7 @@ def container_options(
     limits: Limits,
     cfg: ExecutorConfig,
     seccomp_profile: str,
-    egress: tuple[str, dict[str, str]] | None = None,
+    egress: EgressAttachment | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for docker's containers.create; seccomp_profile is
     the JSON text from load_seccomp_profile. egress, for a run granted it, is
@@ -120,12 +128,18 @@ def container_options(
         },
         "user": cfg.user,
         # The proxy settings come last so a registry env cannot override them.
-        "environment": {**spec.env, **(egress[1] if egress else {})},
+        "environment": {**spec.env, **(egress.env if egress else {})},
         "working_dir": WORKDIR,
         "hostname": "sandbox",
         # No network, or the internal egress network whose only exit is the
         # proxy (the runner has checked the proxy is up).
-        "network_mode": egress[0] if egress else "none",
+        "network_mode": egress.network if egress else "none",
+        # Docker's embedded resolver forwards what it cannot answer to these
+        # servers. Before Docker 26 it did so from the *host's* namespace when
+        # the host's resolver is on loopback (CVE-2024-29018): a DNS tunnel
+        # out of an internal network. Naming the bridge address makes it
+        # forward from the sandbox's namespace, where the firewall refuses it.
+        **({"dns": [egress.dns]} if egress else {}),
         "read_only": True,
         "cap_drop": ["ALL"],
         # Our allowlist profile (deploy/seccomp), stricter than Docker's default.

@@ -103,11 +103,15 @@ class Runner:
         egress_options = None
         if spec.network_mode == "egress":
             assert self._egress is not None  # refuse_if_unsafe checked it
-            grant, proxy_env = self._egress.open_call(
+            grant, egress_options = self._egress.open_call(
                 spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs
             )
-            egress_options = (self._egress.network, proxy_env)
-        options = container_options(spec, limits, self._cfg, self._seccomp_profile, egress_options)
+        try:
+            options = container_options(spec, limits, self._cfg, self._seccomp_profile, egress_options)
+        except BaseException:
+            if grant is not None and self._egress is not None:
+                await self._egress.close_call(grant)  # the credential must not outlive the run
+            raise
         capture = OutputCapture(limits.output_bytes)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()

@@ -19,6 +19,7 @@ from airlock import parse_duration_ms, parse_size
 from executor._config import EgressSettings
 from executor._metrics import ExecutorMetrics
 from executor._model import EgressRecord
+from executor._options import EgressAttachment
 from executor.egress.network import EgressSetupError, HostFirewall, NetworkBackend
 from executor.egress.proxy import CallGrant, EgressProxy, ProxyLimits, SystemResolver
 
@@ -61,8 +62,10 @@ class Egress:
             header_timeout_s=parse_duration_ms(settings.header_timeout) / 1000,
             max_records=settings.max_records,
         )
-        self._proxy = EgressProxy(limits, SystemResolver(settings.hosts), self._observe)
+        self._resolver = SystemResolver(settings.hosts)
+        self._proxy = EgressProxy(limits, self._resolver, self._observe)
         self._firewall: Firewall | None = None
+        self._gateway_ip = ""
         self.network = settings.network
         #: Why runs granted egress are refused; None once start() succeeded.
         self.unavailable: str | None = (
@@ -77,6 +80,7 @@ class Egress:
             gateway_ip = await asyncio.to_thread(
                 backend.ensure_internal_network, self._settings.network, self._settings.bridge
             )
+            self._gateway_ip = gateway_ip
             port = await self._proxy.start(gateway_ip)
             self._firewall = self._make_firewall(self._settings.bridge, gateway_ip, port)
             await asyncio.to_thread(self._firewall.install)
@@ -92,6 +96,7 @@ class Egress:
         if self._firewall is not None:
             await asyncio.to_thread(self._firewall.remove)
         await self._proxy.stop()
+        self._resolver.close()
 
     @property
     def proxy_address(self) -> str:
@@ -99,12 +104,12 @@ class Egress:
 
     def open_call(
         self, run_id: str, tool: str, allowlist: tuple[str, ...], allow_cidrs: tuple[str, ...]
-    ) -> tuple[CallGrant, dict[str, str]]:
-        """The call's grant and the environment that points the sandbox at the proxy."""
+    ) -> tuple[CallGrant, EgressAttachment]:
+        """The call's grant and how its sandbox is wired to the proxy."""
         grant, url = self._proxy.open_call(run_id, tool, allowlist, allow_cidrs)
         env = dict.fromkeys(PROXY_ENV_NAMES, url)
         env["NO_PROXY"] = env["no_proxy"] = ""
-        return grant, env
+        return grant, EgressAttachment(self.network, env, self._gateway_ip)
 
     async def close_call(self, grant: CallGrant) -> EgressUse:
         await self._proxy.close_call(grant)
@@ -119,7 +124,10 @@ class Egress:
             self._metrics.egress_bytes.labels("in").inc(record.bytes_in)
         if record.cut:
             self._metrics.egress_cuts.labels(record.cut).inc()
-        log.info(
+        # Attempts no call owns (no or a revoked credential) are counted but
+        # logged at debug only: a sandbox must not be able to flood the log.
+        log.log(
+            logging.INFO if tool else logging.DEBUG,
             "egress %s %s:%s -> %s %s%s (out %d B, in %d B, %d ms)",
             record.method, record.host, record.port, record.address or "-",
             "allowed" if record.allowed else f"denied {record.reason}",

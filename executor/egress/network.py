@@ -6,7 +6,8 @@ traffic on it is off (enable_icc=false), so concurrent sandboxes cannot
 reach each other. What remains reachable is the host itself, at the
 network's gateway address: every host service listening on 0.0.0.0 would be
 exposed. So the host's INPUT chain gets rules for the bridge that accept
-only TCP to the proxy's port and drop everything else.
+only TCP to the proxy's port and refuse everything else (REJECT, so a
+stray connection or DNS query fails at once rather than hanging).
 
 Each executor tags its accept rule with its pid; rules of executors that are
 no longer running are removed at start, so a crash leaves no open port.
@@ -56,8 +57,13 @@ class HostFirewall:
             self._run("-N", CHAIN)
         if self._run("-C", "INPUT", "-i", self._bridge, "-j", CHAIN, check=False).returncode != 0:
             self._run("-I", "INPUT", "1", "-i", self._bridge, "-j", CHAIN)
-        if self._run("-C", CHAIN, "-i", self._bridge, "-j", "DROP", check=False).returncode != 0:
-            self._run("-A", CHAIN, "-i", self._bridge, "-j", "DROP")
+        # Refused, not dropped: a sandbox's stray connection or DNS query
+        # fails at once instead of hanging until its timeout.
+        refuse = ("-i", self._bridge, "-j", "REJECT")
+        if self._run("-C", CHAIN, *refuse, check=False).returncode != 0:
+            self._run("-A", CHAIN, *refuse)
+        # Rules of earlier versions dropped; REJECT now ends the chain.
+        self._run("-D", CHAIN, "-i", self._bridge, "-j", "DROP", check=False)
         self._remove_stale()
         self._run("-I", CHAIN, "1", *self._accept)
         # The proxy listens on IPv4 only and Docker disables IPv6 in the
@@ -66,7 +72,7 @@ class HostFirewall:
         if self._ip6tables is not None:
             drop6 = ("INPUT", "-i", self._bridge, "-j", "DROP")
             if self._run("-C", *drop6, check=False, binary=self._ip6tables).returncode != 0:
-                self._run("-I", *drop6[:1], "1", *drop6[1:], check=False, binary=self._ip6tables)
+                self._run("-I", *drop6[:1], "1", *drop6[1:], binary=self._ip6tables)
 
     def remove(self) -> None:
         if self._iptables is not None:

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import logging
+import re
 import secrets
+import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -56,7 +60,20 @@ REASONS = (
     "bad_request",
     "call_ended",
     "unauthenticated",
+    "overloaded",
 )
+#: RFC 9110 tchar: what a method or a header name may consist of.
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE = re.compile(rf"(?P<method>{_TCHARS}) (?P<target>[\x21-\x7e]+) HTTP/1\.[01]")
+_HEADER = re.compile(rf"(?P<name>{_TCHARS}):(?P<value>[\t\x20-\x7e\x80-\xff]*)")
+#: Connections not yet tied to a call (no head read yet) the proxy holds at
+#: once; beyond it new ones are closed at accept, so sandboxes cannot run the
+#: executor out of file descriptors before they authenticate.
+MAX_PENDING = 256
+#: Threads for DNS lookups, shared by all calls; a call may have at most
+#: LOOKUPS_PER_CALL of them busy, so one call cannot starve the others.
+RESOLVER_THREADS = 16
+LOOKUPS_PER_CALL = 4
 #: The longest request head we read (request line plus headers).
 MAX_HEAD_BYTES = 16 * 1024
 CHUNK = 256 * 1024
@@ -92,6 +109,7 @@ class CallGrant:
     unrecorded: int = 0
     closed: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    lookups: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LOOKUPS_PER_CALL))
 
 
 class Resolver(Protocol):
@@ -108,12 +126,22 @@ class SystemResolver:
 
     def __init__(self, hosts: Mapping[str, tuple[str, ...]]) -> None:
         self._hosts = {normalize_host(k).name: [ipaddress.ip_address(a) for a in v] for k, v in hosts.items()}
+        # getaddrinfo blocks a thread for as long as the name servers take,
+        # and a sandbox can pick slow names. Lookups get threads of their
+        # own, so they can never hold up the Docker calls in asyncio's pool.
+        self._pool = concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="dns")
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         if host in self._hosts:
             return list(self._hosts[host])
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=1)  # SOCK_STREAM
+        infos = await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        )
         return resolve_order(infos)
+
+    def close(self) -> None:
+        # A lookup stuck on a dead name server must not hold up shutdown.
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Denied(Exception):  # noqa: N818 - a refusal, reported to the sandbox
@@ -137,6 +165,7 @@ class EgressProxy:
         self._resolver = resolver
         self._observe = observe
         self._grants: dict[bytes, CallGrant] = {}
+        self._pending = 0
         self._server: asyncio.Server | None = None
         self.address = ""
 
@@ -179,19 +208,31 @@ class EgressProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._authenticate_and_serve(reader, writer)
+        except asyncio.CancelledError:
+            # The call ended (or the proxy stops): drop the socket at once
+            # rather than wait for a peer that may not be reading.
+            writer.transport.abort()
+            raise
         finally:
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await asyncio.wait_for(writer.wait_closed(), 5)
 
     async def _authenticate_and_serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._pending += 1
         try:
+            if self._pending > MAX_PENDING:
+                self._observe(None, EgressRecord("HTTP", "", 0, reason="overloaded"))
+                writer.transport.abort()
+                return
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._limits.header_timeout_s)
             method, target, headers = _parse_head(head)
         except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError, ValueError, ConnectionError):
             self._observe(None, EgressRecord("HTTP", "", 0, reason="bad_request"))
             await _respond(writer, 400, "bad_request", "airlock egress proxy: malformed or incomplete request")
             return
+        finally:
+            self._pending -= 1
         grant = self._grants.get(_key(_credential(headers)))
         if grant is None or grant.closed:
             # Not a live call's credential: nothing to attribute it to.
@@ -225,7 +266,8 @@ class EgressProxy:
         upstream: asyncio.StreamWriter | None = None
         try:
             try:
-                host, port, forward_head = _destination(method, target, headers)
+                _count_attempt(grant)
+                host, port, forward = _destination(method, target, headers)
                 record.host, record.port = host.text, port
                 up_reader, upstream, address = await self._connect(grant, host, port)
                 record.address = str(address)
@@ -234,12 +276,18 @@ class EgressProxy:
                 await _respond(writer, exc.status, exc.code, f"airlock egress proxy denied {record.host}: {exc}")
                 return
             record.allowed = True
-            if forward_head is None:
+            if forward is None:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
+                await self._splice(grant, record, client_r=reader, client_w=writer, up_r=up_reader, up_w=upstream)
             else:
-                await self._send(grant, record, upstream, forward_head)
-            await self._splice(grant, record, client_r=reader, client_w=writer, up_r=up_reader, up_w=upstream)
+                # Exactly one request: the head we built, the body its
+                # Content-Length announced, and nothing more from the sandbox;
+                # then the answer until the server closes (Connection: close).
+                head, body_bytes = forward
+                await self._send(grant, record, upstream, head)
+                await self._pump(grant, record, reader, upstream, direction="out", upto=body_bytes)
+                await self._pump(grant, record, up_reader, writer, direction="in")
         except _Cut:
             pass
         except asyncio.CancelledError:
@@ -261,9 +309,6 @@ class EgressProxy:
     async def _connect(
         self, grant: CallGrant, host: Host, port: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, IPAddress]:
-        grant.attempts += 1
-        if grant.attempts > grant.limits.max_connections:
-            raise Denied("too_many_connections", f"the call's limit of {grant.limits.max_connections} connections")
         problem = grant.allowlist.check(host, port)
         if problem is not None:
             raise Denied(*problem)
@@ -271,9 +316,8 @@ class EgressProxy:
             addresses: list[IPAddress] = [host.ip]
         else:
             try:
-                addresses = await asyncio.wait_for(
-                    self._resolver.resolve(host.name, port), grant.limits.connect_timeout_s
-                )
+                async with asyncio.timeout(grant.limits.connect_timeout_s), grant.lookups:
+                    addresses = await self._resolver.resolve(host.name, port)
             except (OSError, TimeoutError) as exc:
                 raise Denied("resolve_failed", f"cannot resolve {host.name}: {exc}", 502) from exc
         if not addresses:
@@ -303,6 +347,41 @@ class EgressProxy:
         dst.write(data)
         await dst.drain()
 
+    async def _pump(
+        self,
+        grant: CallGrant,
+        record: EgressRecord,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        *,
+        direction: Literal["out", "in"],
+        upto: int | None = None,
+    ) -> None:
+        """Copies src to dst until EOF (or ``upto`` bytes), within the call's
+        byte budget for that direction; a cut raises _Cut."""
+        limit = grant.limits.max_bytes_out if direction == "out" else grant.limits.max_bytes_in
+        left = upto
+        while left is None or left > 0:
+            data = await src.read(CHUNK if left is None else min(CHUNK, left))
+            if not data:
+                break
+            if left is not None:
+                left -= len(data)
+            used = grant.bytes_out if direction == "out" else grant.bytes_in
+            keep = data[: max(limit - used, 0)]
+            if direction == "out":
+                grant.bytes_out += len(keep)
+                record.bytes_out += len(keep)
+            else:
+                grant.bytes_in += len(keep)
+                record.bytes_in += len(keep)
+            if keep:
+                dst.write(keep)
+                await dst.drain()
+            if len(keep) < len(data):
+                record.cut = f"bytes_{direction}_limit"
+                raise _Cut
+
     async def _splice(
         self,
         grant: CallGrant,
@@ -313,23 +392,10 @@ class EgressProxy:
         up_r: asyncio.StreamReader,
         up_w: asyncio.StreamWriter,
     ) -> None:
+        """Both ways, for a CONNECT tunnel."""
+
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, direction: Literal["out", "in"]) -> None:
-            limit = grant.limits.max_bytes_out if direction == "out" else grant.limits.max_bytes_in
-            while data := await src.read(CHUNK):
-                used = grant.bytes_out if direction == "out" else grant.bytes_in
-                keep = data[: max(limit - used, 0)]
-                if direction == "out":
-                    grant.bytes_out += len(keep)
-                    record.bytes_out += len(keep)
-                else:
-                    grant.bytes_in += len(keep)
-                    record.bytes_in += len(keep)
-                if keep:
-                    dst.write(keep)
-                    await dst.drain()
-                if len(keep) < len(data):
-                    record.cut = f"bytes_{direction}_limit"
-                    raise _Cut
+            await self._pump(grant, record, src, dst, direction=direction)
             if dst.can_write_eof():
                 with contextlib.suppress(OSError):
                     dst.write_eof()
@@ -349,6 +415,13 @@ class EgressProxy:
             await asyncio.gather(out, back, return_exceptions=True)
 
 
+def _count_attempt(grant: CallGrant) -> None:
+    """Every attempt counts against the call's limit, refused or not."""
+    grant.attempts += 1
+    if grant.attempts > grant.limits.max_connections:
+        raise Denied("too_many_connections", f"the call's limit of {grant.limits.max_connections} connections")
+
+
 def _key(token: str) -> bytes:
     # Looked up by digest, so the dict never compares secrets byte by byte.
     return hashlib.sha256(token.encode()).digest()
@@ -365,54 +438,80 @@ def _credential(headers: list[tuple[str, str]]) -> str:
 
 
 def _parse_head(head: bytes) -> tuple[str, str, list[tuple[str, str]]]:
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, version = lines[0].split(" ")
-    if not version.startswith("HTTP/1."):
-        raise ValueError("not HTTP/1.x")
+    """Request line and headers, strictly (RFC 9112): a token method, a
+    target of visible ASCII, token header names and values without control
+    characters. Anything looser is refused, because a bare LF or CR that we
+    pass on is a line break to some upstream servers: it would smuggle a
+    second request, with a Host of the sandbox's choosing, past our
+    rewrite."""
+    lines = head.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        raise ValueError("malformed request line")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
+        header = _HEADER.fullmatch(line)
+        if header is None:
             raise ValueError("malformed header")
-        headers.append((name, value.strip()))
-    return method, target, headers
+        headers.append((header["name"], header["value"].strip(" \t")))
+    return match["method"], match["target"], headers
 
 
-def _destination(method: str, target: str, headers: list[tuple[str, str]]) -> tuple[Host, int, bytes | None]:
-    """Host, port and, for a forwarded HTTP request, the head to send upstream."""
+def _destination(
+    method: str, target: str, headers: list[tuple[str, str]]
+) -> tuple[Host, int, tuple[bytes, int] | None]:
+    """Host, port and, for a forwarded HTTP request, the head to send
+    upstream and the length of the body that follows it."""
     try:
         if method == "CONNECT":
             host_text, sep, port_text = target.rpartition(":")
-            if not sep or not port_text.isdigit():
+            if not sep:
                 raise Denied("bad_request", f"CONNECT target {target!r} is not host:port", 400)
             return normalize_host(host_text), _port(port_text), None
-        url = urllib.parse.urlsplit(target)
+        try:
+            url = urllib.parse.urlsplit(target)
+            url_port = url.port
+        except ValueError as exc:  # bad brackets or a port out of range
+            raise Denied("bad_request", f"cannot parse the request URL: {exc}", 400) from exc
         if url.scheme.lower() != "http" or not url.hostname:
             raise Denied(
                 "bad_request", "only CONNECT and absolute http:// requests are proxied (use CONNECT for https)", 400
             )
         if url.username is not None or url.password is not None or "@" in url.netloc:
             raise Denied("bad_request", "user info in the request URL is refused", 400)
-        netloc_host = url.netloc.rpartition(":")[0] if url.port is not None else url.netloc
+        netloc_host = url.netloc.rpartition(":")[0] if url_port is not None else url.netloc
         host = normalize_host(netloc_host)
-        port = _port(str(url.port)) if url.port is not None else 80
+        port = _port(str(url_port)) if url_port is not None else 80
     except HostError as exc:
         raise Denied(exc.code, str(exc)) from exc
     path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
     # The Host header names the host we checked, whatever the sandbox put there.
     authority = host.text if port == 80 else f"{host.text}:{port}"  # noqa: PLR2004 - http's default port
+    body_bytes = _body_length(headers)
     kept = [(n, v) for n, v in headers if n.lower() not in _HOP_HEADERS and n.lower() != "host"]
     lines = [f"{method} {path} HTTP/1.1", f"Host: {authority}", *(f"{n}: {v}" for n, v in kept), "Connection: close"]
-    return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return host, port, (("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), body_bytes)
+
+
+def _body_length(headers: list[tuple[str, str]]) -> int:
+    """The request body's length from Content-Length; a chunked body is
+    refused (use CONNECT), since forwarding it would mean parsing chunks
+    to know where the one request ends."""
+    if any(n.lower() == "transfer-encoding" for n, _ in headers):
+        raise Denied("bad_request", "Transfer-Encoding request bodies are not forwarded; use CONNECT (https)", 400)
+    lengths = {v for n, v in headers if n.lower() == "content-length"}
+    if not lengths:
+        return 0
+    if len(lengths) > 1 or not re.fullmatch(r"[0-9]{1,15}", next(iter(lengths))):
+        raise Denied("bad_request", "Content-Length is malformed or repeated with different values", 400)
+    return int(next(iter(lengths)))
 
 
 def _port(text: str) -> int:
-    port = int(text)
-    if not 0 < port <= 65535:  # noqa: PLR2004 - the port range
-        raise Denied("bad_request", f"port {text} is out of range", 400)
-    return port
+    # ASCII digits only: str.isdigit() accepts "²", which int() then rejects.
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 < int(text) <= 65535:  # noqa: PLR2004 - the port range
+        raise Denied("bad_request", f"port {text!r} is not a number from 1 to 65535", 400)
+    return int(text)
 
 
 async def _respond(

@@ -27,6 +27,10 @@ _NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
 #: RFC 1035 limits: a name of at most 253 characters (255 with brackets or a trailing dot).
 MAX_NAME = 253
 MAX_RAW_HOST = 255
+#: Deprecated, but still routed by some stacks; never a public destination.
+SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
+#: NAT64 prefixes (RFC 6052, RFC 8215): the last 32 bits are an IPv4 address.
+NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 #: The cloud metadata endpoints, named so the deny reason says so.
 METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
 
@@ -146,13 +150,27 @@ def address_problem(ip: IPAddress, allowed: tuple[IPNetwork, ...]) -> str | None
     """None when the sandbox may connect to ip, else why not.
 
     Only globally routable unicast addresses pass, unless the registry lists
-    the address's network explicitly (egress_allow_cidrs). IPv4-mapped and
-    6to4/NAT64-style IPv6 forms are judged by the IPv4 address they carry.
+    the address's network explicitly (egress_allow_cidrs). IPv4-mapped,
+    6to4, Teredo and NAT64 IPv6 forms are also judged by the IPv4 address
+    they lead to.
     """
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if any(ip in net for net in allowed):
         return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        # Judged by the IPv4 address it leads to, and then by itself too.
+        if embedded is not None:
+            if any(embedded in net for net in allowed):
+                return None
+            problem = _kind_problem(embedded)
+            if problem is not None:
+                return f"{ip} carries {problem}"
+        if ip in SITE_LOCAL:
+            return f"{ip} is a site-local address"
+    return _kind_problem(ip)
+
+
+def _kind_problem(ip: IPAddress) -> str | None:
     if ip in METADATA:
         return f"{ip} is the cloud metadata address"
     for flag, what in (
@@ -167,6 +185,20 @@ def address_problem(ip: IPAddress, allowed: tuple[IPNetwork, ...]) -> str | None
             return f"{ip} is a {what} address"
     if not ip.is_global:
         return f"{ip} is not a globally routable address"
+    return None
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped, 6to4, Teredo or NAT64 address leads to."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    for prefix in NAT64:
+        if ip in prefix:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 

@@ -16,6 +16,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from executor.egress import proxy as proxy_module
 from executor.egress.proxy import CallGrant, EgressProxy, ProxyLimits
 from executor.egress.rules import IPAddress
 
@@ -267,23 +270,82 @@ def test_bytes_out_limit_cuts_an_upload() -> None:
     run(go)
 
 
-def test_requests_the_proxy_does_not_serve_get_400() -> None:
+# Each a request the proxy must refuse with 400, never forward: {auth} is
+# the call's credential.
+BAD_REQUESTS = [
+    "garbage\r\n\r\n",
+    "GET /origin-form HTTP/1.1\r\n{auth}\r\n",
+    "GET https://up.test/ HTTP/1.1\r\n{auth}\r\n",
+    "GET http://user@up.test/ HTTP/1.1\r\n{auth}\r\n",
+    "CONNECT up.test HTTP/1.1\r\n{auth}\r\n",
+    "CONNECT up.test:99999 HTTP/1.1\r\n{auth}\r\n",
+    "CONNECT up.test:\u00b2 HTTP/1.1\r\n{auth}\r\n",  # "²".isdigit() is True
+    "GET http://up.test:99999/ HTTP/1.1\r\n{auth}\r\n",
+    "GET http://[::1/ HTTP/1.1\r\n{auth}\r\n",
+    # Bare LF or CR inside the head: a line break to some servers, which
+    # would smuggle a second request with its own Host past the rewrite.
+    "GET http://up.test/ HTTP/1.1\r\n{auth}X-A: 1\n\nGET /secret HTTP/1.1\nHost: evil.example\r\n\r\n",
+    "GET http://up.test/ HTTP/1.1\r\n{auth}X-A: 1\rHost: evil.example\r\n\r\n",
+    "GET\x00 http://up.test/ HTTP/1.1\r\n{auth}\r\n",
+    "GET http://up.test/ HTTP/1.1\r\n{auth}Bad Name: x\r\n\r\n",
+    "GET http://up.test/ HTTP/1.1\r\n{auth} folded: continuation\r\n\r\n",
+    # Bodies we could not frame as exactly one request.
+    "POST http://up.test/ HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n",
+    "POST http://up.test/ HTTP/1.1\r\n{auth}Content-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    "POST http://up.test/ HTTP/1.1\r\n{auth}Content-Length: -1\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("request_text", BAD_REQUESTS)
+def test_requests_the_proxy_does_not_serve_get_400(request_text: str) -> None:
+    async def go() -> None:
+        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        async with proxy(resolver) as (p, _):
+            grant, token = open_call(p, ("up.test:443", "up.test:80"))
+            answer = await exchange(p, request_text.format(auth=auth(token)).encode("latin-1"))
+            assert answer.startswith(b"HTTP/1.1 400 "), answer
+            await p.close_call(grant)
+            assert all(r.reason == "bad_request" and not r.allowed for r in grant.records)
+            # Nothing was resolved, so nothing was connected to.
+            assert resolver.asked == []
+
+    run(go)
+
+
+def test_refused_attempts_count_against_the_connection_limit() -> None:
     async def go() -> None:
         async with proxy(ScriptedResolver({})) as (p, _):
             grant, token = open_call(p, ("up.test:443",))
-            cases = [
-                b"garbage\r\n\r\n",
-                f"GET /origin-form HTTP/1.1\r\n{auth(token)}\r\n".encode(),
-                f"GET https://up.test/ HTTP/1.1\r\n{auth(token)}\r\n".encode(),
-                f"GET http://user@up.test/ HTTP/1.1\r\n{auth(token)}\r\n".encode(),
-                f"CONNECT up.test HTTP/1.1\r\n{auth(token)}\r\n".encode(),
-                f"CONNECT up.test:99999 HTTP/1.1\r\n{auth(token)}\r\n".encode(),
-            ]
-            for request in cases:
-                answer = await exchange(p, request)
-                assert answer.startswith(b"HTTP/1.1 400 "), (request, answer)
+            bad = f"CONNECT not-allowed.test:443 HTTP/1.1\r\n{auth(token)}\r\n".encode()
+            answers = [await exchange(p, bad) for _ in range(LIMITS.max_connections + 1)]
+            assert all(b"X-Airlock-Egress-Reason: host_not_allowed" in a for a in answers[:-1])
+            assert b"X-Airlock-Egress-Reason: too_many_connections" in answers[-1]
             await p.close_call(grant)
-            assert all(r.reason == "bad_request" and not r.allowed for r in grant.records)
+
+    run(go)
+
+
+def test_a_forwarded_request_sends_exactly_its_body_and_nothing_after() -> None:
+    """Bytes after the announced body (a pipelined second request) never reach the upstream."""
+
+    async def go() -> None:
+        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        async with upstream(lambda _: b"HTTP/1.1 200 OK\r\n\r\n") as up, proxy(resolver) as (p, _):
+            grant, token = open_call(p, (f"up.test:{up.port}",))
+            body = b"hello"
+            smuggled = b"GET /secret HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+            request = (
+                (
+                    f"POST http://up.test:{up.port}/in HTTP/1.1\r\n{auth(token)}Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body
+                + smuggled
+            )
+            await exchange(p, request)
+            await p.close_call(grant)
+            (sent,) = up.received
+            assert sent.endswith(b"\r\n\r\nhello")
+            assert b"evil.example" not in sent
 
     run(go)
 
@@ -298,5 +360,25 @@ def test_a_silent_client_is_dropped_after_the_header_timeout() -> None:
             writer.close()
             assert answer.startswith(b"HTTP/1.1 400 ")
             assert [(tool, r.reason) for tool, r in seen] == [(None, "bad_request")]
+
+    run(go)
+
+
+def test_connections_before_authentication_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle connections that never send a head cannot pile up without bound."""
+    monkeypatch.setattr(proxy_module, "MAX_PENDING", 2)
+
+    async def go() -> None:
+        async with proxy(ScriptedResolver({})) as (p, seen):
+            host, port = p.address.split(":")
+            idle = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+            await asyncio.sleep(0.1)  # both are now waiting for their head
+            reader, writer = await asyncio.open_connection(host, int(port))
+            # The third is dropped at once, long before the header timeout.
+            assert await asyncio.wait_for(reader.read(), 0.5) == b""
+            writer.close()
+            for _, w in idle:
+                w.close()
+            assert [(tool, r.reason) for tool, r in seen] == [(None, "overloaded")]
 
     run(go)

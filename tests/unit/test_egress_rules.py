@@ -109,6 +109,12 @@ def test_a_glob_never_matches_an_ip() -> None:
         ("fd00:ec2::254", "metadata"),
         ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped is judged as IPv4
         ("::ffff:10.0.0.1", "private"),
+        ("2002:a9fe:a9fe::1", "carries 169.254.169.254 is the cloud metadata"),  # 6to4
+        ("2002:7f00:1::", "carries 127.0.0.1 is a loopback"),
+        ("64:ff9b::7f00:1", "carries 127.0.0.1 is a loopback"),  # NAT64
+        ("64:ff9b:1::a00:1", "carries 10.0.0.1 is a private"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "carries 192.0.2.45"),  # Teredo
+        ("fec0::1", "site-local"),
     ],
 )
 def test_non_public_addresses_are_denied(address: str, fragment: str) -> None:

@@ -14,6 +14,7 @@ from executor._model import Limits, RunSpec
 from executor._options import (
     DEFAULT_SECCOMP_PROFILE,
     MANAGED_LABEL,
+    EgressAttachment,
     ceilings,
     clamp,
     container_options,
@@ -137,8 +138,10 @@ def test_container_options_without_egress_have_no_network() -> None:
 def test_container_options_with_egress_join_the_internal_network() -> None:
     proxy_env = {"HTTPS_PROXY": "http://airlock:t@172.18.0.1:4000"}
     spec = _spec(network_mode="egress", env={"HTTPS_PROXY": "http://evil:1", "LANG": "C"})
-    opts = container_options(spec, TOP, _cfg(), PROFILE, ("airlock-egress", proxy_env))
+    opts = container_options(spec, TOP, _cfg(), PROFILE, EgressAttachment("airlock-egress", proxy_env, "172.18.0.1"))
     assert opts["network_mode"] == "airlock-egress"
+    # Docker's resolver forwards to the bridge (where the firewall refuses it), never the host's resolver.
+    assert opts["dns"] == ["172.18.0.1"]
     # A registry env cannot point the sandbox at another proxy.
     assert opts["environment"] == {"HTTPS_PROXY": "http://airlock:t@172.18.0.1:4000", "LANG": "C"}
 

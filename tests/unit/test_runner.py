@@ -441,6 +441,7 @@ def test_egress_run_joins_the_internal_network_with_its_own_proxy_credential(pro
     assert url.startswith("http://airlock:")
     assert url.endswith("@127.0.0.1:" + url.rsplit(":", 1)[1])
     assert runtime.options["environment"]["NO_PROXY"] == ""
+    assert runtime.options["dns"] == ["127.0.0.1"]
     assert result.egress == ()
 
 
