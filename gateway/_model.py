@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ItemType = Literal[
+#: The item types a registry entry may have.
+ItemTypeName = Literal[
     "function_call",
     "custom_tool_call",
     "shell_call",
@@ -17,8 +18,9 @@ ItemType = Literal[
     "file_search_call",
     "code_interpreter_call",
     "mcp_call",
-    "",
 ]
+#: A call's item type; "" when the caller did not say.
+ItemType = ItemTypeName | Literal[""]
 #: How a refusal surfaces to the caller; the servicer maps it to a gRPC code.
 Refusal = Literal["none", "unauthenticated", "invalid_argument", "permission_denied", "unavailable", "internal"]
 

@@ -22,6 +22,7 @@ import referencing.exceptions
 from referencing.jsonschema import DRAFT202012
 
 from airlock import ConfigError, load_yaml_config, parse_duration_ms, parse_size
+from gateway._model import ItemTypeName
 
 #: The Responses API allows these characters in a function name; sticking to
 #: them means every registered tool can be declared to the model as-is.
@@ -29,17 +30,6 @@ TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: ``{name}`` in an argv element is replaced by that argument's value.
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-ItemTypeName = Literal[
-    "function_call",
-    "custom_tool_call",
-    "shell_call",
-    "local_shell_call",
-    "apply_patch_call",
-    "web_search_call",
-    "file_search_call",
-    "code_interpreter_call",
-    "mcp_call",
-]
 #: Items the model provider runs itself. An entry of one of these types only
 #: makes the hosted tool declarable (ListTools); it has no image or argv and
 #: the gateway never runs it.

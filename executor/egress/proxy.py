@@ -77,6 +77,10 @@ LOOKUPS_PER_CALL = 4
 #: The longest request head we read (request line plus headers).
 MAX_HEAD_BYTES = 16 * 1024
 CHUNK = 256 * 1024
+#: What an upstream connection buffers before reading pauses (asyncio stops
+#: at twice this): with up to max_connections tunnels per call, the memory
+#: a sandbox that stops reading can pin stays small.
+UPSTREAM_BUFFER = 64 * 1024
 #: Hop-by-hop headers a forward proxy must not pass on (RFC 9110 7.6.1),
 #: plus our own credential.
 _HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer", "upgrade"}
@@ -331,7 +335,7 @@ class EgressProxy:
         address = addresses[0]
         try:
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(str(address), port, limit=CHUNK), grant.limits.connect_timeout_s
+                asyncio.open_connection(str(address), port, limit=UPSTREAM_BUFFER), grant.limits.connect_timeout_s
             )
         except (OSError, TimeoutError) as exc:
             raise Denied("connect_failed", f"cannot connect to {address} port {port}: {exc or 'timeout'}", 502) from exc
