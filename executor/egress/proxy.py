@@ -295,9 +295,14 @@ class EgressProxy:
         except _Cut:
             pass
         except asyncio.CancelledError:
+            # The call ended: drop both sockets now, without waiting for a
+            # peer that may not be reading.
             record.cut = record.cut or "call_ended"
             if not record.allowed:
                 record.reason = record.reason or "call_ended"
+            writer.transport.abort()
+            if upstream is not None:
+                upstream.transport.abort()
         except (ConnectionError, OSError):
             pass  # either side went away; the record shows how far it got
         finally:
