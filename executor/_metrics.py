@@ -9,6 +9,9 @@ from executor._model import OUTCOMES
 
 #: How an allowed egress connection can end early (executor.egress.proxy.CUTS).
 EGRESS_CUTS = ("bytes_out_limit", "bytes_in_limit", "call_ended")
+#: Egress refusals no call owns (tool "none"): before a head was read or
+#: without a live credential.
+EGRESS_UNATTRIBUTED = ("bad_request", "unauthenticated", "overloaded")
 
 # The *_created series double every counter and histogram for no dashboard
 # use; Prometheus tracks resets itself.
@@ -103,3 +106,5 @@ class ExecutorMetrics:
             self.egress_bytes.labels(direction)
         for cut in EGRESS_CUTS:
             self.egress_cuts.labels(cut)
+        for outcome in EGRESS_UNATTRIBUTED:
+            self.egress_connections.labels("none", outcome)
