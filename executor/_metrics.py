@@ -106,5 +106,5 @@ class ExecutorMetrics:
             self.egress_bytes.labels(direction)
         for cut in EGRESS_CUTS:
             self.egress_cuts.labels(cut)
-        for outcome in EGRESS_UNATTRIBUTED:
-            self.egress_connections.labels("none", outcome)
+        for refusal in EGRESS_UNATTRIBUTED:
+            self.egress_connections.labels("none", refusal)
