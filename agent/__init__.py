@@ -15,7 +15,6 @@ from agent._gateway import Gateway, Reason, ToolGateway, ToolResult, denied_from
 from agent._items import (
     CallRecord,
     ItemContext,
-    confine,
     execute_item,
     function_call_output,
     output_text_for,
@@ -31,12 +30,15 @@ from agent._loop import (
     execute_calls,
     run,
 )
+from agent._terminal import escape_controls
 from agent._tools import Declaration, custom_tool, declare, function_tool, schema_allows_strict, tools_for_responses
+from agent._workspace import DEFAULT_PROTECTED, PathRefusal, Workspace, confine, protected_reasons
 
 __all__ = [
     "DEFAULT_MAX_TOOL_CALLS",
     "DEFAULT_MAX_TURNS",
     "DEFAULT_PARALLEL",
+    "DEFAULT_PROTECTED",
     "AgentError",
     "AgentResult",
     "CallRecord",
@@ -46,20 +48,24 @@ __all__ = [
     "ItemContext",
     "LoopLimitError",
     "ObservedItem",
+    "PathRefusal",
     "Reason",
     "StreamError",
     "ToolGateway",
     "ToolResult",
     "UnsupportedItemError",
+    "Workspace",
     "confine",
     "custom_tool",
     "declare",
     "denied_from_error",
+    "escape_controls",
     "execute_calls",
     "execute_item",
     "function_call_output",
     "function_tool",
     "output_text_for",
+    "protected_reasons",
     "refusal_text",
     "run",
     "schema_allows_strict",

@@ -1,6 +1,8 @@
 """``airlock agent run``: the loop against a running stack, printing each
 call, its decision and the final answer. The CLI parser lives in
-``airlock.cli``; this is what its ``agent run`` branch calls."""
+``airlock.cli``; this is what its ``agent run`` branch calls. Everything the
+model or the API wrote goes through ``escape_controls`` before it reaches
+the terminal (``_terminal.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from agent._errors import GatewayError, LoopLimitError, StreamError, Unsupported
 from agent._gateway import Gateway
 from agent._items import CallRecord
 from agent._loop import run
+from agent._terminal import escape_controls
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -24,6 +27,8 @@ EXIT_UNAVAILABLE = 4
 
 
 def describe(record: CallRecord) -> str:
+    """The call and its decision(s), a few lines, every line escaped: the
+    tool name, arguments, call id and reason messages are the model's text."""
     head = f"[turn {record.turn}] {record.tool}({record.arguments}) call_id={record.call_id}"
     if record.item_type != "function_call":
         head += f" [{record.item_type}]"
@@ -35,9 +40,14 @@ def describe(record: CallRecord) -> str:
         codes = ",".join(x.code for x in r.reasons)
         if not r.allowed:
             lines.append(f"  DENY {codes} decision={r.decision_id}")
+            lines.extend(f"    {x.code}: {x.message}" for x in r.reasons)
         else:
             lines.append(f"  ALLOW decision={r.decision_id} -> {r.outcome} exit_code={r.exit_code}")
-    return "\n".join(lines)
+    # An allowed patch the agent still did not apply (its own checks, a failed run).
+    item = record.output_item
+    if record.result.allowed and item is not None and item.get("status") == "failed":
+        lines.append(f"  NOT APPLIED: {record.output}")
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def run_cli(
@@ -65,7 +75,7 @@ def run_cli(
         try:
             client = openai.OpenAI()  # OPENAI_API_KEY, OPENAI_BASE_URL
         except openai.OpenAIError as exc:
-            err.write(f"airlock: {exc}\n")
+            err.write(f"airlock: {escape_controls(str(exc))}\n")
             return EXIT_USAGE
 
     def show(record: CallRecord) -> None:
@@ -86,18 +96,19 @@ def run_cli(
             stream=stream,
             workspace=workspace,
         )
+    # Error messages quote the API and the model (stream error events, item types).
     except LoopLimitError as exc:
-        err.write(f"airlock: {exc.code}: {exc}\n")
+        err.write(f"airlock: {exc.code}: {escape_controls(str(exc))}\n")
         return EXIT_LOOP_LIMIT
     except (GatewayError, UnsupportedItemError, StreamError) as exc:
-        err.write(f"airlock: {exc.code}: {exc}\n")
+        err.write(f"airlock: {exc.code}: {escape_controls(str(exc))}\n")
         return EXIT_UNAVAILABLE
     except openai.OpenAIError as exc:
-        err.write(f"airlock: model API: {exc}\n")
+        err.write(f"airlock: model API: {escape_controls(str(exc))}\n")
         return EXIT_UNAVAILABLE
     for seen in result.observed:
-        out.write(
-            f"[turn {seen.turn}] hosted {seen.item_type} {seen.item_id}: observed (audit event {seen.event_id})\n"
-        )
-    out.write(f"--- final answer (session {result.session_id}, {result.turns} turns) ---\n{result.text}\n")
+        line = f"[turn {seen.turn}] hosted {seen.item_type} {seen.item_id}: observed (audit event {seen.event_id})"
+        out.write(escape_controls(line) + "\n")
+    head = f"--- final answer (session {result.session_id}, {result.turns} turns) ---"
+    out.write(f"{escape_controls(head)}\n{escape_controls(result.text, keep_newlines=True)}\n")
     return EXIT_OK

@@ -137,14 +137,25 @@ class Gateway:
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
 
     @classmethod
-    def from_stack(cls, home: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Gateway:
-        """The gateway of a running ``airlock up`` (``<home>/stack.json``)."""
+    def from_stack(cls, home: Path, *, principal: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Gateway:
+        """The gateway of a running ``airlock up`` (``<home>/stack.json``),
+        with the token of ``principal`` (default: the stack's default
+        principal). The token file is readable only by that principal's
+        agent user when the stack runs its parts as separate users."""
         stack_file = home / "stack.json"
         try:
             stack: dict[str, Any] = json.loads(stack_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"no running stack found ({stack_file} missing); start `airlock up`") from None
-        token = Path(stack["token_file"]).read_text(encoding="utf-8").strip()
+        principals: dict[str, Any] = stack.get("principals") or {}
+        if principals:
+            name = principal or str(stack.get("principal", ""))
+            if name not in principals:
+                raise KeyError(f"no principal {name!r} in this stack; known: {', '.join(sorted(principals))}")
+            token_file = Path(principals[name]["token_file"])
+        else:  # stack.json before per-principal credentials
+            token_file = Path(stack["token_file"])
+        token = token_file.read_text(encoding="utf-8").strip()
         return cls(str(stack["gateway"]), token, timeout_s=timeout_s)
 
     def close(self) -> None:
@@ -178,14 +189,28 @@ class Gateway:
         requested_timeout_ms: int = 0,
     ) -> ToolResult:
         """``requested_timeout_ms`` (e.g. a shell_call's timeout_ms) is only a
-        request: the policy clamps it to the profile's and the tool's caps."""
-        call = call_pb2.ToolCall(
-            call_id=call_id,
-            item_type=ITEM_TYPES[item_type],
-            tool=tool,
-            arguments=arguments_raw,
-            session_id=session_id,
-        )
+        request: the policy clamps it to the profile's and the tool's caps.
+
+        A call that cannot even be put on the wire (model text with a lone
+        surrogate, which UTF-8 cannot carry) is refused here as
+        ``arguments_malformed``, with no decision id: the gateway never saw
+        it, and replacing the character would send a different text than the
+        model wrote."""
+        try:
+            call = call_pb2.ToolCall(
+                call_id=call_id,
+                item_type=ITEM_TYPES[item_type],
+                tool=tool,
+                arguments=arguments_raw,
+                session_id=session_id,
+            )
+        except ValueError as exc:  # UnicodeEncodeError
+            return ToolResult(
+                allowed=False,
+                decision_id="",
+                reasons=(Reason("arguments_malformed", f"the call cannot be sent to the gateway: {exc}"),),
+                status="INVALID_ARGUMENT",
+            )
         if requested_timeout_ms > 0:
             call.requested_limits.timeout_ms = requested_timeout_ms
         try:

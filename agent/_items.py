@@ -12,11 +12,14 @@ against ``openai.types.responses``' input param types).
   ``exit_code: 1`` and the refusal in stderr, as openai-agents-python does.
 - ``local_shell_call``: one Invoke with the action's argv.
 - ``apply_patch_call``: the workspace design. The agent owns a workspace
-  directory; it reads the target file (confined to the workspace), sends
+  directory (``_workspace.py``); it reads the target file (confined to the
+  workspace, never a protected file such as ``.git/config``), sends
   operation + current text to the gateway, a sandboxed tool computes the new
   text from the model's V4A diff, and the agent writes it back (or deletes
-  the file) only when the run succeeded completely. The sandbox never sees
-  the workspace and the agent never parses the diff.
+  the file) only when the run succeeded completely. ``create_file`` never
+  replaces an existing file. The sandbox never sees the workspace and the
+  agent never parses the diff. Whatever path the model sends, the outcome is
+  an output item (``failed`` with the reason), never an exception.
 
 A hosted item (run by the provider) is not executed here: ``hosted_tool``
 names it for ``Observe``."""
@@ -24,8 +27,9 @@ names it for ``Observe``."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from openai.types.responses import (
@@ -37,6 +41,7 @@ from openai.types.responses import (
 from openai.types.responses.response_output_item import LocalShellCall
 
 from agent._gateway import ToolGateway, ToolResult
+from agent._workspace import MAX_ORIGINAL_BYTES, PathRefusal, Workspace
 
 if TYPE_CHECKING:
     from openai.types.responses import ResponseInputItemParam, ResponseOutputItem
@@ -60,9 +65,6 @@ ClientCall = (
     | LocalShellCall
     | ResponseApplyPatchToolCall
 )
-#: The policy's work dir (policies/airlock/arguments/data.yaml files.workdir):
-#: apply_patch paths are judged against it and stand for the workspace.
-POLICY_WORKDIR = PurePosixPath("/work")
 #: Hosted item type -> the hosted tool it belongs to (the audit event's tool).
 _HOSTED = {
     "web_search_call": "web_search",
@@ -201,7 +203,7 @@ class ItemContext:
     session_id: str
     decl: Declaration
     turn: int
-    workspace: Path | None
+    workspace: Workspace | None
 
 
 def execute_item(ctx: ItemContext, item: ClientCall) -> CallRecord:
@@ -325,39 +327,32 @@ def _local_shell(ctx: ItemContext, item: LocalShellCall) -> CallRecord:
     return CallRecord(ctx.turn, item.call_id, tool, arguments, declared, result, text, item.type, (result,), out)
 
 
-def confine(workspace: Path, path: str) -> Path | None:
-    """The file ``path`` names inside ``workspace``, or None when it would
-    leave it (``..``, an absolute path outside the policy's work dir, or a
-    symlink pointing out). Absolute paths under /work map to the workspace,
-    since that is what the policy judged."""
-    p = PurePosixPath(path)
-    if p.is_absolute():
-        if not p.is_relative_to(POLICY_WORKDIR):
-            return None
-        p = p.relative_to(POLICY_WORKDIR)
-    if not p.parts or ".." in p.parts:
-        return None
-    root = workspace.resolve()
-    target = (root / p).resolve()
-    if target == root or not target.is_relative_to(root):
-        return None
-    return target
+def _read_original(kind: str, place: Path | PathRefusal | None) -> tuple[str, Path | PathRefusal | None]:
+    """The target's current text to send with the operation, and the place
+    to write afterwards (a refusal when the file cannot be read as text)."""
+    if not isinstance(place, Path) or kind == "create_file":
+        return "", place  # a new file has no text; an existing one is refused after the decision
+    try:
+        if not place.is_file():
+            return "", place
+        if place.stat().st_size > MAX_ORIGINAL_BYTES:
+            return "", PathRefusal("path_unreadable", f"the file is larger than {MAX_ORIGINAL_BYTES} bytes")
+        return place.read_text(encoding="utf-8"), place
+    except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError, the file is not UTF-8 text
+        return "", PathRefusal("path_unreadable", f"the file cannot be read as UTF-8 text ({type(exc).__name__})")
 
 
 def _apply_patch(ctx: ItemContext, item: ResponseApplyPatchToolCall) -> CallRecord:
     tool = _builtin_tool(ctx, "apply_patch_call")
     op = item.operation
-    target = confine(ctx.workspace, op.path) if ctx.workspace is not None else None
-    original = ""
-    if target is not None and target.is_file():
-        try:
-            original = target.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            target = None  # unreadable: the call is still decided and audited, but nothing is written
+    # Confined before anything is read; still decided and audited when
+    # refused here, so the attempt is on record whatever the agent does.
+    place = ctx.workspace.confine(op.path) if ctx.workspace is not None else None
+    original, place = _read_original(op.type, place)
     diff = "" if op.type == "delete_file" else op.diff
     arguments = json.dumps({"type": op.type, "path": op.path, "diff": diff, "original": original})
     result = ctx.gateway.invoke(item.call_id, "apply_patch_call", tool, arguments, ctx.session_id)
-    ok, message = _commit_patch(result, op.type, op.path, target, workspace=ctx.workspace is not None)
+    ok, message = _commit_patch(result, op.type, op.path, place)
     out: ApplyPatchCallOutput = {
         "type": "apply_patch_call_output",
         "call_id": item.call_id,
@@ -370,27 +365,44 @@ def _apply_patch(ctx: ItemContext, item: ResponseApplyPatchToolCall) -> CallReco
 
 
 def _commit_patch(  # noqa: PLR0911 - one return per way the patch can fail
-    result: ToolResult, kind: str, path: str, target: Path | None, *, workspace: bool
+    result: ToolResult, kind: str, path: str, place: Path | PathRefusal | None
 ) -> tuple[bool, str]:
     """Writes the sandbox's result into the workspace; (ok, message)."""
+    # The message goes back to the API, whose request body is UTF-8: a lone
+    # surrogate in the model's path would make the next request fail.
+    path = path.encode("utf-8", "backslashreplace").decode("utf-8")
     if not result.allowed:
         return False, output_text_for(result)
     if result.outcome != "ok" or result.exit_code != 0:
         return False, (result.stderr or result.error or result.outcome).strip()
     if result.output_truncated:
         return False, f"{path}: the new text was cut by the sandbox's output cap; nothing written"
-    if not workspace:
+    if place is None:
         return False, "this agent has no workspace; nothing written"
-    if target is None:
-        return False, f"{path}: outside the workspace or unreadable; nothing written"
+    if isinstance(place, PathRefusal):
+        return False, f"{path}: refused by the agent's workspace ({place.code}): {place.message}; nothing written"
     try:
         if kind == "delete_file":
-            target.unlink()
-        elif kind == "update_file" and not target.is_file():
+            place.unlink()
+        elif kind == "create_file":
+            return _create(place, path, result.stdout)
+        elif not place.is_file():
             return False, f"{path}: no such file to update"
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(result.stdout, encoding="utf-8")
-    except OSError as exc:
-        return False, f"{path}: {exc.strerror or exc}"
+            place.write_text(result.stdout, encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        return False, f"{path}: {getattr(exc, 'strerror', None) or type(exc).__name__}; nothing written"
     return True, f"{kind} {path}: done"
+
+
+def _create(place: Path, path: str, text: str) -> tuple[bool, str]:
+    """create_file: a new file only. O_EXCL refuses whatever is already there,
+    a dangling symlink included, without a window between check and write."""
+    place.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(place, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        return False, f"{path}: already exists; create_file never replaces a file (use update_file); nothing written"
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True, f"create_file {path}: done"

@@ -48,6 +48,7 @@ from agent._items import (
     is_client_call,
 )
 from agent._tools import Declaration, declare
+from agent._workspace import Workspace
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -107,7 +108,7 @@ class _Turn:
     calls_so_far: int
     parallel: int
     session_id: str | None
-    workspace: Path | None
+    workspace: Workspace | None
 
     def items(self, session_id: str) -> ItemContext:
         return ItemContext(self.gateway, session_id, self.decl, self.turn, self.workspace)
@@ -284,7 +285,7 @@ def run(
     session_id: str | None = None,
     on_call: Callable[[CallRecord], None] | None = None,
     stream: bool = False,
-    workspace: Path | None = None,
+    workspace: Path | Workspace | None = None,
     hosted_tools: Sequence[ToolParam] = (),
 ) -> AgentResult:
     """Runs the loop to a final text answer.
@@ -297,7 +298,8 @@ def run(
     (streaming: calls of it that arrived before the limit was hit may have
     run).
 
-    ``workspace`` is the directory apply_patch edits; without one the
+    ``workspace`` is the directory apply_patch edits (a ``Workspace`` to
+    protect more files than ``DEFAULT_PROTECTED``); without one the
     apply_patch tool is not declared. ``hosted_tools`` are hosted tool
     configurations (e.g. ``{"type": "file_search", "vector_store_ids": [...]}``),
     each declared only when the gateway lists a grant of its kind; a granted
@@ -308,6 +310,8 @@ def run(
     ``response.output_item.done`` arrives, never on argument deltas; outputs
     still go back in the order the calls arrived. Raises ``StreamError`` when
     a stream fails or ends without ``response.completed``."""
+    if workspace is not None and not isinstance(workspace, Workspace):
+        workspace = Workspace(workspace)
     decl = declare(gateway.list_tools(), hosted=hosted_tools, apply_patch=workspace is not None)
     records: list[CallRecord] = []
     observed: list[ObservedItem] = []

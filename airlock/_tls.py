@@ -4,6 +4,7 @@ a remote executor requires mutual TLS."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,13 @@ class ClientTLS:
             private_key=Path(self.key_file).read_bytes() if self.key_file else None,
             certificate_chain=Path(self.cert_file).read_bytes() if self.cert_file else None,
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """For an HTTPS client (OPA over https): verify against ca_file, present the client certificate."""
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file and self.key_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
 
     def channel_options(self) -> list[tuple[str, str]]:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []

@@ -4,6 +4,7 @@ defaults and the ceilings: a run spec can only ask for less."""
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,12 @@ DEFAULT_NOFILE = 1024
 #: How many runs may be in flight; more wait for a slot rather than
 #: overcommitting a small host.
 DEFAULT_MAX_CONCURRENT_RUNS = 16
+#: The smallest egress subnet: a /28 still holds the gateway and 13 sandboxes.
+MAX_EGRESS_PREFIX = 28
+
+
+def _own_uid() -> tuple[int, ...]:
+    return (os.geteuid(),)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ class EgressSettings:
     """Connection records kept per call for the audit trail; further attempts are counted, not listed."""
     hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Static name -> addresses answers the proxy uses before DNS (like /etc/hosts); checked like DNS answers."""
+    subnet: str | None = None
+    """IPv4 subnet of the egress network when the executor creates it; None = one Docker picks as free.
+    Each sandbox gets a fixed address in it, the only one its proxy credential works from."""
 
     def __post_init__(self) -> None:
         if not 0 < len(self.bridge) <= 15:  # noqa: PLR2004 - Linux IFNAMSIZ - 1
@@ -89,12 +99,23 @@ class EgressSettings:
             raise ValueError("egress.connect_timeout and header_timeout must be > 0")
         if self.max_connections <= 0 or self.max_records <= 0:
             raise ValueError("egress.max_connections and max_records must be > 0")
+        if self.subnet is not None:
+            _check_subnet(self.subnet)
         for name, addresses in self.hosts.items():
             for address in addresses:
                 try:
                     ipaddress.ip_address(address)
                 except ValueError:
                     raise ValueError(f"egress.hosts.{name}: {address!r} is not an IP address") from None
+
+
+def _check_subnet(subnet: str) -> None:
+    try:
+        net = ipaddress.IPv4Network(subnet)
+    except ValueError:
+        raise ValueError(f"egress.subnet: {subnet!r} is not an IPv4 network like 172.30.0.0/16") from None
+    if net.prefixlen > MAX_EGRESS_PREFIX:
+        raise ValueError(f"egress.subnet must be a /{MAX_EGRESS_PREFIX} or larger")
 
 
 @dataclass(frozen=True)
@@ -104,7 +125,18 @@ class ExecutorConfig:
     token_file: str
     """Shared secret the gateway must present (on every transport)."""
     socket: str | None = None
-    """Unix socket the gateway connects to (created 0600 in a 0700 folder). The default transport."""
+    """Unix socket the gateway connects to. The default transport. Without socket_group it is 0600 in a
+    0700 folder; with it, 0660 in a 0750 setgid folder, both of that group."""
+    allowed_peer_uids: tuple[int, ...] = field(default_factory=_own_uid)
+    """uids whose processes may talk to the socket (checked with SO_PEERCRED on every connection, before
+    gRPC sees a byte, in addition to the token); default: the executor's own uid."""
+    socket_group: int | None = None
+    """gid that may open the socket (the gateway's group); None: only the executor's uid (and root)."""
+    registry_file: str | None = None
+    """The tool registry (tool_registry.yaml): only images its tools name are run (re-read when it
+    changes). Without it (and without allowed_images) every run is refused: image_not_allowed."""
+    allowed_images: tuple[str, ...] = ()
+    """Images allowed besides the registry's, by exact reference; for tests and bench setups."""
     listen: str | None = None
     """host:port for a remote executor; requires tls with client_ca_file (mutual TLS)."""
     tls: ServerTLS | None = None
@@ -137,6 +169,12 @@ class ExecutorConfig:
             raise ValueError(f"user must be a numeric non-root uid:gid, got {self.user!r}")
         if self.max_concurrent_runs <= 0:
             raise ValueError("max_concurrent_runs must be > 0")
+        if not self.allowed_peer_uids or any(u < 0 for u in self.allowed_peer_uids):
+            raise ValueError("allowed_peer_uids must list at least one uid, each >= 0")
+        if self.socket_group is not None and self.socket_group < 0:
+            raise ValueError("socket_group must be a gid >= 0")
+        if any(not image.strip() for image in self.allowed_images):
+            raise ValueError("allowed_images entries must be non-empty image references")
 
 
 def load_executor_config(path: Path) -> ExecutorConfig:
@@ -148,4 +186,5 @@ def load_executor_config(path: Path) -> ExecutorConfig:
         token_file=str((base / cfg.token_file).resolve()),
         tls=cfg.tls.resolved(base) if cfg.tls else None,
         seccomp_profile=str((base / cfg.seccomp_profile).resolve()) if cfg.seccomp_profile else None,
+        registry_file=str((base / cfg.registry_file).resolve()) if cfg.registry_file else None,
     )

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import concurrent.futures
 import logging
+import resource
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,22 +20,48 @@ from airlock._daemon import start_metrics, stop_event, write_ready_file
 from airlock.v1 import executor_pb2_grpc
 from executor._config import ExecutorConfig, load_executor_config
 from executor._docker import DockerRuntime
+from executor._images import ImageAllowlist
 from executor._metrics import ExecutorMetrics
+from executor._options import executor_instance
+from executor._peer import PeerGate, prepare_socket_folders
+from executor._reaper import spawn as spawn_reaper
 from executor._runner import Runner
 from executor._server import ExecutorServicer, TokenInterceptor
 from executor.egress import Egress
 
 log = logging.getLogger("airlock.executor")
 MIN_TOKEN_CHARS = 16
+#: The open-files soft limit is raised to the hard limit, up to this: the
+#: egress proxy's connection caps are derived from it.
+MAX_NOFILE = 65536
 
 
-def _prepare_socket(path: Path) -> None:
-    # The folder's 0700 closes the window between bind and chmod, when the
-    # socket exists with the umask's mode.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
-    if path.exists() or path.is_socket():
-        path.unlink()
+def raise_fd_limit() -> int:
+    """Raises the soft RLIMIT_NOFILE towards the hard one; returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard, MAX_NOFILE) if hard != resource.RLIM_INFINITY else MAX_NOFILE
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def _add_transport(
+    cfg: ExecutorConfig, server: grpc.aio.Server, metrics: ExecutorMetrics
+) -> tuple[dict[str, str], PeerGate | None]:
+    """The gRPC port, and for a Unix socket the peer gate in front of it."""
+    if cfg.socket is not None:
+        sock = Path(cfg.socket)
+        # gRPC listens on a socket only this uid can reach; the gate in front
+        # checks each peer's uid before relaying (executor/_peer.py).
+        inner = prepare_socket_folders(sock, cfg.socket_group)
+        server.add_insecure_port(f"unix:{inner}")
+        gate = PeerGate(sock, inner, cfg.allowed_peer_uids, cfg.socket_group, metrics)
+        return {"socket": str(sock)}, gate
+    assert cfg.listen is not None
+    assert cfg.tls is not None
+    port = server.add_secure_port(cfg.listen, cfg.tls.credentials())
+    return {"listen": f"{cfg.listen.rpartition(':')[0]}:{port}"}, None
 
 
 async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
@@ -57,28 +85,23 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
         cfg = replace(cfg, runtimes=tuple(r for r in cfg.runtimes if r in available))
     prom = CollectorRegistry()
     metrics = ExecutorMetrics(prom, cfg.runtimes)
-    egress = Egress(cfg.egress, metrics)
-    await egress.start(runtime)
+    fd_limit = raise_fd_limit()
+    egress = Egress(cfg.egress, metrics, fd_limit=fd_limit, max_runs=cfg.max_concurrent_runs)
+    # Before egress starts: an unreadable registry stops us with nothing set up.
     runner = Runner(cfg, runtime, metrics, egress)
+    await egress.start(runtime)
     removed = await asyncio.to_thread(runner.remove_leftovers)
     if removed:
         log.warning("removed %d sandbox containers left over from an earlier run", removed)
+    # Started after the sweep above, so it never races it; it outlives a
+    # SIGKILL of this process and removes overdue sandboxes.
+    reaper = spawn_reaper(cfg.docker_url, executor_instance(cfg))
     server = grpc.aio.server(interceptors=[TokenInterceptor(token, metrics)])
     executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorServicer(runner), server)
-    endpoint: dict[str, str] = {}
-    if cfg.socket is not None:
-        sock = Path(cfg.socket)
-        _prepare_socket(sock)
-        server.add_insecure_port(f"unix:{sock}")
-        endpoint["socket"] = str(sock)
-    else:
-        assert cfg.listen is not None
-        assert cfg.tls is not None
-        port = server.add_secure_port(cfg.listen, cfg.tls.credentials())
-        endpoint["listen"] = f"{cfg.listen.rpartition(':')[0]}:{port}"
+    endpoint, gate = _add_transport(cfg, server, metrics)
     await server.start()
-    if cfg.socket is not None:
-        Path(cfg.socket).chmod(0o600)  # noqa: ASYNC240 - one syscall at startup
+    if gate is not None:
+        await gate.start()
     metrics_url = start_metrics(cfg.metrics_listen, prom)
     write_ready_file(
         ready_file,
@@ -87,20 +110,32 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
             "metrics": metrics_url,
             "removed_leftovers": removed,
             "runtimes": list(cfg.runtimes),
+            "reaper_pid": reaper.pid,
+            "allowed_peer_uids": list(cfg.allowed_peer_uids),
             "egress": {"proxy": egress.proxy_address, "network": egress.network}
             if not egress.unavailable
             else {"unavailable": egress.unavailable},
         },
     )
     await stop_event().wait()
+    if gate is not None:
+        await gate.stop_accepting()
     # Stopping with grace lets in-flight runs finish; their finally blocks
     # remove the containers.
     await server.stop(grace=10)
+    if gate is not None:
+        await gate.close()
     swept = await runner.close()
     if swept:
         log.warning("removed %d sandbox containers of runs cut short by the shutdown", swept)
     await egress.stop()
     runtime.close()
+    # Nothing of ours is left for the reaper to collect.
+    reaper.terminate()
+    try:
+        await asyncio.to_thread(reaper.wait, 10)
+    except subprocess.TimeoutExpired:
+        reaper.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,12 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ready-file")
     check = sub.add_parser("check", help="validate executor.yaml offline")
     check.add_argument("--config", required=True, type=Path)
+    sub.add_parser("reap", help="(internal) remove overdue sandboxes; started by serve", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["reap"]:
+        from executor._reaper import main as reap_main  # noqa: PLC0415 - only the reaper needs it
+
+        logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s reaper %(levelname)s %(message)s"))
+        return reap_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         cfg = load_executor_config(args.config)
         if args.command == "serve":
             asyncio.run(serve(cfg, args.ready_file))
         else:
+            if cfg.registry_file is not None:
+                ImageAllowlist(cfg.registry_file, cfg.allowed_images).load()
             print("ok")  # noqa: T201 - the check command's answer
     except ConfigError as exc:
         print(f"executor: {exc}", file=sys.stderr)  # noqa: T201 - config errors go to the operator

@@ -39,7 +39,9 @@ BUCKETS = (
     300.0,
     600.0,
 )
-REFUSALS = ("egress_unavailable", "runtime_unavailable", "image_missing", "spec_invalid")
+REFUSALS = ("egress_unavailable", "runtime_unavailable", "image_missing", "image_not_allowed", "spec_invalid")
+#: Why a run that was started ended in outcome "error" (RunResult.error's code).
+RUN_ERRORS = ("docker_error", "deadline_exceeded")
 METHODS = ("Run", "Cancel", "other")
 
 
@@ -51,11 +53,22 @@ class ExecutorMetrics:
         self.unauthenticated = Counter(
             "airlock_executor_unauthenticated_requests", "RPCs refused for a missing or wrong token.", registry=registry
         )
+        self.refused_peers = Counter(
+            "airlock_executor_refused_peers",
+            "Connections to the executor socket closed unread: the peer's uid is not in allowed_peer_uids.",
+            registry=registry,
+        )
         self.runs = Counter(
             "airlock_executor_runs", "Finished runs by outcome.", ["outcome", "runtime"], registry=registry
         )
         self.refused = Counter(
             "airlock_executor_refused_runs", "Runs refused before start.", ["reason"], registry=registry
+        )
+        self.run_errors = Counter(
+            "airlock_executor_run_errors",
+            "Runs that ended in outcome error, by reason (the details are in the executor's log).",
+            ["reason"],
+            registry=registry,
         )
         self.truncations = Counter(
             "airlock_executor_output_truncations", "Runs whose output was cut.", registry=registry
@@ -100,6 +113,8 @@ class ExecutorMetrics:
                 self.runs.labels(outcome, runtime)
         for reason in REFUSALS:
             self.refused.labels(reason)
+        for reason in RUN_ERRORS:
+            self.run_errors.labels(reason)
         for method in METHODS:
             self.requests.labels(method)
         for direction in ("out", "in"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,6 +32,31 @@ DEFAULT_SECCOMP_PROFILE = Path(__file__).resolve().parents[1] / "deploy" / "secc
 NPROC_SLACK = 64
 #: Default actions that would let an unlisted syscall through.
 _PERMISSIVE_ACTIONS = {"SCMP_ACT_ALLOW", "SCMP_ACT_LOG"}
+#: PID 1 of every sandbox, ahead of the tool's argv: GNU coreutils timeout
+#: (in every image we build), which SIGKILLs the tool's process group at the
+#: deadline and then exits, and with PID 1 gone the kernel kills everything
+#: left in the container's PID namespace. So a sandbox ends on time even
+#: when the executor is dead (SIGKILLed, OOM-killed) and cannot kill it.
+#: Under runc the sandboxed code cannot stop it either: the kernel drops
+#: signals sent to a namespace's init from inside unless init handles them,
+#: and SIGKILL/SIGSTOP are never delivered that way; the ones timeout does
+#: handle (TERM, INT, HUP, ALRM, ...) only make it end the run early.
+#: Two ways round it exist, which is why the reaper (executor/_reaper.py)
+#: backs it up: gVisor delivers any signal to init (SIGSTOP freezes it),
+#: and under runc a same-uid process can write /proc/1/mem.
+DEADLINE_WRAPPER = "/usr/bin/timeout"
+#: The wrapper fires this long after the run's timeout, so that the
+#: executor's own kill (which reports "timeout") normally comes first.
+WRAPPER_GRACE_MS = 2000
+#: The wrapper is one more process in the pids cgroup; the tool keeps its own.
+WRAPPER_PIDS = 1
+#: The one deadline of a run: creating, running, waiting for and removing
+#: its container all end within its timeout plus this (Docker calls on a
+#: loaded host, a slow gVisor start).
+RUN_GRACE_S = 20
+#: Unix time after which the reaper removes the container, whatever the
+#: executor is doing: its create time plus the timeout plus RUN_GRACE_S.
+REAP_AT_LABEL = "airlock.reap_at"
 
 
 def load_seccomp_profile(cfg: ExecutorConfig) -> str:
@@ -55,11 +81,13 @@ def load_seccomp_profile(cfg: ExecutorConfig) -> str:
 
 
 class EgressAttachment(NamedTuple):
-    """How a run granted egress is wired: network, proxy environment, DNS server."""
+    """How a run granted egress is wired: network, proxy environment, DNS
+    server, and the sandbox's own address on the network."""
 
     network: str
     env: dict[str, str]
     dns: str
+    address: str
 
 
 def executor_instance(cfg: ExecutorConfig) -> str:
@@ -98,16 +126,32 @@ def clamp(spec: RunSpec, top: Limits) -> Limits:
     )
 
 
+def reap_at(limits: Limits, now: float | None = None) -> int:
+    """The REAP_AT_LABEL value for a container created ``now``."""
+    start = time.time() if now is None else now
+    return int(start + limits.timeout_ms / 1000 + RUN_GRACE_S) + 1
+
+
+def deadline_entrypoint(limits: Limits) -> list[str]:
+    """The deadline wrapper with its deadline; the tool's argv follows it
+    untouched (timeout stops reading options at the duration)."""
+    ms = limits.timeout_ms + WRAPPER_GRACE_MS
+    return [DEADLINE_WRAPPER, "-s", "KILL", f"{ms // 1000}.{ms % 1000:03d}s"]
+
+
 def container_options(
     spec: RunSpec,
     limits: Limits,
     cfg: ExecutorConfig,
     seccomp_profile: str,
     egress: EgressAttachment | None = None,
+    *,
+    reap_deadline: int | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for docker's containers.create; seccomp_profile is
     the JSON text from load_seccomp_profile. egress, for a run granted it, is
-    the internal network's name and the proxy environment."""
+    the internal network's name, the sandbox's fixed address on it and the
+    proxy environment. reap_deadline defaults to reap_at(limits)."""
     tmpfs = limits.tmpfs_bytes
     uid, _, gid = cfg.user.partition(":")
     # RLIMIT_NPROC counts every process of the uid host-wide, and all
@@ -115,9 +159,23 @@ def container_options(
     # make fork (and even exec after setuid) fail in the others. So it covers
     # every concurrent run at its ceiling plus slack, as a backstop; the
     # cgroup pids limit stays the per-container fork-bomb stop.
-    nproc = cfg.limits.pids * cfg.max_concurrent_runs + NPROC_SLACK
+    nproc = (cfg.limits.pids + WRAPPER_PIDS) * cfg.max_concurrent_runs + NPROC_SLACK
+    network: dict[str, Any] = (
+        {
+            # A fixed address, known before the container starts: the proxy
+            # accepts this call's credential from it alone.
+            "network": egress.network,
+            "networking_config": {egress.network: {"IPAMConfig": {"IPv4Address": egress.address}}},
+        }
+        if egress
+        else {"network_mode": "none"}
+    )
     return {
         "image": spec.image,
+        # Set explicitly, so an image's own ENTRYPOINT never runs in front of
+        # (or takes as its arguments) the tool's argv: what runs is exactly
+        # argv, behind the deadline wrapper.
+        "entrypoint": deadline_entrypoint(limits),
         "command": list(spec.argv),
         "name": f"airlock-{spec.run_id}",
         "labels": {
@@ -125,6 +183,7 @@ def container_options(
             INSTANCE_LABEL: executor_instance(cfg),
             "airlock.run_id": spec.run_id,
             "airlock.tool": spec.tool,
+            REAP_AT_LABEL: str(reap_at(limits) if reap_deadline is None else reap_deadline),
         },
         "user": cfg.user,
         # The proxy settings come last so a registry env cannot override them.
@@ -133,7 +192,7 @@ def container_options(
         "hostname": "sandbox",
         # No network, or the internal egress network whose only exit is the
         # proxy (the runner has checked the proxy is up).
-        "network_mode": egress.network if egress else "none",
+        **network,
         # Docker's embedded resolver forwards what it cannot answer to these
         # servers. Before Docker 26 it did so from the *host's* namespace when
         # the host's resolver is on loopback (CVE-2024-29018): a DNS tunnel
@@ -145,7 +204,7 @@ def container_options(
         # Our allowlist profile (deploy/seccomp), stricter than Docker's default.
         "security_opt": ["no-new-privileges:true", f"seccomp={seccomp_profile}"],
         "privileged": False,
-        "pids_limit": limits.pids + (RUNSC_PIDS_OVERHEAD if spec.runtime == "runsc" else 0),
+        "pids_limit": limits.pids + WRAPPER_PIDS + (RUNSC_PIDS_OVERHEAD if spec.runtime == "runsc" else 0),
         "mem_limit": limits.memory_bytes,
         # memory+swap equal to memory: no swap, so a memory bomb ends in the
         # OOM killer instead of thrashing the host.

@@ -4,6 +4,16 @@ No grpc here. Blocking Docker calls go to worker threads; the output pump
 forwards only the bounded head of the output while the run is going, so a
 flood cannot grow our memory. The container is removed on every path,
 including a cancelled caller (the finally block is shielded).
+
+One deadline bounds a run from its container's create to its removal: the
+run's timeout plus RUN_GRACE_S. A wedged Docker call (create, wait, remove)
+ends the call with outcome "error" (deadline_exceeded) rather than hanging
+it; the clean-up goes on in the background. The container's own deadline
+wrapper and the reaper (executor/_reaper.py) end it even if this process dies.
+
+Docker's error text never reaches the caller, whose output goes to the
+model: RunResult.error is a reason code and a fixed message, and the
+details go to this process's log.
 """
 
 from __future__ import annotations
@@ -14,15 +24,27 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
-from docker.errors import APIError, ImageNotFound
+from docker.errors import APIError, DockerException, ImageNotFound
+from requests.exceptions import RequestException
 
 from executor._capture import OutputCapture
 from executor._config import ExecutorConfig
 from executor._docker import ContainerRuntime
+from executor._images import ImageAllowlist
 from executor._metrics import ExecutorMetrics
-from executor._model import Chunk, Outcome, RunRefused, RunResult, RunSpec
-from executor._options import ceilings, clamp, container_options, executor_instance, load_seccomp_profile
+from executor._model import Chunk, Limits, Outcome, RunRefused, RunResult, RunSpec
+from executor._options import (
+    RUN_GRACE_S,
+    EgressAttachment,
+    ceilings,
+    clamp,
+    container_options,
+    executor_instance,
+    load_seccomp_profile,
+    reap_at,
+)
 from executor.egress import Egress
 from executor.egress.proxy import CallGrant
 
@@ -32,8 +54,35 @@ Emit = Callable[[Chunk | str], Awaitable[None]]
 """Receives the container id (str) once started, then output chunks."""
 
 _SENTINEL = object()
-#: 128 + SIGKILL: killed from outside the sandbox, not by us or the OOM killer.
+#: 128 + SIGKILL: killed from outside the sandbox, not by us or the OOM
+#: killer; or by the deadline wrapper (GNU timeout reports a SIGKILLed
+#: command as 137 too), which the run's duration tells apart.
 SIGKILL_EXIT = 137
+#: RunResult.error for a started run that failed: code -> fixed message.
+#: Docker's own text stays in the log: it names host paths and daemon
+#: internals, and the caller's output goes to the model.
+RUN_ERRORS = {
+    "docker_error": "the container runtime failed; the details are in the executor's log",
+    "deadline_exceeded": "the run did not end within its timeout plus the executor's grace; its container is removed",
+}
+#: A fixed egress address another executor on the same network took first:
+#: the run gets a fresh address this many times before it fails.
+ADDRESS_ATTEMPTS = 3
+
+
+@dataclass
+class _Run:
+    """What the clean-up of one run needs, however far the run got."""
+
+    spec: RunSpec
+    limits: Limits
+    grant: CallGrant | None = None
+    egress: EgressAttachment | None = None
+    create_task: asyncio.Future[str] | None = None
+    container_id: str = ""
+    counted: bool = False
+    t0: float = 0.0
+    start_ms: int = 0
 
 
 class Runner:
@@ -46,6 +95,8 @@ class Runner:
         self._metrics = metrics
         self._ceilings = ceilings(cfg)
         self._seccomp_profile = load_seccomp_profile(cfg)
+        self._images = ImageAllowlist(cfg.registry_file, cfg.allowed_images)
+        self._images.load()
         self._slots = asyncio.Semaphore(cfg.max_concurrent_runs)
         # Each running container holds one thread for its output stream for
         # as long as it runs. Those threads get a pool of their own: sharing
@@ -71,12 +122,19 @@ class Runner:
             raise RunRefused("runtime_unavailable", f"runtime {spec.runtime!r} is not enabled on this executor")
         if not spec.run_id or not spec.image or not spec.argv:
             raise RunRefused("spec_invalid", "run_id, image and argv are required")
+        if not self._images.allows(spec.image):
+            raise RunRefused(
+                "image_not_allowed",
+                f"image {spec.image!r} is not named by the tool registry; this executor runs no other",
+            )
 
     async def run(self, spec: RunSpec, emit: Emit) -> RunResult:
         try:
             self.refuse_if_unsafe(spec)
         except RunRefused as exc:
             self._metrics.refused.labels(exc.code).inc()
+            if exc.code == "image_not_allowed":
+                log.warning("run %s (tool %r) refused: image %r is not allowed", spec.run_id, spec.tool, spec.image)
             raise
         async with self._slots:
             return await self._run(spec, emit)
@@ -97,49 +155,120 @@ class Runner:
             self._runtime.remove(container_id)
         return len(leftovers)
 
-    async def _run(self, spec: RunSpec, emit: Emit) -> RunResult:  # noqa: C901, PLR0915 - one linear lifecycle reads best in one place
-        limits = clamp(spec, self._ceilings)
-        grant = None
-        egress_options = None
+    async def _run(self, spec: RunSpec, emit: Emit) -> RunResult:
+        run = _Run(spec, clamp(spec, self._ceilings), t0=time.monotonic())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + run.limits.timeout_ms / 1000 + RUN_GRACE_S
         if spec.network_mode == "egress":
             assert self._egress is not None  # refuse_if_unsafe checked it
-            grant, egress_options = self._egress.open_call(
-                spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs
-            )
-        try:
-            options = container_options(spec, limits, self._cfg, self._seccomp_profile, egress_options)
-        except BaseException:
-            if grant is not None and self._egress is not None:
-                await self._egress.close_call(grant)  # the credential must not outlive the run
-            raise
-        capture = OutputCapture(limits.output_bytes)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        container_id = ""
-        t0 = time.monotonic()
-        start_ms = 0
-        timed_out = False
-        forward_task: asyncio.Future[None] | None = None
-        counted = False
-        # The create runs in a thread that a cancelled caller cannot stop; it
-        # is kept as a task so the finally block can wait for its id and
-        # remove the container it made.
-        create_task = asyncio.ensure_future(asyncio.to_thread(self._runtime.create, options))
-        try:
             try:
-                container_id = await asyncio.shield(create_task)
+                run.grant, run.egress = self._egress.open_call(
+                    spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs
+                )
+            except RunRefused as exc:  # no free address on the egress network
+                self._metrics.refused.labels(exc.code).inc()
+                raise
+        outer = asyncio.timeout_at(deadline)
+        try:
+            async with outer:
+                return await self._lifecycle(run, emit, deadline)
+        except TimeoutError:
+            if not outer.expired():
+                raise
+            log.error(  # noqa: TRY400 - a deadline, not an exception, is the news
+                "run %s (tool %r) did not end within its deadline (timeout %d ms + %g s); removing its container",
+                spec.run_id, spec.tool, run.limits.timeout_ms, RUN_GRACE_S,
+            )  # fmt: skip
+            return self._failed(run, "deadline_exceeded")
+        except (DockerException, RequestException) as exc:
+            # ImageNotFound became RunRefused inside; anything else Docker
+            # says is logged here and never returned.
+            log.warning("run %s (tool %r): the container runtime failed: %s", spec.run_id, spec.tool, exc)
+            return self._failed(run, "docker_error")
+        finally:
+            # The clean-up is a task of its own: a cancelled caller (even one
+            # cancelled twice, as a server shutting down does) stops waiting
+            # for it, but it still finishes, and close() waits for it. The
+            # caller waits for it only until the run's deadline.
+            cleanup = asyncio.ensure_future(self._discard(run.create_task, run.container_id, run.grant))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(cleanup), max(deadline - loop.time(), 0.0))
+            self._active.pop(spec.run_id, None)
+            self._cancelled.discard(spec.run_id)
+            if run.counted:
+                self._metrics.running.dec()
+
+    def _failed(self, run: _Run, code: str) -> RunResult:
+        self._metrics.runs.labels("error", run.spec.runtime).inc()
+        self._metrics.run_errors.labels(code).inc()
+        return RunResult(
+            "error",
+            -1,
+            False,
+            0,
+            0,
+            round((time.monotonic() - run.t0) * 1000),
+            run.start_ms,
+            f"{code}: {RUN_ERRORS[code]}",
+        )
+
+    async def _create_and_attach(self, run: _Run) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """Creates the container, attaches to its output and starts it. A
+        fixed egress address that another executor on the same network holds
+        makes Docker refuse the start: the run gets a fresh address."""
+        spec = run.spec
+        for attempt in range(1, ADDRESS_ATTEMPTS + 1):
+            options = container_options(
+                spec, run.limits, self._cfg, self._seccomp_profile, run.egress, reap_deadline=reap_at(run.limits)
+            )
+            # The create runs in a thread that a cancelled caller cannot stop;
+            # it is kept as a task so the clean-up can wait for its id and
+            # remove the container it made.
+            run.create_task = asyncio.ensure_future(asyncio.to_thread(self._runtime.create, options))
+            try:
+                run.container_id = await asyncio.shield(run.create_task)
             except ImageNotFound as exc:
                 self._metrics.refused.labels("image_missing").inc()
                 raise RunRefused("image_missing", f"image {spec.image!r} is not present; it is never pulled") from exc
-            self._active[spec.run_id] = container_id
-            self._metrics.running.inc()
-            counted = True
-            stream = await asyncio.to_thread(self._runtime.attach, container_id)
-            await asyncio.to_thread(self._runtime.start, container_id)
+            self._active[spec.run_id] = run.container_id
+            if not run.counted:
+                self._metrics.running.inc()
+                run.counted = True
+            stream = await asyncio.to_thread(self._runtime.attach, run.container_id)
+            try:
+                await asyncio.to_thread(self._runtime.start, run.container_id)
+            except APIError as exc:
+                if run.grant is None or attempt == ADDRESS_ATTEMPTS or "address already in use" not in str(exc).lower():
+                    raise
+                assert self._egress is not None
+                assert run.egress is not None
+                log.warning("run %s: egress address %s is taken; trying another", spec.run_id, run.egress.address)
+                await asyncio.to_thread(self._runtime.remove, run.container_id)
+                run.container_id, run.create_task = "", None
+                try:
+                    run.egress = self._egress.readdress(run.grant, run.egress)
+                except RunRefused as refused:
+                    self._metrics.refused.labels(refused.code).inc()
+                    raise
+                continue
+            return stream
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    async def _lifecycle(self, run: _Run, emit: Emit, deadline: float) -> RunResult:  # noqa: C901 - one linear lifecycle reads best in one place
+        spec, limits = run.spec, run.limits
+        capture = OutputCapture(limits.output_bytes)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        timed_out = False
+        forward_task: asyncio.Future[None] | None = None
+        try:
+            stream = await self._create_and_attach(run)
             started = time.monotonic()
-            start_ms = round((started - t0) * 1000)
-            self._metrics.start_seconds.labels(spec.runtime).observe(started - t0)
-            await emit(container_id)
+            run.start_ms = round((started - run.t0) * 1000)
+            self._metrics.start_seconds.labels(spec.runtime).observe(started - run.t0)
+            await emit(run.container_id)
 
             def pump(frames: Iterator[tuple[bytes | None, bytes | None]]) -> None:
                 try:
@@ -164,16 +293,17 @@ class Runner:
                 await asyncio.wait_for(asyncio.shield(pump_task), limits.timeout_ms / 1000)
             except TimeoutError:
                 timed_out = True
-                await asyncio.to_thread(self._runtime.kill, container_id)
+                await asyncio.to_thread(self._runtime.kill, run.container_id)
                 await pump_task
             await forward_task
-            exit_code, oom = await asyncio.to_thread(self._runtime.wait, container_id)
+            exit_code, oom = await asyncio.to_thread(self._runtime.wait, run.container_id, deadline - loop.time())
             ended = time.monotonic()
             # The sandbox is gone: revoke its credential, close what it left open.
-            used = await self._egress.close_call(grant) if grant is not None and self._egress else None
+            used = await self._egress.close_call(run.grant) if run.grant is not None and self._egress else None
             for chunk in capture.finish():
                 await emit(chunk)
-            outcome = self._outcome(spec.run_id, exit_code, oom=oom, timed_out=timed_out)
+            ran_ms = round((ended - started) * 1000)
+            outcome = self._outcome(spec.run_id, exit_code, oom=oom, timed_out=timed_out, ran_ms=ran_ms, limits=limits)
             if capture.truncated:
                 self._metrics.truncations.inc()
             self._metrics.run_seconds.labels(spec.runtime).observe(ended - started)
@@ -184,37 +314,21 @@ class Runner:
                 output_truncated=capture.truncated,
                 stdout_bytes=capture.totals["stdout"],
                 stderr_bytes=capture.totals["stderr"],
-                duration_ms=round((ended - started) * 1000),
-                container_start_ms=start_ms,
+                duration_ms=ran_ms,
+                container_start_ms=run.start_ms,
                 egress=used.records if used else (),
                 egress_unrecorded=used.unrecorded if used else 0,
-            )
-        except APIError as exc:
-            log.warning("run %s failed: %s", spec.run_id, exc)
-            self._metrics.runs.labels("error", spec.runtime).inc()
-            return RunResult(
-                "error", -1, capture.truncated, 0, 0, round((time.monotonic() - t0) * 1000), start_ms, str(exc)
             )
         finally:
             if forward_task is not None and not forward_task.done():
                 forward_task.cancel()
-            # The clean-up is a task of its own: a cancelled caller (even one
-            # cancelled twice, as a server shutting down does) stops waiting
-            # for it, but it still finishes, and close() waits for it.
-            cleanup = asyncio.ensure_future(self._discard(create_task, container_id, grant))
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(cleanup)
-            self._active.pop(spec.run_id, None)
-            self._cancelled.discard(spec.run_id)
-            if counted:
-                self._metrics.running.dec()
 
-    async def _discard(self, create_task: asyncio.Future[str], container_id: str, grant: CallGrant | None) -> None:
+    async def _discard(
+        self, create_task: asyncio.Future[str] | None, container_id: str, grant: CallGrant | None
+    ) -> None:
         """Removes the run's container (waiting for its create if need be)
         and closes its egress; never raises."""
-        if not container_id:
+        if not container_id and create_task is not None:
             with contextlib.suppress(Exception):
                 container_id = await create_task
         if container_id:
@@ -232,7 +346,9 @@ class Runner:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
         return await asyncio.to_thread(self.remove_leftovers)
 
-    def _outcome(self, run_id: str, exit_code: int, *, oom: bool, timed_out: bool) -> Outcome:
+    def _outcome(
+        self, run_id: str, exit_code: int, *, oom: bool, timed_out: bool, ran_ms: int, limits: Limits
+    ) -> Outcome:
         if timed_out:
             return "timeout"
         if oom:
@@ -242,5 +358,7 @@ class Runner:
         if exit_code == 0:
             return "ok"
         if exit_code == SIGKILL_EXIT:
-            return "killed"
+            # SIGKILLed after the timeout had passed: the deadline wrapper
+            # got there before our own kill did.
+            return "timeout" if ran_ms >= limits.timeout_ms else "killed"
         return "nonzero_exit"

@@ -1,6 +1,8 @@
-"""The executor's gRPC transport. Only the gateway may call: the socket is
-0600 inside a 0700 folder, and every RPC must carry the shared token (root
-ignores file modes, so the token is what stops a same-host root client)."""
+"""The executor's gRPC transport. Only the gateway may call: on a Unix
+socket, the peer gate (executor/_peer.py) admits only allowed_peer_uids
+(SO_PEERCRED) before gRPC sees a byte, and every RPC must also carry the
+shared token (root ignores file modes and could take an allowed uid, so the
+token is what stops a same-host root client)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,17 @@
 """The Airlock gateway: authenticates agents, asks OPA about every tool call,
 audits the decision, and forwards allowed calls to the executor.
 
-Modules: _core (decisions, no grpc), _policy (OPA client), _registry (tool
-registry), _audit, _metrics, _auth, _executor_client, _server (gRPC
-transport), _main (process wiring)."""
+Modules: _core (the order of checks, no grpc) with _input (fields,
+arguments, policy input), _json (strict JSON), _answer (OPA's answer),
+_events (audit events), _budget (counters), _admission (per-principal caps);
+_policy (OPA client), _registry (tool registry), _audit (sink, masking in
+_mask), _metrics, _auth, _executor_client, _server (gRPC transport), _main
+(process wiring)."""
 
 from __future__ import annotations
 
 from gateway._config import GatewayConfig, load_gateway_config
-from gateway._core import build_policy_input, parse_arguments
+from gateway._input import build_policy_input, parse_arguments
 from gateway._model import Call, CallInput, Principal
 from gateway._registry import Registry, load_registry
 

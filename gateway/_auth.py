@@ -1,14 +1,22 @@
 """Agent authentication: a bearer token, a verified client certificate
 (mTLS), or both. The principal comes from here and only from here; the
-servicer never reads an identity from the request."""
+servicer never reads an identity from the request.
+
+A certificate identifies an agent only through a URI SAN (e.g.
+``spiffe://airlock/agent/NAME``) of a certificate the TLS layer verified
+against the gateway's client CA, which must be dedicated to Airlock agents:
+DNS SANs and the subject CN are names any CA hands out for other purposes,
+so they never count."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
+from cryptography import x509
+
+from airlock._secrets import read_secret_text
 from gateway._config import Agent
 from gateway._model import Principal
 
@@ -16,8 +24,18 @@ from gateway._model import Principal
 MIN_TOKEN_CHARS = 16
 
 
-#: gRPC auth-context keys that carry a verified client certificate's names.
-_CERT_KEYS = ("x509_subject_alternative_name", "x509_common_name")
+#: gRPC's auth-context key for the verified peer certificate (PEM).
+_PEM_KEY = "x509_pem_cert"
+
+
+def certificate_uris(pem: bytes) -> set[str]:
+    """The URI SANs of a PEM certificate (empty when it has none or does not parse)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return set()
+    return set(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 class Authenticator:
@@ -32,7 +50,7 @@ class Authenticator:
             if agent.token_file is None and agent.token_sha256 is None:
                 continue
             if agent.token_file is not None:
-                token = Path(agent.token_file).read_text(encoding="utf-8").strip()
+                token = read_secret_text(agent.token_file, f"agent {agent.id!r} token file")
                 if len(token) < MIN_TOKEN_CHARS:
                     raise ValueError(f"agent {agent.id!r}: token in {agent.token_file} is shorter than 16 characters")
                 digest = hashlib.sha256(token.encode()).digest()
@@ -41,7 +59,7 @@ class Authenticator:
                 digest = bytes.fromhex(agent.token_sha256)
             if any(hmac.compare_digest(digest, known) for known, _ in self._by_digest):
                 raise ValueError(f"agent {agent.id!r}: shares its token with another agent")
-            self._by_digest.append((digest, Principal(agent.id, agent.profile, "token")))
+            self._by_digest.append((digest, Principal(agent.id, agent.profile, "token", agent.roles)))
 
     def authenticate(
         self, metadata: Sequence[tuple[str, str | bytes]], peer: Mapping[str, Iterable[bytes]] | None = None
@@ -59,19 +77,21 @@ class Authenticator:
         if by_cert is not None and by_token is not None and by_cert.id != by_token.id:
             return None, "client certificate and token belong to different agents"
         if by_cert is not None and by_token is not None:
-            return Principal(by_cert.id, by_cert.profile, "mtls+token"), ""
+            return Principal(by_cert.id, by_cert.profile, "mtls+token", by_cert.roles), ""
         return by_token, why
 
     def _from_certificate(self, peer: Mapping[str, Iterable[bytes]]) -> Principal | None:
         if not self._by_identity:
             return None
-        names = {n.decode(errors="replace") for key in _CERT_KEYS for n in peer.get(key, ())}
+        names: set[str] = set()
+        for pem in peer.get(_PEM_KEY, ()):
+            names |= certificate_uris(pem)
         matches = {self._by_identity[n].id: self._by_identity[n] for n in names if n in self._by_identity}
         if len(matches) != 1:
             # No agent, or a certificate naming two agents: neither is an identity.
             return None
         (agent,) = matches.values()
-        return Principal(agent.id, agent.profile, "mtls")
+        return Principal(agent.id, agent.profile, "mtls", agent.roles)
 
     def _from_token(self, metadata: Sequence[tuple[str, str | bytes]]) -> tuple[Principal | None, str]:
         values = [v for k, v in metadata if k == "authorization"]

@@ -1,11 +1,20 @@
-"""Call counters for budget rules: how many allowed Invoke calls a session,
-a session's tool, and a principal's tool made in the trailing window.
+"""Call counters for budget rules: how many calls a principal made in the
+trailing window, overall, per tool, per session and per session's tool.
 
 The gateway supplies them in the policy input (``input.counters``); the
-policy decides what is too many. They live in memory: a restarted gateway
-starts from zero, and concurrent calls of one session each see the count
-from before the others, so a budget can be overshot by at most the number
-of that session's calls in flight.
+policy decides what is too many. Every key starts with the authenticated
+principal: a session id is the caller's to choose, so it is only ever a
+sub-bucket of its principal (two principals sending the same session string
+never share a count, and a fresh session id per call does not escape the
+principal-wide counters).
+
+Reservations close the race between parallel calls: an Invoke reserves its
+count *before* the policy sees the counters, so concurrent calls each see
+the ones in flight; a deny or a failure before the run releases it, an
+allowed call keeps it. Decide only reads.
+
+The store here is in memory (per gateway process); CounterStore is the seam
+for a shared one.
 """
 
 from __future__ import annotations
@@ -13,15 +22,60 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
 DEFAULT_WINDOW_SECONDS = 3600
 #: Keys idle longer than the window are dropped; this bounds memory when
 #: many short sessions come and go.
 MAX_KEYS = 100_000
+COUNTER_NAMES = ("principal_calls", "principal_tool_calls", "session_calls", "session_tool_calls")
+
+
+def _keys(principal: str, session: str, tool: str) -> dict[str, tuple[str, ...]]:
+    # A call without a session id counts in its principal's "no session"
+    # bucket; the \0 keeps ("a", "") apart from any real session name.
+    s = session or "\0none"
+    return {
+        "principal_calls": ("p", principal),
+        "principal_tool_calls": ("pt", principal, tool),
+        "session_calls": ("s", principal, s),
+        "session_tool_calls": ("st", principal, s, tool),
+    }
+
+
+@dataclass
+class Reservation:
+    """A counted call. ``counts`` are the counters *before* it (what the policy
+    compares with its limits); ``release`` un-counts a call that did not run."""
+
+    counts: Mapping[str, int]
+    _release: Callable[[], None] = field(repr=False)
+    _done: bool = field(default=False, repr=False)
+
+    def release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._release()
+
+    def keep(self) -> None:
+        self._done = True
+
+
+class CounterStore(Protocol):
+    """The budget seam: read counters, or reserve one more call."""
+
+    window_seconds: int
+
+    async def snapshot(self, principal: str, session: str, tool: str) -> dict[str, int]: ...
+
+    async def reserve(self, principal: str, session: str, tool: str) -> Reservation: ...
 
 
 class CallCounters:
+    """In-memory sliding-window counters (one process)."""
+
     def __init__(
         self, window_seconds: int = DEFAULT_WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic
     ) -> None:
@@ -29,17 +83,6 @@ class CallCounters:
         self._clock = clock
         self._lock = threading.Lock()
         self._events: OrderedDict[tuple[str, ...], deque[float]] = OrderedDict()
-
-    @staticmethod
-    def _keys(principal: str, session: str, tool: str) -> dict[str, tuple[str, ...]]:
-        # A call without a session id counts against the principal's
-        # "no session" bucket, so omitting the id is not a way around a budget.
-        s = session or f"principal:{principal}"
-        return {
-            "session_calls": ("s", s),
-            "session_tool_calls": ("st", s, tool),
-            "principal_tool_calls": ("pt", principal, tool),
-        }
 
     def _count(self, key: tuple[str, ...], now: float) -> int:
         q = self._events.get(key)
@@ -49,18 +92,39 @@ class CallCounters:
             q.popleft()
         return len(q)
 
-    def snapshot(self, principal: str, session: str, tool: str) -> dict[str, int]:
+    def _snapshot(self, principal: str, session: str, tool: str) -> dict[str, int]:
         now = self._clock()
         with self._lock:
-            counts = {name: self._count(key, now) for name, key in self._keys(principal, session, tool).items()}
+            counts = {name: self._count(key, now) for name, key in _keys(principal, session, tool).items()}
         return {"window_seconds": self.window_seconds, **counts}
 
-    def record(self, principal: str, session: str, tool: str) -> None:
+    async def snapshot(self, principal: str, session: str, tool: str) -> dict[str, int]:
+        return self._snapshot(principal, session, tool)
+
+    async def reserve(self, principal: str, session: str, tool: str) -> Reservation:
+        return self.reserve_now(principal, session, tool)
+
+    def reserve_now(self, principal: str, session: str, tool: str) -> Reservation:
         now = self._clock()
+        keys = _keys(principal, session, tool)
         with self._lock:
-            for key in self._keys(principal, session, tool).values():
+            counts = {name: self._count(key, now) for name, key in keys.items()}
+            for key in keys.values():
                 q = self._events.setdefault(key, deque())
                 q.append(now)
                 self._events.move_to_end(key)
             while len(self._events) > MAX_KEYS:
                 self._events.popitem(last=False)
+
+        def release() -> None:
+            with self._lock:
+                for key in keys.values():
+                    q = self._events.get(key)
+                    if q is not None:
+                        # Remove this call's own stamp (the newest equal one).
+                        for i in range(len(q) - 1, -1, -1):
+                            if q[i] == now:
+                                del q[i]
+                                break
+
+        return Reservation({"window_seconds": self.window_seconds, **counts}, release)

@@ -1,41 +1,63 @@
 """The gateway's decision and invocation logic -- no grpc in here.
 
-Order of a call: input checks (identity, call_id, item type, size, JSON) ->
-policy input -> OPA -> decision -> audit (durable before anything runs) ->
-on allow, the run plan -> executor -> execution audit. Any failure before the
-executor is a deny with its own reason code; nothing is executed unless a
-well-formed policy decision said allow and its audit event is on disk.
+A decision is this table of checks, in order; each refusal has its own
+reason code, and nothing is executed unless a well-formed policy decision
+said allow and its audit event is durable:
+
+    authenticated?                      unauthenticated
+    identifying fields present, capped  call_id_missing, ..., field_too_long
+    not a hosted item                   item_type_hosted
+    arguments within size               arguments_too_large
+    arguments strict JSON               arguments_malformed
+    principal under its in-flight cap   too_many_in_flight
+    budget reserved, policy asked       policy_* (fail closed), gateway_overloaded
+    answer well formed                  policy_malformed
+    decided tool is our registry entry  policy_malformed
+    arguments match the schema          arguments_invalid
+    the policy's verdict                its own codes
+    audit event durable                 audit_failed
+
+Modules it orchestrates: _input (fields, arguments, policy input), _answer
+(OPA's answer), _events (audit events), _budget (counters), _admission
+(per-principal caps and fair shares).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-import jsonschema
-from google.protobuf import json_format
-
-from airlock.v1 import audit_pb2, call_pb2
-from gateway._audit import SCHEMA_VERSION, AuditSink
-from gateway._budget import CallCounters
+from airlock.v1 import audit_pb2
+from gateway import _events
+from gateway._admission import FairSlots, InFlight, SlotTimeoutError
+from gateway._answer import parse_answer
+from gateway._audit import AuditSink
+from gateway._budget import CallCounters, CounterStore, Reservation
 from gateway._errors import FAIL_CLOSED_REASONS, AuditError, ExecutorError, PolicyError
-from gateway._mask import Masker
-from gateway._metrics import VERSION, GatewayMetrics
+from gateway._input import (
+    InputError,
+    build_policy_input,
+    check_fields,
+    cut,
+    now,
+    parse_arguments,
+    principal_doc,
+    schema_errors,
+)
+from gateway._json import MalformedJSON
+from gateway._json import loads as strict_loads
+from gateway._metrics import GatewayMetrics
 from gateway._model import (
     CallInput,
     Decision,
     InvokeResult,
-    Limits,
-    Obligations,
     Observation,
     Observed,
     Principal,
@@ -44,16 +66,14 @@ from gateway._model import (
     RunOutcome,
     RunPlan,
 )
-from gateway._policy import PolicyEngine
+from gateway._policy import PolicyEngine, PolicyResult
 from gateway._registry import HOSTED_ITEM_TYPES, PLACEHOLDER_RE, Registry
 
 log = logging.getLogger("airlock.gateway")
-#: Bad input is recorded as received, up to this many characters.
-RAW_ARGUMENTS_AUDIT_CHARS = 4096
-_LIMIT_KEYS = ("memory_bytes", "cpu_millis", "pids", "timeout_ms", "output_bytes", "tmpfs_bytes")
 #: Items Observe records: the hosted tools' items, image generation, and a
 #: shell_call of a hosted shell (the agent sends only those it did not run).
 OBSERVABLE_ITEM_TYPES = HOSTED_ITEM_TYPES | {"image_generation_call", "shell_call"}
+_OBSERVE_CAPS = {"item_type": 64, "item_id": 256, "tool": 128, "status": 64, "session_id": 256}
 
 
 class Executor(Protocol):
@@ -67,6 +87,23 @@ class CoreSettings:
     decision_path: str
     granted_tools_path: str
     max_arguments_bytes: int
+    max_arguments_depth: int = 32
+    #: Calls one principal may have in flight (any RPC); more are refused.
+    max_in_flight_per_principal: int = 32
+    #: Concurrent policy evaluations, and one principal's share of them.
+    policy_concurrency: int = 16
+    policy_per_principal: int = 8
+    #: How long a call may wait for a policy slot before it is refused.
+    policy_queue_timeout_s: float = 5.0
+    #: Executor run slots the gateway hands out (the executor's
+    #: max_concurrent_runs) and one principal's share of them.
+    run_slots: int = 16
+    run_slots_per_principal: int = 8
+    run_queue_timeout_s: float = 60.0
+    #: Unauthenticated calls recorded one event each per window; the rest
+    #: are counted into one summary event per window.
+    unauthenticated_records_per_window: int = 20
+    unauthenticated_window_s: float = 10.0
 
 
 class Gateway:
@@ -81,17 +118,26 @@ class Gateway:
         audit: AuditSink,
         metrics: GatewayMetrics,
         settings: CoreSettings,
-        masker: Masker | None = None,
-        counters: CallCounters | None = None,
+        counters: CounterStore | None = None,
     ) -> None:
-        self._masker = masker or Masker()
-        self._counters = counters or CallCounters()
+        self._counters: CounterStore = counters or CallCounters()
         self._registry = registry
+        # The entries the gateway accepts from a decision: the current
+        # registry's and, for a moment after a publish, the previous one's
+        # (OPA activates a new bundle a second or two after we reload).
+        self._known: list[Registry] = [registry]
         self._policy = policy
         self._executor = executor
         self._audit = audit
         self._metrics = metrics
         self._settings = settings
+        self._in_flight = InFlight(settings.max_in_flight_per_principal)
+        self._policy_slots = FairSlots(settings.policy_concurrency, settings.policy_per_principal)
+        self._run_slots = FairSlots(settings.run_slots, settings.run_slots_per_principal)
+        self._unauth = _UnauthenticatedRecords(
+            settings.unauthenticated_records_per_window, settings.unauthenticated_window_s
+        )
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- public operations -------------------------------------------------
 
@@ -101,62 +147,28 @@ class Gateway:
         Shielded: a client that cancels or disconnects mid-decision does not
         stop the decision from being made and recorded.
         """
-        return await asyncio.shield(self._decide_and_record(inp))
-
-    async def _decide_and_record(self, inp: CallInput) -> Decision:
-        with self._metrics.decision_seconds.labels(inp.rpc).time():
-            try:
-                decision = await self._decide(inp)
-            except Exception as exc:  # fail closed on the unforeseen, and still audit it
-                log.exception("decision failed unexpectedly")
-                decision = Decision(
-                    str(uuid.uuid4()),
-                    False,
-                    (Reason("internal_error", f"the gateway could not decide: {type(exc).__name__}"),),
-                    "internal",
-                    principal=inp.principal.id if inp.principal else "",
-                )
-        return await self._record_decision(inp, decision)
+        return await asyncio.shield(self._admitted_decision(inp, reserve=False))
 
     async def invoke(self, inp: CallInput) -> InvokeResult:
-        """Decide, then run an allowed call."""
+        """Decide, then run an allowed call. The principal's in-flight cap
+        covers the whole call, run included."""
         self._metrics.in_flight.inc()
         started = time.monotonic()
         tool_label = self._metrics.tool_label(inp.call.tool)
+        principal = inp.principal
+        entered = principal is not None and self._in_flight.try_enter(principal.id)
         try:
-            decision = await self.decide(inp)
+            if principal is not None and not entered:
+                return InvokeResult(await asyncio.shield(self._refuse_busy(inp, principal)))
+            decision = await asyncio.shield(self._decide_and_record(inp, reserve=True))
             if not decision.allowed:
                 return InvokeResult(decision)
-            assert inp.principal is not None
-            self._counters.record(inp.principal.id, inp.call.session_id, inp.call.tool)
-            plan = self._plan(inp, decision)
-            try:
-                outcome = await self._executor.run(plan)
-            except ExecutorError as exc:
-                outcome = RunOutcome("error", -1, b"", b"", False, 0, error=f"{exc.code}: {exc}")
-            except asyncio.CancelledError:
-                # The client went away: the executor kills the container when
-                # its stream is cancelled; the audit trail still gets the end.
-                gone = RunOutcome("killed", -1, b"", b"", False, 0, error="client cancelled or disconnected")
-                self._metrics.executions.labels(tool_label, gone.outcome).inc()
-                with contextlib.suppress(AuditError):
-                    await asyncio.shield(self._write(self._execution_event(inp, decision, gone)))
-                raise
-            self._metrics.executions.labels(tool_label, outcome.outcome).inc()
-            if outcome.container_start_ms or outcome.duration_ms:
-                # Only runs that happened: an unreachable executor is not a 0 s run.
-                self._metrics.execution_seconds.labels(tool_label).observe(outcome.duration_ms / 1000)
-            if outcome.output_truncated:
-                self._metrics.truncations.labels(tool_label).inc()
-            try:
-                await self._write(self._execution_event(inp, decision, outcome))
-            except AuditError:
-                # The run has happened and its decision is on disk; hiding the
-                # result would not undo it. The failure is counted (in _write)
-                # and logged for the operator.
-                log.exception("execution audit event for %s was not written", decision.decision_id)
-            return InvokeResult(decision, outcome)
+            assert principal is not None
+            return await self._run(inp, principal, decision, tool_label)
         finally:
+            if entered:
+                assert principal is not None
+                self._in_flight.leave(principal.id)
             self._metrics.in_flight.dec()
             self._metrics.invoke_seconds.labels(tool_label).observe(time.monotonic() - started)
 
@@ -165,9 +177,13 @@ class Gateway:
 
         Fails closed: any policy failure raises PolicyError and lists nothing.
         """
-        result = await self._policy.evaluate(
-            self._settings.granted_tools_path, {"principal": _principal_doc(principal)}
-        )
+        try:
+            async with self._policy_slots.slot(principal.id, self._settings.policy_queue_timeout_s):
+                result = await self._policy.evaluate(
+                    self._settings.granted_tools_path, {"principal": principal_doc(principal)}
+                )
+        except SlotTimeoutError as exc:
+            raise PolicyError(str(exc), code="gateway_overloaded") from exc
         names = result.result
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise PolicyError("granted_tools is not a list of names", code="policy_malformed")
@@ -176,64 +192,17 @@ class Gateway:
     async def observe(self, obs: Observation) -> Observed:
         """Records a hosted item in the audit log; nothing is decided or run.
         Refusals (no identity, malformed item) are recorded too. Shielded like
-        decide, so a client that goes away cannot skip the record."""
-        return await asyncio.shield(self._observe(obs))
-
-    async def _observe(self, obs: Observation) -> Observed:
-        event_id = str(uuid.uuid4())
-        item: Any = None
-        if obs.principal is None:
-            refusal, reason = (
-                "unauthenticated",
-                Reason("unauthenticated", obs.authn_error or "missing or invalid token"),
-            )
-        elif obs.item_type not in OBSERVABLE_ITEM_TYPES:
-            refusal, reason = (
-                "invalid_argument",
-                Reason("item_type_not_hosted", f"{obs.item_type!r} is not a hosted item"),
-            )
-        elif len(obs.item_json.encode()) > self._settings.max_arguments_bytes:
-            # Recorded, but cut: an oversized item must not bloat the log.
-            refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded (item cut to a bound)")
-        else:
-            try:
-                item = json.loads(obs.item_json)
-            except (ValueError, RecursionError):
-                item = None
-            if isinstance(item, dict):
-                refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded")
-            else:
-                refusal, reason = "invalid_argument", Reason("item_malformed", "item_json must be a JSON object")
-        event = audit_pb2.AuditEvent(
-            labels={"component": "gateway", "version": VERSION},
-            schema_version=SCHEMA_VERSION,
-            kind="observation",
-            timestamp=_now(),
-            decision_id=event_id,
-            principal=obs.principal.id if obs.principal else "",
-            session_id=obs.session_id,
-            tool=obs.tool,
-            item_type=obs.item_type,
-            call_id=obs.item_id,
-            decision="observed" if refusal == "none" else "deny",
-            rpc="Observe",
-            arguments_bytes=len(obs.item_json.encode()),
-        )
-        recorded = {
-            "principal": _principal_doc(obs.principal) if obs.principal else None,
-            "item": item
-            if isinstance(item, dict)
-            else {"item_json": obs.item_json[:RAW_ARGUMENTS_AUDIT_CHARS], "status": obs.status},
-        }
-        masked_input, masked = self._masker.mask(recorded)
-        event.input.update(masked_input)
-        event.masked.extend(masked)
-        event.reasons.append(call_pb2.Reason(code=reason.code, message=reason.message))
+        decide, so a client that goes away cannot skip the record. The
+        principal's in-flight cap applies as to every call."""
+        principal = obs.principal
+        if principal is None:
+            return await asyncio.shield(self._observe(obs))
+        if not self._in_flight.try_enter(principal.id):
+            return await asyncio.shield(self._observe(obs, busy=True))
         try:
-            await self._write(event)
-        except AuditError as exc:
-            return Observed(event_id, "unavailable", Reason("audit_failed", str(exc)))
-        return Observed(event_id, refusal, reason)  # type: ignore[arg-type]
+            return await asyncio.shield(self._observe(obs))
+        finally:
+            self._in_flight.leave(principal.id)
 
     @property
     def registry(self) -> Registry:
@@ -244,117 +213,201 @@ class Gateway:
         either the old one or the new one). Runs are built from the entry the
         policy decided with, so a call never mixes two versions."""
         self._metrics.set_tools(registry.tools.keys())
+        self._known = [registry, self._registry]
         self._registry = registry
+
+    async def close(self) -> None:
+        """Flushes the pending unauthenticated summary (at shutdown)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self._flush_unauthenticated()
 
     # -- deciding ------------------------------------------------------------
 
-    async def _decide(self, inp: CallInput) -> Decision:  # noqa: C901, PLR0911, PLR0912 - each check returns its own refusal, in order
+    async def _admitted_decision(self, inp: CallInput, *, reserve: bool) -> Decision:
+        """The per-principal in-flight cap around one decision (Decide)."""
+        principal = inp.principal
+        if principal is None:
+            return await self._decide_and_record(inp, reserve=reserve)
+        if not self._in_flight.try_enter(principal.id):
+            return await self._refuse_busy(inp, principal)
+        try:
+            return await self._decide_and_record(inp, reserve=reserve)
+        finally:
+            self._in_flight.leave(principal.id)
+
+    async def _refuse_busy(self, inp: CallInput, principal: Principal) -> Decision:
+        why = f"principal {principal.id!r} already has {self._in_flight.per_principal} calls in flight"
+        decision = _refusal(inp, str(uuid.uuid4()), "resource_exhausted", Reason("too_many_in_flight", why))
+        return await self._record_decision(inp, decision)
+
+    async def _decide_and_record(self, inp: CallInput, *, reserve: bool) -> Decision:
+        reservation: Reservation | None = None
+        with self._metrics.decision_seconds.labels(inp.rpc).time():
+            try:
+                decision, reservation = await self._decide(inp, reserve=reserve)
+            except Exception as exc:  # fail closed on the unforeseen, and still audit it
+                log.exception("decision failed unexpectedly")
+                decision = _refusal(
+                    inp,
+                    str(uuid.uuid4()),
+                    "internal",
+                    Reason("internal_error", f"the gateway could not decide: {type(exc).__name__}"),
+                )
+        decision = await self._record_decision(inp, decision)
+        if reservation is not None:
+            # An allowed call counts against its budgets; anything else does not.
+            if decision.allowed:
+                reservation.keep()
+            else:
+                reservation.release()
+        return decision
+
+    async def _decide(self, inp: CallInput, *, reserve: bool) -> tuple[Decision, Reservation | None]:
         decision_id = str(uuid.uuid4())
-        principal_id = inp.principal.id if inp.principal else ""
-
-        asked: dict[str, Any] = {"path": "", "input": None, "result": None, "bundles": None}
-
-        def refuse(refusal: Refusal, code: str, message: str, revision: str = "") -> Decision:
-            return Decision(
-                decision_id,
-                False,
-                (Reason(code, message),),
-                refusal,
-                policy_revision=revision,
-                principal=principal_id,
-                path=asked["path"],
-                policy_input=asked["input"],
-                policy_result=asked["result"],
-                bundles=asked["bundles"],
-            )
-
         call = inp.call
-        if inp.principal is None:
-            return refuse("unauthenticated", "unauthenticated", inp.authn_error or "missing or invalid token")
-        if not call.call_id:
-            return refuse("invalid_argument", "call_id_missing", "call.call_id is required")
-        if not call.item_type:
-            return refuse("invalid_argument", "item_type_missing", "call.item_type is required")
-        if not call.tool:
-            return refuse("invalid_argument", "tool_missing", "call.tool is required")
+        principal = inp.principal
+        if principal is None:
+            why = inp.authn_error or "missing or invalid token"
+            return _refusal(inp, decision_id, "unauthenticated", Reason("unauthenticated", why)), None
+        try:
+            check_fields(inp)
+        except InputError as exc:
+            return _refusal(inp, decision_id, "invalid_argument", Reason(exc.code, str(exc))), None
         if call.item_type in HOSTED_ITEM_TYPES:
-            return refuse(
-                "invalid_argument", "item_type_hosted", f"{call.item_type} items are run by the provider; use Observe"
-            )
+            why = f"{call.item_type} items are run by the provider; use Observe"
+            return _refusal(inp, decision_id, "invalid_argument", Reason("item_type_hosted", why)), None
         size = len(call.arguments.encode())
         if size > self._settings.max_arguments_bytes:
-            return refuse(
-                "invalid_argument",
-                "arguments_too_large",
-                f"arguments are {size} bytes; the limit is {self._settings.max_arguments_bytes}",
-            )
+            why = f"arguments are {size} bytes; the limit is {self._settings.max_arguments_bytes}"
+            return _refusal(inp, decision_id, "invalid_argument", Reason("arguments_too_large", why)), None
         try:
-            arguments = _parse_arguments(call.item_type, call.arguments)
-        except (ValueError, RecursionError) as exc:
-            return refuse("invalid_argument", "arguments_malformed", str(exc))
+            arguments = parse_arguments(call.item_type, call.arguments, max_depth=self._settings.max_arguments_depth)
+        except MalformedJSON as exc:
+            return _refusal(inp, decision_id, "invalid_argument", Reason("arguments_malformed", str(exc))), None
 
-        input_doc = self._policy_input(inp, inp.principal, decision_id, arguments)
-        asked.update(path=self._settings.decision_path, input=input_doc)
+        reservation: Reservation | None = None
+        if reserve:
+            reservation = await self._counters.reserve(principal.id, call.session_id, call.tool)
+            counts = reservation.counts
+        else:
+            counts = await self._counters.snapshot(principal.id, call.session_id, call.tool)
         try:
-            result = await self._policy.evaluate(self._settings.decision_path, input_doc)
+            decision = await self._ask_policy(inp, principal, decision_id, arguments, counts)
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        return decision, reservation
+
+    async def _ask_policy(  # noqa: PLR0911 - one return per check, in order
+        self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any, counts: Mapping[str, int]
+    ) -> Decision:
+        input_doc = build_policy_input(
+            self._registry, inp, principal, decision_id=decision_id, arguments=arguments, counters=counts
+        )
+        path = self._settings.decision_path
+        asked: dict[str, Any] = {"path": path, "policy_input": input_doc}
+
+        def refuse(refusal: Refusal, code: str, message: str, result: PolicyResult | None = None) -> Decision:
+            return _refusal(
+                inp,
+                decision_id,
+                refusal,
+                Reason(code, message),
+                revision=result.revision if result else "",
+                policy_result=result.result if result else None,
+                bundles=dict(result.bundles) if result else None,
+                **asked,
+            )
+
+        try:
+            async with self._policy_slots.slot(principal.id, self._settings.policy_queue_timeout_s):
+                result = await self._policy.evaluate(path, input_doc)
+        except SlotTimeoutError as exc:
+            return refuse("permission_denied", "gateway_overloaded", f"no policy evaluation slot: {exc}")
         except PolicyError as exc:
             return refuse("permission_denied", exc.code, str(exc))
-        asked.update(result=result.result, bundles=dict(result.bundles))
         if result.eval_ns is not None:
             self._metrics.opa_eval_seconds.observe(result.eval_ns / 1e9)
         self._metrics.policy_revision(result.revision)
         try:
-            allowed, reasons, obligations = _parse_decision(result.result)
-            shadow, decided_tool = _parse_extras(result.result)
+            answer = parse_answer(result.result)
         except PolicyError as exc:
-            return refuse("permission_denied", exc.code, str(exc), result.revision)
-        # The policy is the judge, but a few facts are not negotiable: an
-        # allow for an unregistered tool or for arguments that fail the
-        # tool's schema is a policy bug, and we fail closed on it. The entry
-        # is the one the policy decided with (same bundle snapshot) when it
-        # returns one; otherwise the gateway's copy of the registry.
-        ours = self._registry.tool_data(call.tool) if self._registry.get(call.tool) is not None else None
-        entry = decided_tool if decided_tool is not None else ours
-        if allowed and entry is None:
-            return refuse(
-                "permission_denied", "policy_malformed", "policy allowed an unregistered tool", result.revision
-            )
-        errors: list[str] = []
-        if allowed and entry is not None:
-            same_schema = ours is not None and entry.get("parameters") == ours["parameters"]
+            return refuse("permission_denied", exc.code, str(exc), result)
+        # The policy is the judge, but a few facts are not negotiable. An
+        # allow must name a registered tool, and the entry it decided with
+        # must be exactly our registry's entry for the called tool (a policy
+        # cannot invent an image, argv or env); arguments that fail the
+        # tool's schema are a policy bug. We fail closed on each.
+        ours = self._registry.tool_data(inp.call.tool) if self._registry.get(inp.call.tool) is not None else None
+        entry = answer.tool if answer.tool is not None else ours
+        if answer.allowed:
+            if entry is None:
+                return refuse("permission_denied", "policy_malformed", "policy allowed an unregistered tool", result)
+            if not self._known_entry(inp.call.tool, entry):
+                why = f"the decision's tool entry is not the registry's entry for {inp.call.tool!r}"
+                return refuse("permission_denied", "policy_malformed", why, result)
             errors = (
                 input_doc["call"]["arguments_errors"]
-                if same_schema
-                else _schema_errors(entry.get("parameters", {}), arguments)
+                if ours is not None and entry.get("parameters") == ours["parameters"]
+                else schema_errors(entry.get("parameters", {}), arguments)
             )
-        if errors:
-            return refuse(
-                "permission_denied", "arguments_invalid", f"arguments are invalid: {errors[0]}", result.revision
-            )
+            if errors:
+                return refuse("permission_denied", "arguments_invalid", f"arguments are invalid: {errors[0]}", result)
         return Decision(
             decision_id=decision_id,
-            allowed=allowed,
-            reasons=reasons,
-            refusal="none" if allowed else "permission_denied",
-            obligations=obligations,
+            allowed=answer.allowed,
+            reasons=answer.reasons,
+            refusal="none" if answer.allowed else "permission_denied",
+            obligations=answer.obligations,
             policy_revision=result.revision,
-            principal=principal_id,
+            principal=principal.id,
             arguments=arguments,
-            path=self._settings.decision_path,
+            path=path,
             policy_input=input_doc,
             policy_result=result.result,
             bundles=dict(result.bundles),
-            shadow=shadow if allowed else (),
-            tool_entry=entry if allowed else None,
+            shadow=answer.shadow if answer.allowed else (),
+            tool_entry=entry if answer.allowed else None,
         )
 
-    def _policy_input(self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any) -> dict[str, Any]:
-        counters = self._counters.snapshot(principal.id, inp.call.session_id, inp.call.tool)
-        return build_policy_input(
-            self._registry, inp, principal, decision_id=decision_id, arguments=arguments, counters=counters
-        )
+    def _known_entry(self, tool: str, entry: Mapping[str, Any]) -> bool:
+        return any(r.get(tool) is not None and r.tool_data(tool) == entry for r in self._known)
 
     # -- running -------------------------------------------------------------
+
+    async def _run(self, inp: CallInput, principal: Principal, decision: Decision, tool_label: str) -> InvokeResult:
+        plan = self._plan(inp, decision)
+        try:
+            async with self._run_slots.slot(principal.id, self._settings.run_queue_timeout_s):
+                outcome = await self._executor.run(plan)
+        except SlotTimeoutError:
+            outcome = RunOutcome("error", -1, b"", b"", False, 0, error="executor_unavailable: no free run slot")
+        except ExecutorError as exc:
+            outcome = RunOutcome("error", -1, b"", b"", False, 0, error=f"{exc.code}: {exc}")
+        except asyncio.CancelledError:
+            # The client went away: the executor kills the container when
+            # its stream is cancelled; the audit trail still gets the end.
+            gone = RunOutcome("killed", -1, b"", b"", False, 0, error="client cancelled or disconnected")
+            self._metrics.executions.labels(tool_label, gone.outcome).inc()
+            with contextlib.suppress(AuditError):
+                await asyncio.shield(self._write(_events.execution_event(inp, decision, gone)))
+            raise
+        self._metrics.executions.labels(tool_label, outcome.outcome).inc()
+        if outcome.container_start_ms or outcome.duration_ms:
+            # Only runs that happened: an unreachable executor is not a 0 s run.
+            self._metrics.execution_seconds.labels(tool_label).observe(outcome.duration_ms / 1000)
+        if outcome.output_truncated:
+            self._metrics.truncations.labels(tool_label).inc()
+        try:
+            await self._write(_events.execution_event(inp, decision, outcome))
+        except AuditError:
+            # The run has happened and its decision is on disk; hiding the
+            # result would not undo it. The failure is counted (in _write)
+            # and logged for the operator.
+            log.exception("execution audit event for %s was not written", decision.decision_id)
+        return InvokeResult(decision, outcome)
 
     def _plan(self, inp: CallInput, decision: Decision) -> RunPlan:
         tool = decision.tool_entry
@@ -374,20 +427,87 @@ class Gateway:
             runtime=tool.get("runtime", "runc"),
         )
 
+    # -- observing -----------------------------------------------------------
+
+    async def _observe(self, obs: Observation, *, busy: bool = False) -> Observed:  # noqa: C901 - one branch per refusal
+        event_id = str(uuid.uuid4())
+        item: Any = None
+        too_long = next((k for k, cap in _OBSERVE_CAPS.items() if len(getattr(obs, k)) > cap), None)
+        if busy:
+            refusal: Refusal = "resource_exhausted"
+            reason = Reason("too_many_in_flight", f"principal already has {self._in_flight.per_principal} in flight")
+        elif obs.principal is None:
+            refusal = "unauthenticated"
+            reason = Reason("unauthenticated", obs.authn_error or "missing or invalid token")
+        elif too_long is not None:
+            refusal = "invalid_argument"
+            reason = Reason("field_too_long", f"{too_long} is longer than {_OBSERVE_CAPS[too_long]} characters")
+        elif obs.item_type not in OBSERVABLE_ITEM_TYPES:
+            refusal = "invalid_argument"
+            reason = Reason("item_type_not_hosted", f"{cut(obs.item_type, 64)!r} is not a hosted item")
+        elif len(obs.item_json.encode()) > self._settings.max_arguments_bytes:
+            # Recorded, but cut: an oversized item must not bloat the log.
+            refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded (item cut to a bound)")
+        else:
+            try:
+                item = strict_loads(obs.item_json, max_depth=self._settings.max_arguments_depth)
+            except MalformedJSON:
+                item = None
+            if isinstance(item, dict):
+                refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded")
+            else:
+                refusal, reason = "invalid_argument", Reason("item_malformed", "item_json must be a JSON object")
+        if obs.principal is None and not self._unauth.record_individually("Observe", reason.message):
+            self._schedule_flush()
+            return Observed(event_id, refusal, reason)
+        try:
+            event = _events.observation_event(obs, event_id, observed=refusal == "none", reason=reason, item=item)
+        except Exception as exc:
+            log.exception("observation event could not be built")
+            event = _events.observation_event(
+                obs, event_id, observed=False, reason=Reason("internal_error", type(exc).__name__), item=None
+            )
+            refusal, reason = "internal", Reason("internal_error", "the item could not be recorded as sent")
+        try:
+            await self._write(event)
+        except AuditError as exc:
+            return Observed(event_id, "unavailable", Reason("audit_failed", str(exc)))
+        return Observed(event_id, refusal, reason)
+
     # -- audit ---------------------------------------------------------------
 
     async def _record_decision(self, inp: CallInput, decision: Decision) -> Decision:
         tool_label = self._metrics.tool_label(inp.call.tool)
-        try:
-            await self._write(self._decision_event(inp, decision))
-        except AuditError as exc:
-            # No durable record, no action: an allow becomes a deny.
-            decision = replace(
-                decision,
-                allowed=False,
-                refusal="unavailable",
-                reasons=(Reason("audit_failed", str(exc)),),
-            )
+        individually = inp.principal is not None or self._unauth.record_individually(
+            inp.rpc, decision.reasons[0].message
+        )
+        if individually:
+            try:
+                event = _events.decision_event(inp, decision)
+            except Exception as exc:
+                log.exception("decision event could not be built")
+                if decision.allowed:
+                    decision = replace(
+                        decision,
+                        allowed=False,
+                        refusal="internal",
+                        reasons=(Reason("internal_error", "the decision could not be recorded"),),
+                        tool_entry=None,
+                    )
+                event = _events.minimal_decision(inp, decision, type(exc).__name__)
+            try:
+                await self._write(event)
+            except AuditError as exc:
+                # No durable record, no action: an allow becomes a deny.
+                decision = replace(
+                    decision,
+                    allowed=False,
+                    refusal="unavailable",
+                    reasons=(Reason("audit_failed", str(exc)),),
+                    tool_entry=None,
+                )
+        else:
+            self._schedule_flush()
         reason = decision.reasons[0].code
         verdict = decision.verdict
         if decision.allowed and decision.shadow:
@@ -398,6 +518,28 @@ class Gateway:
         if reason in FAIL_CLOSED_REASONS:
             self._metrics.fail_closed.labels(reason).inc()
         return decision
+
+    def _schedule_flush(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._unauth.window_s)
+        await self._flush_unauthenticated()
+
+    async def _flush_unauthenticated(self) -> None:
+        summary = self._unauth.take_summary()
+        if summary is None:
+            return
+        since, by_rpc = summary
+        for rpc, by_reason in sorted(by_rpc.items()):
+            event = _events.summary_event(
+                str(uuid.uuid4()), rpc=rpc, suppressed=sum(by_reason.values()), by_reason=by_reason, since=since
+            )
+            try:
+                await self._write(event)
+            except AuditError:
+                log.exception("unauthenticated summary was not written")
 
     async def _write(self, event: audit_pb2.AuditEvent) -> None:
         started = time.monotonic()
@@ -410,271 +552,68 @@ class Gateway:
         self._metrics.audit_events.labels(event.kind).inc()
         self._metrics.audit_last_seq.set(event.seq)
 
-    def _base_event(self, kind: str, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
-        call = inp.call
-        return audit_pb2.AuditEvent(
-            labels={"component": "gateway", "version": VERSION},
-            schema_version=SCHEMA_VERSION,
-            kind=kind,
-            timestamp=_now(),
-            decision_id=decision.decision_id,
-            principal=decision.principal,
-            session_id=call.session_id,
-            tool=call.tool,
-            item_type=call.item_type,
-            call_id=call.call_id,
-            decision=decision.verdict,
-            policy_revision=decision.policy_revision,
-            rpc=inp.rpc,
-            arguments_bytes=len(call.arguments.encode()),
-        )
 
-    def _decision_event(self, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
-        event = self._base_event("decision", inp, decision)
-        event.path = decision.path
-        # Refusals before the policy have no policy input: record the call as
-        # it came (raw arguments, cut to a bound), masked like the rest.
-        raw = decision.policy_input
-        if raw is None:
-            raw = {
-                "principal": _principal_doc(inp.principal) if inp.principal else None,
-                "call": {
-                    "call_id": inp.call.call_id,
-                    "item_type": inp.call.item_type,
-                    "tool": inp.call.tool,
-                    "arguments_raw": inp.call.arguments[:RAW_ARGUMENTS_AUDIT_CHARS],
-                },
-            }
-        masked_input, masked = self._masker.mask(_without_tool_entry(raw))
-        event.input.update(masked_input)
-        event.masked.extend(masked)
-        for name, revision in (decision.bundles or {}).items():
-            event.bundles[name].revision = revision
-        if decision.shadow:
-            event.would_deny = True
-            event.shadow_reasons.extend(call_pb2.Reason(code=r.code, message=r.message) for r in decision.shadow)
-        if decision.policy_result is not None:
-            result, _ = self._masker.mask(_without_tool_entry(decision.policy_result))
-            json_format.ParseDict(result, event.result)
-        event.reasons.extend(call_pb2.Reason(code=r.code, message=r.message) for r in decision.reasons)
-        event.obligations.CopyFrom(obligations_to_proto(decision.obligations))
-        return event
+class _UnauthenticatedRecords:
+    """How many unauthenticated calls get an event of their own per window;
+    the rest are counted (by RPC and reason message prefix) for a summary."""
 
-    def _execution_event(self, inp: CallInput, decision: Decision, run: RunOutcome) -> audit_pb2.AuditEvent:
-        event = self._base_event("execution", inp, decision)
-        event.execution.CopyFrom(
-            audit_pb2.AuditExecution(
-                outcome=run.outcome,
-                exit_code=run.exit_code,
-                output_truncated=run.output_truncated,
-                stdout_bytes=len(run.stdout),
-                stderr_bytes=len(run.stderr),
-                duration_ms=run.duration_ms,
-                container_start_ms=run.container_start_ms,
-                error=run.error,
-                egress=run.egress,
-                egress_unrecorded=run.egress_unrecorded,
-            )
-        )
-        return event
+    def __init__(self, per_window: int, window_s: float) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self._window_start = time.monotonic()
+        self._recorded = 0
+        self._since = ""
+        self._suppressed: dict[str, dict[str, int]] = {}
+
+    def record_individually(self, rpc: str, why: str) -> bool:
+        t = time.monotonic()
+        if t - self._window_start >= self.window_s:
+            self._window_start, self._recorded = t, 0
+        if self._recorded < self.per_window:
+            self._recorded += 1
+            return True
+        if not self._suppressed:
+            self._since = now()
+        key = why[:64]
+        by_reason = self._suppressed.setdefault(rpc, {})
+        if key in by_reason or len(by_reason) < 16:  # noqa: PLR2004 - a bounded number of distinct reasons
+            by_reason[key] = by_reason.get(key, 0) + 1
+        else:
+            by_reason["other"] = by_reason.get("other", 0) + 1
+        return False
+
+    def take_summary(self) -> tuple[str, dict[str, dict[str, int]]] | None:
+        if not self._suppressed:
+            return None
+        out, self._suppressed = self._suppressed, {}
+        return self._since, out
 
 
-def build_policy_input(
-    registry: Registry,
+def _refusal(
     inp: CallInput,
-    principal: Principal,
-    *,
     decision_id: str,
-    arguments: Any,
-    counters: Mapping[str, int],
-) -> dict[str, Any]:
-    """The policy input (policies/schema/input.schema.json). Shared by the
-    gateway and by `airlock decide --offline`, so both ask the same question."""
-    call = inp.call
-    tool = registry.get(call.tool)
-    errors = _schema_errors(registry.tool_data(call.tool)["parameters"], arguments) if tool is not None else []
-    return {
-        "principal": _principal_doc(principal),
-        # The tool's registry entry (null when unregistered), so rules can
-        # read it from the input; data.registry holds the same entries.
-        "tool": registry.tool_data(call.tool) if tool is not None else None,
-        "call": {
-            "call_id": call.call_id,
-            "item_type": call.item_type,
-            "tool": call.tool,
-            "arguments": arguments,
-            "arguments_errors": errors,
-            "arguments_bytes": len(call.arguments.encode()),
-            "session_id": call.session_id,
-            # Only the fields asked for, and only when any was: airlock.limits
-            # takes the minimum with the caps, so a request can only tighten.
-            **_requested(call.requested_limits),
-        },
-        "counters": dict(counters),
-        "request": {"rpc": inp.rpc, "decision_id": decision_id, "time": _now()},
-    }
-
-
-def _requested(limits: Limits | None) -> dict[str, Any]:
-    asked = {k: getattr(limits, k) for k in _LIMIT_KEYS if getattr(limits, k) > 0} if limits else {}
-    return {"requested_limits": asked} if asked else {}
-
-
-def parse_arguments(item_type: str, raw: str) -> Any:
-    """Public name of the gateway's argument parser (ValueError when malformed)."""
-    return _parse_arguments(item_type, raw)
-
-
-def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
-    mode = call_pb2.NETWORK_MODE_EGRESS if ob.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE
-    return call_pb2.Obligations(
-        limits=call_pb2.Limits(**{k: getattr(ob.limits, k) for k in _LIMIT_KEYS}),
-        network=call_pb2.Network(
-            mode=mode, egress_allowlist=list(ob.egress_allowlist), egress_allow_cidrs=list(ob.egress_allow_cidrs)
-        ),
+    refusal: Refusal,
+    reason: Reason,
+    *,
+    revision: str = "",
+    path: str = "",
+    policy_input: Any = None,
+    policy_result: Any = None,
+    bundles: Any = None,
+) -> Decision:
+    return Decision(
+        decision_id,
+        False,
+        (reason,),
+        refusal,
+        policy_revision=revision,
+        principal=inp.principal.id if inp.principal else "",
+        path=path,
+        policy_input=policy_input,
+        policy_result=policy_result,
+        bundles=bundles,
     )
-
-
-def _without_tool_entry(doc: Any) -> Any:
-    """The audit copy names the tool instead of repeating its registry entry:
-    the entry is pinned by the bundle revision, and repeating its schema in
-    every event would double the log for nothing."""
-    if isinstance(doc, dict) and isinstance(doc.get("tool"), dict):
-        return {**doc, "tool": {"name": doc["tool"].get("name", "")}}
-    return doc
-
-
-def _principal_doc(principal: Principal) -> dict[str, str]:
-    return {"id": principal.id, "profile": principal.profile, "authn": principal.authn}
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _parse_arguments(item_type: str, raw: str) -> Any:
-    """Parses the model's raw arguments. Custom tools take free text; every
-    other item carries a JSON object."""
-    if item_type == "custom_tool_call":
-        return {"input": raw}
-    try:
-        value = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"arguments are not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    except RecursionError as exc:
-        raise ValueError("arguments are nested too deeply") from exc
-    if not isinstance(value, dict):
-        raise ValueError(f"arguments must be a JSON object, got {type(value).__name__}")  # noqa: TRY004 - bad input, reported as such
-    return value
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(schema_json))
-
-
-def _schema_errors(schema: Mapping[str, Any], arguments: Any) -> list[str]:
-    validator = _validator(json.dumps(schema, sort_keys=True))
-    return [
-        f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
-        for e in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
-    ]
 
 
 def _argument_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _parse_decision(doc: Any) -> tuple[bool, tuple[Reason, ...], Obligations]:  # noqa: C901 - one check per field
-    """Validates OPA's decision document; anything off is policy_malformed."""
-
-    def bad(why: str) -> PolicyError:
-        return PolicyError(f"malformed policy decision: {why}", code="policy_malformed")
-
-    if not isinstance(doc, dict):
-        raise bad("not an object")
-    allow = doc.get("allow")
-    if not isinstance(allow, bool):
-        raise bad("'allow' must be true or false")
-    raw_reasons = doc.get("reasons")
-    if not isinstance(raw_reasons, list) or not raw_reasons:
-        raise bad("'reasons' must be a non-empty list")
-    reasons: list[Reason] = []
-    for r in raw_reasons:
-        if not (
-            isinstance(r, dict) and isinstance(r.get("code"), str) and r["code"] and isinstance(r.get("message"), str)
-        ):
-            raise bad("each reason needs a non-empty 'code' and a 'message'")
-        reasons.append(Reason(r["code"], r["message"]))
-    obligations = doc.get("obligations")
-    if not isinstance(obligations, dict):
-        raise bad("'obligations' must be an object")
-    limits_doc = obligations.get("limits", {})
-    network = obligations.get("network", {})
-    if not isinstance(limits_doc, dict) or not isinstance(network, dict):
-        raise bad("'obligations.limits' and 'obligations.network' must be objects")
-    limits: dict[str, int] = {}
-    for key in _LIMIT_KEYS:
-        value = limits_doc.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise bad(f"'obligations.limits.{key}' must be a non-negative integer")
-        limits[key] = value
-    if allow and any(limits[k] == 0 for k in _LIMIT_KEYS):
-        # An allow must say how tightly to run; "0 = executor default" is only
-        # acceptable on a deny, where nothing runs.
-        raise bad("an allow must set every obligations.limits key")
-    mode, allowlist, cidrs = _parse_network(network, bad)
-    return allow, tuple(reasons), Obligations(Limits(**limits), mode, allowlist, cidrs)
-
-
-def _parse_network(
-    network: dict[str, Any], bad: Callable[[str], PolicyError]
-) -> tuple[Literal["none", "egress"], tuple[str, ...], tuple[str, ...]]:
-    mode = network.get("mode", "none")
-    if mode not in ("none", "egress"):
-        raise bad("'obligations.network.mode' must be 'none' or 'egress'")
-    lists: list[tuple[str, ...]] = []
-    for key in ("egress_allowlist", "egress_allow_cidrs"):
-        value = network.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
-            raise bad(f"'obligations.network.{key}' must be a list of strings")
-        lists.append(tuple(value))
-    return mode, lists[0], lists[1]
-
-
-def _parse_reasons(raw: Any, what: str) -> tuple[Reason, ...]:
-    if not isinstance(raw, list):
-        raise PolicyError(f"malformed policy decision: '{what}' must be a list", code="policy_malformed")
-    out = []
-    for r in raw:
-        if not (
-            isinstance(r, dict) and isinstance(r.get("code"), str) and r["code"] and isinstance(r.get("message"), str)
-        ):
-            raise PolicyError(
-                f"malformed policy decision: each of '{what}' needs a 'code' and a 'message'", code="policy_malformed"
-            )
-        out.append(Reason(r["code"], r["message"]))
-    return tuple(out)
-
-
-def _parse_extras(doc: dict[str, Any]) -> tuple[tuple[Reason, ...], Mapping[str, Any] | None]:
-    """The optional parts of a decision: shadowed (report-only) denies, and
-    the registry entry the policy decided with, so the run is built from the
-    same snapshot of the registry that the decision saw."""
-    shadow = _parse_reasons(doc.get("shadow", []), "shadow")
-    tool = doc.get("tool")
-    if tool is None:
-        return shadow, None
-    ok = (
-        isinstance(tool, dict)
-        and isinstance(tool.get("image"), str)
-        and isinstance(tool.get("argv"), list)
-        and all(isinstance(a, str) for a in tool["argv"])
-        and isinstance(tool.get("env", {}), dict)
-        and all(isinstance(v, str) for v in tool.get("env", {}).values())
-        and isinstance(tool.get("runtime", "runc"), str)
-        and isinstance(tool.get("parameters", {}), dict)
-    )
-    if not ok:
-        raise PolicyError("malformed policy decision: 'tool' is not a registry entry", code="policy_malformed")
-    return shadow, tool

@@ -43,6 +43,10 @@ INPUT_REASONS = (
     "arguments_too_large",
     "arguments_malformed",
     "item_type_hosted",
+    "field_too_long",
+    "too_many_in_flight",
+    "item_type_not_hosted",
+    "item_malformed",
 )
 FAIL_CLOSED_REASONS = (
     "policy_unreachable",
@@ -52,6 +56,7 @@ FAIL_CLOSED_REASONS = (
     "policy_malformed",
     "audit_failed",
     "internal_error",
+    "gateway_overloaded",
 )
 #: Codes the shipped policy emits. A custom code still reaches the caller and
 #: the audit log verbatim; only its metric label folds to "policy_other".
@@ -65,6 +70,7 @@ POLICY_REASON_CODES = (
     "argument_denied",
     "program_not_allowed",
     "path_outside_workdir",
+    "path_protected",
     "egress_destination_denied",
     "budget_exceeded",
 )

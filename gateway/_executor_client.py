@@ -4,10 +4,10 @@ executor's Unix socket, authenticated with the shared executor token."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import grpc
 
+from airlock._secrets import read_secret_text
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 from gateway._config import ExecutorLink
 from gateway._errors import ExecutorError
@@ -25,7 +25,7 @@ _OUTCOMES = {
 
 class GrpcExecutor:
     def __init__(self, link: ExecutorLink, max_message_bytes: int) -> None:
-        self._token = Path(link.token_file).read_text(encoding="utf-8").strip()
+        self._token = read_secret_text(link.token_file, "executor token file")
         self._grace_s = link.grace_ms / 1000
         self._start_s = link.start_timeout_ms / 1000
         options: list[tuple[str, str | int]] = [("grpc.max_receive_message_length", max_message_bytes)]

@@ -114,6 +114,12 @@ class GatewayMetrics:
             self.truncations.labels(tool)
         for cause in FAIL_CLOSED_REASONS:
             self.fail_closed.labels(cause)
+        self.audit_healthy = Gauge(
+            "airlock_gateway_audit_healthy",
+            "1 while audit writes succeed; 0 from a failed write until the next success (calls fail closed meanwhile).",
+            registry=registry,
+        )
+        self.audit_healthy.set(1)
 
     def set_tools(self, tools: Collection[str]) -> None:
         self._tools = frozenset(tools)

@@ -22,7 +22,12 @@ ItemTypeName = Literal[
 #: A call's item type; "" when the caller did not say.
 ItemType = ItemTypeName | Literal[""]
 #: How a refusal surfaces to the caller; the servicer maps it to a gRPC code.
-Refusal = Literal["none", "unauthenticated", "invalid_argument", "permission_denied", "unavailable", "internal"]
+Refusal = Literal[
+    "none", "unauthenticated", "invalid_argument", "permission_denied", "resource_exhausted", "unavailable", "internal"
+]
+#: What a principal may do besides calling tools (gateway.yaml agents[].roles).
+Role = Literal["agent", "operator", "approver"]
+ROLES: tuple[Role, ...] = ("agent", "operator", "approver")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Principal:
     id: str
     profile: str
     authn: str = "token"
+    roles: tuple[Role, ...] = ("agent",)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl as ssl_module
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -49,17 +50,31 @@ class OpaClient:
     vs 1.4 ms on loopback), and this call sits on every decision.
     """
 
-    def __init__(self, base_url: str, timeout_ms: int) -> None:
+    def __init__(
+        self, base_url: str, timeout_ms: int, *, token: str | None = None, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
+        # unix:///path/opa.sock: requests go over that socket to a fixed
+        # origin (OPA ignores the Host); anything else is an http(s) base URL.
+        self._socket: str | None = None
+        if base_url.startswith("unix://"):
+            self._socket = base_url.removeprefix("unix://")
+            base_url = "http://opa"
         self._base_url = base_url.rstrip("/")
         self._timeout_s = timeout_ms / 1000
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl = ssl
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session belongs to the running loop.
         if self._session is None:
+            connector: aiohttp.BaseConnector
+            if self._socket is not None:
+                connector = aiohttp.UnixConnector(path=self._socket, limit=64, keepalive_timeout=30)
+            else:
+                connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=30, ssl=self._ssl or True)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout_s), headers=self._headers
             )
         return self._session
 

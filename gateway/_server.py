@@ -22,8 +22,9 @@ from grpc_reflection.v1alpha import reflection
 
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway._auth import Authenticator
-from gateway._core import Gateway, obligations_to_proto
+from gateway._core import Gateway
 from gateway._errors import PolicyError
+from gateway._events import obligations_to_proto
 from gateway._model import Call, CallInput, Decision, ItemType, Limits, Observation, Principal, RunOutcome
 
 _SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -45,6 +46,7 @@ _STATUS = {
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
     "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "internal": grpc.StatusCode.INTERNAL,
 }

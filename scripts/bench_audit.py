@@ -12,10 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 
 from airlock.v1 import audit_pb2, call_pb2
 from gateway._audit import SCHEMA_VERSION, JsonlAuditSink
+from gateway._config import RetentionConfig
+from gateway._mask import Masker
 from gateway._metrics import GatewayMetrics
 
 
@@ -37,7 +40,16 @@ def _event(i: int) -> audit_pb2.AuditEvent:
 
 
 async def _run(path: Path, *, group: bool, events: int, concurrency: int) -> float:
-    sink = JsonlAuditSink(path, key=b"bench-key-0123456789", max_bytes=1 << 40, group_commit=group)
+    sink = JsonlAuditSink(
+        path,
+        signing_key=Ed25519PrivateKey.generate(),
+        masker=Masker(),
+        max_bytes=1 << 40,
+        group_commit=group,
+        checkpoint_events=1000,
+        checkpoint_seconds=10.0,
+        retention=RetentionConfig(),
+    )
     sem = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:

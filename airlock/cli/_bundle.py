@@ -36,11 +36,20 @@ def _policy_files(policies: Path) -> list[Path]:
     return files
 
 
-def build_bundle(opa: str, policies: Path, registry_path: Path, out: Path, signing_key: Path | None = None) -> Bundle:
+def build_bundle(
+    opa: str,
+    policies: Path,
+    registry_path: Path,
+    out: Path,
+    signing_key: Path | None = None,
+    *,
+    capabilities: Path | None = None,
+) -> Bundle:
     """Validates the registry, stages policies + registry data, runs `opa build`
-    (signed with ``signing_key``, RS256, when given). The output is written
-    next to ``out`` and renamed into place, so a reader never sees half a
-    bundle."""
+    (signed with ``signing_key``, RS256, when given; checked against
+    ``capabilities``, so a policy using a denied builtin does not build). The
+    output is written next to ``out`` and renamed into place, so a reader
+    never sees half a bundle."""
     registry = load_registry(registry_path)
     registry_json = json.dumps(registry.as_policy_data(), sort_keys=True, indent=2)
     files = _policy_files(policies)
@@ -65,6 +74,8 @@ def build_bundle(opa: str, policies: Path, registry_path: Path, out: Path, signi
         argv = [opa, "build", "--bundle", str(stage), "--output", str(partial)]
         if signing_key is not None:
             argv += ["--signing-key", str(signing_key), "--signing-alg", "RS256"]
+        if capabilities is not None:
+            argv += ["--capabilities", str(capabilities)]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603 - pinned opa
         if proc.returncode != 0:
             partial.unlink(missing_ok=True)

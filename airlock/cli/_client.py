@@ -14,6 +14,7 @@ import grpc
 from google.rpc import status_pb2
 
 from airlock._tls import ClientTLS
+from airlock.cli._stackfile import StackFile, read_stack
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 #: Exit statuses, documented in the README.
@@ -60,27 +61,30 @@ def resolve_target(
 
     With a client certificate and no token file, the certificate alone
     authenticates (mTLS). ``principal`` picks that principal's token from the
-    running stack: it selects a credential, it does not claim an identity."""
+    running stack: it selects a credential file, it does not claim an
+    identity (the gateway decides identity from the token, and the file is
+    readable only by that principal's agent user)."""
     stack_file = home / "stack.json"
-    stack: dict[str, Any] = {}
-    if stack_file.exists():
-        stack = json.loads(stack_file.read_text())
-    address = gateway or stack.get("gateway")
+    stack: StackFile | None = read_stack(stack_file) if stack_file.exists() else None
+    address = gateway or (stack.gateway if stack else None)
     token_path = token_file
-    if principal is not None and token_path is None:
-        known: dict[str, str] = stack.get("principals", {})
-        if principal not in known:
-            names = ", ".join(sorted(known)) or "none (is `airlock up` running?)"
-            raise FileNotFoundError(f"no token for principal {principal!r} in {stack_file}; known: {names}")
-        token_path = Path(known[principal])
-    if token_path is None and not (tls and tls.cert_file) and "token_file" in stack:
-        token_path = Path(stack["token_file"])
+    if token_path is None and stack is not None and (principal is not None or not (tls and tls.cert_file)):
+        try:
+            token_path = stack.token_file(principal)
+        except KeyError as exc:
+            raise FileNotFoundError(str(exc.args[0])) from exc
     if not address or (token_path is None and not (tls and tls.cert_file)):
         raise FileNotFoundError(
             f"no running stack found ({stack_file} missing); start `airlock up`, or pass --gateway and "
             "--token-file (or --tls-cert/--tls-key)"
         )
-    token = token_path.read_text(encoding="utf-8").strip() if token_path else None
+    try:
+        token = token_path.read_text(encoding="utf-8").strip() if token_path else None
+    except PermissionError as exc:
+        raise PermissionError(
+            f"cannot read {token_path}: it belongs to another principal's agent user (run as that user, or as "
+            "root, which drops to it)"
+        ) from exc
     return Target(address, token, tls)
 
 

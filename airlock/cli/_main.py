@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from airlock import ConfigError, auditlog
+from airlock import ConfigError
 from airlock._tls import ClientTLS
-from airlock.cli import _client
+from airlock.cli import _audit_cmd, _client
+from airlock.cli._drop import DropError, drop_to_agent
 from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, DEV_PRINCIPAL, default_home, find_opa
 
 
@@ -50,13 +51,22 @@ def _agent_args(ag: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _agent_identity_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--as-root",
+        action="store_true",
+        help="do not switch to the principal's agent user when run as root (an operator's choice, not an agent's)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of commands reads best
     p = argparse.ArgumentParser(prog="airlock", description="Airlock: a policy gateway for agent tool calls")
     p.add_argument(
         "--home",
         type=Path,
         default=None,
-        help="state folder of the local stack (default: $AIRLOCK_HOME or ~/.local/state/airlock)",
+        help="state folder of the local stack (default: $AIRLOCK_HOME, /var/lib/airlock as root, "
+        "else ~/.local/state/airlock)",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -64,17 +74,21 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
     up.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
     up.add_argument("--gateway-listen", default="127.0.0.1:50051")
-    up.add_argument("--opa-port", type=int, default=8181, help="0 picks a free port")
+    up.add_argument("--opa-port", type=int, default=8181, help="OPA's health/metrics port; 0 picks a free port")
     up.add_argument("--gateway-metrics", default="127.0.0.1:9464")
     up.add_argument("--executor-metrics", default="127.0.0.1:9465")
     up.add_argument("--opa-timeout-ms", type=int, default=250)
     up.add_argument(
         "--egress-config", type=Path, default=None, help="YAML of the executor's egress section (limits, hosts)"
     )
+    up.add_argument(
+        "--dev", action="store_true", help="publish every edit of the policies or the registry automatically"
+    )
+    up.set_defaults(handler=_up)
 
-    for name, help_text in (
-        ("call", "decide and execute one tool call"),
-        ("decide", "print the decision for a call without executing it"),
+    for name, help_text, handler in (
+        ("call", "decide and execute one tool call", _call),
+        ("decide", "print the decision for a call without executing it", _decide),
     ):
         c = sub.add_parser(name, help=help_text)
         c.add_argument("tool")
@@ -85,9 +99,14 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--gateway", default=None, help="host:port (default: from the running `airlock up`)")
         c.add_argument("--token-file", type=Path, default=None)
         _tls_args(c)
+        _agent_identity_args(c)
         c.add_argument("--timeout", type=float, default=120.0, help="seconds")
+        c.set_defaults(handler=handler)
+    sub.choices["call"].add_argument(
+        "--principal", default=None, help="use this principal's credential from the running stack (e.g. dev-untrusted)"
+    )
 
-    d = next(a for a in sub.choices.values() if a.prog.endswith(" decide"))
+    d = sub.choices["decide"]
     d.add_argument("--offline", action="store_true", help="evaluate the policy files directly (no gateway needed)")
     d.add_argument("--principal", default=None, help="offline only: the principal id to decide for (default dev-agent)")
     d.add_argument("--profile", default="default", help="offline only: the principal's profile")
@@ -97,59 +116,57 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tools", help="list the tools this agent may use")
     t.add_argument("--gateway", default=None)
     t.add_argument("--token-file", type=Path, default=None)
+    t.add_argument("--principal", default=None, help="use this principal's credential from the running stack")
     _tls_args(t)
+    _agent_identity_args(t)
     t.add_argument("--timeout", type=float, default=10.0)
+    t.set_defaults(handler=_tools)
 
-    audit = sub.add_parser("audit", help="work with the audit log")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check the audit log's hash chain; report the first tampered event")
-    verify.add_argument("paths", nargs="+", type=Path, help="audit files, rotated ones included, in any order")
-    verify.add_argument("--key-file", type=Path, default=None, help="the gateway's audit key (default: the stack's)")
-    verify.add_argument("--no-key", action="store_true", help="the log was written without a key (plain SHA-256)")
-    verify.add_argument(
-        "--partial", action="store_true", help="the oldest files were archived: accept a chain that starts mid-way"
+    _audit_cmd.add_parser(sub)
+    sub.choices["audit"].set_defaults(handler=lambda args, _home: _audit_cmd.run(args))
+
+    ag = sub.add_parser("agent", help="run an LLM agent whose tool calls all go through the gateway")
+    _agent_args(ag)
+    _agent_identity_args(ag)
+    ag.set_defaults(handler=_agent)
+
+    pol = sub.add_parser("policy", help="publish policy changes (operator)")
+    pol_sub = pol.add_subparsers(dest="policy_command", required=True)
+    pub = pol_sub.add_parser(
+        "publish", help="build, sign and publish the policies and registry to the running stack's OPA"
     )
-
-    _agent_args(sub.add_parser("agent", help="run an LLM agent whose tool calls all go through the gateway"))
+    pub.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
+    pub.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+    pub.add_argument(
+        "--allow-builtin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="let policies use a builtin that is off by default (http.send, net.lookup_ip_addr, opa.runtime)",
+    )
+    pub.set_defaults(handler=_publish)
 
     chk = sub.add_parser("check", help="validate the registry and policies offline")
     chk.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
     chk.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+    chk.set_defaults(handler=_check)
     return p
 
 
-def _audit_verify(args: argparse.Namespace, home: Path) -> int:
-    key: bytes | None = None
-    if not args.no_key:
-        key_file = args.key_file or home / "audit.key"
-        if not key_file.exists():
-            print(f"airlock: no audit key at {key_file}; pass --key-file or --no-key", file=sys.stderr)
-            return _client.EXIT_USAGE
-        key = key_file.read_bytes().strip()
-    files = auditlog.order_files(args.paths)
-    report = auditlog.verify(files, key, start=None if args.partial else auditlog.ChainState())
-    if report.problem is not None:
-        print(f"FAIL: {report.problem}")
-        print(f"      ({report.events} events verified before it)")
-        return 1
-    print(
-        f"ok: {report.events} events in {report.files} file(s), seq {report.first_seq or 0}..{report.last.seq}, "
-        "chain intact"
-    )
-    return _client.EXIT_OK
+def _need_opa() -> str:
+    opa = find_opa()
+    if opa is None:
+        raise FileNotFoundError("opa not found; run scripts/bootstrap")
+    return opa
 
 
 def _decide_offline(args: argparse.Namespace) -> int:
-    opa = find_opa()
-    if opa is None:
-        print("airlock: opa not found; run scripts/bootstrap", file=sys.stderr)
-        return _client.EXIT_USAGE
     # Imported here: it pulls in the gateway's registry and schema code,
     # which `airlock call` (the hot path) does not need.
     from airlock.cli._offline import decide_offline  # noqa: PLC0415
 
     code, out = decide_offline(
-        opa,
+        _need_opa(),
         policies=args.policies,
         registry_path=args.registry,
         tool=args.tool,
@@ -163,72 +180,127 @@ def _decide_offline(args: argparse.Namespace) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per subcommand
+def _as_agent(args: argparse.Namespace, home: Path, principal: str | None) -> None:
+    """Root never acts as an agent: switch to the principal's agent user."""
+    if not args.as_root:
+        drop_to_agent(home, principal)
+
+
+def _up(args: argparse.Namespace, home: Path) -> int:
+    from airlock.cli._up import UpOptions, run_up  # noqa: PLC0415 - keeps `airlock call` light
+
+    return run_up(
+        UpOptions(
+            home=home,
+            policies=args.policies,
+            registry=args.registry,
+            gateway_listen=args.gateway_listen,
+            opa_port=args.opa_port,
+            gateway_metrics=args.gateway_metrics,
+            executor_metrics=args.executor_metrics,
+            opa_timeout_ms=args.opa_timeout_ms,
+            egress_config=args.egress_config,
+            dev=args.dev,
+        )
+    )
+
+
+def _call(args: argparse.Namespace, home: Path) -> int:
+    _as_agent(args, home, args.principal)
+    target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
+    return _client.call(
+        target,
+        args.tool,
+        args.arguments,
+        item_type=args.item_type,
+        call_id=args.call_id,
+        session=args.session,
+        timeout_s=args.timeout,
+    )
+
+
+def _decide(args: argparse.Namespace, home: Path) -> int:
+    if args.offline or args.principal or not (home / "stack.json").exists():
+        return _decide_offline(args)
+    _as_agent(args, home, None)
+    target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
+    return _client.decide(
+        target,
+        args.tool,
+        args.arguments,
+        item_type=args.item_type,
+        call_id=args.call_id,
+        session=args.session,
+        timeout_s=args.timeout,
+    )
+
+
+def _tools(args: argparse.Namespace, home: Path) -> int:
+    _as_agent(args, home, args.principal)
+    target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
+    return _client.tools(target, args.timeout)
+
+
+def _agent(args: argparse.Namespace, home: Path) -> int:
+    _as_agent(args, home, args.principal)
+    from agent import Gateway  # noqa: PLC0415 - keeps the openai SDK off the other commands
+    from agent._cli import run_cli  # noqa: PLC0415
+
+    target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
+    with Gateway(target.address, target.token, tls=target.tls, timeout_s=args.timeout) as gateway:
+        return run_cli(
+            gateway,
+            args.prompt,
+            model=args.model,
+            max_turns=args.max_turns,
+            max_tool_calls=args.max_tool_calls,
+            parallel=args.parallel,
+            session_id=args.session,
+            stream=args.stream,
+            workspace=args.workspace,
+        )
+
+
+def _publish(args: argparse.Namespace, home: Path) -> int:
+    from airlock.cli._layout import Layout  # noqa: PLC0415 - keeps `airlock call` light
+    from airlock.cli._publish import publish  # noqa: PLC0415
+
+    layout = Layout(home)
+    if not layout.bundle_signing_key.exists():
+        print(f"airlock: no stack at {home} (no {layout.bundle_signing_key}); start `airlock up`", file=sys.stderr)
+        return _client.EXIT_USAGE
+    published = publish(_need_opa(), layout, args.policies, args.registry, allow_builtins=args.allow_builtin)
+    print(
+        f"published policy bundle {published.revision} ({args.policies}, {args.registry}); "
+        "OPA activates it once its signature verifies (a second or two)"
+    )
+    return _client.EXIT_OK
+
+
+def _check(args: argparse.Namespace, home: Path) -> int:
+    import tempfile  # noqa: PLC0415
+
+    from airlock.cli._bundle import build_bundle  # noqa: PLC0415 - keeps `airlock call` light
+    from airlock.cli._opa import write_capabilities  # noqa: PLC0415
+
+    del home
+    opa = _need_opa()
+    with tempfile.TemporaryDirectory(prefix="airlock-check-") as tmp:
+        caps = write_capabilities(opa, Path(tmp) / "capabilities.json")
+        subprocess.run(  # noqa: S603
+            [opa, "check", "--strict", "--capabilities", str(caps), str(args.policies)], check=True
+        )
+        bundle = build_bundle(opa, args.policies, args.registry, Path(tmp) / "bundle.tar.gz", capabilities=caps)
+    print(f"ok: registry {args.registry} and policies {args.policies} (revision {bundle.revision})")
+    return _client.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     home: Path = args.home or default_home()
     try:
-        if args.command == "up":
-            from airlock.cli._up import UpOptions, run_up  # noqa: PLC0415 - keeps `airlock call` light
-
-            return run_up(
-                UpOptions(
-                    home=home,
-                    policies=args.policies,
-                    registry=args.registry,
-                    gateway_listen=args.gateway_listen,
-                    opa_port=args.opa_port,
-                    gateway_metrics=args.gateway_metrics,
-                    executor_metrics=args.executor_metrics,
-                    opa_timeout_ms=args.opa_timeout_ms,
-                    egress_config=args.egress_config,
-                )
-            )
-        if args.command == "audit":
-            return _audit_verify(args, home)
-        if args.command == "check":
-            opa = find_opa()
-            if opa is None:
-                print("airlock: opa not found; run scripts/bootstrap", file=sys.stderr)
-                return _client.EXIT_USAGE
-            from airlock.cli._bundle import build_bundle  # noqa: PLC0415 - keeps `airlock call` light
-
-            subprocess.run([opa, "check", "--strict", str(args.policies)], check=True)  # noqa: S603
-            bundle = build_bundle(opa, args.policies, args.registry, home / "check-bundle.tar.gz")
-            print(f"ok: registry {args.registry} and policies {args.policies} (revision {bundle.revision})")
-            return _client.EXIT_OK
-        if args.command == "agent":
-            from agent import Gateway  # noqa: PLC0415 - keeps the openai SDK off the other commands
-            from agent._cli import run_cli  # noqa: PLC0415
-
-            target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
-            with Gateway(target.address, target.token, tls=target.tls, timeout_s=args.timeout) as gateway:
-                return run_cli(
-                    gateway,
-                    args.prompt,
-                    model=args.model,
-                    max_turns=args.max_turns,
-                    max_tool_calls=args.max_tool_calls,
-                    parallel=args.parallel,
-                    session_id=args.session,
-                    stream=args.stream,
-                    workspace=args.workspace,
-                )
-        if args.command == "decide" and (args.offline or args.principal or not (home / "stack.json").exists()):
-            return _decide_offline(args)
-        target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
-        if args.command == "tools":
-            return _client.tools(target, args.timeout)
-        fn = _client.call if args.command == "call" else _client.decide
-        return fn(
-            target,
-            args.tool,
-            args.arguments,
-            item_type=args.item_type,
-            call_id=args.call_id,
-            session=args.session,
-            timeout_s=args.timeout,
-        )
-    except (ConfigError, ValueError) as exc:
+        return int(args.handler(args, home))
+    except (ConfigError, ValueError, DropError, PermissionError) as exc:
         print(f"airlock: {exc}", file=sys.stderr)
         return _client.EXIT_USAGE
     except (FileNotFoundError, subprocess.CalledProcessError, RuntimeError) as exc:

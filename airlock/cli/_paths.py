@@ -15,17 +15,27 @@ DEV_PROFILE = "default"
 
 
 def default_home() -> Path:
-    """State of the local stack: tokens, sockets, configs, audit log."""
+    """State of the local stack: tokens, sockets, configs, audit log. As root
+    it is /var/lib/airlock, which the service users can reach (a home under
+    /root cannot be)."""
     env = os.environ.get("AIRLOCK_HOME")
     if env:
         return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/airlock")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "airlock"
 
 
 def tools_dir() -> Path:
-    """Where scripts/bootstrap installs the pinned Go tools."""
-    return Path(os.environ.get("AIRLOCK_TOOLS") or Path.home() / ".local" / "share" / "airlock" / "tools")
+    """Where scripts/bootstrap installs the pinned Go tools (scripts/_env.sh):
+    /opt/airlock/tools as root, so service users can run them; else the home."""
+    env = os.environ.get("AIRLOCK_TOOLS")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/opt/airlock/tools")
+    return Path.home() / ".local" / "share" / "airlock" / "tools"
 
 
 def find_opa() -> str | None:

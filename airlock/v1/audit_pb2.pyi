@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEvent(_message.Message):
-    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked", "bundles", "would_deny", "shadow_reasons")
+    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked", "bundles", "would_deny", "shadow_reasons", "checkpoint")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class AuditEvent(_message.Message):
     BUNDLES_FIELD_NUMBER: _ClassVar[int]
     WOULD_DENY_FIELD_NUMBER: _ClassVar[int]
     SHADOW_REASONS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     kind: str
     timestamp: str
@@ -78,7 +79,32 @@ class AuditEvent(_message.Message):
     bundles: _containers.MessageMap[str, BundleInfo]
     would_deny: bool
     shadow_reasons: _containers.RepeatedCompositeFieldContainer[_call_pb2.Reason]
-    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ..., would_deny: _Optional[bool] = ..., shadow_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ...) -> None: ...
+    checkpoint: AuditCheckpoint
+    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ..., would_deny: _Optional[bool] = ..., shadow_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
+
+class AuditCheckpoint(_message.Message):
+    __slots__ = ("reason", "covers_seq", "covers_hash", "pruned_through_seq", "pruned_through_hash", "pruned_files", "archive_dir", "key_id", "signature", "max_events")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COVERS_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COVERS_HASH_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_THROUGH_HASH_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_FILES_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_DIR_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    covers_seq: int
+    covers_hash: str
+    pruned_through_seq: int
+    pruned_through_hash: str
+    pruned_files: _containers.RepeatedScalarFieldContainer[str]
+    archive_dir: str
+    key_id: str
+    signature: str
+    max_events: int
+    def __init__(self, reason: _Optional[str] = ..., covers_seq: _Optional[int] = ..., covers_hash: _Optional[str] = ..., pruned_through_seq: _Optional[int] = ..., pruned_through_hash: _Optional[str] = ..., pruned_files: _Optional[_Iterable[str]] = ..., archive_dir: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ..., max_events: _Optional[int] = ...) -> None: ...
 
 class BundleInfo(_message.Message):
     __slots__ = ("revision",)

@@ -1,7 +1,10 @@
 """The sandbox side of egress: an internal Docker network and a host firewall.
 
 A sandbox granted egress joins one Docker network created with
-``internal: true``: Docker gives it no route out and no NAT. Inter-container
+``internal: true``: Docker gives it no route out and no NAT. The network has
+an explicitly configured subnet, because only then does Docker accept a
+fixed address per container, and the proxy ties each call's credential to
+its sandbox's address. Inter-container
 traffic on it is off (enable_icc=false), so concurrent sandboxes cannot
 reach each other. What remains reachable is the host itself, at the
 network's gateway address: every host service listening on 0.0.0.0 would be
@@ -20,6 +23,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from dataclasses import dataclass
 from typing import Protocol
 
 log = logging.getLogger("airlock.executor.egress")
@@ -32,9 +36,21 @@ class EgressSetupError(Exception):
     """Egress cannot be offered safely; runs that ask for it are refused."""
 
 
+@dataclass(frozen=True)
+class EgressNetwork:
+    """The internal network as the proxy and the address book need it."""
+
+    gateway: str
+    """The host's address on the network: the proxy listens there."""
+    subnet: str
+    """The network's configured IPv4 subnet; each sandbox gets a fixed address in it."""
+
+
 class NetworkBackend(Protocol):
-    def ensure_internal_network(self, name: str, bridge: str) -> str:
-        """Creates the internal network if needed; returns its gateway address."""
+    def ensure_internal_network(self, name: str, bridge: str, subnet: str | None) -> EgressNetwork:
+        """Creates the internal network if needed (with ``subnet``, or one
+        Docker picks, configured explicitly so that sandboxes can be given
+        fixed addresses); returns its gateway and subnet."""
         ...
 
 

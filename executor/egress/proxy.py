@@ -4,13 +4,22 @@ It speaks HTTP CONNECT (TLS passes through untouched; the proxy sees only the
 host and port) and plain HTTP forward proxying (absolute-form requests).
 Each call gets its own credential: the sandbox's HTTP(S)_PROXY carries it,
 and the proxy looks the call up by it, so a connection is judged by *its own
-call's* allowlist and counted against its own call's limits. When the call
-ends its credential is revoked and its open connections are closed.
+call's* allowlist and counted against its own call's limits. The credential
+is good only from its call's sandbox: the executor assigns each sandbox its
+address on the egress network before the container starts, and a credential
+presented from any other address is refused (407) like a wrong one. When the
+call ends its credential is revoked and its open connections are closed.
+
+No sandbox can starve the others: connections that have not yet sent a
+request head are capped per source address and in total, and open tunnels
+are capped below the process's file-descriptor limit (ProxyLimits).
 
 For every attempt the proxy normalises the host, matches the allowlist,
 resolves the name itself, checks every resolved address, and connects to
 the address it checked (never a second lookup, which DNS rebinding would
-exploit). Every attempt becomes an EgressRecord returned with the run.
+exploit). IPv6 addresses that carry an IPv4 address (6to4, Teredo, NAT64,
+IPv4-mapped) are judged by that address and never dialled. Every attempt
+becomes an EgressRecord returned with the run.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from executor.egress.rules import (
     IPAddress,
     IPNetwork,
     address_problem,
+    embedded_ipv4,
     normalize_host,
     parse_networks,
     resolve_order,
@@ -70,6 +80,13 @@ _HEADER = re.compile(rf"(?P<name>{_TCHARS}):(?P<value>[\t\x20-\x7e\x80-\xff]*)")
 #: once; beyond it new ones are closed at accept, so sandboxes cannot run the
 #: executor out of file descriptors before they authenticate.
 MAX_PENDING = 256
+#: The same, per source address (one sandbox): a real client sends its head
+#: at once, so a handful is plenty, and one sandbox holding idle
+#: connections can no longer use up MAX_PENDING for every other call.
+MAX_PENDING_PER_SOURCE = 8
+#: Open tunnels (allowed connections, two descriptors each) at once, over all
+#: calls; Egress lowers it to fit the process's descriptor limit.
+MAX_TUNNELS = 1024
 #: Threads for DNS lookups, shared by all calls; a call may have at most
 #: LOOKUPS_PER_CALL of them busy, so one call cannot starve the others.
 RESOLVER_THREADS = 16
@@ -95,6 +112,11 @@ class ProxyLimits:
     header_timeout_s: float
     #: Records kept per call; attempts beyond are only counted.
     max_records: int
+    #: Connections without a request head yet, in total and per source address.
+    max_pending: int = MAX_PENDING
+    max_pending_per_source: int = MAX_PENDING_PER_SOURCE
+    #: Upstream connections open at once over all calls; beyond, 503 overloaded.
+    max_tunnels: int = MAX_TUNNELS
 
 
 @dataclass
@@ -106,6 +128,9 @@ class CallGrant:
     allowlist: Allowlist
     allow_networks: tuple[IPNetwork, ...]
     limits: ProxyLimits
+    #: The sandbox's address: the only source the credential is good from
+    #: (None: any source, for a proxy without a sandbox network).
+    source: IPAddress | None = None
     attempts: int = 0
     bytes_out: int = 0
     bytes_in: int = 0
@@ -163,17 +188,39 @@ class _Cut(Exception):  # noqa: N818 - control flow: a limit ended the connectio
 Observer = Callable[[str | None, EgressRecord], None]
 
 
+class Connector(Protocol):
+    """Opens the upstream connection (asyncio.open_connection; unit tests
+    redirect a documentation address to their loopback servers)."""
+
+    async def __call__(
+        self, host: str, port: int, *, limit: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
+
+
+async def open_connection(host: str, port: int, *, limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port, limit=limit)
+
+
 class EgressProxy:
-    def __init__(self, limits: ProxyLimits, resolver: Resolver, observe: Observer) -> None:
+    def __init__(
+        self, limits: ProxyLimits, resolver: Resolver, observe: Observer, connect: Connector = open_connection
+    ) -> None:
         self._limits = limits
         self._resolver = resolver
         self._observe = observe
+        self._connect_upstream = connect
         self._grants: dict[bytes, CallGrant] = {}
         self._pending = 0
+        self._pending_by_source: dict[str, int] = {}
+        self._tunnels = 0
+        self._sources: IPNetwork | None = None
         self._server: asyncio.Server | None = None
         self.address = ""
 
-    async def start(self, host: str, port: int = 0) -> int:
+    async def start(self, host: str, port: int = 0, sources: IPNetwork | None = None) -> int:
+        """Listens on host:port; with ``sources``, connections from any other
+        address (the host's own processes, say) are dropped at accept."""
+        self._sources = sources
         self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD_BYTES)
         bound = int(self._server.sockets[0].getsockname()[1])
         self.address = f"{host}:{bound}"
@@ -187,10 +234,16 @@ class EgressProxy:
             await self._server.wait_closed()
 
     def open_call(
-        self, run_id: str, tool: str, allowlist: tuple[str, ...], allow_cidrs: tuple[str, ...]
+        self,
+        run_id: str,
+        tool: str,
+        allowlist: tuple[str, ...],
+        allow_cidrs: tuple[str, ...],
+        source: IPAddress | None = None,
     ) -> tuple[CallGrant, str]:
-        """Registers a call; returns its grant and the proxy URL (with its credential)."""
-        grant = CallGrant(run_id, tool, Allowlist(allowlist), parse_networks(allow_cidrs), self._limits)
+        """Registers a call; returns its grant and the proxy URL (with its
+        credential). ``source`` is the sandbox's address, fixed before it starts."""
+        grant = CallGrant(run_id, tool, Allowlist(allowlist), parse_networks(allow_cidrs), self._limits, source)
         token = secrets.token_urlsafe(24)
         self._grants[_key(token)] = grant
         return grant, f"http://airlock:{token}@{self.address}"
@@ -223,9 +276,20 @@ class EgressProxy:
                 await asyncio.wait_for(writer.wait_closed(), 5)
 
     async def _authenticate_and_serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer_ip(writer)
+        if peer is None or (self._sources is not None and peer not in self._sources):
+            # Not a sandbox on the egress network: nothing here is for it.
+            self._observe(None, EgressRecord("HTTP", "", 0, reason="unauthenticated"))
+            writer.transport.abort()
+            return
+        source = str(peer)
         self._pending += 1
+        self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
         try:
-            if self._pending > MAX_PENDING:
+            if (
+                self._pending > self._limits.max_pending
+                or self._pending_by_source[source] > self._limits.max_pending_per_source
+            ):
                 self._observe(None, EgressRecord("HTTP", "", 0, reason="overloaded"))
                 writer.transport.abort()
                 return
@@ -237,7 +301,17 @@ class EgressProxy:
             return
         finally:
             self._pending -= 1
+            left = self._pending_by_source[source] - 1
+            if left:
+                self._pending_by_source[source] = left
+            else:
+                del self._pending_by_source[source]
         grant = self._grants.get(_key(_credential(headers)))
+        if grant is not None and grant.source is not None and grant.source != peer:
+            # A live credential, but not from its own sandbox (leaked to
+            # another call): treated exactly like a wrong one.
+            log.debug("egress credential of run %s presented from %s, not %s", grant.run_id, peer, grant.source)
+            grant = None
         if grant is None or grant.closed:
             # Not a live call's credential: nothing to attribute it to.
             self._observe(None, EgressRecord("HTTP", "", 0, reason="unauthenticated"))
@@ -307,6 +381,7 @@ class EgressProxy:
             pass  # either side went away; the record shows how far it got
         finally:
             if upstream is not None:
+                self._tunnels -= 1  # taken in _connect
                 upstream.close()
             record.duration_ms = round((time.monotonic() - started) * 1000)
             if len(grant.records) < grant.limits.max_records:
@@ -329,21 +404,23 @@ class EgressProxy:
                     addresses = await self._resolver.resolve(host.name, port)
             except (OSError, TimeoutError) as exc:
                 raise Denied("resolve_failed", f"cannot resolve {host.name}: {exc}", 502) from exc
-        if not addresses:
-            raise Denied("resolve_failed", f"{host.name} has no addresses", 502)
-        # Every answer must pass, not just the first: a name that mixes a
-        # public and a private address is a rebinding setup.
-        for address in addresses:
-            why = address_problem(address, grant.allow_networks)
-            if why is not None:
-                raise Denied("address_denied", f"{host.text} resolves to {why}")
-        address = addresses[0]
+        address = _address_to_dial(host, addresses, grant.allow_networks)
+        # Each tunnel holds two descriptors: the total stays below the
+        # process's limit, whoever opens them. Released by _serve.
+        if self._tunnels >= self._limits.max_tunnels:
+            raise Denied("overloaded", "the egress proxy is at its limit of open connections; retry later", 503)
+        self._tunnels += 1
         try:
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(str(address), port, limit=UPSTREAM_BUFFER), grant.limits.connect_timeout_s
+                self._connect_upstream(str(address), port, limit=UPSTREAM_BUFFER), grant.limits.connect_timeout_s
             )
-        except (OSError, TimeoutError) as exc:
-            raise Denied("connect_failed", f"cannot connect to {address} port {port}: {exc or 'timeout'}", 502) from exc
+        except BaseException as exc:
+            self._tunnels -= 1
+            if isinstance(exc, (OSError, TimeoutError)):
+                raise Denied(
+                    "connect_failed", f"cannot connect to {address} port {port}: {exc or 'timeout'}", 502
+                ) from exc
+            raise
         return up_reader, up_writer, address
 
     async def _send(self, grant: CallGrant, record: EgressRecord, dst: asyncio.StreamWriter, data: bytes) -> None:
@@ -424,11 +501,43 @@ class EgressProxy:
             await asyncio.gather(out, back, return_exceptions=True)
 
 
+def _address_to_dial(host: Host, addresses: list[IPAddress], allowed: tuple[IPNetwork, ...]) -> IPAddress:
+    """The address to connect to, after every answer was checked."""
+    if not addresses:
+        raise Denied("resolve_failed", f"{host.name} has no addresses", 502)
+    # Every answer must pass, not just the first: a name that mixes a
+    # public and a private address is a rebinding setup.
+    for address in addresses:
+        why = address_problem(address, allowed)
+        if why is not None:
+            raise Denied("address_denied", f"{host.text} resolves to {why}")
+    # An address carrying an IPv4 address passed on that address's merits,
+    # but it is never dialled: 6to4 and Teredo go through public relays,
+    # NAT64 through a translator, and a mapped one is an IPv4 address in
+    # disguise. A plain answer of the same name is used instead.
+    dialable = [a for a in addresses if embedded_ipv4(a) is None]
+    if not dialable:
+        kinds = sorted({found[0] for a in addresses if (found := embedded_ipv4(a)) is not None})
+        raise Denied(
+            "address_denied",
+            f"{host.text} has only {'/'.join(kinds)} addresses, which carry an IPv4 address and are never dialled",
+        )
+    return dialable[0]
+
+
 def _count_attempt(grant: CallGrant) -> None:
     """Every attempt counts against the call's limit, refused or not."""
     grant.attempts += 1
     if grant.attempts > grant.limits.max_connections:
         raise Denied("too_many_connections", f"the call's limit of {grant.limits.max_connections} connections")
+
+
+def _peer_ip(writer: asyncio.StreamWriter) -> IPAddress | None:
+    peer = writer.get_extra_info("peername")
+    try:
+        return ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except (TypeError, IndexError, ValueError):
+        return None
 
 
 def _key(token: str) -> bytes:
@@ -526,7 +635,13 @@ def _port(text: str) -> int:
 async def _respond(
     writer: asyncio.StreamWriter, status: int, code: str, message: str, extra: tuple[tuple[str, str], ...] = ()
 ) -> None:
-    phrase = {400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required", 502: "Bad Gateway"}[status]
+    phrase = {
+        400: "Bad Request",
+        403: "Forbidden",
+        407: "Proxy Authentication Required",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }[status]
     body = (message + "\n").encode()
     head = [
         f"HTTP/1.1 {status} {phrase}",

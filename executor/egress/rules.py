@@ -29,10 +29,38 @@ MAX_NAME = 253
 MAX_RAW_HOST = 255
 #: Deprecated, but still routed by some stacks; never a public destination.
 SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
-#: NAT64 prefixes (RFC 6052, RFC 8215): the last 32 bits are an IPv4 address.
-NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
-#: The cloud metadata endpoints, named so the deny reason says so.
-METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
+#: The cloud metadata endpoints, named so the deny reason says so: AWS/GCP/
+#: Azure/OpenStack (169.254.169.254), AWS over IPv6 (fd00:ec2::254), Alibaba
+#: (100.100.100.200) and Azure's WireServer (168.63.129.16, which hands a VM
+#: its provisioning secrets and answers only from inside Azure).
+METADATA = tuple(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
+)
+#: What egress_allow_cidrs can never open, whatever the registry says: the
+#: host itself (loopback; 0.0.0.0 and :: reach the local host on Linux),
+#: link-local (where metadata services live) and the metadata addresses.
+NEVER_OPEN: tuple[tuple[IPNetwork, str], ...] = (
+    # The metadata addresses first, so that the reason names them.
+    *((ipaddress.ip_network(a), "the cloud metadata address") for a in METADATA),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "a loopback address"),
+    (ipaddress.IPv4Network("0.0.0.0/8"), "an unspecified (this-host) address"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "a link-local address"),
+    (ipaddress.IPv6Network("::1/128"), "a loopback address"),
+    (ipaddress.IPv6Network("::/128"), "an unspecified (this-host) address"),
+    (ipaddress.IPv6Network("fe80::/10"), "a link-local address"),
+)
+#: IPv6 forms that carry an IPv4 address. They are judged by the IPv4 they
+#: carry and never dialled: a 6to4 or Teredo address sends the connection
+#: through a public relay, NAT64 through the host's translator, and a
+#: mapped or compatible one is the IPv4 address under another spelling.
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+TEREDO = ipaddress.IPv6Network("2001::/32")
+#: NAT64 prefixes (RFC 6052 well-known, RFC 8215 local use).
+NAT64_WKP = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 class HostError(ValueError):
@@ -147,26 +175,31 @@ def parse_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
 
 
 def address_problem(ip: IPAddress, allowed: tuple[IPNetwork, ...]) -> str | None:
-    """None when the sandbox may connect to ip, else why not.
+    """None when the address passes, else why not.
 
     Only globally routable unicast addresses pass, unless the registry lists
-    the address's network explicitly (egress_allow_cidrs). IPv4-mapped,
-    6to4, Teredo and NAT64 IPv6 forms are also judged by the IPv4 address
-    they lead to.
+    the address's network explicitly (egress_allow_cidrs); loopback,
+    link-local and metadata addresses never pass (NEVER_OPEN). An IPv6 form
+    that carries an IPv4 address is judged by that IPv4 address; passing
+    does not make it dialable (see embedded_ipv4).
     """
-    if any(ip in net for net in allowed):
-        return None
+    for net, what in NEVER_OPEN:
+        if ip.version == net.version and ip in net:
+            opened = any(ip.version == n.version and ip in n for n in allowed)
+            return f"{ip} is {what}" + ("; egress_allow_cidrs never opens it" if opened else "")
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        # Judged by the IPv4 address it leads to, and then by itself too.
+        embedded = embedded_ipv4(ip)
         if embedded is not None:
-            if any(embedded in net for net in allowed):
-                return None
-            problem = _kind_problem(embedded)
-            if problem is not None:
-                return f"{ip} carries {problem}"
-        if ip in SITE_LOCAL:
-            return f"{ip} is a site-local address"
+            kind, carried = embedded
+            for v4 in carried:
+                problem = address_problem(v4, allowed)
+                if problem is not None:
+                    return f"{ip} is a {kind} address that carries {problem}"
+            return None
+    if any(ip.version == net.version and ip in net for net in allowed):
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip in SITE_LOCAL:
+        return f"{ip} is a site-local address"
     return _kind_problem(ip)
 
 
@@ -188,17 +221,38 @@ def _kind_problem(ip: IPAddress) -> str | None:
     return None
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv4-mapped, 6to4, Teredo or NAT64 address leads to."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    for prefix in NAT64:
-        if ip in prefix:
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+def embedded_ipv4(  # noqa: PLR0911 - one answer per kind of address
+    ip: IPAddress,
+) -> tuple[str, tuple[ipaddress.IPv4Address, ...]] | None:
+    """The kind of an IPv6 address that carries IPv4 addresses, and those
+    addresses; None for an ordinary address. Such an address is never
+    dialled, whatever its IPv4 addresses are."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in IPV4_MAPPED:
+        return "IPv4-mapped", (low32,)
+    if ip in IPV4_TRANSLATED:
+        return "IPv4-translated", (low32,)
+    if ip in IPV4_COMPATIBLE:
+        # :: and ::1 are in ::/96 too; NEVER_OPEN has judged them already.
+        return "IPv4-compatible", (low32,)
+    if ip in SIX_TO_FOUR:
+        assert ip.sixtofour is not None
+        return "6to4", (ip.sixtofour,)
+    if ip in TEREDO:
+        assert ip.teredo is not None
+        server, client = ip.teredo
+        return "Teredo", (server, client)
+    if ip in NAT64_WKP:
+        return "NAT64", (low32,)
+    if ip in NAT64_LOCAL:
+        # Local-use NAT64 may use any RFC 6052 prefix length; the usual
+        # /96 layout and the /48 one (bits 48-63 and 72-87) are both judged
+        # (an all-zero one is the other layout's padding).
+        value = int(ip)
+        at48 = ipaddress.IPv4Address(((value >> 64) & 0xFFFF) << 16 | (value >> 40) & 0xFFFF)
+        return "NAT64", tuple(a for a in (low32, at48) if int(a)) or (low32,)
     return None
 
 

@@ -150,6 +150,12 @@ test_codes_from_optional_rules if {
 		with data.registry.tools as object.union(registry, {"read_file": reader})
 		with airlock.arguments.files.tools as {"read_file": ["path"]}
 	codes(f.reasons) == ["path_outside_workdir"]
+
+	g := airlock.decision with input as call("default", "read_file", {"arguments": {"path": ".git/config"}})
+		with airlock.grants as files
+		with data.registry.tools as object.union(registry, {"read_file": reader})
+		with airlock.arguments.files.tools as {"read_file": ["path"]}
+	codes(g.reasons) == ["path_protected"]
 }
 
 test_reasons_name_their_package if {

@@ -8,7 +8,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +52,33 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_airlock_up_serves_the_readme_example_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+DEFAULT_PORTS = (50051, 9464, 9465, 8181)
+
+
+def _ports_in_use() -> list[int]:
+    busy = []
+    for port in DEFAULT_PORTS:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def test_airlock_up_serves_the_readme_example_and_stops_on_ctrl_c() -> None:
+    busy = _ports_in_use()
+    if busy:
+        pytest.fail(
+            f"127.0.0.1 ports {busy} are in use: this test runs `bin/airlock up` on the README's default ports. "
+            "Stop the stack you started (Ctrl-C in its terminal), then run scripts/test again."
+        )
+    # The README's default home as root is /var/lib/airlock; a fresh one here
+    # keeps a developer's own stack state untouched.
+    Path("/tmp/airlock-tests").mkdir(mode=0o711, exist_ok=True)
+    tmp_path = Path(tempfile.mkdtemp(prefix="readme-", dir="/tmp/airlock-tests"))
+    tmp_path.chmod(0o755)
     env = {**os.environ, "AIRLOCK_HOME": str(tmp_path)}
     up = subprocess.Popen(["bin/airlock", "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -76,7 +104,8 @@ def test_airlock_up_serves_the_readme_example_and_stops_on_ctrl_c(tmp_path: Path
     assert up.returncode == 0, text
     for needle in (
         "gateway    127.0.0.1:50051",
-        "opa        http://127.0.0.1:8181",
+        "opa      http://127.0.0.1:8181/metrics",
+        "users      separate users" if os.geteuid() == 0 else "users      ONE user",
         "http://127.0.0.1:9465/metrics",
         "audit log",
     ):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import Stack, start_stack, stop_stack
+from helpers import Stack, new_home, start_stack, stop_stack
 
 from airlock.cli._paths import find_opa
 from airlock.v1 import gateway_pb2_grpc
@@ -25,9 +25,8 @@ def opa_bin() -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, opa_bin: str) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("airlock-home")
-    s = start_stack(home)
+def stack(opa_bin: str) -> Iterator[Stack]:
+    s = start_stack(new_home("stack"))
     yield s
     code, out = stop_stack(s)
     assert code == 0, f"airlock up did not stop cleanly ({code}):\n{out}"

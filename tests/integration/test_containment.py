@@ -27,9 +27,11 @@ import docker
 import grpc
 import pytest
 import yaml
-from helpers import Stack, auth, start_stack, stop_stack, tool_call
+from helpers import Stack, auth, new_home, start_stack, stop_stack, tool_call
 
 from airlock.v1 import executor_pb2, gateway_pb2, gateway_pb2_grpc
+from executor._config import ExecutorConfig
+from executor._options import executor_instance
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +59,7 @@ def cstack(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.
     (policies / "airlock" / "grants" / "data.yaml").write_text(yaml.safe_dump(grants))
     # A secret in the daemons' environment: no sandbox may see it.
     monkeypatch_module.setenv("AIRLOCK_TEST_HOST_SECRET", HOST_SECRET)
-    home = tmp_path_factory.mktemp("containment-home")
+    home = new_home("containment")
     stack = start_stack(home, "--registry", str(DATA / "tool_registry.yaml"), "--policies", str(policies))
     yield stack
     code, out = stop_stack(stack)
@@ -90,10 +92,18 @@ def call(stack: Stack, tool: str, program: str, call_id: str = "attack") -> Resu
     )
 
 
-def our_containers() -> list[Any]:
+def our_containers(stack: Stack) -> list[str]:
+    """This stack's sandbox containers. Only this executor's (its instance
+    label): other test sessions may share the Docker engine. The plain API
+    call lists without inspecting each, so a container another session
+    removes meanwhile cannot fail the listing."""
+    instance = executor_instance(ExecutorConfig(socket=stack.info["executor_socket"], token_file="unused"))
     client = docker.from_env()
     try:
-        return list(client.containers.list(all=True, filters={"label": "airlock.managed=true"}))
+        found = client.api.containers(
+            all=True, filters={"label": ["airlock.managed=true", f"airlock.executor={instance}"]}
+        )
+        return [str(c["Id"]) for c in found]
     finally:
         client.close()
 
@@ -102,7 +112,7 @@ def assert_still_serving_and_clean(stack: Stack, runtime: str = "runc") -> None:
     tool = "python" if runtime == "runc" else "python_gvisor"
     after = call(stack, tool, "print('still serving')", call_id="after")
     assert (after.outcome, after.stdout) == ("ok", "still serving\n")
-    assert our_containers() == []
+    assert our_containers(stack) == []
 
 
 # -- resource attacks ----------------------------------------------------------
@@ -416,7 +426,9 @@ def test_fifty_concurrent_calls_with_attacks_mixed_in(cstack: Stack) -> None:
         name, tool, program, _ = jobs[i]
         return name, call(cstack, tool, program, call_id=f"mix{i}")
 
-    with ThreadPoolExecutor(50) as pool:
+    # 24 at a time: the gateway caps one principal's calls in flight (32),
+    # and the executor runs 16 at once anyway; the rest queue.
+    with ThreadPoolExecutor(24) as pool:
         results = list(pool.map(run, range(50)))
     expected = {name: {outcome} for name, _, _, outcome in MIX}
     # With 16 sandboxes on 2 cores, a memory bomb at its cgroup limit can

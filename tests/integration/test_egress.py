@@ -28,7 +28,7 @@ import docker
 import grpc
 import pytest
 import yaml
-from helpers import Stack, auth, make_certs, start_stack, stop_stack, tool_call
+from helpers import Stack, auth, make_certs, new_home, start_stack, stop_stack, tool_call
 
 from airlock.v1 import executor_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -239,7 +239,7 @@ def estack(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
         },
     }
     (folder / "egress.yaml").write_text(yaml.safe_dump(egress))
-    home = tmp_path_factory.mktemp("egress-home")
+    home = new_home("egress")
     stack = start_stack(
         home,
         "--registry", str(folder / "tool_registry.yaml"),

@@ -4,6 +4,7 @@ certificate, and agents that authenticate by certificate instead of token."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -14,7 +15,18 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import Stack, auth, decision_from_error, make_certs, start_daemon, stop_daemon, tool_call
+from helpers import (
+    CERT_AGENT_URI,
+    Stack,
+    auth,
+    decision_from_error,
+    make_certs,
+    make_gateway_config,
+    private_copy,
+    start_daemon,
+    stop_daemon,
+    tool_call,
+)
 
 from airlock.v1 import executor_pb2, executor_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 
@@ -39,8 +51,9 @@ def remote_executor(stack: Stack, certs: Path, tmp_path_factory: pytest.TempPath
                 "key_file": str(certs / "server.key"),
                 "client_ca_file": str(certs / "ca.pem"),
             },
-            "token_file": str(stack.home / "executor.token"),
+            "token_file": str(private_copy(stack.executor_token, folder / "executor.token")),
             "metrics_listen": "127.0.0.1:0",
+            "registry_file": REGISTRY,
         },
         folder,
     )
@@ -48,32 +61,23 @@ def remote_executor(stack: Stack, certs: Path, tmp_path_factory: pytest.TempPath
     assert stop_daemon(proc) == 0
 
 
-def _gateway_config(stack: Stack, tmp: Path, **overrides: Any) -> dict[str, Any]:
+def _remote_link(stack: Stack, certs: Path, remote_executor: dict[str, Any], folder: Path) -> dict[str, Any]:
     return {
-        "listen": "127.0.0.1:0",
-        "metrics_listen": "127.0.0.1:0",
-        "registry": REGISTRY,
-        "opa": {"url": stack.info["opa"]},
-        "executor": {"socket": stack.info["executor_socket"], "token_file": str(stack.home / "executor.token")},
-        "audit": {"path": str(tmp / "audit.jsonl")},
-        "agents": [{"id": "dev-agent", "profile": "default", "token_file": str(stack.home / "agent.token")}],
-        **overrides,
-    }
-
-
-def test_gateway_runs_calls_on_a_remote_executor_over_mtls(
-    stack: Stack, certs: Path, remote_executor: dict[str, Any], tmp_path: Path
-) -> None:
-    link = {
         "address": remote_executor["listen"],
-        "token_file": str(stack.home / "executor.token"),
+        "token_file": str(private_copy(stack.executor_token, folder / "remote-executor.token")),
         "tls": {
             "ca_file": str(certs / "ca.pem"),
             "cert_file": str(certs / "gateway-client.pem"),
             "key_file": str(certs / "gateway-client.key"),
         },
     }
-    proc, info = start_daemon("gateway", _gateway_config(stack, tmp_path, executor=link), tmp_path)
+
+
+def test_gateway_runs_calls_on_a_remote_executor_over_mtls(
+    stack: Stack, certs: Path, remote_executor: dict[str, Any], tmp_path: Path
+) -> None:
+    link = _remote_link(stack, certs, remote_executor, tmp_path)
+    proc, info = start_daemon("gateway", make_gateway_config(tmp_path, stack, executor=link), tmp_path)
     try:
         with grpc.insecure_channel(info["listen"]) as channel:
             resp = gateway_pb2_grpc.GatewayServiceStub(channel).Invoke(
@@ -110,22 +114,25 @@ def test_remote_executor_refuses_clients_without_a_trusted_certificate(
 
 
 @pytest.fixture
-def mtls_gateway(stack: Stack, certs: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    config = _gateway_config(
-        stack,
+def mtls_gateway(
+    stack: Stack, certs: Path, remote_executor: dict[str, Any], tmp_path: Path
+) -> Iterator[dict[str, Any]]:
+    config = make_gateway_config(
         tmp_path,
+        stack,
+        executor=_remote_link(stack, certs, remote_executor, tmp_path),
         tls={
             "cert_file": str(certs / "server.pem"),
             "key_file": str(certs / "server.key"),
             "client_ca_file": str(certs / "ca.pem"),
         },
         agents=[
-            {"id": "dev-agent", "profile": "default", "token_file": str(stack.home / "agent.token")},
-            {"id": "cert-agent", "profile": "untrusted", "tls_identity": "agent-mtls"},
+            {"id": "dev-agent", "profile": "default", "token_sha256": hashlib.sha256(stack.token.encode()).hexdigest()},
+            {"id": "cert-agent", "profile": "untrusted", "tls_identity": CERT_AGENT_URI},
         ],
     )
     proc, info = start_daemon("gateway", config, tmp_path)
-    yield {**info, "audit": tmp_path / "audit.jsonl"}
+    yield {**info, "audit": Path(info["audit"])}
     assert stop_daemon(proc) == 0
 
 
@@ -155,7 +162,23 @@ def test_agent_authenticates_with_its_client_certificate(
     assert out["principal"] == "cert-agent"
     assert out["stdout"] == "1\n"
     events = [json.loads(line) for line in mtls_gateway["audit"].read_text().splitlines()]
-    assert {e["principal"] for e in events} == {"cert-agent"}
+    assert {e["principal"] for e in events if e["kind"] in ("decision", "execution")} == {"cert-agent"}
+
+
+def test_a_certificate_naming_the_agent_in_its_cn_or_dns_san_is_not_an_identity(
+    stack: Stack, certs: Path, mtls_gateway: dict[str, Any]
+) -> None:
+    proc = _cli(
+        stack,
+        mtls_gateway["listen"],
+        certs,
+        "--tls-cert",
+        str(certs / "agent-cn.pem"),
+        "--tls-key",
+        str(certs / "agent-cn.key"),
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["status"] == "UNAUTHENTICATED"
 
 
 def test_certificate_and_token_of_different_agents_are_refused(
@@ -179,6 +202,6 @@ def test_certificate_and_token_of_different_agents_are_refused(
 def test_gateway_with_client_ca_refuses_clients_without_a_certificate(
     stack: Stack, certs: Path, mtls_gateway: dict[str, Any]
 ) -> None:
-    proc = _cli(stack, mtls_gateway["listen"], certs, "--token-file", str(stack.home / "agent.token"))
+    proc = _cli(stack, mtls_gateway["listen"], certs, "--token-file", str(stack.token_file))
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["status"] == "UNAVAILABLE"

@@ -1,6 +1,8 @@
-"""Policy roll-out on a real stack: the bundle is signed and OPA rejects a
-tampered one; editing a policy or the registry takes effect without a
-restart, atomically; and a change that does not build is never published."""
+"""Policy roll-out on a real stack started with --dev (every edit is
+published; without --dev only `airlock policy publish` publishes, see
+test_trust_domains.py): the bundle is signed and OPA rejects a tampered one;
+editing a policy or the registry takes effect without a restart, atomically;
+and a change that does not build is never published."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from helpers import Stack, auth, start_stack, stop_stack, tool_call
+from helpers import Stack, auth, new_home, start_stack, stop_stack, tool_call
 
 from airlock.v1 import call_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -30,7 +32,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path
     shutil.copytree(REPO / "policies", policies)
     registry = src / "tool_registry.yaml"
     shutil.copy(REPO / "deploy" / "tool_registry.yaml", registry)
-    stack = start_stack(tmp_path_factory.mktemp("home"), "--policies", str(policies), "--registry", str(registry))
+    stack = start_stack(new_home("lifecycle"), "--dev", "--policies", str(policies), "--registry", str(registry))
     yield stack, policies, registry
     code, out = stop_stack(stack)
     assert code == 0, out
@@ -47,7 +49,7 @@ def decide(stack: Stack, tool: str, args: str = '{"code": "print(1)"}') -> call_
 
 def test_tampered_bundle_is_rejected_and_the_last_good_one_keeps_deciding(live: tuple[Stack, Path, Path]) -> None:
     stack, _, _ = live
-    bundle = stack.home / "bundles" / "bundle.tar.gz"
+    bundle = stack.layout.bundle
     before = decide(stack, "web_fetch", '{"url": "https://en.wikipedia.org/"}')
     assert before.verdict == call_pb2.VERDICT_DENY
     # Grant web_fetch inside the bundle but keep the old signature.

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from helpers import Stack, auth, decision_from_error, start_stack, stop_stack, tool_call
+from helpers import Stack, auth, decision_from_error, new_home, start_stack, stop_stack, tool_call
 
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -36,7 +36,7 @@ def shadowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, 
     g = yaml.safe_load(grants.read_text())
     g["profiles"]["default"]["budget"] = {"session_tool_calls": 2}
     grants.write_text(yaml.safe_dump(g))
-    stack = start_stack(tmp_path_factory.mktemp("home"), "--policies", str(policies))
+    stack = start_stack(new_home("modes"), "--policies", str(policies))
     yield stack, policies
     code, out = stop_stack(stack)
     assert code == 0, out
@@ -68,12 +68,18 @@ def test_shadowed_deny_lets_the_call_through_and_records_would_deny(shadowed: tu
     assert stack.metric("gateway", "airlock_gateway_decisions_total", labels) == before + 1
 
 
-def test_enforcing_the_rule_is_one_edit_and_takes_effect_live(shadowed: tuple[Stack, Path]) -> None:
+def test_enforcing_the_rule_is_one_edit_and_a_publish(shadowed: tuple[Stack, Path]) -> None:
     stack, policies = shadowed
     config = policies / "airlock" / "config" / "data.yaml"
     doc = yaml.safe_load(config.read_text())
     doc["shadow"]["codes"] = []
     config.write_text(yaml.safe_dump(doc))
+    cli = [sys.executable, "-m", "airlock.cli", "--home", str(stack.home)]
+    published = subprocess.run(
+        [*cli, "policy", "publish", "--policies", str(policies)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
     deadline = time.monotonic() + 30
     code = None
     while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ import pytest
 
 from executor._config import ExecutorConfig
 from executor._model import RunSpec
-from executor._options import ceilings, clamp, container_options, load_seccomp_profile
+from executor._options import DEADLINE_WRAPPER, ceilings, clamp, container_options, load_seccomp_profile
 
 pytestmark = pytest.mark.integration
 IMAGE = "airlock/sandbox-python:2"
@@ -377,3 +377,37 @@ def test_dockers_default_profile_allows_ptrace_which_ours_denies(client, probes)
     assert default["seccomp"] == "2"
     assert default["ptrace_traceme"] == 0
     assert probes["denied"]["ptrace_traceme"] == errno.EPERM
+
+
+# -- (e) the deadline wrapper runs under the profile ----------------------------------------
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_the_deadline_wrapper_works_under_the_profile(client: docker.DockerClient, runtime: str) -> None:
+    """PID 1 of every sandbox is GNU timeout (executor/_options.py): its
+    timer, signals, process group and wait must all be allowed, under runc
+    and under gVisor (which applies the profile itself, --oci-seccomp). A
+    1 s run of `sleep 60` ends by SIGKILL at 1 s + the wrapper's grace."""
+    cfg = ExecutorConfig(socket="/x", token_file="/y", runtimes=("runc", "runsc"))
+    spec = RunSpec(
+        run_id=f"seccomp-test-{uuid.uuid4().hex[:12]}",
+        tool="seccomp-test",
+        image=IMAGE,
+        argv=("sleep", "60"),
+        timeout_ms=1000,
+        runtime=runtime,
+    )
+    opts = container_options(spec, clamp(spec, ceilings(cfg)), cfg, load_seccomp_profile(cfg))
+    assert opts["entrypoint"][0] == DEADLINE_WRAPPER
+    opts["labels"] = {TEST_LABEL: "seccomp"}
+    opts["log_config"] = {"type": "json-file"}
+    container = client.containers.create(**opts)
+    try:
+        container.start()
+        # Generous: a deadline of 3 s, on a loaded machine; `sleep 60` would run for 60.
+        code = container.wait(timeout=45)["StatusCode"]
+        err = container.logs(stdout=False, stderr=True).decode()
+    finally:
+        container.remove(force=True)
+    assert code == 137, err  # timeout's report of the SIGKILL it sent
+    assert "Operation not permitted" not in err

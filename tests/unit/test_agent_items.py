@@ -93,7 +93,7 @@ class ScriptedGateway:
 
 def ctx(gw: ScriptedGateway, workspace: Path | None = None) -> agent.ItemContext:
     decl = agent.declare(gw.list_tools(), apply_patch=workspace is not None)
-    return agent.ItemContext(gw, "sess", decl, 1, workspace)
+    return agent.ItemContext(gw, "sess", decl, 1, agent.Workspace(workspace) if workspace is not None else None)
 
 
 def shell_call(commands: list[str], **action: Any) -> Any:
@@ -420,9 +420,49 @@ def test_cli_prints_each_command_decision_and_the_hosted_items(tmp_path: Path) -
     lines = out.getvalue().splitlines()
     assert lines[0].startswith('[turn 1] shell_builtin({"commands":["echo x","cat /etc/shadow"]')
     assert lines[0].endswith("call_id=call_sh [shell_call]")
-    assert lines[1:4] == [
+    assert lines[1:5] == [
         "  ALLOW decision=d-ok -> ok exit_code=0",
         "  DENY argument_denied decision=d-no",
+        "    argument_denied: not this",
         "[turn 1] hosted web_search_call ws_1: observed (audit event ev-ws_1)",
     ]
     assert lines[-1] == "done"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"call_id": "call_\ud800"},
+        {"tool": "py\udfff"},
+        {"arguments_raw": '{"code": "print(\ud800)"}'},
+    ],
+)
+def test_model_text_utf8_cannot_carry_is_refused_not_raised(fields: dict[str, str]) -> None:
+    # The real client, nothing listening: the call never gets as far as the network.
+    call = {"call_id": "call_1", "item_type": "function_call", "tool": "python", "arguments_raw": "{}"} | fields
+    with agent.Gateway("127.0.0.1:9", None, timeout_s=1) as gw:
+        result = gw.invoke(call["call_id"], call["item_type"], call["tool"], call["arguments_raw"], "s")
+    assert not result.allowed
+    assert [r.code for r in result.reasons] == ["arguments_malformed"]
+    assert result.decision_id == ""
+    json.dumps(agent.function_call_output("call_1", result), ensure_ascii=False).encode("utf-8")
+
+
+def test_gateway_from_stack_reads_the_principals_own_token(tmp_path: Path) -> None:
+    for name in ("a", "b", "legacy"):
+        (tmp_path / name).write_text(f"tok-{name}\n")
+    stack = {
+        "gateway": "127.0.0.1:9",
+        "principal": "a",
+        "principals": {"a": {"token_file": str(tmp_path / "a")}, "b": {"token_file": str(tmp_path / "b")}},
+    }
+    (tmp_path / "stack.json").write_text(json.dumps(stack))
+    for principal, want in ((None, "tok-a"), ("b", "tok-b")):
+        with agent.Gateway.from_stack(tmp_path, principal=principal) as gw:
+            assert gw._metadata == (("authorization", f"Bearer {want}"),)
+    with pytest.raises(KeyError, match="no principal 'c' in this stack; known: a, b"):
+        agent.Gateway.from_stack(tmp_path, principal="c")
+    # stack.json from before per-principal credentials.
+    (tmp_path / "stack.json").write_text(json.dumps({"gateway": "127.0.0.1:9", "token_file": str(tmp_path / "legacy")}))
+    with agent.Gateway.from_stack(tmp_path) as gw:
+        assert gw._metadata == (("authorization", "Bearer tok-legacy"),)

@@ -2,8 +2,14 @@
 
 The integration suite (tests/integration/test_egress.py) runs the proxy for
 real sandboxes; these cases pin the protocol details that are awkward to
-provoke from a sandbox: what is forwarded, credential revocation, the
-single lookup per attempt, and the limits.
+provoke from a sandbox: what is forwarded, credential revocation and its
+tie to the sandbox's address, the single lookup per attempt, the limits
+(per call, per source, in total) and which addresses are never dialled.
+
+Loopback itself can never be opened by egress_allow_cidrs, so the scripted
+names resolve to UPSTREAM_IP (a documentation address the calls open with
+ALLOW_CIDRS) and the proxy's connector sends that address to loopback,
+where the test servers listen.
 """
 
 from __future__ import annotations
@@ -13,14 +19,13 @@ import base64
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
-from executor.egress import proxy as proxy_module
 from executor.egress.proxy import CallGrant, EgressProxy, ProxyLimits
-from executor.egress.rules import IPAddress
+from executor.egress.rules import IPAddress, IPNetwork
 
 LIMITS = ProxyLimits(
     max_connections=4,
@@ -30,6 +35,8 @@ LIMITS = ProxyLimits(
     header_timeout_s=1,
     max_records=3,
 )
+UPSTREAM_IP = "203.0.113.7"
+ALLOW_CIDRS = ("203.0.113.0/24",)
 
 
 @dataclass
@@ -68,35 +75,54 @@ async def upstream(reply: Callable[[bytes], bytes] = lambda _: b"") -> AsyncIter
         server.close()
 
 
+@dataclass
+class Dialler:
+    """The proxy's connector: records every dial, sends UPSTREAM_IP to loopback."""
+
+    dialled: list[str] = field(default_factory=list)
+
+    async def __call__(self, host: str, port: int, *, limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self.dialled.append(host)
+        return await asyncio.open_connection("127.0.0.1" if host == UPSTREAM_IP else host, port, limit=limit)
+
+
 @asynccontextmanager
 async def proxy(
-    resolver: ScriptedResolver, limits: ProxyLimits = LIMITS
+    resolver: ScriptedResolver,
+    limits: ProxyLimits = LIMITS,
+    dialler: Dialler | None = None,
+    sources: IPNetwork | None = None,
 ) -> AsyncIterator[tuple[EgressProxy, list[Any]]]:
     seen: list[Any] = []
-    p = EgressProxy(limits, resolver, lambda tool, record: seen.append((tool, record)))
-    await p.start("127.0.0.1")
+    p = EgressProxy(limits, resolver, lambda tool, record: seen.append((tool, record)), dialler or Dialler())
+    await p.start("127.0.0.1", sources=sources)
     try:
         yield p, seen
     finally:
         await p.stop()
 
 
-def open_call(p: EgressProxy, allow: tuple[str, ...]) -> tuple[CallGrant, str]:
-    grant, url = p.open_call("run-1", "fetch", allow, ("127.0.0.0/8",))
+def open_call(
+    p: EgressProxy, allow: tuple[str, ...], cidrs: tuple[str, ...] = ALLOW_CIDRS, source: str | None = "127.0.0.1"
+) -> tuple[CallGrant, str]:
+    grant, url = p.open_call("run-1", "fetch", allow, cidrs, ipaddress.ip_address(source) if source else None)
     return grant, url.removeprefix("http://").split("@")[0].split(":")[1]
 
 
-async def tunnel(p: EgressProxy, token: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """Opens a CONNECT tunnel to up.test:port; returns the streams and the proxy's answer head."""
-    host, pport = p.address.split(":")
-    reader, writer = await asyncio.open_connection(host, int(pport))
-    writer.write(f"CONNECT up.test:{port} HTTP/1.1\r\n{auth(token)}\r\n".encode())
+async def tunnel(
+    p: EgressProxy, token: str, port: int, source: str = "127.0.0.1", host: str = "up.test"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Opens a CONNECT tunnel to host:port; returns the streams and the proxy's answer head."""
+    phost, pport = p.address.split(":")
+    reader, writer = await asyncio.open_connection(phost, int(pport), local_addr=(source, 0))
+    writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\n{auth(token)}\r\n".encode())
     return reader, writer, await reader.readuntil(b"\r\n\r\n")
 
 
-async def exchange(p: EgressProxy, request: bytes) -> bytes:
+async def exchange(p: EgressProxy, request: bytes, source: str = "127.0.0.1") -> bytes:
+    """Sends one request from ``source`` (any 127/8 address is this host) and reads the answer."""
     host, port = p.address.split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=(source, 0))
     writer.write(request)
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 5)
@@ -114,7 +140,7 @@ def run(coro: Callable[[], Awaitable[None]]) -> None:
 
 def test_forwarded_http_request_is_rewritten_and_relayed() -> None:
     async def go() -> None:
-        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         async with (
             upstream(lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi") as up,
             proxy(resolver) as (p, seen),
@@ -140,7 +166,7 @@ def test_forwarded_http_request_is_rewritten_and_relayed() -> None:
                 "HTTP",
                 "up.test",
                 True,
-                "127.0.0.1",
+                UPSTREAM_IP,
             )
             assert record.bytes_in == len(answer)
             assert record.bytes_out == len(up.received[0])
@@ -151,7 +177,7 @@ def test_forwarded_http_request_is_rewritten_and_relayed() -> None:
 
 def test_connect_tunnels_bytes_both_ways() -> None:
     async def go() -> None:
-        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         async with upstream(lambda data: b"echo:" + data) as up, proxy(resolver) as (p, _):
             grant, token = open_call(p, (f"up.test:{up.port}",))
             reader, writer, head = await tunnel(p, token, up.port)
@@ -168,7 +194,7 @@ def test_connect_tunnels_bytes_both_ways() -> None:
 
 def test_missing_wrong_and_revoked_credentials_get_407() -> None:
     async def go() -> None:
-        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         async with upstream() as up, proxy(resolver) as (p, seen):
             grant, token = open_call(p, (f"up.test:{up.port}",))
             request = f"GET http://up.test:{up.port}/ HTTP/1.1\r\n"
@@ -187,7 +213,7 @@ def test_missing_wrong_and_revoked_credentials_get_407() -> None:
 
 def test_closing_the_call_cuts_its_open_connections() -> None:
     async def go() -> None:
-        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         hold = asyncio.Event()
 
         async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -215,7 +241,7 @@ def test_one_lookup_per_attempt_and_every_answer_is_checked() -> None:
     the proxy never looks the name up a second time to connect."""
 
     async def go() -> None:
-        resolver = ScriptedResolver({"rebind.test": ["127.0.0.1", "10.0.0.1"], "up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"rebind.test": [UPSTREAM_IP, "10.0.0.1"], "up.test": [UPSTREAM_IP]})
         async with upstream(lambda _: b"HTTP/1.1 204 No Content\r\n\r\n") as up, proxy(resolver) as (p, _):
             grant, token = open_call(p, (f"rebind.test:{up.port}", f"up.test:{up.port}"))
             denied = await exchange(p, f"GET http://rebind.test:{up.port}/ HTTP/1.1\r\n{auth(token)}\r\n".encode())
@@ -231,7 +257,7 @@ def test_one_lookup_per_attempt_and_every_answer_is_checked() -> None:
 
 def test_limits_connections_bytes_and_records() -> None:
     async def go() -> None:
-        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         big = b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (LIMITS.max_bytes_in * 2)
         async with upstream(lambda _: big) as up, proxy(resolver) as (p, _):
             grant, token = open_call(p, (f"up.test:{up.port}",))
@@ -254,7 +280,7 @@ def test_limits_connections_bytes_and_records() -> None:
 
 def test_bytes_out_limit_cuts_an_upload() -> None:
     async def go() -> None:
-        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         async with upstream() as up, proxy(resolver) as (p, _):
             grant, token = open_call(p, (f"up.test:{up.port}",))
             reader, writer, _ = await tunnel(p, token, up.port)
@@ -299,7 +325,7 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize("request_text", BAD_REQUESTS)
 def test_requests_the_proxy_does_not_serve_get_400(request_text: str) -> None:
     async def go() -> None:
-        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         async with proxy(resolver) as (p, _):
             grant, token = open_call(p, ("up.test:443", "up.test:80"))
             answer = await exchange(p, request_text.format(auth=auth(token)).encode("latin-1"))
@@ -329,7 +355,7 @@ def test_a_forwarded_request_sends_exactly_its_body_and_nothing_after() -> None:
     """Bytes after the announced body (a pipelined second request) never reach the upstream."""
 
     async def go() -> None:
-        resolver = ScriptedResolver({"up.test": ["127.0.0.1"]})
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         async with upstream(lambda _: b"HTTP/1.1 200 OK\r\n\r\n") as up, proxy(resolver) as (p, _):
             grant, token = open_call(p, (f"up.test:{up.port}",))
             body = b"hello"
@@ -364,12 +390,11 @@ def test_a_silent_client_is_dropped_after_the_header_timeout() -> None:
     run(go)
 
 
-def test_connections_before_authentication_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connections_before_authentication_are_capped() -> None:
     """Idle connections that never send a head cannot pile up without bound."""
-    monkeypatch.setattr(proxy_module, "MAX_PENDING", 2)
 
     async def go() -> None:
-        async with proxy(ScriptedResolver({})) as (p, seen):
+        async with proxy(ScriptedResolver({}), replace(LIMITS, max_pending=2)) as (p, seen):
             host, port = p.address.split(":")
             idle = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
             for _ in range(500):  # until both wait for their head (a loaded machine may take a while)
@@ -384,5 +409,225 @@ def test_connections_before_authentication_are_capped(monkeypatch: pytest.Monkey
             for _, w in idle:
                 w.close()
             assert [(tool, r.reason) for tool, r in seen] == [(None, "overloaded")]
+
+    run(go)
+
+
+# -- the credential is good from its own sandbox only ------------------------------
+
+
+def test_a_credential_works_only_from_its_sandboxs_address() -> None:
+    """A live credential presented from another sandbox's address gets 407,
+    exactly like a wrong one; from its own address it works."""
+
+    async def go() -> None:
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
+        async with upstream(lambda _: b"HTTP/1.1 204 No Content\r\n\r\n") as up, proxy(resolver) as (p, seen):
+            grant, token = open_call(p, (f"up.test:{up.port}",), source="127.0.0.2")
+            request = f"GET http://up.test:{up.port}/ HTTP/1.1\r\n{auth(token)}\r\n".encode()
+            stolen = await exchange(p, request, source="127.0.0.3")
+            assert stolen.startswith(b"HTTP/1.1 407 ")
+            assert b"X-Airlock-Egress-Reason: unauthenticated" in stolen
+            assert up.received == []
+            assert grant.records == []  # not the call's attempt: nothing charged to it
+            own = await exchange(p, request, source="127.0.0.2")
+            assert own.startswith(b"HTTP/1.1 204 ")
+            await p.close_call(grant)
+            assert [(tool, r.reason or "allowed") for tool, r in seen] == [
+                (None, "unauthenticated"),
+                ("fetch", "allowed"),
+            ]
+
+    run(go)
+
+
+def test_connections_from_outside_the_sandbox_network_are_dropped() -> None:
+    async def go() -> None:
+        async with proxy(ScriptedResolver({}), sources=ipaddress.ip_network("127.0.0.2/32")) as (p, seen):
+            grant, token = open_call(p, ("up.test:443",), source="127.0.0.1")
+            try:
+                answer = await exchange(p, f"CONNECT up.test:443 HTTP/1.1\r\n{auth(token)}\r\n".encode())
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b""  # dropped unanswered
+            await p.close_call(grant)
+            assert [(tool, r.reason) for tool, r in seen] == [(None, "unauthenticated")]
+
+    run(go)
+
+
+# -- no sandbox can starve the others ------------------------------------------------
+
+
+def test_one_sandbox_holding_idle_connections_cannot_block_another() -> None:
+    """The reported attack: one sandbox holds ~300 idle connections to the
+    proxy. It keeps MAX_PENDING_PER_SOURCE of them; another sandbox's
+    egress still works, every time."""
+
+    async def go() -> None:
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
+        limits = replace(LIMITS, max_connections=8, header_timeout_s=30)
+        async with (
+            upstream(lambda _: b"HTTP/1.1 204 No Content\r\n\r\n") as up,
+            proxy(resolver, limits) as (p, seen),
+        ):
+            host, port = p.address.split(":")
+            idle = [await asyncio.open_connection(host, int(port), local_addr=("127.0.0.66", 0)) for _ in range(300)]
+            for _ in range(500):  # until the proxy has taken them all in
+                if sum(1 for _, r in seen if r.reason == "overloaded") == 300 - limits.max_pending_per_source:
+                    break
+                await asyncio.sleep(0.01)
+            assert p._pending == limits.max_pending_per_source
+            grant, token = open_call(p, (f"up.test:{up.port}",), source="127.0.0.2")
+            request = f"GET http://up.test:{up.port}/ HTTP/1.1\r\n{auth(token)}\r\n".encode()
+            answers = [await exchange(p, request, source="127.0.0.2") for _ in range(8)]
+            assert all(a.startswith(b"HTTP/1.1 204 ") for a in answers)
+            for _, w in idle:
+                w.close()
+            await p.close_call(grant)
+
+    run(go)
+
+
+def test_open_tunnels_are_capped_in_total() -> None:
+    """Tunnels hold two descriptors each; past max_tunnels (derived from the
+    open-files limit) a new one is refused with 503 until one closes."""
+
+    async def go() -> None:
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
+
+        async def until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(until_eof, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with proxy(resolver, replace(LIMITS, max_tunnels=2)) as (p, _):
+            grant, token = open_call(p, (f"up.test:{port}",))
+            first = await tunnel(p, token, port)
+            second = await tunnel(p, token, port)
+            assert first[2].startswith(b"HTTP/1.1 200 ")
+            assert second[2].startswith(b"HTTP/1.1 200 ")
+            _, third_w, third = await tunnel(p, token, port)
+            assert third.startswith(b"HTTP/1.1 503 ")
+            assert b"X-Airlock-Egress-Reason: overloaded" in third
+            first[1].close()
+            for _ in range(500):
+                if p._tunnels < 2:
+                    break
+                await asyncio.sleep(0.01)
+            _, fourth_w, fourth = await tunnel(p, token, port)
+            assert fourth.startswith(b"HTTP/1.1 200 ")
+            for w in (second[1], third_w, fourth_w):
+                w.close()
+            await p.close_call(grant)
+            assert p._tunnels == 0
+            assert [r.reason for r in grant.records if not r.allowed] == ["overloaded"]
+        server.close()
+
+    run(go)
+
+
+# -- addresses that are never dialled ------------------------------------------------
+
+# 203.0.113.7, which the calls open with egress_allow_cidrs, in IPv6 spellings.
+SIX_TO_FOUR = "2002:cb00:7107::1"
+MAPPED = "::ffff:203.0.113.7"
+NAT64 = "64:ff9b::cb00:7107"
+# Teredo: server 203.0.113.7, client 203.0.113.7 (obfuscated, bits inverted).
+TEREDO = "2001:0:cb00:7107::34ff:8ef8"
+
+
+@pytest.mark.parametrize("address", [SIX_TO_FOUR, MAPPED, NAT64, TEREDO])
+def test_ipv6_forms_carrying_an_allowed_ipv4_are_never_dialled(address: str) -> None:
+    """Judged by the IPv4 address they carry (allowed here), and still never
+    dialled: the proxy would otherwise reach a public relay or translator."""
+    assert ipaddress.ip_address(address).version == 6
+
+    async def go() -> None:
+        resolver = ScriptedResolver({"only.test": [address]})
+        dialler = Dialler()
+        async with proxy(resolver, dialler=dialler) as (p, _):
+            grant, token = open_call(p, ("only.test:443", f"[{address}]:443"))
+            for target in ("only.test:443", f"[{ipaddress.ip_address(address)}]:443"):
+                answer = await exchange(p, f"CONNECT {target} HTTP/1.1\r\n{auth(token)}\r\n".encode())
+                assert answer.startswith(b"HTTP/1.1 403 "), answer
+                assert b"X-Airlock-Egress-Reason: address_denied" in answer
+                assert b"never dialled" in answer
+            await p.close_call(grant)
+            assert dialler.dialled == []
+            assert all("never dialled" in r.message for r in grant.records)
+
+    run(go)
+
+
+def test_a_name_with_a_plain_answer_too_is_dialled_at_the_plain_one() -> None:
+    async def go() -> None:
+        resolver = ScriptedResolver({"mixed.test": [SIX_TO_FOUR, UPSTREAM_IP]})
+        dialler = Dialler()
+        async with upstream(lambda data: b"echo:" + data) as up, proxy(resolver, dialler=dialler) as (p, _):
+            grant, token = open_call(p, (f"mixed.test:{up.port}",))
+            reader, writer, head = await tunnel(p, token, up.port, host="mixed.test")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.read(), 5) == b"echo:ping"
+            writer.close()
+            await p.close_call(grant)
+            assert dialler.dialled == [UPSTREAM_IP]
+
+    run(go)
+
+
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        ("2002:a00:1::1", b"carries 10.0.0.1 is a private address"),  # 6to4 of a private address
+        ("::ffff:127.0.0.1", b"carries 127.0.0.1 is a loopback address"),
+        ("64:ff9b::a9fe:a9fe", b"carries 169.254.169.254 is the cloud metadata address"),
+    ],
+)
+def test_an_embedded_ipv4_that_is_denied_denies_the_name(answer: str, fragment: bytes) -> None:
+    async def go() -> None:
+        resolver = ScriptedResolver({"evil.test": [UPSTREAM_IP, answer]})
+        dialler = Dialler()
+        async with proxy(resolver, dialler=dialler) as (p, _):
+            grant, token = open_call(p, ("evil.test:443",))
+            got = await exchange(p, f"CONNECT evil.test:443 HTTP/1.1\r\n{auth(token)}\r\n".encode())
+            assert got.startswith(b"HTTP/1.1 403 ")
+            assert fragment in got
+            await p.close_call(grant)
+            assert dialler.dialled == []
+
+    run(go)
+
+
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        ("127.0.0.1", "127.0.0.1 is a loopback address; egress_allow_cidrs never opens it"),
+        ("0.0.0.0", "0.0.0.0 is an unspecified (this-host) address; egress_allow_cidrs never opens it"),
+        ("169.254.169.254", "169.254.169.254 is the cloud metadata address; egress_allow_cidrs never opens it"),
+        ("169.254.10.1", "169.254.10.1 is a link-local address; egress_allow_cidrs never opens it"),
+        ("::1", "::1 is a loopback address; egress_allow_cidrs never opens it"),
+        ("fd00:ec2::254", "fd00:ec2::254 is the cloud metadata address; egress_allow_cidrs never opens it"),
+        ("fe80::1", "fe80::1 is a link-local address; egress_allow_cidrs never opens it"),
+    ],
+)
+def test_allow_cidrs_never_open_loopback_or_metadata(answer: str, fragment: str) -> None:
+    """Whatever the registry lists (here: everything), the host itself and
+    the metadata services stay closed, and the record says why."""
+
+    async def go() -> None:
+        resolver = ScriptedResolver({"inside.test": [answer]})
+        dialler = Dialler()
+        async with proxy(resolver, dialler=dialler) as (p, _):
+            grant, token = open_call(p, ("inside.test:80",), cidrs=("0.0.0.0/0", "::/0"))
+            got = await exchange(p, f"GET http://inside.test/ HTTP/1.1\r\n{auth(token)}\r\n".encode())
+            assert got.startswith(b"HTTP/1.1 403 ")
+            await p.close_call(grant)
+            (record,) = grant.records
+            assert (record.allowed, record.reason) == (False, "address_denied")
+            assert fragment in record.message
+            assert dialler.dialled == []
 
     run(go)

@@ -115,10 +115,28 @@ def _agent(i: int, **fields: Any):
             id="arguments-above-default-message",
         ),
         pytest.param(
-            lambda d: d.update(opa={"timeout_ms": 0}), "opa", "opa.timeout_ms must be > 0", id="opa-timeout-zero"
+            lambda d: d.update(opa={"timeout_ms": 0}),
+            "opa",
+            "opa.timeout_ms and opa.queue_timeout_ms must be > 0",
+            id="opa-timeout-zero",
         ),
         pytest.param(
-            lambda d: d.update(opa={"url": "ftp://opa"}), "opa", "opa.url must be an http(s) URL", id="opa-url"
+            lambda d: d.update(opa={"url": "ftp://opa"}),
+            "opa",
+            "opa.url must be unix://, https:// or loopback",
+            id="opa-url",
+        ),
+        pytest.param(
+            lambda d: d.update(opa={"url": "http://10.0.0.5:8181"}),
+            "opa",
+            "plain http is accepted only on a loopback address",
+            id="opa-remote-plain-http",
+        ),
+        pytest.param(
+            lambda d: d.update(listen="0.0.0.0:50051"),
+            "(top level)",
+            "is not a loopback address and tls is not set",
+            id="listen-any",
         ),
         pytest.param(
             lambda d: d["agents"][0].update(tokenfile="x"), "agents[0].tokenfile", "unknown key", id="agent-typo"

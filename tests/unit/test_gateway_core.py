@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from airlock.v1 import audit_pb2
 from gateway import load_registry
-from gateway._core import CoreSettings, Gateway, _parse_decision
+from gateway._answer import parse_answer
+from gateway._core import CoreSettings, Gateway
 from gateway._errors import AuditError, ExecutorError, PolicyError
 from gateway._metrics import GatewayMetrics
 from gateway._model import Call, CallInput, Limits, Obligations, Principal, Reason, RunOutcome, RunPlan
@@ -361,7 +362,7 @@ def test_empty_function_arguments_are_an_empty_object(make, arguments) -> None:
     asyncio.run(h.gateway.decide(call_input(arguments=arguments)))
     (_, doc) = h.policy.calls[0]
     assert doc["call"]["arguments"] == {}
-    assert doc["call"]["arguments_errors"] == ["(root): 'code' is a required property"]
+    assert doc["call"]["arguments_errors"] == ['(root): missing required properties ["code"]']
 
 
 def test_custom_tool_call_takes_free_text(make) -> None:
@@ -482,9 +483,9 @@ def test_policy_allowing_an_unregistered_tool_is_denied(make) -> None:
 @pytest.mark.parametrize(
     ("arguments", "error"),
     [
-        pytest.param('{"code": 5}', "code: 5 is not of type 'string'", id="wrong-type"),
-        pytest.param("{}", "(root): 'code' is a required property", id="missing"),
-        pytest.param('{"code": "1", "evil": 1}', "(root): Additional properties are not allowed", id="extra"),
+        pytest.param('{"code": 5}', "code: does not match 'type' \"string\"", id="wrong-type"),
+        pytest.param("{}", '(root): missing required properties ["code"]', id="missing"),
+        pytest.param('{"code": "1", "evil": 1}', '(root): properties not allowed by the schema: ["evil"]', id="extra"),
     ],
 )
 def test_policy_allowing_schema_invalid_arguments_is_denied(make, arguments, error) -> None:
@@ -528,7 +529,7 @@ def test_policy_input_document(make) -> None:
     decision = asyncio.run(h.gateway.decide(call_input(rpc="Decide")))
     ((path, doc),) = h.policy.calls
     assert path == DECISION_PATH
-    assert doc["principal"] == {"id": "alice", "profile": "default", "authn": "token"}
+    assert doc["principal"] == {"id": "alice", "profile": "default", "authn": "token", "roles": ["agent"]}
     assert doc["call"] == {
         "call_id": "call-1",
         "item_type": "function_call",
@@ -691,7 +692,7 @@ def test_granted_tools_lists_only_registered_tools(make) -> None:
     assert (names, revision) == (["python", "patch"], "rev-9")
     ((path, doc),) = h.policy.calls
     assert path == GRANTED_PATH
-    assert doc == {"principal": {"id": "alice", "profile": "default", "authn": "token"}}
+    assert doc == {"principal": {"id": "alice", "profile": "default", "authn": "token", "roles": ["agent"]}}
 
 
 @pytest.mark.parametrize("result", [None, {"python": True}, ["python", 3], "python"])
@@ -709,16 +710,14 @@ def test_granted_tools_policy_failure_propagates(make) -> None:
     assert info.value.code == "policy_unreachable"
 
 
-# -- _parse_decision -------------------------------------------------------------
+# -- parse_answer ----------------------------------------------------------------
 
 
 def test_parse_decision_allow() -> None:
-    allowed, reasons, obligations = _parse_decision(
-        allow_doc(mode="egress", egress_allowlist=["a.example:443", "b.example:443"])
-    )
-    assert allowed is True
-    assert reasons == (Reason("allowed", "granted"),)
-    assert obligations == Obligations(Limits(**ALLOW_LIMITS), "egress", ("a.example:443", "b.example:443"))
+    answer = parse_answer(allow_doc(mode="egress", egress_allowlist=["a.example:443", "b.example:443"]))
+    assert answer.allowed is True
+    assert answer.reasons == (Reason("allowed", "granted"),)
+    assert answer.obligations == Obligations(Limits(**ALLOW_LIMITS), "egress", ("a.example:443", "b.example:443"))
 
 
 def test_parse_decision_deny_may_omit_limits_and_network() -> None:
@@ -727,14 +726,14 @@ def test_parse_decision_deny_may_omit_limits_and_network() -> None:
         "reasons": [{"code": "b", "message": "two"}, {"code": "a", "message": "one", "extra": 1}],
         "obligations": {},
     }
-    allowed, reasons, obligations = _parse_decision(doc)
-    assert allowed is False
-    assert reasons == (Reason("b", "two"), Reason("a", "one"))
-    assert obligations == Obligations(Limits(), "none", ())
+    answer = parse_answer(doc)
+    assert answer.allowed is False
+    assert answer.reasons == (Reason("b", "two"), Reason("a", "one"))
+    assert answer.obligations == Obligations(Limits(), "none", ())
 
 
 @pytest.mark.parametrize("doc", MALFORMED_DECISIONS)
 def test_parse_decision_malformed(doc) -> None:
     with pytest.raises(PolicyError) as info:
-        _parse_decision(doc)
+        parse_answer(doc)
     assert info.value.code == "policy_malformed"

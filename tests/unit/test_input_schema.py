@@ -13,12 +13,13 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from google.protobuf import json_format
 from prometheus_client import CollectorRegistry
 
 from airlock.v1 import audit_pb2
 from gateway import load_registry
+from gateway._audit import render
 from gateway._core import CoreSettings, Gateway
+from gateway._mask import Masker
 from gateway._metrics import GatewayMetrics
 from gateway._model import Call, CallInput, Principal, RunOutcome, RunPlan
 from gateway._policy import PolicyResult
@@ -205,7 +206,7 @@ BROKEN: dict[str, Callable[[dict[str, Any]], None]] = {
     "negative principal_tool_calls": _set("/counters/principal_tool_calls", -3),
     "fractional counter": _set("/counters/session_tool_calls", 1.5),
     "zero window": _set("/counters/window_seconds", 0),
-    "counters with an unknown key": _set("/counters/principal_calls", 1),
+    "counters with an unknown key": _set("/counters/tenant_calls", 1),
     "counters without window_seconds": _drop("/counters/window_seconds"),
     "missing request": _drop("/request"),
     "unknown rpc": _set("/request/rpc", "ListTools"),
@@ -429,6 +430,7 @@ def test_counters_count_earlier_allowed_invokes(gateway_parts: tuple[Gateway, Ca
     counters = {doc["call"]["call_id"]: doc["counters"] for doc in policy.inputs}
     assert counters["call_0"] == {
         "window_seconds": 3600,
+        "principal_calls": 0,
         "session_calls": 0,
         "session_tool_calls": 0,
         "principal_tool_calls": 0,
@@ -437,6 +439,7 @@ def test_counters_count_earlier_allowed_invokes(gateway_parts: tuple[Gateway, Ca
     assert counters["call_1"]["session_calls"] == 1
     assert counters["call_1"]["session_tool_calls"] == 1
     assert counters["call_1"]["principal_tool_calls"] == 1
+    assert counters["call_1"]["principal_calls"] == 1
     # call_2 is a Decide: it does not count; call_3 has no session id.
     assert counters["call_3"]["session_calls"] == 0
     assert counters["call_3"]["principal_tool_calls"] == 2
@@ -449,10 +452,11 @@ def test_counters_count_earlier_allowed_invokes(gateway_parts: tuple[Gateway, Ca
 def test_the_audited_copy_of_the_input_validates(
     gateway_parts: tuple[Gateway, CapturingPolicy, ListAudit], validator: jsonschema.Draft202012Validator
 ) -> None:
-    """The decision event's `input` is the masked policy input; masking
-    replaces string values only, so the shape holds (once Struct's doubles
-    are ints again). The audit copy names the tool instead of repeating its
-    registry entry; the entry is put back before validating."""
+    """The decision event's `input` is the policy input, masked by the sink
+    as it renders the line (gateway/_audit.render); masking replaces string
+    values only, so the shape holds (once Struct's doubles are ints again).
+    The audit copy names the tool instead of repeating its registry entry;
+    the entry is put back before validating."""
     gateway, _, audit = gateway_parts
     asyncio.run(_run_all(gateway))
     decisions = [e for e in audit.events if e.kind == "decision"]
@@ -460,11 +464,12 @@ def test_the_audited_copy_of_the_input_validates(
     masked_any = False
     for event in decisions:
         assert event.path
-        doc = ints(json_format.MessageToDict(event.input, preserving_proto_field_name=True))
+        line = json.loads(render(event, Masker()))
+        doc = ints(line["input"])
         if doc["tool"] is not None:
             assert doc["tool"] == {"name": doc["call"]["tool"]}
             doc["tool"] = gateway.registry.tool_data(doc["call"]["tool"])
-        masked_any = masked_any or bool(event.masked)
+        masked_any = masked_any or bool(line["masked"])
         assert errors_of(validator, doc) == [], event.call_id
     assert masked_any, "the fetch call's 'token' argument should have been masked"
 

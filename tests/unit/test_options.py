@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from docker.types import Ulimit
@@ -14,11 +15,14 @@ from executor._model import Limits, RunSpec
 from executor._options import (
     DEFAULT_SECCOMP_PROFILE,
     MANAGED_LABEL,
+    REAP_AT_LABEL,
+    RUN_GRACE_S,
     EgressAttachment,
     ceilings,
     clamp,
     container_options,
     load_seccomp_profile,
+    reap_at,
 )
 
 MiB = 1024**2
@@ -34,11 +38,11 @@ TOP = Limits(
 PROFILE = '{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}'
 
 
-def _cfg(**kw) -> ExecutorConfig:
+def _cfg(**kw: Any) -> ExecutorConfig:
     return ExecutorConfig(socket="/x", token_file="/y", **kw)
 
 
-def _spec(**kw) -> RunSpec:
+def _spec(**kw: Any) -> RunSpec:
     return RunSpec(run_id="run-1", tool="python", image="img:1", argv=("python3", "-c", "print(1)"), **kw)
 
 
@@ -71,7 +75,7 @@ def test_ceilings_from_custom_config() -> None:
         pytest.param("tmpfs_bytes", MiB, MiB, id="tmpfs-below"),
     ],
 )
-def test_clamp_only_tightens(field, asked, expected) -> None:
+def test_clamp_only_tightens(field: str, asked: int, expected: int) -> None:
     got = clamp(_spec(**{field: asked}), TOP)
     assert getattr(got, field) == expected
     # Every other limit is the ceiling.
@@ -87,9 +91,13 @@ def test_clamp_all_zero_is_the_ceiling() -> None:
 def test_container_options_are_hardened() -> None:
     limits = Limits(256 * MiB, 500, 64, 10_000, MiB, 16 * MiB, 512)
     spec = _spec(env={"LANG": "C.UTF-8"})
-    opts = container_options(spec, limits, _cfg(), PROFILE)
+    opts = container_options(spec, limits, _cfg(), PROFILE, reap_deadline=1234)
     assert opts["image"] == "img:1"
+    # Exactly argv, behind the deadline wrapper (timeout + 2 s), whatever
+    # ENTRYPOINT the image declares.
+    assert opts["entrypoint"] == ["/usr/bin/timeout", "-s", "KILL", "12.000s"]
     assert opts["command"] == ["python3", "-c", "print(1)"]
+    assert opts["labels"][REAP_AT_LABEL] == "1234"
     assert opts["read_only"] is True
     assert opts["privileged"] is False
     assert opts["cap_drop"] == ["ALL"]
@@ -102,7 +110,7 @@ def test_container_options_are_hardened() -> None:
     assert int(gid) != 0
     assert opts["mem_limit"] == 256 * MiB
     assert opts["memswap_limit"] == opts["mem_limit"]
-    assert opts["pids_limit"] == 64
+    assert opts["pids_limit"] == 64 + 1  # the deadline wrapper
     assert opts["nano_cpus"] == 500_000_000
     tmp = opts["tmpfs"]["/tmp"].split(",")
     assert {"noexec", "nosuid", "nodev"} <= set(tmp)
@@ -118,8 +126,9 @@ def test_container_options_are_hardened() -> None:
     assert opts["tty"] is False
     assert opts["stdin_open"] is False
     ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in opts["ulimits"]}
-    # nproc is host-wide per uid: every concurrent run at the pids ceiling, plus slack.
-    nproc = 128 * 16 + 64
+    # nproc is host-wide per uid: every concurrent run at the pids ceiling
+    # (and its wrapper), plus slack.
+    nproc = (128 + 1) * 16 + 64
     assert ulimits == {
         "nofile": (512, 512),
         "fsize": (16 * MiB, 16 * MiB),
@@ -138,8 +147,12 @@ def test_container_options_without_egress_have_no_network() -> None:
 def test_container_options_with_egress_join_the_internal_network() -> None:
     proxy_env = {"HTTPS_PROXY": "http://airlock:t@172.18.0.1:4000"}
     spec = _spec(network_mode="egress", env={"HTTPS_PROXY": "http://evil:1", "LANG": "C"})
-    opts = container_options(spec, TOP, _cfg(), PROFILE, EgressAttachment("airlock-egress", proxy_env, "172.18.0.1"))
-    assert opts["network_mode"] == "airlock-egress"
+    attachment = EgressAttachment("airlock-egress", proxy_env, "172.18.0.1", "172.18.3.7")
+    opts = container_options(spec, TOP, _cfg(), PROFILE, attachment)
+    assert opts["network"] == "airlock-egress"
+    assert "network_mode" not in opts  # docker-py refuses both
+    # The sandbox's fixed address: the one its proxy credential works from.
+    assert opts["networking_config"] == {"airlock-egress": {"IPAMConfig": {"IPv4Address": "172.18.3.7"}}}
     # Docker's resolver forwards to the bridge (where the firewall refuses it), never the host's resolver.
     assert opts["dns"] == ["172.18.0.1"]
     # A registry env cannot point the sandbox at another proxy.
@@ -156,7 +169,7 @@ def test_container_options_use_the_configured_user_and_runtime() -> None:
 
 
 @pytest.mark.parametrize("user", ["0:0", "root", "1000", "1000:0", "0:1000", ""])
-def test_config_refuses_root_or_non_numeric_user(user) -> None:
+def test_config_refuses_root_or_non_numeric_user(user: str) -> None:
     with pytest.raises(ValueError, match="non-root"):
         _cfg(user=user)
 
@@ -166,9 +179,14 @@ def test_nproc_ulimit_covers_every_concurrent_run_at_the_ceiling() -> None:
     cfg = _cfg(limits=Ceilings(pids=10), max_concurrent_runs=3)
     small = clamp(_spec(pids=2), ceilings(cfg))
     opts = container_options(_spec(pids=2), small, cfg, PROFILE)
-    assert opts["pids_limit"] == 2
+    assert opts["pids_limit"] == 2 + 1
     nproc = next(u for u in opts["ulimits"] if u["Name"] == "nproc")
-    assert (nproc["Soft"], nproc["Hard"]) == (10 * 3 + 64, 10 * 3 + 64)
+    assert (nproc["Soft"], nproc["Hard"]) == (11 * 3 + 64, 11 * 3 + 64)
+
+
+def test_the_reaper_deadline_is_the_runs_own_deadline() -> None:
+    limits = clamp(_spec(timeout_ms=10_000), TOP)
+    assert reap_at(limits, now=1000.0) == 1000 + 10 + RUN_GRACE_S + 1
 
 
 # -- the seccomp profile -------------------------------------------------------------
@@ -212,7 +230,7 @@ def test_a_relative_profile_path_is_resolved_against_the_config_folder(tmp_path:
         pytest.param('{"syscalls": []}', "must deny", id="no-default-action"),
     ],
 )
-def test_a_bad_profile_is_a_config_error(tmp_path: Path, content, problem) -> None:
+def test_a_bad_profile_is_a_config_error(tmp_path: Path, content: str | None, problem: str) -> None:
     path = tmp_path / "p.json"
     if content is not None:
         path.write_text(content)

@@ -1,13 +1,18 @@
 """executor._runner.Runner with a fake ContainerRuntime: refusals, outcomes,
-timeouts, and the container removed on every path."""
+timeouts, the one deadline around a run, images only from the registry, no
+Docker text in results, and the container removed on every path."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,14 +20,17 @@ from docker.errors import APIError, ImageNotFound
 from prometheus_client import CollectorRegistry
 
 from airlock import ConfigError
+from executor import _runner as runner_module
 from executor._config import ExecutorConfig
 from executor._metrics import ExecutorMetrics
 from executor._model import Chunk, RunRefused, RunResult, RunSpec
-from executor._options import DEFAULT_SECCOMP_PROFILE, executor_instance
+from executor._options import DEFAULT_SECCOMP_PROFILE, clamp, executor_instance
 from executor._runner import Runner
 from executor.egress import Egress
+from executor.egress.network import EgressNetwork
 
 CID = "c0ffee"
+IMAGE = "img:1"
 
 
 class FakeRuntime:
@@ -37,6 +45,7 @@ class FakeRuntime:
         block_until_killed: bool = False,
         fail: dict[str, Exception] | None = None,
         leftovers: tuple[str, ...] = (),
+        hang: tuple[str, ...] = (),
     ) -> None:
         self.frames = frames
         self.exit_code = exit_code
@@ -46,11 +55,20 @@ class FakeRuntime:
         self.leftovers = list(leftovers)
         self.calls: list[tuple[str, Any]] = []
         self.options: dict[str, Any] = {}
+        self.created: list[dict[str, Any]] = []
+        # A wedged engine: the named calls block until `release` is set.
+        self.hang = hang
+        self.release = threading.Event()
+        self.hanging = threading.Event()
         # Set by kill() or remove(): a dead container ends its attach stream.
         self.gone = threading.Event()
 
     def _call(self, name: str, arg: Any) -> None:
         self.calls.append((name, arg))
+        if name in self.hang:
+            self.hanging.set()
+            # Bounded so a broken runner fails the test instead of hanging it.
+            self.release.wait(10)
         if name in self.fail:
             raise self.fail[name]
 
@@ -59,6 +77,7 @@ class FakeRuntime:
 
     def create(self, options: dict[str, Any]) -> str:
         self.options = options
+        self.created.append(options)
         self._call("create", options["name"])
         return CID
 
@@ -79,7 +98,8 @@ class FakeRuntime:
         self._call("kill", container_id)
         self.gone.set()
 
-    def wait(self, container_id: str) -> tuple[int, bool]:
+    def wait(self, container_id: str, timeout_s: float) -> tuple[int, bool]:
+        assert timeout_s > 0, "wait must be bounded by the run's deadline"
         self._call("wait", container_id)
         return self.exit_code, self.oom
 
@@ -101,12 +121,13 @@ class Emitted:
 
 
 def _spec(**kw: Any) -> RunSpec:
-    base: dict[str, Any] = {"run_id": "run-1", "tool": "python", "image": "img:1", "argv": ("python3", "-c", "1")}
+    base: dict[str, Any] = {"run_id": "run-1", "tool": "python", "image": IMAGE, "argv": ("python3", "-c", "1")}
     base.update(kw)
     return RunSpec(**base)
 
 
 def _runner(runtime: FakeRuntime, prom: CollectorRegistry, **cfg: Any) -> Runner:
+    cfg.setdefault("allowed_images", (IMAGE,))
     config = ExecutorConfig(socket="/x", token_file="/y", **cfg)
     return Runner(config, runtime, ExecutorMetrics(prom, config.runtimes))
 
@@ -141,7 +162,7 @@ def _value(prom: CollectorRegistry, name: str, **labels: str) -> float:
         pytest.param(_spec(network_mode="egress", runtime="kata"), "egress_unavailable", id="egress-checked-first"),
     ],
 )
-def test_unsafe_specs_are_refused_before_anything_is_created(prom, spec, code) -> None:
+def test_unsafe_specs_are_refused_before_anything_is_created(prom: CollectorRegistry, spec: RunSpec, code: str) -> None:
     runtime = FakeRuntime()
     with pytest.raises(RunRefused) as info:
         _run(runtime, prom, spec)
@@ -150,7 +171,7 @@ def test_unsafe_specs_are_refused_before_anything_is_created(prom, spec, code) -
     assert _value(prom, "airlock_executor_refused_runs_total", reason=code) == 1
 
 
-def test_missing_image_is_refused_and_never_pulled(prom) -> None:
+def test_missing_image_is_refused_and_never_pulled(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(fail={"create": ImageNotFound("no such image")})
     with pytest.raises(RunRefused) as info:
         _run(runtime, prom, _spec())
@@ -163,7 +184,7 @@ def test_missing_image_is_refused_and_never_pulled(prom) -> None:
 # -- normal runs -------------------------------------------------------------------
 
 
-def test_normal_run_emits_the_id_then_output(prom) -> None:
+def test_normal_run_emits_the_id_then_output(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(((b"hello ", None), (None, b"warn\n"), (b"world\n", None)))
     result, emit = _run(runtime, prom, _spec())
     assert emit.items == [
@@ -182,13 +203,13 @@ def test_normal_run_emits_the_id_then_output(prom) -> None:
     assert _value(prom, "airlock_executor_running_containers") == 0
 
 
-def test_run_uses_clamped_hardened_options(prom) -> None:
+def test_run_uses_clamped_hardened_options(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime()
     _run(runtime, prom, _spec(memory_bytes=10**12, pids=8, env={"A": "b"}))
     opts = runtime.options
     assert opts["mem_limit"] == 512 * 1024**2
     assert opts["memswap_limit"] == opts["mem_limit"]
-    assert opts["pids_limit"] == 8
+    assert opts["pids_limit"] == 8 + 1  # the deadline wrapper is one more process
     assert opts["network_mode"] == "none"
     assert opts["read_only"] is True
     assert opts["environment"] == {"A": "b"}
@@ -198,7 +219,7 @@ def test_run_uses_clamped_hardened_options(prom) -> None:
     assert json.loads(seccomp[0].removeprefix("seccomp=")) == json.loads(DEFAULT_SECCOMP_PROFILE.read_text())
 
 
-def test_runner_refuses_to_start_without_its_seccomp_profile(prom, tmp_path) -> None:
+def test_runner_refuses_to_start_without_its_seccomp_profile(prom: CollectorRegistry, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="seccomp_profile"):
         _runner(FakeRuntime(), prom, seccomp_profile=str(tmp_path / "missing.json"))
 
@@ -214,7 +235,7 @@ def test_runner_refuses_to_start_without_its_seccomp_profile(prom, tmp_path) -> 
         pytest.param(0, True, "oom_killed", id="oom-flag-wins"),
     ],
 )
-def test_outcome_from_exit(prom, exit_code, oom, outcome) -> None:
+def test_outcome_from_exit(prom: CollectorRegistry, exit_code: int, oom: bool, outcome: str) -> None:
     runtime = FakeRuntime(((b"x", None),), exit_code=exit_code, oom=oom)
     result, _ = _run(runtime, prom, _spec())
     assert (result.outcome, result.exit_code) == (outcome, exit_code)
@@ -222,7 +243,7 @@ def test_outcome_from_exit(prom, exit_code, oom, outcome) -> None:
     assert _value(prom, "airlock_executor_runs_total", outcome=outcome, runtime="runc") == 1
 
 
-def test_output_over_budget_is_truncated(prom) -> None:
+def test_output_over_budget_is_truncated(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(((b"a" * 50, None), (None, b"b" * 50)))
     result, emit = _run(runtime, prom, _spec(output_bytes=20))
     assert result.output_truncated is True
@@ -236,7 +257,7 @@ def test_output_over_budget_is_truncated(prom) -> None:
     assert _value(prom, "airlock_executor_output_truncations_total") == 1
 
 
-def test_timeout_kills_and_removes(prom) -> None:
+def test_timeout_kills_and_removes(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(((b"started\n", None),), exit_code=137, block_until_killed=True)
     result, emit = _run(runtime, prom, _spec(timeout_ms=200))
     assert result.outcome == "timeout"
@@ -249,7 +270,7 @@ def test_timeout_kills_and_removes(prom) -> None:
     assert _value(prom, "airlock_executor_running_containers") == 0
 
 
-def test_cancel_kills_a_running_container(prom) -> None:
+def test_cancel_kills_a_running_container(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(exit_code=137, block_until_killed=True)
     emit = Emitted()
 
@@ -274,30 +295,42 @@ def test_cancel_kills_a_running_container(prom) -> None:
 # -- the container is removed on every path -----------------------------------
 
 
+DOCKER_TEXT = "/var/lib/docker/overlay2/3f9a: no space left on device (daemon internals)"
+
+
 @pytest.mark.parametrize("failing", ["attach", "start", "wait"])
-def test_docker_errors_after_create_still_remove(prom, failing) -> None:
-    runtime = FakeRuntime(((b"x", None),), fail={failing: APIError(f"{failing} failed")})
+def test_docker_errors_after_create_still_remove(
+    prom: CollectorRegistry, failing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = FakeRuntime(((b"x", None),), fail={failing: APIError(f"{failing} failed: {DOCKER_TEXT}")})
     result, _ = _run(runtime, prom, _spec())
     assert result.outcome == "error"
     assert result.exit_code == -1
-    assert f"{failing} failed" in result.error
+    # A reason code and a fixed message reach the caller (and the model);
+    # what Docker said goes to the executor's log only.
+    assert result.error == f"docker_error: {runner_module.RUN_ERRORS['docker_error']}"
+    assert DOCKER_TEXT not in result.error
+    assert DOCKER_TEXT in caplog.text
     assert runtime.calls[-1] == ("remove", CID)
     assert runtime.names().count("remove") == 1
     assert _value(prom, "airlock_executor_runs_total", outcome="error", runtime="runc") == 1
+    assert _value(prom, "airlock_executor_run_errors_total", reason="docker_error") == 1
     assert _value(prom, "airlock_executor_running_containers") == 0
 
 
-def test_create_failure_has_nothing_to_remove(prom) -> None:
-    runtime = FakeRuntime(fail={"create": APIError("daemon said no")})
+def test_create_failure_has_nothing_to_remove(prom: CollectorRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    runtime = FakeRuntime(fail={"create": APIError(f"daemon said no: {DOCKER_TEXT}")})
     result, emit = _run(runtime, prom, _spec())
     assert result.outcome == "error"
-    assert "daemon said no" in result.error
+    assert result.error.startswith("docker_error: ")
+    assert "daemon said no" not in result.error
+    assert "daemon said no" in caplog.text
     assert runtime.names() == ["create"]
     assert emit.items == []
     assert _value(prom, "airlock_executor_running_containers") == 0
 
 
-def test_emit_failure_still_removes(prom) -> None:
+def test_emit_failure_still_removes(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(((b"x", None),))
 
     async def broken_emit(_item: Chunk | str) -> None:
@@ -312,7 +345,7 @@ def test_emit_failure_still_removes(prom) -> None:
     assert _value(prom, "airlock_executor_running_containers") == 0
 
 
-def test_cancelled_caller_still_removes(prom) -> None:
+def test_cancelled_caller_still_removes(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(block_until_killed=True)
     emit = Emitted()
 
@@ -332,14 +365,14 @@ def test_cancelled_caller_still_removes(prom) -> None:
     assert _value(prom, "airlock_executor_running_containers") == 0
 
 
-def test_remove_failure_does_not_hide_the_result(prom) -> None:
+def test_remove_failure_does_not_hide_the_result(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(((b"x", None),), fail={"remove": APIError("remove failed")})
     result, _ = _run(runtime, prom, _spec())
     assert result.outcome == "ok"
     assert runtime.calls[-1] == ("remove", CID)
 
 
-def test_remove_leftovers(prom) -> None:
+def test_remove_leftovers(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime(leftovers=("old-1", "old-2"))
 
     async def go() -> int:
@@ -352,7 +385,7 @@ def test_remove_leftovers(prom) -> None:
     assert instance != executor_instance(ExecutorConfig(socket="/other", token_file="/y"))
 
 
-def test_remove_leftovers_with_none_left(prom) -> None:
+def test_remove_leftovers_with_none_left(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime()
 
     async def go() -> int:
@@ -362,7 +395,7 @@ def test_remove_leftovers_with_none_left(prom) -> None:
     assert runtime.names() == ["list_managed"]
 
 
-def test_cancel_during_create_still_removes(prom) -> None:
+def test_cancel_during_create_still_removes(prom: CollectorRegistry) -> None:
     entered = threading.Event()
     release = threading.Event()
 
@@ -406,19 +439,21 @@ class NoFirewall:
 
 
 class LoopbackNetwork:
-    """Stands in for Docker: the "internal network" gateway is loopback."""
+    """Stands in for Docker: the "internal network" is loopback's 127.0.0.0/8."""
 
-    def ensure_internal_network(self, name: str, bridge: str) -> str:
-        del name, bridge
-        return "127.0.0.1"
+    def ensure_internal_network(self, name: str, bridge: str, subnet: str | None) -> EgressNetwork:
+        del name, bridge, subnet
+        return EgressNetwork(gateway="127.0.0.1", subnet="127.0.0.0/8")
 
 
-def _egress_run(runtime: FakeRuntime, prom: CollectorRegistry, spec: RunSpec, *, start: bool = True) -> RunResult:
-    config = ExecutorConfig(socket="/x", token_file="/y")
+def _egress_run(
+    runtime: FakeRuntime, prom: CollectorRegistry, spec: RunSpec, *, start: bool = True
+) -> tuple[RunResult, Egress]:
+    config = ExecutorConfig(socket="/x", token_file="/y", allowed_images=(IMAGE,))
     metrics = ExecutorMetrics(prom, config.runtimes)
+    egress = Egress(config.egress, metrics, firewall=NoFirewall)
 
     async def go() -> RunResult:
-        egress = Egress(config.egress, metrics, firewall=NoFirewall)
         if start:
             await egress.start(LoopbackNetwork())
         try:
@@ -426,17 +461,23 @@ def _egress_run(runtime: FakeRuntime, prom: CollectorRegistry, spec: RunSpec, *,
         finally:
             await egress.stop()
 
-    return asyncio.run(go())
+    return asyncio.run(go()), egress
 
 
 EGRESS_SPEC = _spec(network_mode="egress", egress_allowlist=("a.example:443",), env={"HTTPS_PROXY": "http://evil"})
 
 
-def test_egress_run_joins_the_internal_network_with_its_own_proxy_credential(prom) -> None:
+def test_egress_run_joins_the_internal_network_with_its_own_proxy_credential(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime()
-    result = _egress_run(runtime, prom, EGRESS_SPEC)
+    result, egress = _egress_run(runtime, prom, EGRESS_SPEC)
     assert result.outcome == "ok"
-    assert runtime.options["network_mode"] == "airlock-egress"
+    assert runtime.options["network"] == "airlock-egress"
+    assert "network_mode" not in runtime.options
+    # A fixed address, decided before the container exists.
+    address = runtime.options["networking_config"]["airlock-egress"]["IPAMConfig"]["IPv4Address"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("127.0.0.0/8")
+    assert address != "127.0.0.1"  # never the gateway (the proxy's own address)
+    assert egress._in_use == set()  # released when the run ended
     url = runtime.options["environment"]["HTTPS_PROXY"]
     assert url.startswith("http://airlock:")
     assert url.endswith("@127.0.0.1:" + url.rsplit(":", 1)[1])
@@ -445,7 +486,7 @@ def test_egress_run_joins_the_internal_network_with_its_own_proxy_credential(pro
     assert result.egress == ()
 
 
-def test_egress_is_refused_when_the_proxy_did_not_start(prom) -> None:
+def test_egress_is_refused_when_the_proxy_did_not_start(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime()
     with pytest.raises(RunRefused) as info:
         _egress_run(runtime, prom, EGRESS_SPEC, start=False)
@@ -454,7 +495,7 @@ def test_egress_is_refused_when_the_proxy_did_not_start(prom) -> None:
     assert runtime.calls == []
 
 
-def test_egress_is_refused_under_gvisor(prom) -> None:
+def test_egress_is_refused_under_gvisor(prom: CollectorRegistry) -> None:
     runtime = FakeRuntime()
     with pytest.raises(RunRefused) as info:
         _egress_run(runtime, prom, replace(EGRESS_SPEC, runtime="runsc"))
@@ -463,7 +504,7 @@ def test_egress_is_refused_under_gvisor(prom) -> None:
     assert runtime.calls == []
 
 
-def test_close_sweeps_this_executors_containers_after_shutdown(prom) -> None:
+def test_close_sweeps_this_executors_containers_after_shutdown(prom: CollectorRegistry) -> None:
     """A run the server's grace period cut short may leave its container; close() removes it."""
     runtime = FakeRuntime(leftovers=("cut-short",))
 
@@ -472,3 +513,163 @@ def test_close_sweeps_this_executors_containers_after_shutdown(prom) -> None:
 
     assert asyncio.run(go()) == 1
     assert runtime.names() == ["list_managed", "remove"]
+
+
+def test_a_taken_egress_address_gets_a_fresh_one(prom: CollectorRegistry) -> None:
+    """Another executor sharing the network may hold the address: Docker
+    refuses the start, and the run is recreated with a new address."""
+
+    class ClashOnce(FakeRuntime):
+        def start(self, container_id: str) -> None:
+            self._call("start", container_id)
+            if self.names().count("start") == 1:
+                raise APIError('403 Client Error: Forbidden ("Address already in use")')
+
+    runtime = ClashOnce()
+    result, egress = _egress_run(runtime, prom, EGRESS_SPEC)
+    assert result.outcome == "ok"
+    first, second = (o["networking_config"]["airlock-egress"]["IPAMConfig"]["IPv4Address"] for o in runtime.created)
+    assert first != second
+    assert runtime.names() == ["create", "attach", "start", "remove", "create", "attach", "start", "wait", "remove"]
+    assert egress._in_use == set()
+
+
+# -- only registry images ----------------------------------------------------------
+
+
+def _registry(path: Path, *images: str) -> Path:
+    tools = {f"t{i}": {"image": image, "argv": ["x"]} for i, image in enumerate(images)}
+    tools["hosted"] = {"item_type": "web_search_call"}  # no image: never runs here
+    path.write_text(json.dumps({"version": 1, "tools": tools}))
+    return path
+
+
+def test_without_a_registry_every_image_is_refused(prom: CollectorRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    """Fail closed: no registry_file and no allowed_images, no runs at all."""
+    runtime = FakeRuntime()
+    with pytest.raises(RunRefused) as info:
+        _run(runtime, prom, _spec(), allowed_images=())
+    assert info.value.code == "image_not_allowed"
+    assert runtime.calls == []
+    assert _value(prom, "airlock_executor_refused_runs_total", reason="image_not_allowed") == 1
+    assert "image 'img:1' is not allowed" in caplog.text
+
+
+def test_only_images_the_registry_names_run(prom: CollectorRegistry, tmp_path: Path) -> None:
+    registry = _registry(tmp_path / "tool_registry.yaml", "airlock/sandbox-python:2")
+    runtime = FakeRuntime()
+    result, _ = _run(
+        runtime, prom, _spec(image="airlock/sandbox-python:2"), registry_file=str(registry), allowed_images=()
+    )
+    assert result.outcome == "ok"
+    for image in ("img:1", "airlock/sandbox-python:latest", "docker.io/airlock/sandbox-python:2", "alpine"):
+        with pytest.raises(RunRefused) as info:
+            _run(FakeRuntime(), CollectorRegistry(), _spec(image=image), registry_file=str(registry), allowed_images=())
+        assert info.value.code == "image_not_allowed"
+
+
+def test_the_registry_is_reread_when_it_changes(prom: CollectorRegistry, tmp_path: Path) -> None:
+    registry = _registry(tmp_path / "tool_registry.yaml", "old:1")
+    runner = _runner(FakeRuntime(), prom, registry_file=str(registry), allowed_images=())
+
+    async def go(image: str) -> str:
+        try:
+            await runner.run(_spec(image=image, run_id=f"r-{image}"), Emitted())
+        except RunRefused as exc:
+            return exc.code
+        return "ran"
+
+    assert asyncio.run(go("old:1")) == "ran"
+    _registry(registry, "new:2")
+    os.utime(registry, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert (asyncio.run(go("old:1")), asyncio.run(go("new:2"))) == ("image_not_allowed", "ran")
+    # Broken while running: fail closed (nothing of the registry runs) ...
+    registry.write_text("tools: [not, a, mapping")
+    assert asyncio.run(go("new:2")) == "image_not_allowed"
+    # ... until it is fixed.
+    _registry(registry, "new:2")
+    assert asyncio.run(go("new:2")) == "ran"
+
+
+def test_an_unreadable_registry_stops_the_executor_at_start(prom: CollectorRegistry, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="registry_file"):
+        _runner(FakeRuntime(), prom, registry_file=str(tmp_path / "missing.yaml"))
+
+
+# -- one deadline around the whole run ----------------------------------------------
+
+
+@pytest.fixture
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(runner_module, "RUN_GRACE_S", 0.5)
+    return 0.5
+
+
+@pytest.mark.parametrize("wedged", ["create", "start", "wait"])
+def test_a_wedged_docker_call_cannot_hang_the_run(prom: CollectorRegistry, short_grace: float, wedged: str) -> None:
+    """Create, start and wait hanging (an engine that never answers) end the
+    run at its deadline, timeout + grace, with a reason code; the clean-up
+    goes on without the caller."""
+    runtime = FakeRuntime(((b"x", None),), hang=(wedged,))
+
+    async def go() -> tuple[RunResult, bool]:
+        result = await _runner(runtime, prom).run(_spec(timeout_ms=200), Emitted())
+        # The run came back while Docker was still stuck.
+        still_stuck = runtime.hanging.is_set() and not runtime.release.is_set()
+        runtime.release.set()
+        return result, still_stuck
+
+    result, still_stuck = asyncio.run(go())
+    assert still_stuck
+    assert result.outcome == "error"
+    assert result.error == f"deadline_exceeded: {runner_module.RUN_ERRORS['deadline_exceeded']}"
+    assert _value(prom, "airlock_executor_run_errors_total", reason="deadline_exceeded") == 1
+    assert _value(prom, "airlock_executor_running_containers") == 0
+
+
+def test_a_wedged_remove_does_not_hold_the_caller_past_the_deadline(
+    prom: CollectorRegistry, short_grace: float
+) -> None:
+    runtime = FakeRuntime(((b"x", None),), hang=("remove",))
+    runner = _runner(runtime, prom)
+
+    async def go() -> tuple[RunResult, bool]:
+        result = await runner.run(_spec(timeout_ms=200), Emitted())
+        still_stuck = runtime.hanging.is_set() and not runtime.release.is_set()
+        runtime.release.set()
+        await runner.close()  # shutdown still waits for the clean-up
+        return result, still_stuck
+
+    result, still_stuck = asyncio.run(go())
+    assert result.outcome == "ok"
+    assert still_stuck
+    assert runtime.names().count("remove") >= 1
+
+
+# -- the deadline wrapper --------------------------------------------------------------
+
+
+def test_the_image_entrypoint_is_replaced_by_the_deadline_wrapper(prom: CollectorRegistry) -> None:
+    runtime = FakeRuntime()
+    _run(runtime, prom, _spec(argv=("--version", "x y"), timeout_ms=1500))
+    assert runtime.options["entrypoint"] == ["/usr/bin/timeout", "-s", "KILL", "3.500s"]
+    assert runtime.options["command"] == ["--version", "x y"]
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "ran_ms", "outcome"),
+    [
+        pytest.param(137, 999, "killed", id="sigkill-before-the-timeout"),
+        pytest.param(137, 1000, "timeout", id="wrapper-fired-at-the-deadline"),
+        pytest.param(3, 5000, "nonzero_exit", id="other-exit-after-the-timeout"),
+    ],
+)
+def test_a_sigkill_after_the_timeout_is_a_timeout(
+    prom: CollectorRegistry, exit_code: int, ran_ms: int, outcome: str
+) -> None:
+    """The wrapper reports its SIGKILL as 137, like an outside kill; after
+    the timeout had passed it is the deadline (our own kill lost the race)."""
+    runner = _runner(FakeRuntime(), prom)
+    limits = clamp(_spec(timeout_ms=1000), runner._ceilings)
+    got = runner._outcome("run-1", exit_code, oom=False, timed_out=False, ran_ms=ran_ms, limits=limits)
+    assert got == outcome

@@ -1,9 +1,12 @@
 # Argument rules: looks inside the arguments of a granted tool call. Shell
-# commands are matched against deny patterns and an optional program
-# allow-list; file paths must stay inside the work dir. The rules themselves
-# are data (policies/airlock/arguments/data.yaml, data.airlock.arguments), so
-# adding a pattern or a tool needs no Rego. The JSON-Schema check of the same
-# arguments happens earlier, in the gateway (arguments_invalid).
+# commands (a command line, or an argv list for the legacy local_shell) are
+# matched against deny patterns and an optional program allow-list; file paths
+# must stay inside the work dir and must not name a .git directory or a file
+# that tools on the operator's machine run by themselves (.envrc,
+# .vscode/tasks.json, ...). The rules themselves are data
+# (policies/airlock/arguments/data.yaml, data.airlock.arguments), so adding a
+# pattern, a protected file or a tool needs no Rego. The JSON-Schema check of
+# the same arguments happens earlier, in the gateway (arguments_invalid).
 package airlock.arguments
 
 import data.airlock.tools
@@ -17,7 +20,17 @@ deny contains reason(
 	sprintf("argument %q of tool %q must be a string to be checked", [shell_argument, tools.name]),
 ) if {
 	command != null
+	not argv_form
 	not is_string(command)
+}
+
+deny contains reason(
+	"argument_denied",
+	sprintf("argument %q of tool %q must be a list of strings to be checked", [shell_argument, tools.name]),
+) if {
+	command != null
+	argv_form
+	not is_argv(command)
 }
 
 deny contains reason(
@@ -38,7 +51,7 @@ deny contains reason(
 		[rule_id(rule), tools.name],
 	),
 ) if {
-	is_string(command)
+	is_string(line)
 	some i, rule in deny_patterns
 	not i in object.keys(pattern_results)
 }
@@ -57,8 +70,7 @@ deny contains reason(
 	sprintf("command substitution is not allowed for tool %q: it hides programs from the allow-list", [tools.name]),
 ) if {
 	program_checks
-	is_string(command)
-	regex.match(`\$\(|\x60|<\(|>\(`, command) # $( ` <( >(
+	regex.match(`\$\(|\x60|<\(|>\(`, line) # $( ` <( >(
 }
 
 deny contains reason(
@@ -81,6 +93,32 @@ deny contains reason(
 	outside_workdir(path)
 }
 
+deny contains reason(
+	"path_protected",
+	sprintf("argument %q of tool %q is %q, which is protected: %s", [name, tools.name, path, why]),
+) if {
+	some name in path_arguments
+	path := input.call.arguments[name]
+	is_string(path)
+	some why in protected(path)
+}
+
+# A protected entry that cannot be matched (a glob character other than `*`,
+# an upper-case letter, an empty or dot-only segment) would silently protect
+# nothing: deny instead, as for an invalid deny pattern.
+deny contains reason(
+	"path_protected",
+	sprintf(
+		"protected path entry %q for tool %q is not a valid pattern; refusing rather than skipping it",
+		[entry, tools.name],
+	),
+) if {
+	count(path_arguments) > 0
+	not all_protected_entries_valid
+	some entry, _ in protected_files
+	not valid_protected_entry(entry)
+}
+
 reason(code, message) := {"code": code, "message": message, "package": "airlock.arguments"}
 
 # --- Shell rules -------------------------------------------------------------
@@ -95,7 +133,7 @@ default deny_patterns := []
 
 deny_patterns := data.airlock.arguments.shell.deny_patterns
 
-shell_defaults := {"argument": "command", "programs": []}
+shell_defaults := {"argument": "command", "programs": [], "argv": false}
 
 # The granted tool's shell settings with the defaults filled in; undefined
 # when the tool has no shell rules. A tool listed with no settings at all
@@ -114,12 +152,57 @@ shell_argument := shell_rule.argument
 # A missing argument is left to the JSON-Schema check (arguments_invalid).
 command := object.get(input, ["call", "arguments", shell_argument], null)
 
-# Pattern index -> whether it matched the command; no entry for a pattern that
-# does not compile. One regex.match per pattern serves both the match and the
-# validity check (regex.is_valid would compile every pattern again per call).
-pattern_results[i] := regex.match(rule.pattern, command) if {
+# `argv: true`: the argument is an argv list run without a shell (the legacy
+# local_shell action's `command`), not a command line.
+argv_form if shell_rule.argv == true
+
+is_argv(value) if {
+	is_array(value)
+	every element in value {
+		is_string(element)
+	}
+}
+
+# The command line the patterns and the program checks read. An argv is
+# joined with spaces, so a pattern spanning arguments (["rm", "-rf", "/"])
+# matches as it would on a shell line; quoting is lost, which can only make
+# more patterns match, never fewer.
+line := command if {
+	not argv_form
 	is_string(command)
+}
+
+line := concat(" ", command) if {
+	argv_form
+	is_argv(command)
+}
+
+# What each deny pattern is matched against for an argv: the joined line and
+# every element on its own too, so a pattern anchored with ^ or $ still sees
+# the script of ["sh", "-c", "..."] as the command line it is.
+argv_subjects := array.concat([line], command) if {
+	argv_form
+	is_argv(command)
+}
+
+# Pattern index -> whether it matched; no entry for a pattern that does not
+# compile (regex.match is then undefined). One regex.match per pattern (and
+# argv element) serves both the match and the validity check (regex.is_valid
+# would compile every pattern again per call).
+pattern_results[i] := regex.match(rule.pattern, line) if {
+	not argv_form
+	is_string(line)
 	some i, rule in deny_patterns
+}
+
+# For an argv: whether it matched any subject; undefined for every subject
+# when it does not compile, and there is always at least the line.
+pattern_results[i] := true in results if {
+	argv_form
+	is_string(line)
+	some i, rule in deny_patterns
+	results := [matched | some subject in argv_subjects; matched := regex.match(rule.pattern, subject)]
+	count(results) > 0
 }
 
 # A rule missing its id or reason must still deny, so the message falls back.
@@ -138,9 +221,16 @@ separators := `&&|\|\||[;|&\n]`
 
 # The first word of every command in the line.
 programs contains program if {
-	is_string(command)
-	some segment in regex.split(separators, command)
+	some segment in regex.split(separators, line)
 	[program] := regex.find_n(`\S+`, segment, 1)
+}
+
+# An argv runs argv[0] exactly (no shell splits it into words): ["ls x"] is
+# not ls. The words of the joined line are checked too, which only refuses more.
+programs contains command[0] if {
+	argv_form
+	is_argv(command)
+	count(command) > 0
 }
 
 # --- File rules --------------------------------------------------------------
@@ -178,3 +268,101 @@ normalize(path) := concat("/", ["", concat("/", [s |
 	some s in split(path, "/")
 	not s in {"", "."}
 ])])
+
+# --- Protected paths ---------------------------------------------------------
+
+# Files and directories that something on the operator's machine runs or obeys
+# by itself (git, direnv, editors, package managers): writing one turns a file
+# edit into code execution on the host, outside any sandbox. .git is built in
+# (git runs core.fsmonitor, hooks, ... from it); the rest is data: entry ->
+# why it is protected.
+default protected_files := {}
+
+protected_files := data.airlock.arguments.files.protected
+
+# Why a path is protected; empty when it is not. Matched on the folded path
+# (see folded_path) at any depth, since the tools that run these files also
+# look in subdirectories (direnv, nested npm packages, VS Code folders).
+protected(path) := git_reasons | entry_reasons if {
+	joined := folded_path(path)
+	git_reasons := {git_reason | regex.match(`/(\.git|git~[0-9]+)/`, joined)}
+	entry_reasons := {why |
+		not no_entry_matches(joined)
+		some entry, text in protected_files
+		glob.match(concat("", ["**/", entry, "/**"]), ["/"], joined)
+		why := sprintf("matches %q: %s", [entry, text])
+	}
+}
+
+git_reason := "a .git directory holds configuration and hooks that git runs (core.fsmonitor, hooks/*)"
+
+# One glob match for the usual, unprotected path instead of one per entry.
+# Only a definite "no" skips the entries: if the combined glob does not
+# compile (an invalid entry, which is denied anyway), each entry is tried.
+no_entry_matches(joined) if glob.match(any_protected_entry, ["/"], joined) == false
+
+# Every entry in one glob ({a,b} is an alternation; valid entries hold no
+# comma or brace), compiled once and cached by OPA like any glob pattern.
+any_protected_entry := concat("", ["**/{", concat(",", protected_names), "}/**"])
+
+protected_names := object.keys(protected_files)
+
+# An entry is /-separated segments written as they are matched: lower-case
+# ASCII letters, digits, `.`, `_`, `~`, `-`, and `*` for any run of
+# characters within one segment (never `**`, which would cross segments); a
+# segment is not empty and does not end in a dot ("." and ".." are no names).
+# So the agent's copy of the matcher (agent/_workspace.py) agrees with this
+# one, and folding a path can never make it miss an entry.
+valid_protected_entry(entry) if {
+	is_string(entry)
+	not regex.match(`[^a-z0-9._~*/-]|\*\*|//|^/|/$|\.(/|$)|^$`, entry)
+}
+
+# The same check on all entries at once, one regex match per call (the usual
+# case); only when it fails is each entry checked, to name the bad one.
+all_protected_entries_valid if {
+	not regex.match(`[^a-z0-9._~*/\n-]|\*\*|//|(^|\n)/|/(\n|$)|\.(/|\n|$)|(^|\n)(\n|$)`, concat("\n", protected_names))
+}
+
+# Characters that HFS+/APFS ignore in names and that render as nothing
+# (zero-width, joiners, direction marks and overrides, BOM, soft hyphen):
+# ".g\u200cit" is .git there. Git strips the same set before its own .git check.
+ignorable := `[\x{00AD}\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{206F}\x{FEFF}]`
+
+# Letters that case-insensitive filesystems fold onto ASCII letters of the
+# protected names (NTFS upcases the dotless i and the long s; APFS folds the
+# sharp s and the ligatures; the Kelvin sign decomposes to K), mapped before
+# lower(), which handles only some of them.
+case_folds := {
+	"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k",
+	"\u00df": "ss", "\u1e9e": "ss",
+	"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st",
+}
+
+# A path as Windows, macOS or a case-insensitive filesystem may read it, as
+# "/seg/seg/", so that no spelling of a protected name slips past: `\` is a
+# separator too, an NTFS stream suffix (".git::$INDEX_ALLOCATION") is dropped,
+# ignorable characters are removed, trailing dots and spaces of a segment
+# (which Windows strips) are trimmed, and case is folded. Empty and "."
+# segments disappear, and ".." does too (outside_workdir refuses it on its
+# own). .git then appears as "/.git/", and GIT~1, the 8.3 short name NTFS
+# gives it, as "/git~1/" (git's own is_ntfs_dotgit). A handful of regexes on
+# the whole path: a per-segment comprehension costs several times more.
+folded_path(path) := regex.replace(trimmed, `/+`, "/") if {
+	not plain_path(path)
+	streamless := regex.replace(folded(path), `:[^/]*`, "")
+	trimmed := regex.replace(concat("", ["/", streamless, "/"]), `[. ]+/`, "/")
+}
+
+# The usual path ("src/app.py", "/work/a/b.txt") has nothing to fold but case:
+# one regex match decides, instead of four regex replacements.
+folded_path(path) := concat("", ["/", trim_left(lower(path), "/"), "/"]) if plain_path(path)
+
+plain_path(path) if not regex.match(`[\\:]|[^\x00-\x7f]|[. ](/|$)|//|/$|^$`, path)
+
+# The character-wise part: a plain ASCII path (the usual case) needs only lower().
+folded(path) := lower(replace(path, `\`, "/")) if regex.match(`^[\x00-\x7f]*$`, path)
+
+folded(path) := lower(strings.replace_n(case_folds, regex.replace(replace(path, `\`, "/"), ignorable, ""))) if {
+	not regex.match(`^[\x00-\x7f]*$`, path)
+}

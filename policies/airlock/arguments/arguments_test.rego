@@ -5,7 +5,7 @@ import data.airlock.arguments
 # The shipped rules (data.yaml) are tested as shipped; only grants and the
 # registry are fixtures, plus the file rules, which no shipped tool uses yet.
 grants := {
-	"profiles": {"default": {"tools": ["shell", "python", "read_file", "copy_file"]}},
+	"profiles": {"default": {"tools": ["shell", "python", "read_file", "copy_file", "local_shell", "apply_patch"]}},
 	"principals": {},
 }
 
@@ -14,6 +14,8 @@ registry := {
 	"python": {"name": "python"},
 	"read_file": {"name": "read_file"},
 	"copy_file": {"name": "copy_file"},
+	"local_shell": {"name": "local_shell"},
+	"apply_patch": {"name": "apply_patch"},
 	"secret": {"name": "secret"},
 }
 
@@ -25,6 +27,11 @@ call(tool, args) := {
 }
 
 shell(command) := call("shell", {"command": command})
+
+# The legacy local_shell action as the agent sends it: an argv, plus env.
+local_shell(argv) := call("local_shell", {"type": "exec", "command": argv, "env": {}})
+
+patch(path) := call("apply_patch", {"type": "create_file", "path": path, "diff": "+x\n", "original": ""})
 
 # Sorted [code, message] pairs, so one comparison checks both.
 denials := sort([[r.code, r.message] | some r in arguments.deny])
@@ -126,7 +133,7 @@ test_tools_without_rules_and_missing_arguments_are_not_checked if {
 # An ungranted (or unknown) tool gets no argument reasons, whatever its arguments.
 test_ungranted_tool_yields_nothing if {
 	every tool in ["secret", "nope"] {
-		denials == [] with input as call(tool, {"command": "rm -rf /", "path": "../x"})
+		denials == [] with input as call(tool, {"command": "rm -rf /", "path": "../.git/config"})
 			with data.airlock.grants as grants
 			with data.registry.tools as registry
 			with arguments.shell.tools as {"secret": {}, "nope": {}}
@@ -306,6 +313,16 @@ test_shipped_rules_are_well_formed if {
 	arguments.files.workdir == "/work"
 	is_object(arguments.files.tools)
 	count(arguments.shell.tools) > 0
+	arguments.shell.tools.local_shell.argv == true
+	count(arguments.files.protected) > 0
+	every entry, why in arguments.files.protected {
+		arguments.valid_protected_entry(entry)
+
+		# Written as matched: lower case, no segment that folding would change.
+		concat("", ["/", entry, "/"]) == arguments.folded_path(entry)
+		is_string(why)
+		why != ""
+	}
 	ids := [p.id | some p in arguments.shell.deny_patterns]
 	count(ids) == count({id | some id in ids})
 	every p in arguments.shell.deny_patterns {

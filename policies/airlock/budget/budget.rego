@@ -1,14 +1,16 @@
 # Call budgets: how many calls a principal may make in the gateway's trailing
 # window (input.counters, counted by the gateway over allowed Invoke calls
-# before this one). Limits are per profile and optional
-# (profiles.<p>.budget in grants); this package only compares.
+# before this one, every counter scoped by the authenticated principal).
+# Limits are per profile (profiles.<p>.budget in grants; every shipped
+# profile has a principal-wide one, principal_calls, which a fresh session id
+# per call cannot escape); this package only compares.
 package airlock.budget
 
 import data.airlock.tools
 
 # The counters the gateway sends; a budget key outside this set is a typo that
 # would otherwise cap nothing (grants data is checked for it in the tests).
-counters := {"session_calls", "session_tool_calls", "principal_tool_calls"}
+counters := {"principal_calls", "principal_tool_calls", "session_calls", "session_tool_calls"}
 
 # An absent or non-numeric counter is 0: the gateway may send no counters at
 # all (Decide, or a gateway without a counter store).

@@ -121,8 +121,14 @@ test_reason_shape if {
 }
 
 test_shipped_budgets_are_well_formed if {
-	data.airlock.grants.profiles["default"].budget == {"session_calls": 500, "session_tool_calls": 200}
-	data.airlock.grants.profiles.untrusted.budget == {"session_calls": 50, "session_tool_calls": 20}
+	data.airlock.grants.profiles["default"].budget == {
+		"principal_calls": 2000, "session_calls": 500,
+		"session_tool_calls": 200,
+	}
+	data.airlock.grants.profiles.untrusted.budget == {
+		"principal_calls": 200, "session_calls": 50,
+		"session_tool_calls": 20,
+	}
 	every profile in data.airlock.grants.profiles {
 		every counter, limit in object.get(profile, "budget", {}) {
 			counter in budget.counters
@@ -130,4 +136,25 @@ test_shipped_budgets_are_well_formed if {
 			limit >= 0
 		}
 	}
+}
+
+# Session ids are the caller's to choose: every shipped profile must cap the
+# principal as a whole, or a fresh session per call would have no limit.
+test_every_shipped_profile_has_a_principal_wide_budget if {
+	every profile in data.airlock.grants.profiles {
+		is_number(profile.budget.principal_calls)
+	}
+}
+
+test_principal_wide_budget if {
+	grants_with_principal_cap := {"profiles": {"p": {"tools": ["python"], "budget": {"principal_calls": 5}}}}
+	messages == ["budget principal_calls exhausted: 5 calls in the last 3600 s, limit 5"] with input as call(
+		"p", "python",
+		{"window_seconds": 3600, "principal_calls": 5, "session_calls": 0},
+	)
+		with data.airlock.grants as grants_with_principal_cap
+		with data.registry.tools as registry
+	messages == [] with input as call("p", "python", {"window_seconds": 3600, "principal_calls": 4})
+		with data.airlock.grants as grants_with_principal_cap
+		with data.registry.tools as registry
 }

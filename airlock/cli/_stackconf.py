@@ -1,0 +1,380 @@
+"""The files of a local stack: folders with their owners and modes, secrets
+(each held by the one user that needs it), and the daemons' configs,
+validated against the daemons' own config dataclasses before they are
+written. ``airlock up`` calls these; see airlock/cli/_layout.py for the
+layout itself."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import secrets as secrets_module
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airlock import auditlog, parse_config
+from airlock.cli._layout import (
+    Identities,
+    Identity,
+    Layout,
+    LayoutError,
+    give,
+    make_dir,
+    unreachable_by_others,
+    write_private,
+)
+from airlock.cli._opa import authz_policy, opa_argv, opa_config
+from airlock.cli._paths import DEV_PRINCIPAL, DEV_PROFILE
+from airlock.cli._stackfile import Principal
+
+UNTRUSTED_PRINCIPAL = "dev-untrusted"
+#: principal -> profile, for the agents `airlock up` configures.
+PRINCIPALS = {DEV_PRINCIPAL: DEV_PROFILE, UNTRUSTED_PRINCIPAL: "untrusted"}
+#: Capabilities the executor keeps: its firewall rules for the egress
+#: network (iptables needs both). Nothing else survives the drop.
+EXECUTOR_CAPS = "net_admin,net_raw"
+
+
+def my_uid() -> int:
+    return os.geteuid()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def code_paths() -> list[Path]:
+    """What the service users must be able to read to run the daemons."""
+    import executor  # noqa: PLC0415 - only to find where the code is
+    import gateway  # noqa: PLC0415
+
+    return [Path(gateway.__file__).parent, Path(executor.__file__).parent, Path(sys.executable).resolve()]
+
+
+def check_reachable(ids: Identities, paths: Iterable[Path]) -> None:
+    if not ids.separated:
+        return
+    for path in paths:
+        blocked = unreachable_by_others(path)
+        if blocked is not None:
+            raise LayoutError(
+                f"{path} is not reachable by the service users (airlock-gateway, airlock-executor, airlock-opa): "
+                f"{blocked} is not traversable by others. Keep the checkout, the venv's Python, the tools and "
+                "AIRLOCK_HOME in world-traversable folders (e.g. /opt, /srv, /var/lib), or run `airlock up` as an "
+                "ordinary user (one trust domain)."
+            )
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The secrets `airlock up` itself needs (as the supervisor)."""
+
+    opa_token: str
+    bundle_token: str
+
+
+def _token() -> bytes:
+    return (secrets_module.token_urlsafe(32) + "\n").encode()
+
+
+def _own_secret(path: Path, owner: Identity, value: bytes | None = None) -> bytes:
+    """A secret file held by ``owner`` alone: kept if it exists (and
+    re-owned), else written with ``value`` or a fresh token."""
+    if path.exists() and not path.is_symlink():
+        give(path, owner, 0o600)
+        return path.read_bytes()
+    data = value if value is not None else _token()
+    write_private(path, data, owner)
+    return data
+
+
+def _copy_secret(data: bytes, path: Path, owner: Identity) -> None:
+    write_private(path, data, owner)
+
+
+def prepare(layout: Layout, ids: Identities) -> Secrets:
+    """Folders, owners, modes and secrets; idempotent."""
+    root = Identity("root", my_uid(), os.getegid())
+    home_mode = 0o755 if ids.separated else 0o700
+    make_dir(layout.home, root, home_mode)
+    make_dir(layout.gateway_dir, ids.gateway, 0o700)
+    make_dir(layout.audit_dir, ids.gateway, 0o700)
+    make_dir(layout.executor_dir, ids.executor, 0o700)
+    make_dir(layout.opa_dir, ids.opa, 0o700)
+    make_dir(layout.policy_dir, root, 0o700)
+    make_dir(layout.run_dir, root, 0o755)
+    # Sockets: setgid folders of the gateway's group, so the sockets the
+    # executor and OPA create there belong to that group (mode 0660).
+    make_dir(layout.executor_socket.parent, ids.executor, 0o2750, group=ids.gateway.gid)
+    make_dir(layout.opa_socket.parent, ids.opa, 0o2750, group=ids.gateway.gid)
+    make_dir(layout.home / "agents", root, 0o755)
+    for principal, who in ids.agents.items():
+        make_dir(layout.agent_dir(principal), who, 0o700)
+        _own_secret(layout.agent_token(principal), who)
+
+    executor_token = _own_secret(layout.executor_dir / "executor.token", ids.executor)
+    _copy_secret(executor_token, layout.gateway_dir / "executor.token", ids.gateway)
+    opa_token = _own_secret(layout.gateway_dir / "opa.token", ids.gateway)
+    bundle_token = _own_secret(layout.bundle_token, root)
+    _copy_secret(bundle_token, layout.opa_bundle_token, ids.opa)
+
+    if not layout.audit_signing_key.exists():
+        auditlog.generate_signing_key(layout.audit_signing_key, layout.audit_public_key)
+    give(layout.audit_signing_key, ids.gateway, 0o600)
+    give(layout.audit_public_key, root, 0o644)
+    _bundle_signing_key(layout, root)
+    return Secrets(opa_token.decode().strip(), bundle_token.decode().strip())
+
+
+def _bundle_signing_key(layout: Layout, root: Identity) -> None:
+    """An RSA key pair for signing policy bundles: the private half stays
+    with the operator (policy/), OPA gets only the public half."""
+    key = layout.bundle_signing_key
+    if not key.exists():
+        subprocess.run(  # noqa: S603 - fixed argv
+            ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key)],  # noqa: S607
+            check=True,
+            capture_output=True,
+        )
+    give(key, root, 0o600)
+    subprocess.run(  # noqa: S603 - fixed argv
+        ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(layout.bundle_public_key)],  # noqa: S607
+        check=True,
+        capture_output=True,
+    )
+    layout.bundle_public_key.chmod(0o644)
+
+
+def _write_yaml(path: Path, data: dict[str, Any], owner: Identity) -> None:
+    text = "# Written by `airlock up`; edits are overwritten.\n" + yaml.safe_dump(data, sort_keys=False)
+    write_private(path, text.encode(), owner)
+
+
+def write_opa_files(
+    opa: str, layout: Layout, ids: Identities, secrets: Secrets, *, bundle_url: str, diagnostic: str
+) -> list[str]:
+    """OPA's config and authorization policy; returns its argv."""
+    config = layout.opa_dir / "opa.yaml"
+    _write_yaml(
+        config,
+        opa_config(bundle_url, layout.opa_bundle_token, layout.bundle_public_key.read_text(encoding="utf-8")),
+        ids.opa,
+    )
+    authz = layout.opa_dir / "authz.rego"
+    write_private(authz, authz_policy(secrets.opa_token).encode(), ids.opa)
+    layout.opa_socket.unlink(missing_ok=True)
+    return opa_argv(opa, socket=layout.opa_socket, diagnostic=diagnostic, config=config, authz=authz)
+
+
+def daemon_env(home: Path) -> dict[str, str]:
+    """What the Python daemons get: a fixed, minimal environment."""
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(home),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def executor_argv(layout: Layout, ids: Identities) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "executor",
+        "serve",
+        "--config",
+        str(layout.executor_dir / "executor.yaml"),
+        "--ready-file",
+        str(layout.executor_dir / "executor.ready"),
+    ]
+    if not ids.separated:
+        return argv
+    ex = ids.executor
+    # setpriv keeps CAP_NET_ADMIN/CAP_NET_RAW across the uid change as
+    # ambient capabilities (iptables for the egress firewall) and drops
+    # every other capability from the bounding set.
+    return [
+        "setpriv",
+        f"--reuid={ex.uid}",
+        f"--regid={ex.gid}",
+        f"--groups={','.join(str(g) for g in ex.groups)}" if ex.groups else "--clear-groups",
+        f"--inh-caps=-all,+{EXECUTOR_CAPS.replace(',', ',+')}",
+        f"--ambient-caps=-all,+{EXECUTOR_CAPS.replace(',', ',+')}",
+        f"--bounding-set=-all,+{EXECUTOR_CAPS.replace(',', ',+')}",
+        "--",
+        *argv,
+    ]
+
+
+def write_executor_config(layout: Layout, ids: Identities, metrics_listen: str, egress_config: Path | None) -> None:
+    from executor._config import ExecutorConfig  # noqa: PLC0415 - the CLI sits above the daemons
+
+    doc: dict[str, Any] = {
+        "version": 1,
+        "socket": str(layout.executor_socket),
+        "token_file": str(layout.executor_dir / "executor.token"),
+        "metrics_listen": metrics_listen,
+        # runsc is used only by tools that ask for it, and only if Docker has
+        # it registered (scripts/bootstrap does that).
+        "runtimes": ["runc", "runsc"],
+        # Only the gateway's uid may connect (SO_PEERCRED), through its group.
+        "allowed_peer_uids": [ids.gateway.uid],
+        "socket_group": ids.gateway.gid,
+        # The images it may run: those the published registry names.
+        "registry_file": str(layout.executor_registry),
+    }
+    if egress_config is not None:
+        doc["egress"] = yaml.safe_load(egress_config.read_text(encoding="utf-8"))
+    parse_config(doc, ExecutorConfig, source=str(layout.executor_dir / "executor.yaml"))
+    _write_yaml(layout.executor_dir / "executor.yaml", doc, ids.executor)
+
+
+def _agent_entries(layout: Layout) -> list[dict[str, Any]]:
+    """The gateway holds each agent's token digest, never the token."""
+    out = []
+    for principal, profile in PRINCIPALS.items():
+        token = layout.agent_token(principal).read_bytes().strip()
+        out.append(
+            {
+                "id": principal,
+                "profile": profile,
+                "token_sha256": hashlib.sha256(token).hexdigest(),
+                "roles": ["agent"],
+            }
+        )
+    return out
+
+
+def write_gateway_config(
+    layout: Layout, ids: Identities, *, listen: str, metrics_listen: str, opa_timeout_ms: int
+) -> None:
+    from gateway._config import GatewayConfig  # noqa: PLC0415 - the CLI sits above the daemons
+
+    doc: dict[str, Any] = {
+        "version": 1,
+        "listen": listen,
+        "metrics_listen": metrics_listen,
+        "registry": str(layout.gateway_registry),
+        "opa": {
+            "url": f"unix://{layout.opa_socket}",
+            "token_file": str(layout.gateway_dir / "opa.token"),
+            "timeout_ms": opa_timeout_ms,
+        },
+        "executor": {
+            "socket": str(layout.executor_socket),
+            "token_file": str(layout.gateway_dir / "executor.token"),
+        },
+        "audit": {"path": str(layout.audit_log), "signing_key_file": str(layout.audit_signing_key)},
+        "agents": _agent_entries(layout),
+    }
+    parse_config(doc, GatewayConfig, source=str(layout.gateway_dir / "gateway.yaml"))
+    _write_yaml(layout.gateway_dir / "gateway.yaml", doc, ids.gateway)
+
+
+def principals(layout: Layout, ids: Identities) -> dict[str, Principal]:
+    return {
+        p: Principal(profile=profile, token_file=str(layout.agent_token(p)), user=ids.agents[p].name)
+        for p, profile in PRINCIPALS.items()
+    }
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("opa", timeout=5)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def opa_query(layout: Layout, token: str, path: str, input_doc: Any = None) -> Any:
+    """POSTs a data query over OPA's socket with the gateway's token (root only)."""
+    conn = _UnixHTTPConnection(layout.opa_socket)
+    try:
+        body = json.dumps({"input": input_doc or {}})
+        conn.request(
+            "POST",
+            f"/v1/data/{path}",
+            body=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        data = json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+    return data
+
+
+def shadow_status(layout: Layout, opa_token: str) -> str:
+    """What the active policy reports as report-only, for the startup banner."""
+    try:
+        shadow = opa_query(layout, opa_token, "airlock/config/shadow").get("result")
+    except (OSError, ValueError, http.client.HTTPException):
+        return "unknown (could not read data.airlock.config.shadow)"
+    if not isinstance(shadow, dict):
+        return "off"
+    if shadow.get("all"):
+        return "ON for every deny (report only: nothing is enforced by policy)"
+    parts = [f"{key} {shadow[key]}" for key in ("packages", "codes") if shadow.get(key)]
+    return "report only for " + ", ".join(parts) if parts else "off"
+
+
+class BundleServer:
+    """Serves the published bundle to OPA on loopback, like a bundle server
+    would: only to a client with the bundle-server token, with an ETag so OPA
+    only downloads and activates a bundle that changed."""
+
+    def __init__(self, bundle: Path, token: str) -> None:
+        target = bundle
+        expected = hashlib.sha256(f"Bearer {token}".encode()).digest()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                presented = hashlib.sha256(self.headers.get("Authorization", "").encode()).digest()
+                if not secrets_module.compare_digest(presented, expected):
+                    self.send_error(401)
+                    return
+                if self.path.split("?")[0] != f"/{target.name}":
+                    self.send_error(404)
+                    return
+                data = target.read_bytes()
+                etag = '"' + hashlib.sha256(data).hexdigest() + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/gzip")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", etag)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="bundle-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,216 @@
+"""No input stops the gateway (issue 10, items 1 and 5), on a real stack:
+the malformed arguments that used to hang every later call, a flood of
+connections, and one principal flooding decisions or holding every run slot
+while another principal works."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import Stack, auth, tool_call
+
+from airlock.v1 import gateway_pb2, gateway_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+MALFORMED = [
+    '{"code": "print(1)", "x": NaN}',
+    '{"code": "print(1)", "x": Infinity}',
+    '{"code": "print(1)", "x": 1e999}',
+    '{"code": "print(1)", "x": 1' + "0" * 320 + "}",
+    '{"code": "\\ud800"}',
+    '{"code": "print(1)", "x": ' + "[" * 200 + "]" * 200 + "}",
+]
+
+
+def _health(stack: Stack) -> int:
+    with grpc.insecure_channel(stack.gateway) as channel:
+        return int(
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(service="airlock.v1.GatewayService"), timeout=5)
+            .status
+        )
+
+
+@pytest.mark.parametrize("tool", ["python", "no_such_tool"])
+def test_malformed_arguments_are_refused_and_every_later_call_still_works(stack: Stack, tool: str) -> None:
+    """The reported attack: after `airlock call python '{..., "x": NaN}'`
+    every later call of every principal hung. Each is now refused as
+    arguments_malformed, audited, and a plain call right after works."""
+    for i, arguments in enumerate(MALFORMED):
+        proc = subprocess.run(
+            [sys.executable, "-m", "airlock.cli", "--home", str(stack.home), "call", tool, arguments],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["reasons"][0]["code"] == "arguments_malformed", (i, out)
+        assert stack.audit_events(out["decision_id"]), "the refusal is audited"
+    for rpc in ("Invoke", "Decide"):
+        with grpc.insecure_channel(stack.gateway) as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            for token in (stack.token, stack.untrusted_token):
+                call = tool_call("python", '{"code": "print(3)"}', call_id=f"after-{rpc}")
+                if rpc == "Invoke":
+                    got = stub.Invoke(gateway_pb2.InvokeRequest(call=call), metadata=auth(token), timeout=15)
+                    assert got.stdout == b"3\n"
+                else:
+                    stub.Decide(gateway_pb2.DecideRequest(call=call), metadata=auth(token), timeout=15)
+    assert _health(stack) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_observe_with_malformed_items_is_refused_and_the_gateway_keeps_serving(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for item in MALFORMED:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Observe(
+                    gateway_pb2.ObserveRequest(
+                        item_type="web_search_call", item_id="ws", tool="web_search", item_json=item
+                    ),
+                    metadata=auth(stack.token),
+                    timeout=10,
+                )
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "item_malformed" in (info.value.details() or "")
+        ok = stub.Observe(
+            gateway_pb2.ObserveRequest(item_type="web_search_call", item_id="ws", tool="web_search", item_json="{}"),
+            metadata=auth(stack.token),
+            timeout=10,
+        )
+        assert ok.event_id
+
+
+def test_oversized_identifiers_do_not_become_oversized_audit_lines(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.gateway, options=[("grpc.max_send_message_length", 8 << 20)]) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        call = tool_call("python", '{"code": "1"}', call_id="c" * 3_000_000)
+        for metadata in (auth(stack.token), ()):  # authenticated and not
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Decide(gateway_pb2.DecideRequest(call=call), metadata=metadata, timeout=15)
+            assert info.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED)
+    longest = max(len(line) for line in stack.audit_path.read_bytes().splitlines())
+    assert longest < 64 * 1024, f"an audit line of {longest} bytes"
+
+
+def _open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def test_a_connection_flood_does_not_exhaust_the_gateway(stack: Stack) -> None:
+    """Thousands of idle TCP connections (20,600 exhausted the gateway's
+    descriptors before): beyond the cap they are refused, the gateway's fd
+    count stays bounded, and a normal call works during and after."""
+    host, port = stack.gateway.rsplit(":", 1)
+    pid = int(stack.info["pids"]["gateway"])
+    held: list[socket.socket] = []
+    try:
+        for _ in range(3000):
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect((host, int(port)))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        time.sleep(1)
+        assert _open_fds(pid) < 1024 + 400, f"gateway holds {_open_fds(pid)} descriptors"
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(1)
+    with grpc.insecure_channel(stack.gateway) as channel:
+        got = gateway_pb2_grpc.GatewayServiceStub(channel).Invoke(
+            gateway_pb2.InvokeRequest(call=tool_call("python", '{"code": "print(5)"}', call_id="after-flood")),
+            metadata=auth(stack.token),
+            timeout=30,
+        )
+    assert got.stdout == b"5\n"
+
+
+def test_one_principals_decide_flood_does_not_deny_another(stack: Stack) -> None:
+    """Before: a flood of Decide calls made 8 of 14 legitimate decisions
+    fail with policy_timeout. Now the flooder is capped and the policy
+    engine's slots are shared fairly."""
+    stop = time.monotonic() + 8
+
+    def flood() -> int:
+        n = 0
+        with grpc.insecure_channel(stack.gateway) as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            while time.monotonic() < stop:
+                with contextlib.suppress(grpc.RpcError):
+                    stub.Decide(
+                        gateway_pb2.DecideRequest(call=tool_call("python", '{"code": "1"}', call_id="flood")),
+                        metadata=auth(stack.token),
+                        timeout=10,
+                    )
+                n += 1
+        return n
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        floods = [pool.submit(flood) for _ in range(48)]
+        time.sleep(1)
+        codes = []
+        with grpc.insecure_channel(stack.gateway) as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            for i in range(14):
+                got = stub.Decide(
+                    gateway_pb2.DecideRequest(call=tool_call("python", '{"code": "1"}', call_id=f"legit-{i}")),
+                    metadata=auth(stack.untrusted_token),
+                    timeout=15,
+                )
+                codes.append(got.decision.reasons[0].code)
+                time.sleep(0.2)
+        sent = sum(f.result() for f in floods)
+    print(f"flood sent {sent} Decide calls; the other principal's 14 decisions: {codes}")
+    assert codes == ["allowed"] * 14
+
+
+def test_one_principal_holding_run_slots_does_not_starve_another(stack: Stack) -> None:
+    """Before: one principal holding all 16 executor slots delayed another's
+    call from ~1 s to 10.9 s. A principal now holds at most half the slots."""
+    hog_calls = 16
+    sleeper = '{"code": "import time; time.sleep(20)"}'
+
+    def hog(i: int) -> float:
+        with grpc.insecure_channel(stack.gateway) as channel:
+            gateway_pb2_grpc.GatewayServiceStub(channel).Invoke(
+                gateway_pb2.InvokeRequest(call=tool_call("python", sleeper, call_id=f"hog-{i}")),
+                metadata=auth(stack.token),
+                timeout=120,
+            )
+        return time.monotonic()
+
+    with concurrent.futures.ThreadPoolExecutor(hog_calls) as pool:
+        hogs = [pool.submit(hog, i) for i in range(hog_calls)]
+        time.sleep(4)  # the hog's first share is running
+        with grpc.insecure_channel(stack.gateway) as channel:
+            got = gateway_pb2_grpc.GatewayServiceStub(channel).Invoke(
+                gateway_pb2.InvokeRequest(call=tool_call("python", '{"code": "print(7)"}', call_id="polite")),
+                metadata=auth(stack.untrusted_token),
+                timeout=120,
+            )
+        polite_done = time.monotonic()
+        ends = sorted(f.result() for f in hogs)
+    assert got.stdout == b"7\n"
+    assert polite_done < ends[0], "the other principal's call finished before any of the hog's runs"
+    running = stack.metric("executor", "airlock_executor_running_containers")
+    assert running == 0
+
+
+def test_gateway_metrics_endpoint_stays_up(stack: Stack) -> None:
+    with urllib.request.urlopen(stack.info["metrics"]["gateway"], timeout=5) as resp:
+        assert b"airlock_gateway_audit_healthy 1.0" in resp.read()

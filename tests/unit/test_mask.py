@@ -1,0 +1,266 @@
+"""Masking: every string of an event is masked, by key name, by pointer, by
+the values those found (wherever else they appear), and by secret shapes;
+one table row per shape, each with a near miss that must stay readable."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from airlock import ConfigError, parse_config
+from gateway._config import AuditConfig, MaskConfig
+from gateway._mask import MASK, MAX_SCAN_CHARS, Masker
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+GOOGLE = "AIza" + "SyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW"  # AIza + 35
+GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0A1b2C3d4E5f6G7h8"
+RSA_BODY = "MIIEowIBAAKCAQEA7bq5xO0n4mSecretKeyMaterial"
+
+
+# (shape, text holding a secret, the part that must vanish, a near miss that must stay as it is)
+SHAPES = [
+    (
+        "password= in code",
+        'db.connect(user="bob", password="hunter2xyz")',
+        "hunter2xyz",
+        "the password field is required",
+    ),
+    ("password: in prose", "login with password: Tr0ub4dor&3", "Tr0ub4dor", "Reset your password now, please"),
+    ("password in raw JSON", '{"password": "hunter2xyz", "user": "bob"}', "hunter2xyz", '{"passwords_count": 3}'),
+    ("token= in a URL query", "GET /api?token=abcdef123456&page=2", "abcdef123456", "GET /api?tokens_left=5&page=2"),
+    ("JWT", f"cookie was {JWT} today", JWT.split(".")[1], "eyJhbGciOi.notajwt and eyJ.x.y"),
+    (
+        "URL with user:password@",
+        "postgres://admin:s3cretPass@db.internal:5432/app",
+        "s3cretPass",
+        "https://example.com:8443/path?q=1 and mailto:bob@example.com",
+    ),
+    (
+        "HTTP Basic",
+        "Authorization was Basic dXNlcjpwYXNzd29yZA== yesterday",
+        "dXNlcjpwYXNzd29yZA",
+        "basic configuration",
+    ),
+    ("Authorization header", 'curl -H "Authorization: Token abcdef123456" x', "abcdef123456", "authorization failed"),
+    ("bearer", "sent Bearer abc.def-ghi_jkl/mno to it", "abc.def-ghi_jkl", "the bearer of bad news"),
+    ("OpenAI sk-", "key sk-proj-AbCdEfGhIjKlMnOpQrStUv end", "AbCdEfGhIjKlMnOpQrStUv", "sk-short is fine"),
+    ("Stripe live secret", "stripe sk_live_51H8abcdEFGHijklMNOP", "51H8abcdEFGHijklMNOP", "sk_live_abc"),
+    (
+        "Stripe test restricted",
+        "stripe rk_test_51H8abcdEFGHijklMNOP",
+        "51H8abcdEFGHijklMNOP",
+        "pk_live_51H8abcdEFGHijklMNOP",
+    ),
+    ("Slack", "slack xoxb-123456789012-abcdefABCDEF", "123456789012-abcdefABCDEF", "xoxz-123456789012-abcdef"),
+    ("Google API key", f"maps {GOOGLE} end", GOOGLE[4:], "AIzaShort12345"),
+    ("AWS key id", "aws AKIAIOSFODNN7EXAMPLE", "IOSFODNN7EXAMPLE", "AKIAIOSFODNN7"),
+    ("GitHub token", f"gh {GITHUB}", GITHUB[4:], "ghp_short"),
+    (
+        "private-key block",
+        f"-----BEGIN RSA PRIVATE KEY-----\n{RSA_BODY}\n-----END RSA PRIVATE KEY-----",
+        RSA_BODY,
+        "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkq\n-----END PUBLIC KEY-----",
+    ),
+    (
+        "private-key block cut before its END",
+        f"-----BEGIN OPENSSH PRIVATE KEY-----\n{RSA_BODY}",
+        RSA_BODY,
+        "-----BEGIN CERTIFICATE-----\nMIIB",
+    ),
+]
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "schema_version": 1,
+        "kind": "decision",
+        "decision_id": "d1",
+        "principal": "dev-agent",
+        "decision": "deny",
+        "session_id": "",
+        "tool": "python",
+        "call_id": "c1",
+        "seq": "7",
+        "prev_hash": "ab" * 32,
+        "reasons": [],
+        "input": {},
+        "masked": [],
+    }
+    doc.update(fields)
+    return doc
+
+
+@pytest.mark.parametrize(("shape", "text", "secret", "near_miss"), SHAPES, ids=[row[0] for row in SHAPES])
+def test_every_secret_shape_is_masked_and_its_near_miss_is_not(
+    shape: str, text: str, secret: str, near_miss: str
+) -> None:
+    masker = Masker()
+    doc = _event(reasons=[{"code": "c", "message": text}])
+    assert masker.mask_event(doc) == ["/reasons/0/message"], shape
+    assert secret not in doc["reasons"][0]["message"]
+    assert MASK in doc["reasons"][0]["message"]
+    clean = _event(reasons=[{"code": "c", "message": near_miss}])
+    assert masker.mask_event(clean) == [], shape
+    assert clean["reasons"][0]["message"] == near_miss
+
+
+def test_url_credentials_keep_the_user_and_host_readable() -> None:
+    doc = _event(session_id="postgres://admin:s3cretPass@db.internal:5432/app")
+    Masker().mask_event(doc)
+    assert doc["session_id"] == f"postgres://admin:{MASK}@db.internal:5432/app"
+
+
+def test_a_value_masked_by_key_name_is_masked_everywhere_else_too() -> None:
+    """The leaks the review found: a password masked under its key came back
+    in clear in a schema error message, a reason message and arguments_raw."""
+    secret = 'CorrectHorse"Battery'
+    doc = _event(
+        input={
+            "call": {
+                "arguments": {"password": secret, "note": "x"},
+                "arguments_errors": [f"{secret!r} is too long"],
+                "arguments_raw": json.dumps({"password": secret}),
+            }
+        },
+        reasons=[{"code": "arguments_invalid", "message": f"/password: {secret!r} is too long"}],
+        shadow_reasons=[{"code": "argument_denied", "message": f"saw {secret}"}],
+        result={"reasons": [{"code": "x", "message": f"value {secret}"}]},
+        execution={"outcome": "error", "error": f"exit: {secret}"},
+    )
+    masked = Masker().mask_event(doc)
+    text = json.dumps(doc)
+    assert "CorrectHorse" not in text
+    assert masked == [
+        "/execution/error",
+        "/input/call/arguments/password",
+        "/input/call/arguments_errors/0",
+        "/input/call/arguments_raw",
+        "/reasons/0/message",
+        "/result/reasons/0/message",
+        "/shadow_reasons/0/message",
+    ]
+    assert doc["reasons"][0]["code"] == "arguments_invalid"  # codes are a closed set: never touched
+
+
+def test_top_level_session_tool_and_call_id_are_masked() -> None:
+    doc = _event(session_id="sk-live-0123456789abcdefXYZ", tool="AKIAIOSFODNN7EXAMPLE", call_id=f"call {JWT}")
+    masked = Masker().mask_event(doc)
+    assert masked == ["/call_id", "/session_id", "/tool"]
+    assert "0123456789abcdef" not in json.dumps(doc)
+
+
+def test_pointers_stay_relative_to_the_policy_input() -> None:
+    masker = Masker(pointers=["/call/arguments/custom_field"])
+    doc = _event(
+        input={"call": {"arguments": {"custom_field": "plain-looking-value", "other": "echo plain-looking-value"}}}
+    )
+    assert masker.mask_event(doc) == ["/input/call/arguments/custom_field", "/input/call/arguments/other"]
+    assert doc["input"]["call"]["arguments"] == {"custom_field": MASK, "other": f"echo {MASK}"}
+
+
+def test_fields_from_closed_sets_survive_a_password_chosen_to_match_them() -> None:
+    """A caller cannot blank its own principal, the verdict or the chain by
+    picking a "password" equal to them."""
+    doc = _event(
+        input={
+            "principal": {"id": "dev-agent", "profile": "default"},
+            "call": {"arguments": {"password": "dev-agent", "api_key": "decision"}},
+        }
+    )
+    Masker().mask_event(doc)
+    assert doc["principal"] == "dev-agent"
+    assert doc["input"]["principal"]["id"] == "dev-agent"
+    assert doc["kind"] == "decision"
+    assert doc["prev_hash"] == "ab" * 32
+
+
+def test_keys_numbers_and_nested_values_under_secret_keys() -> None:
+    doc = _event(
+        input={
+            "call": {
+                "arguments": {
+                    "sk-live-0123456789abcdefXYZ": 1,
+                    "pin_password": 73920184,
+                    "credentials": {"user": "bob", "pass": "nested-secret-value"},
+                    "log": "pin 73920184 and nested-secret-value",
+                }
+            }
+        }
+    )
+    Masker().mask_event(doc)
+    args = doc["input"]["call"]["arguments"]
+    assert "sk-live-0123456789abcdefXYZ" not in json.dumps(doc)
+    assert args["pin_password"] == MASK
+    assert args["credentials"] == MASK
+    assert args["log"] == f"pin {MASK} and {MASK}"
+
+
+def test_camel_case_and_suffixed_secret_keys() -> None:
+    doc = _event(input={"accessToken": "a" * 10, "clientSecret": "b" * 10, "db_password": "c" * 10, "tokens": 5})
+    Masker().mask_event(doc)
+    assert doc["input"] == {"accessToken": MASK, "clientSecret": MASK, "db_password": MASK, "tokens": 5}
+
+
+def test_short_values_are_masked_in_place_only() -> None:
+    """A 3-letter password is masked under its key, but not searched for in
+    other text, where it would hit ordinary words."""
+    doc = _event(input={"call": {"arguments": {"password": "abc", "text": "abcdef"}}})
+    Masker().mask_event(doc)
+    assert doc["input"]["call"]["arguments"] == {"password": MASK, "text": "abcdef"}
+
+
+def test_long_strings_are_cut_to_the_cap_with_no_half_token_left() -> None:
+    head = "x " * (MAX_SCAN_CHARS // 2 - 5)
+    straddling = "sk-" + "A" * 40  # starts before the cap, ends after it
+    text = head + straddling + " tail" * 1000
+    doc = _event(reasons=[{"code": "c", "message": text}])
+    assert Masker().mask_event(doc) == ["/reasons/0/message"]
+    out = doc["reasons"][0]["message"]
+    m = re.search(r"\*\*cut (\d+) chars\*\*$", out)
+    assert m is not None
+    kept = out[: m.start()]
+    assert len(kept) <= MAX_SCAN_CHARS
+    assert int(m.group(1)) == len(text) - len(kept)
+    assert "sk-" not in out
+    assert kept.startswith("x x x")
+
+
+def test_a_60kb_private_key_argument_is_masked() -> None:
+    """The input that took the old backtracking pattern ~0.9 s; correctness
+    only here (no timed asserts): tests/data/audit/mask_timing.py prints the
+    numbers."""
+    text = "-----BEGIN PRIVATE KEY-----" * 2200
+    doc = _event(input={"call": {"arguments": {"code": text}}})
+    Masker().mask_event(doc)
+    assert doc["input"]["call"]["arguments"]["code"] == MASK
+
+
+def test_legacy_mask_of_a_policy_input_still_works() -> None:
+    out, masked = Masker().mask({"call": {"arguments": {"api_key": "abcdef123", "x": "abcdef123!"}}})
+    assert out == {"call": {"arguments": {"api_key": MASK, "x": f"{MASK}!"}}}
+    assert masked == ["/call/arguments/api_key", "/call/arguments/x"]
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        ({"value_patterns": ["(?=lookahead)x"]}, "not valid RE2 syntax: invalid perl operator: (?="),
+        ({"value_patterns": [r"(a)\1"]}, r"not valid RE2 syntax: invalid escape sequence: \1"),
+        ({"key_pattern": "(unclosed"}, "not valid RE2 syntax: missing ): (unclosed"),
+        ({"pointers": ["call/arguments/x"]}, "must start with '/'"),
+    ],
+)
+def test_mask_config_rejects_patterns_re2_cannot_run(mask: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"path": "/x/audit.jsonl", "mask": mask}, AuditConfig, source="gateway.yaml", key="audit")
+    assert message in str(info.value)
+    assert "gateway.yaml: audit.mask" in str(info.value)
+
+
+def test_mask_config_accepts_the_defaults_and_a_custom_pattern() -> None:
+    cfg = parse_config({"value_patterns": [r"\bACME-[0-9]{8}\b"]}, MaskConfig, source="x", key="mask")
+    doc = _event(session_id="ACME-12345678")
+    assert Masker(cfg.pointers, cfg.key_pattern, cfg.value_patterns).mask_event(doc) == ["/session_id"]
