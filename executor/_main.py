@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from airlock import ConfigError
 from airlock._daemon import start_metrics, stop_event, write_ready_file
+from airlock._secrets import SecretFileError, read_secret_text
 from airlock.v1 import executor_pb2_grpc
 from executor._config import ExecutorConfig, load_executor_config
 from executor._docker import DockerRuntime
@@ -65,8 +66,10 @@ def _add_transport(
 
 
 async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
-    token = await asyncio.to_thread(Path(cfg.token_file).read_text, encoding="utf-8")
-    token = token.strip()
+    try:
+        token = await asyncio.to_thread(read_secret_text, cfg.token_file, "executor token file")
+    except SecretFileError as exc:
+        raise ConfigError(cfg.token_file, "token_file", str(exc)) from exc
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(cfg.token_file, "", "executor token must be at least 16 characters")
     # Short blocking Docker calls (create, start, kill, wait, remove) run in

@@ -52,6 +52,7 @@ def ex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
     folder = tmp_path_factory.mktemp("executor")
     token = uuid.uuid4().hex * 2
     (folder / "executor.token").write_text(token)
+    (folder / "executor.token").chmod(0o600)
     proc, info = start_daemon(
         "executor",
         {

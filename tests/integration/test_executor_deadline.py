@@ -56,6 +56,7 @@ class Daemon:
 def _start(folder: Path, **config: Any) -> Daemon:
     token = uuid.uuid4().hex * 2
     (folder / "executor.token").write_text(token)
+    (folder / "executor.token").chmod(0o600)
     base = {
         "socket": str(folder / "run" / "executor.sock"),
         "token_file": str(folder / "executor.token"),
