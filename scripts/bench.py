@@ -14,7 +14,6 @@ Usage: .venv/bin/python scripts/bench.py [--runs 15] [--decides 2000]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -22,11 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
 
+from airlock.cli._launch import launch
+from airlock.cli._layout import Layout
+from airlock.cli._stackconf import opa_query
 from airlock.v1 import call_pb2, gateway_pb2, gateway_pb2_grpc
 
 IMAGE = "airlock/sandbox-python:2"
@@ -50,18 +51,8 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def start_stack(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
-    env = {**os.environ, "AIRLOCK_HOME": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "airlock.cli", "up", "--gateway-listen", "127.0.0.1:0", "--opa-port", "0",
-         "--gateway-metrics", "127.0.0.1:0", "--executor-metrics", "127.0.0.1:0"],
-        env=env, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 90
-    while not (home / "stack.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("bench: airlock up failed to start")
-        time.sleep(0.1)
-    return proc, json.loads((home / "stack.json").read_text())
+    running = launch(home)
+    return running.proc, running.info.as_dict()
 
 
 def main() -> int:
@@ -77,7 +68,7 @@ def main() -> int:
     hardened = [
         timed(["docker", "run", "--rm", *HARDENED, IMAGE, "python3", "-c", "print(2+2)"]) for _ in range(args.runs)
     ]
-    # gVisor needs pids headroom for its own kernel threads (see executor/_options.py).
+    # gVisor needs pids headroom for its own kernel threads (see airlock/executor/_options.py).
     gvisor_flags = [f if f != "64" else "128" for f in HARDENED]
     gvisor = [
         timed(["docker", "run", "--rm", "--runtime", "runsc", *gvisor_flags, IMAGE, "python3", "-c", "print(2+2)"])
@@ -93,7 +84,7 @@ def main() -> int:
             timed(cli, env)  # warm-up: first connection, page cache
             calls = [timed(cli, env) for _ in range(args.runs)]
 
-            token = (home / "agent.token").read_text().strip()
+            token = Layout(home).agent_token("dev-agent").read_text().strip()
             md = (("authorization", f"Bearer {token}"),)
             call = call_pb2.ToolCall(
                 call_id="bench",
@@ -115,15 +106,13 @@ def main() -> int:
                 "principal": {"id": "dev-agent", "profile": "default"},
                 "call": {"tool": "python", "item_type": "function_call", "arguments": {"code": "print(2+2)"}},
             }
-            opa_req = urllib.request.Request(
-                f"{stack['opa']}/v1/data/airlock/decision?metrics=true",
-                data=json.dumps({"input": opa_input}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
+            # OPA answers only the gateway (its socket and token): ask as it.
+            layout = Layout(home)
+            opa_token = (layout.gateway_dir / "opa.token").read_text().strip()
             evals = []
             for _ in range(200):
-                with urllib.request.urlopen(opa_req, timeout=5) as r:
-                    evals.append(json.load(r)["metrics"]["timer_rego_query_eval_ns"] / 1e6)
+                answer = opa_query(layout, opa_token, "airlock/decision?metrics=true", opa_input)
+                evals.append(answer["metrics"]["timer_rego_query_eval_ns"] / 1e6)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)

@@ -18,12 +18,10 @@ Usage: .venv/bin/python scripts/bench_agent.py [--runs 30]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,7 +30,8 @@ from pathlib import Path
 
 from openai.types.responses import ResponseFunctionShellToolCall
 
-import agent
+from airlock import agent
+from airlock.cli._launch import launch
 
 IMAGE = "airlock/sandbox-python:2"
 COMMAND = "echo hi"
@@ -44,18 +43,8 @@ HARDENED = [
 
 
 def start_stack(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
-    env = {**os.environ, "AIRLOCK_HOME": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "airlock.cli", "up", "--gateway-listen", "127.0.0.1:0", "--opa-port", "0",
-         "--gateway-metrics", "127.0.0.1:0", "--executor-metrics", "127.0.0.1:0"],
-        env=env, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 90
-    while not (home / "stack.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("bench_agent: airlock up failed to start")
-        time.sleep(0.1)
-    return proc, json.loads((home / "stack.json").read_text())
+    running = launch(home)
+    return running.proc, running.info.as_dict()
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> float:
@@ -102,7 +91,7 @@ def main() -> int:
         home = Path(tmp)
         proc, _ = start_stack(home)
         try:
-            with agent.Gateway.from_stack(home) as gateway:
+            with agent.GatewayClient.from_stack(home) as gateway:
                 decl = agent.declare(gateway.list_tools())
 
                 def through(command: str, *, allowed: bool) -> Callable[[], None]:

@@ -15,11 +15,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 
+from airlock.gateway._audit import SCHEMA_VERSION, JsonlAuditSink
+from airlock.gateway._config import RetentionConfig
+from airlock.gateway._mask import Masker
+from airlock.gateway._metrics import GatewayMetrics
 from airlock.v1 import audit_pb2, call_pb2
-from gateway._audit import SCHEMA_VERSION, JsonlAuditSink
-from gateway._config import RetentionConfig
-from gateway._mask import Masker
-from gateway._metrics import GatewayMetrics
 
 
 def _event(i: int) -> audit_pb2.AuditEvent:

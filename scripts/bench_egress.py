@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Egress proxy cost on loopback: added latency per request and throughput.
 
-The proxy (executor.egress.proxy.EgressProxy, the code the executor runs)
+The proxy (airlock/executor/egress/proxy.py, the code the executor runs)
 serves on 127.0.0.1 in a thread with its own event loop, as it does in the
-executor. An upstream server runs in a child process. The client, in this
+executor. An upstream server runs in a child process on a private address
+of this host (the docker0 bridge's, or the first private IPv4 found): the
+proxy never opens loopback, whatever egress_allow_cidrs says. The client, in this
 process, compares the same work direct and through the proxy:
 
 - latency: N fresh connections, each one plain-HTTP GET (forwarded) and one
@@ -20,26 +22,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import ipaddress
 import multiprocessing
 import socket
 import statistics
-import sys
+import subprocess
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from executor.egress.proxy import EgressProxy, ProxyLimits
-from executor.egress.rules import IPAddress
+from airlock.executor.egress.proxy import EgressProxy, ProxyLimits
+from airlock.executor.egress.rules import IPAddress
 
 BODY = b"x" * 1024
 CHUNK = 256 * 1024
 
 
+def upstream_address() -> str:
+    """A private, non-loopback IPv4 address of this host."""
+    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
+    found = [line.split()[3].split("/")[0] for line in out.splitlines()]
+    private = [a for a in found if ipaddress.ip_address(a).is_private and not ipaddress.ip_address(a).is_loopback]
+    if not private:
+        raise SystemExit("bench_egress: no private IPv4 address on this host for the upstream")
+    docker = [line.split()[3].split("/")[0] for line in out.splitlines() if line.split()[1] == "docker0"]
+    return docker[0] if docker else private[0]
+
+
+UPSTREAM = upstream_address()
+
+
 def serve_upstream(port_out: multiprocessing.connection.Connection) -> None:  # type: ignore[name-defined]
     """GET /n -> 1 KiB body; "STREAM <bytes>\\n" -> that many bytes."""
-    srv = socket.create_server(("127.0.0.1", 0))
+    srv = socket.create_server((UPSTREAM, 0))
     port_out.send(srv.getsockname()[1])
 
     def handle(conn: socket.socket) -> None:
@@ -67,12 +81,10 @@ def serve_upstream(port_out: multiprocessing.connection.Connection) -> None:  # 
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-class Loopback:
+class Pinned:
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
-        import ipaddress  # noqa: PLC0415 - local to the stub
-
         del host, port
-        return [ipaddress.ip_address("127.0.0.1")]
+        return [ipaddress.ip_address(UPSTREAM)]
 
 
 def start_proxy(upstream_port: int, total_bytes: int) -> tuple[str, int, str]:
@@ -91,9 +103,9 @@ def start_proxy(upstream_port: int, total_bytes: int) -> tuple[str, int, str]:
         loop = asyncio.new_event_loop()
 
         async def main() -> None:
-            proxy = EgressProxy(limits, Loopback(), lambda _tool, _record: None)
+            proxy = EgressProxy(limits, Pinned(), lambda _tool, _record: None)
             port = await proxy.start("127.0.0.1")
-            _, url = proxy.open_call("bench", "bench", (f"up.test:{upstream_port}",), ("127.0.0.0/8",))
+            _, url = proxy.open_call("bench", "bench", (f"up.test:{upstream_port}",), (f"{UPSTREAM}/32",))
             box.update(port=port, token=url.split(":")[2].split("@")[0])
             ready.set()
             await asyncio.Event().wait()
@@ -113,7 +125,7 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 def get_direct(port: int) -> None:
-    with socket.create_connection(("127.0.0.1", port)) as s:
+    with socket.create_connection((UPSTREAM, port)) as s:
         s.sendall(b"GET /n HTTP/1.1\r\nHost: up.test\r\n\r\n")
         assert read_all(s).endswith(BODY)
 
@@ -190,7 +202,7 @@ def main() -> None:
         assert got == total, got
         return total / (time.perf_counter() - t0) / 1e6
 
-    with socket.create_connection(("127.0.0.1", up)) as s:
+    with socket.create_connection((UPSTREAM, up)) as s:
         direct_mbs = stream(s)
     with open_tunnel(proxy, up) as s:
         proxied_mbs = stream(s)

@@ -1,5 +1,5 @@
 """``airlock audit verify``: checks an audit log with the public key alone
-(airlock/auditlog.py does the work) and prints every problem it finds."""
+(airlock/common/auditlog.py does the work) and prints every problem it finds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airlock import auditlog
+from airlock.common import auditlog
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, TypeError) as exc:
             print(f"airlock: cannot read the public key {args.public_key}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    # A shell glob (audit.jsonl*) also matches the head record: it is not a
+    # log file, and is read below as the head.
+    args.paths = [p for p in args.paths if not p.name.endswith(".head")]
     missing = [str(p) for p in args.paths if not p.is_file()]
     if missing:
         print(f"airlock: not a file: {', '.join(missing)}", file=sys.stderr)

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import load_registry
+from airlock.gateway import load_registry
 
 BUNDLE_ROOTS = ("airlock", "registry")
 

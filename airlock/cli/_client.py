@@ -1,5 +1,6 @@
-"""``airlock call``, ``airlock decide`` and ``airlock tools``: thin clients
-of the gateway. They find a running ``airlock up`` through its stack.json."""
+"""``airlock call``, ``airlock decide`` and ``airlock tools``: the shared
+GatewayClient (airlock/common/client.py) plus JSON output and exit codes.
+They find a running ``airlock up`` through its stack.json."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-from google.rpc import status_pb2
-
-from airlock._tls import ClientTLS
-from airlock.cli._stackfile import StackFile, read_stack
-from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
+from airlock.common import wire
+from airlock.common._tls import ClientTLS
+from airlock.common.client import ITEM_TYPES, GatewayClient, GatewayUnavailable, ToolResult
+from airlock.common.stackfile import StackFile, read_stack
+from airlock.v1 import call_pb2
 
 #: Exit statuses, documented in the README.
 EXIT_OK = 0
@@ -24,14 +24,7 @@ EXIT_USAGE = 2
 EXIT_DENIED = 3
 EXIT_UNAVAILABLE = 4
 
-ITEM_TYPES = {
-    "function_call": call_pb2.ITEM_TYPE_FUNCTION_CALL,
-    "custom_tool_call": call_pb2.ITEM_TYPE_CUSTOM_TOOL_CALL,
-    "shell_call": call_pb2.ITEM_TYPE_SHELL_CALL,
-    "local_shell_call": call_pb2.ITEM_TYPE_LOCAL_SHELL_CALL,
-    "apply_patch_call": call_pb2.ITEM_TYPE_APPLY_PATCH_CALL,
-}
-_OUTCOMES = {v.number: v.name.removeprefix("OUTCOME_").lower() for v in executor_pb2.Outcome.DESCRIPTOR.values}
+__all__ = ["ITEM_TYPES", "Target", "call", "decide", "resolve_target", "tools"]
 
 
 @dataclass(frozen=True)
@@ -40,14 +33,8 @@ class Target:
     token: str | None
     tls: ClientTLS | None = None
 
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
-
-    def channel(self) -> grpc.Channel:
-        if self.tls is None:
-            return grpc.insecure_channel(self.address)
-        return grpc.secure_channel(self.address, self.tls.credentials(), options=self.tls.channel_options())
+    def client(self, timeout_s: float) -> GatewayClient:
+        return GatewayClient(self.address, self.token, tls=self.tls, timeout_s=timeout_s)
 
 
 def resolve_target(
@@ -99,9 +86,8 @@ def _decision_json(d: call_pb2.Decision) -> dict[str, Any]:
 
 
 def _obligations_json(o: call_pb2.Obligations) -> dict[str, Any]:
-    lim = o.limits
     return {
-        "limits": {f.name: getattr(lim, f.name) for f in lim.DESCRIPTOR.fields},
+        "limits": wire.from_message(o.limits),
         "network": {
             "mode": "egress" if o.network.mode == call_pb2.NETWORK_MODE_EGRESS else "none",
             "egress_allowlist": list(o.network.egress_allowlist),
@@ -109,23 +95,28 @@ def _obligations_json(o: call_pb2.Obligations) -> dict[str, Any]:
     }
 
 
-def _error_json(exc: grpc.aio.AioRpcError | grpc.RpcError) -> dict[str, Any]:
-    """A refusal's JSON: the Decision from the status details when present."""
-    out: dict[str, Any] = {"decision": "deny", "status": exc.code().name, "message": exc.details()}
-    for key, value in exc.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                decision = call_pb2.Decision()
-                if detail.Unpack(decision):
-                    out.update(_decision_json(decision))
+def _refusal_json(result: ToolResult) -> dict[str, Any]:
+    """A refusal's JSON: the Decision when the status carried one."""
+    message = "; ".join(f"{r.code}: {r.message}" for r in result.reasons)
+    out: dict[str, Any] = {"decision": "deny", "status": result.status, "message": message}
+    if result.decision is not None:
+        out.update(_decision_json(result.decision))
     return out
+
+
+def _unavailable_json(exc: GatewayUnavailable) -> dict[str, Any]:
+    return {"decision": "deny", "status": exc.status, "message": str(exc)}
+
+
+def _exit_for(exc: GatewayUnavailable) -> int:
+    refused = exc.status in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED")
+    return EXIT_DENIED if refused else EXIT_UNAVAILABLE
 
 
 def _call_message(tool: str, arguments: str, item_type: str, call_id: str | None, session: str) -> call_pb2.ToolCall:
     return call_pb2.ToolCall(
         call_id=call_id if call_id is not None else f"call_{uuid.uuid4().hex[:24]}",
-        item_type=ITEM_TYPES[item_type],
+        item_type=wire.ITEM_TYPE_NUMBERS[item_type],
         tool=tool,
         arguments=arguments,
         session_id=session,
@@ -140,31 +131,25 @@ def _emit(obj: dict[str, Any]) -> None:
 def call(
     target: Target, tool: str, arguments: str, *, item_type: str, call_id: str | None, session: str, timeout_s: float
 ) -> int:
-    metadata = target.metadata
     message = _call_message(tool, arguments, item_type, call_id, session)
-    with target.channel() as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+    with target.client(timeout_s) as client:
         try:
-            resp = stub.Invoke(gateway_pb2.InvokeRequest(call=message), metadata=metadata, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            out = _error_json(exc)
-            out["call_id"] = message.call_id
-            _emit(out)
-            refused = exc.code() in (
-                grpc.StatusCode.PERMISSION_DENIED,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.UNAUTHENTICATED,
-            )
-            return EXIT_DENIED if refused else EXIT_UNAVAILABLE
-    r = resp.result
-    out = _decision_json(resp.decision)
+            result = client.invoke_call(message)
+        except GatewayUnavailable as exc:
+            _emit({**_unavailable_json(exc), "call_id": message.call_id})
+            return _exit_for(exc)
+    if result.run is None or result.decision is None:
+        _emit({**_refusal_json(result), "call_id": message.call_id})
+        return EXIT_DENIED
+    r = result.run
+    out = _decision_json(result.decision)
     out.update(
         {
             "call_id": message.call_id,
-            "outcome": _OUTCOMES.get(r.outcome, "error"),
+            "outcome": result.outcome,
             "exit_code": r.exit_code,
-            "stdout": resp.stdout.decode("utf-8", errors="replace"),
-            "stderr": resp.stderr.decode("utf-8", errors="replace"),
+            "stdout": result.stdout,
+            "stderr": result.stderr,
             "output_truncated": r.output_truncated,
             "duration_ms": r.duration_ms,
             "container_start_ms": r.container_start_ms,
@@ -173,36 +158,35 @@ def call(
     if r.error:
         out["error"] = r.error
     _emit(out)
-    return EXIT_OK if r.outcome == executor_pb2.OUTCOME_OK else EXIT_TOOL_FAILED
+    return EXIT_OK if result.outcome == "ok" else EXIT_TOOL_FAILED
 
 
 def decide(
     target: Target, tool: str, arguments: str, *, item_type: str, call_id: str | None, session: str, timeout_s: float
 ) -> int:
-    metadata = target.metadata
     message = _call_message(tool, arguments, item_type, call_id, session)
-    with target.channel() as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+    with target.client(timeout_s) as client:
         try:
-            resp = stub.Decide(gateway_pb2.DecideRequest(call=message), metadata=metadata, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            _emit(_error_json(exc))
-            return EXIT_DENIED
-    out = _decision_json(resp.decision)
-    out["obligations"] = _obligations_json(resp.decision.obligations)
+            result = client.decide(message)
+        except GatewayUnavailable as exc:
+            _emit(_unavailable_json(exc))
+            return _exit_for(exc)
+    if result.decision is None or result.status != "OK":
+        _emit(_refusal_json(result))
+        return EXIT_DENIED
+    out = _decision_json(result.decision)
+    out["obligations"] = _obligations_json(result.decision.obligations)
     _emit(out)
-    return EXIT_OK if resp.decision.verdict == call_pb2.VERDICT_ALLOW else EXIT_DENIED
+    return EXIT_OK if result.allowed else EXIT_DENIED
 
 
 def tools(target: Target, timeout_s: float) -> int:
-    metadata = target.metadata
-    with target.channel() as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+    with target.client(timeout_s) as client:
         try:
-            resp = stub.ListTools(gateway_pb2.ListToolsRequest(), metadata=metadata, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            _emit(_error_json(exc))
-            return EXIT_DENIED
+            resp = client.list_tools()
+        except GatewayUnavailable as exc:
+            _emit(_unavailable_json(exc))
+            return _exit_for(exc)
     _emit(
         {
             "principal": resp.principal,

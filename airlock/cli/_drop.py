@@ -11,7 +11,7 @@ import os
 import pwd
 from pathlib import Path
 
-from airlock.cli._stackfile import read_stack
+from airlock.common.stackfile import read_stack
 
 
 class DropError(RuntimeError):

@@ -7,12 +7,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from airlock import ConfigError
-from airlock._tls import ClientTLS
 from airlock.cli import _audit_cmd, _client
 from airlock.cli._drop import DropError, drop_to_agent
 from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, DEV_PRINCIPAL, default_home, find_opa
+from airlock.common import ConfigError
+from airlock.common._tls import ClientTLS
 
 
 def _tls_args(p: argparse.ArgumentParser) -> None:
@@ -205,18 +206,19 @@ def _up(args: argparse.Namespace, home: Path) -> int:
     )
 
 
+def _call_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "item_type": args.item_type,
+        "call_id": args.call_id,
+        "session": args.session,
+        "timeout_s": args.timeout,
+    }
+
+
 def _call(args: argparse.Namespace, home: Path) -> int:
     _as_agent(args, home, args.principal)
     target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
-    return _client.call(
-        target,
-        args.tool,
-        args.arguments,
-        item_type=args.item_type,
-        call_id=args.call_id,
-        session=args.session,
-        timeout_s=args.timeout,
-    )
+    return _client.call(target, args.tool, args.arguments, **_call_fields(args))
 
 
 def _decide(args: argparse.Namespace, home: Path) -> int:
@@ -224,15 +226,7 @@ def _decide(args: argparse.Namespace, home: Path) -> int:
         return _decide_offline(args)
     _as_agent(args, home, None)
     target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
-    return _client.decide(
-        target,
-        args.tool,
-        args.arguments,
-        item_type=args.item_type,
-        call_id=args.call_id,
-        session=args.session,
-        timeout_s=args.timeout,
-    )
+    return _client.decide(target, args.tool, args.arguments, **_call_fields(args))
 
 
 def _tools(args: argparse.Namespace, home: Path) -> int:
@@ -243,11 +237,10 @@ def _tools(args: argparse.Namespace, home: Path) -> int:
 
 def _agent(args: argparse.Namespace, home: Path) -> int:
     _as_agent(args, home, args.principal)
-    from agent import Gateway  # noqa: PLC0415 - keeps the openai SDK off the other commands
-    from agent._cli import run_cli  # noqa: PLC0415
+    from airlock.agent._cli import run_cli  # noqa: PLC0415
 
     target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
-    with Gateway(target.address, target.token, tls=target.tls, timeout_s=args.timeout) as gateway:
+    with target.client(args.timeout) as gateway:
         return run_cli(
             gateway,
             args.prompt,

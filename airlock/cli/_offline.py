@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from airlock.cli._bundle import build_bundle
-from gateway import Call, CallInput, Principal, build_policy_input, load_registry, parse_arguments
+from airlock.gateway import Call, CallInput, Principal, build_policy_input, load_registry, parse_arguments
 
 
 def decide_offline(

@@ -1,15 +1,19 @@
-"""Where the CLI finds the repo's defaults and keeps the dev stack's state."""
+"""Where the CLI finds the shipped defaults and keeps the dev stack's state.
+
+The default policies and registry are package data (``airlock.policies``,
+``airlock.deploy``): the same files in a wheel install and in a checkout
+(where they are the policies/ and deploy/ folders), never found by walking
+up from this file."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from importlib import resources
 from pathlib import Path
 
-#: The checkout this CLI runs from (the package is installed editable).
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_POLICIES = REPO / "policies"
-DEFAULT_REGISTRY = REPO / "deploy" / "tool_registry.yaml"
+DEFAULT_POLICIES = Path(str(resources.files("airlock.policies")))
+DEFAULT_REGISTRY = Path(str(resources.files("airlock.deploy") / "tool_registry.yaml"))
 DEV_PRINCIPAL = "dev-agent"
 DEV_PROFILE = "default"
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 
-from airlock import auditlog, parse_config
 from airlock.cli._layout import (
     Identities,
     Identity,
@@ -36,7 +35,9 @@ from airlock.cli._layout import (
 )
 from airlock.cli._opa import authz_policy, opa_argv, opa_config
 from airlock.cli._paths import DEV_PRINCIPAL, DEV_PROFILE
-from airlock.cli._stackfile import Principal
+from airlock.common import auditlog, parse_config
+from airlock.common._config import to_document
+from airlock.common.stackfile import Principal
 
 UNTRUSTED_PRINCIPAL = "dev-untrusted"
 #: principal -> profile, for the agents `airlock up` configures.
@@ -58,10 +59,9 @@ def free_port() -> int:
 
 def code_paths() -> list[Path]:
     """What the service users must be able to read to run the daemons."""
-    import executor  # noqa: PLC0415 - only to find where the code is
-    import gateway  # noqa: PLC0415
+    import airlock  # noqa: PLC0415 - only to find where the code is
 
-    return [Path(gateway.__file__).parent, Path(executor.__file__).parent, Path(sys.executable).resolve()]
+    return [Path(airlock.__file__).parent, Path(sys.executable).resolve()]
 
 
 def check_reachable(ids: Identities, paths: Iterable[Path]) -> None:
@@ -193,7 +193,7 @@ def executor_argv(layout: Layout, ids: Identities) -> list[str]:
     argv = [
         sys.executable,
         "-m",
-        "executor",
+        "airlock.executor",
         "serve",
         "--config",
         str(layout.executor_dir / "executor.yaml"),
@@ -220,68 +220,72 @@ def executor_argv(layout: Layout, ids: Identities) -> list[str]:
 
 
 def write_executor_config(layout: Layout, ids: Identities, metrics_listen: str, egress_config: Path | None) -> None:
-    from executor._config import ExecutorConfig  # noqa: PLC0415 - the CLI sits above the daemons
+    """executor.yaml, built as the executor's own ExecutorConfig."""
+    from airlock.executor._config import EgressSettings, ExecutorConfig  # noqa: PLC0415 - CLI above the daemons
 
-    doc: dict[str, Any] = {
-        "version": 1,
-        "socket": str(layout.executor_socket),
-        "token_file": str(layout.executor_dir / "executor.token"),
-        "metrics_listen": metrics_listen,
+    path = layout.executor_dir / "executor.yaml"
+    egress = EgressSettings()
+    if egress_config is not None:
+        raw = yaml.safe_load(egress_config.read_text(encoding="utf-8"))
+        egress = parse_config(raw, EgressSettings, source=str(egress_config), key="egress")
+    cfg = ExecutorConfig(
+        socket=str(layout.executor_socket),
+        token_file=str(layout.executor_dir / "executor.token"),
+        metrics_listen=metrics_listen,
         # runsc is used only by tools that ask for it, and only if Docker has
         # it registered (scripts/bootstrap does that).
-        "runtimes": ["runc", "runsc"],
+        runtimes=("runc", "runsc"),
         # Only the gateway's uid may connect (SO_PEERCRED), through its group.
-        "allowed_peer_uids": [ids.gateway.uid],
-        "socket_group": ids.gateway.gid,
+        allowed_peer_uids=(ids.gateway.uid,),
+        socket_group=ids.gateway.gid,
         # The images it may run: those the published registry names.
-        "registry_file": str(layout.executor_registry),
-    }
-    if egress_config is not None:
-        doc["egress"] = yaml.safe_load(egress_config.read_text(encoding="utf-8"))
-    parse_config(doc, ExecutorConfig, source=str(layout.executor_dir / "executor.yaml"))
-    _write_yaml(layout.executor_dir / "executor.yaml", doc, ids.executor)
+        registry_file=str(layout.executor_registry),
+        egress=egress,
+    )
+    _write_config(path, cfg, ExecutorConfig, ids.executor)
 
 
-def _agent_entries(layout: Layout) -> list[dict[str, Any]]:
+def _write_config(path: Path, cfg: Any, cls: type[Any], owner: Identity) -> None:
+    """Writes a config dataclass as YAML, after checking it reads back equal."""
+    doc = to_document(cfg, version=1)
+    if parse_config(doc, cls, source=str(path)) != cfg:
+        raise LayoutError(f"{path}: the generated config does not read back as written")
+    _write_yaml(path, doc, owner)
+
+
+def _agents(layout: Layout) -> tuple[Any, ...]:
     """The gateway holds each agent's token digest, never the token."""
+    from airlock.gateway._config import Agent  # noqa: PLC0415 - the CLI sits above the daemons
+
     out = []
     for principal, profile in PRINCIPALS.items():
         token = layout.agent_token(principal).read_bytes().strip()
-        out.append(
-            {
-                "id": principal,
-                "profile": profile,
-                "token_sha256": hashlib.sha256(token).hexdigest(),
-                "roles": ["agent"],
-            }
-        )
-    return out
+        out.append(Agent(id=principal, profile=profile, token_sha256=hashlib.sha256(token).hexdigest()))
+    return tuple(out)
 
 
 def write_gateway_config(
     layout: Layout, ids: Identities, *, listen: str, metrics_listen: str, opa_timeout_ms: int
 ) -> None:
-    from gateway._config import GatewayConfig  # noqa: PLC0415 - the CLI sits above the daemons
+    """gateway.yaml, built as the gateway's own GatewayConfig."""
+    from airlock.gateway._config import AuditConfig, ExecutorLink, GatewayConfig, OpaConfig  # noqa: PLC0415
 
-    doc: dict[str, Any] = {
-        "version": 1,
-        "listen": listen,
-        "metrics_listen": metrics_listen,
-        "registry": str(layout.gateway_registry),
-        "opa": {
-            "url": f"unix://{layout.opa_socket}",
-            "token_file": str(layout.gateway_dir / "opa.token"),
-            "timeout_ms": opa_timeout_ms,
-        },
-        "executor": {
-            "socket": str(layout.executor_socket),
-            "token_file": str(layout.gateway_dir / "executor.token"),
-        },
-        "audit": {"path": str(layout.audit_log), "signing_key_file": str(layout.audit_signing_key)},
-        "agents": _agent_entries(layout),
-    }
-    parse_config(doc, GatewayConfig, source=str(layout.gateway_dir / "gateway.yaml"))
-    _write_yaml(layout.gateway_dir / "gateway.yaml", doc, ids.gateway)
+    cfg = GatewayConfig(
+        listen=listen,
+        metrics_listen=metrics_listen,
+        registry=str(layout.gateway_registry),
+        opa=OpaConfig(
+            url=f"unix://{layout.opa_socket}",
+            token_file=str(layout.gateway_dir / "opa.token"),
+            timeout_ms=opa_timeout_ms,
+        ),
+        executor=ExecutorLink(
+            socket=str(layout.executor_socket), token_file=str(layout.gateway_dir / "executor.token")
+        ),
+        audit=AuditConfig(path=str(layout.audit_log), signing_key_file=str(layout.audit_signing_key)),
+        agents=_agents(layout),
+    )
+    _write_config(layout.gateway_dir / "gateway.yaml", cfg, GatewayConfig, ids.gateway)
 
 
 def principals(layout: Layout, ids: Identities) -> dict[str, Principal]:

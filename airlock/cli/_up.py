@@ -31,7 +31,7 @@ from airlock.cli import _stackconf
 from airlock.cli._layout import Identity, Layout, LayoutError, ensure_identities
 from airlock.cli._paths import DEV_PRINCIPAL, find_opa
 from airlock.cli._publish import DevWatcher, publish
-from airlock.cli._stackfile import Metrics, StackFile, read_stack, write_stack
+from airlock.common.stackfile import Metrics, StackFile, read_stack, write_stack
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -154,7 +154,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "gateway",
+                "airlock.gateway",
                 "serve",
                 "--config",
                 str(layout.gateway_dir / "gateway.yaml"),

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class ExecutorServiceStub:
     """ExecutorService runs one allowed call in a fresh hardened container. Only
-    the gateway may reach it (Unix socket 0600 plus a shared token).
+    the gateway may reach it: a Unix socket its group alone can open, the peer's
+    uid checked (SO_PEERCRED), plus a shared token; or mutual TLS when remote.
     """
 
     def __init__(self, channel):
@@ -50,7 +51,8 @@ class ExecutorServiceStub:
 
 class ExecutorServiceServicer:
     """ExecutorService runs one allowed call in a fresh hardened container. Only
-    the gateway may reach it (Unix socket 0600 plus a shared token).
+    the gateway may reach it: a Unix socket its group alone can open, the peer's
+    uid checked (SO_PEERCRED), plus a shared token; or mutual TLS when remote.
     """
 
     def Run(self, request, context):
@@ -90,7 +92,8 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ExecutorService:
     """ExecutorService runs one allowed call in a fresh hardened container. Only
-    the gateway may reach it (Unix socket 0600 plus a shared token).
+    the gateway may reach it: a Unix socket its group alone can open, the peer's
+    uid checked (SO_PEERCRED), plus a shared token; or mutual TLS when remote.
     """
 
     @staticmethod

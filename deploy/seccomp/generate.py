@@ -6,7 +6,7 @@ denied until someone decides otherwise here. DENIED classifies every other
 x86_64 syscall (up to Linux 6.17's file_setattr, 469) with the reason it is
 refused, and CONDITIONAL holds the few syscalls allowed only for some
 argument values. The executor hands the generated JSON to Docker for every
-sandbox (executor/_options.py); deploy/seccomp/README.md explains the design.
+sandbox (airlock/executor/_options.py); deploy/seccomp/README.md explains the design.
 
     python deploy/seccomp/generate.py          # rewrite airlock.json
     python deploy/seccomp/generate.py --check  # exit 1 if airlock.json is stale

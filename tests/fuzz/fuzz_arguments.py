@@ -24,9 +24,9 @@ import re2  # noqa: F401
 from airlock.v1 import audit_pb2
 
 with atheris.instrument_imports(include=["gateway"]):
-    from gateway._audit import render
-    from gateway._input import parse_arguments
-    from gateway._json import MalformedJSON
+    from airlock.gateway._audit import render
+    from airlock.gateway._input import parse_arguments
+    from airlock.gateway._json import MalformedJSON
 
 
 def test_one_input(data: bytes) -> None:

@@ -21,8 +21,10 @@ import urllib.parse  # noqa: F401
 import atheris
 import idna  # noqa: F401
 
+from airlock.executor._errors import Denied
+
 with atheris.instrument_imports(include=["executor"]):
-    from executor.egress.proxy import Denied, _destination, _parse_head
+    from airlock.executor.egress.proxy import _destination, _parse_head
 
 
 def test_one_input(data: bytes) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,12 +16,13 @@ from typing import Any
 
 import grpc
 import yaml
-from google.rpc import status_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from airlock import auditlog
+from airlock.cli._launch import launch, stop
 from airlock.cli._layout import Layout
 from airlock.cli._stackconf import opa_query
+from airlock.common import auditlog
+from airlock.common.client import decision_from_error as client_decision_from_error
 from airlock.v1 import call_pb2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,41 +113,12 @@ def new_home(prefix: str = "home") -> Path:
 
 def start_stack(home: Path, *extra: str) -> Stack:
     """Starts `airlock up` with free ports and waits for its stack.json."""
-    env = {**os.environ, "AIRLOCK_HOME": str(home)}
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "airlock.cli", "up",
-            "--gateway-listen", "127.0.0.1:0",
-            "--opa-port", "0",
-            "--gateway-metrics", "127.0.0.1:0",
-            "--executor-metrics", "127.0.0.1:0",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 90
-    stack_file = home / "stack.json"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            raise RuntimeError(f"airlock up exited with {proc.returncode}:\n{out}")
-        if stack_file.exists():
-            return Stack(home, json.loads(stack_file.read_text()), proc)
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("airlock up did not start within 90 s")
+    running = launch(home, *extra)
+    return Stack(home, running.info.as_dict(), running.proc)
 
 
 def stop_stack(stack: Stack, sig: int = signal.SIGTERM) -> tuple[int, str]:
-    stack.proc.send_signal(sig)
-    try:
-        out, _ = stack.proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        stack.proc.kill()
-        out, _ = stack.proc.communicate()
-    return stack.proc.returncode, out.decode() if out else ""
+    return stop(stack.proc, sig)
 
 
 def tool_call(
@@ -162,13 +133,10 @@ def auth(token: str) -> tuple[tuple[str, str], ...]:
 
 def decision_from_error(exc: grpc.RpcError) -> call_pb2.Decision:
     """The Decision the gateway attaches to a refusal (google.rpc.Status details)."""
-    for key, value in exc.trailing_metadata() or ():  # type: ignore[attr-defined]
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            decision = call_pb2.Decision()
-            assert status.details[0].Unpack(decision)
-            return decision
-    raise AssertionError("no decision attached to the error status")
+    decision = client_decision_from_error(exc)
+    if decision is None:
+        raise AssertionError("no decision attached to the error status")
+    return decision
 
 
 def private_copy(data: str | bytes, path: Path) -> Path:
@@ -221,7 +189,9 @@ def start_daemon(module: str, config: dict[str, Any], folder: Path) -> tuple[sub
     cfg = folder / f"{module}.yaml"
     cfg.write_text(yaml.safe_dump({"version": 1, **config}))
     ready = folder / f"{module}.ready"
-    proc = subprocess.Popen([sys.executable, "-m", module, "serve", "--config", str(cfg), "--ready-file", str(ready)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"airlock.{module}", "serve", "--config", str(cfg), "--ready-file", str(ready)]
+    )
     deadline = time.monotonic() + 30
     while not ready.exists():
         if proc.poll() is not None:

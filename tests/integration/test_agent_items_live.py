@@ -16,6 +16,7 @@ from typing import Any
 
 import openai
 import pytest
+from fixtures.responses import custom_call, shell_call
 from helpers import Stack
 from openai.types.responses import ToolParam
 from openai.types.responses.response_custom_tool_call_output_param import ResponseCustomToolCallOutputParam
@@ -28,7 +29,7 @@ from openai.types.responses.response_input_param import (
 from pydantic import TypeAdapter
 from test_agent_responses import ScriptedResponses, fcall, message, serving
 
-import agent
+from airlock import agent
 
 pytestmark = pytest.mark.integration
 
@@ -39,27 +40,6 @@ OUTPUT_TYPES: dict[str, TypeAdapter[Any]] = {
     "local_shell_call_output": TypeAdapter(LocalShellCallOutput),
     "apply_patch_call_output": TypeAdapter(ApplyPatchCallOutput),
 }
-
-
-def custom_call(call_id: str, name: str, text: str) -> dict[str, Any]:
-    return {
-        "type": "custom_tool_call",
-        "id": f"ctc_{uuid.uuid4().hex}",
-        "call_id": call_id,
-        "name": name,
-        "input": text,
-    }
-
-
-def shell_call(call_id: str, commands: list[str], timeout_ms: int | None = None) -> dict[str, Any]:
-    return {
-        "type": "shell_call",
-        "id": f"sh_{uuid.uuid4().hex}",
-        "call_id": call_id,
-        "status": "completed",
-        "action": {"commands": commands, "timeout_ms": timeout_ms, "max_output_length": 4096},
-        "environment": {"type": "local"},
-    }
 
 
 def local_shell_call(call_id: str, argv: list[str]) -> dict[str, Any]:
@@ -151,7 +131,7 @@ def test_builtin_custom_and_hosted_items_through_the_gateway(stack: Stack, tmp_p
         ]
     )
     executed_before = stack.metric("executor", "airlock_executor_requests_total")
-    with serving(script), agent.Gateway(stack.gateway, stack.token) as gateway:
+    with serving(script), agent.GatewayClient(stack.gateway, stack.token) as gateway:
         client = openai.OpenAI(api_key="test", base_url=f"http://127.0.0.1:{script.port}/v1", max_retries=0)
         result = agent.run(client, "test-model", "Do things.", gateway, workspace=workspace, stream=stream)
 
@@ -257,14 +237,17 @@ def test_builtin_custom_and_hosted_items_through_the_gateway(stack: Stack, tmp_p
 
 
 def test_a_principal_without_grants_is_offered_none_of_them(stack: Stack) -> None:
-    with agent.Gateway(stack.gateway, stack.untrusted_token) as gateway:
+    with agent.GatewayClient(stack.gateway, stack.untrusted_token) as gateway:
         decl = agent.declare(gateway.list_tools(), hosted=[{"type": "web_search"}])
     assert [(t["type"], t.get("name")) for t in decl.tools] == [("function", "python")]
     assert dict(decl.builtin) == {}
 
 
 def test_observe_needs_a_token(stack: Stack) -> None:
-    with agent.Gateway(stack.gateway, None) as gateway, pytest.raises(agent.GatewayError, match="UNAUTHENTICATED"):
+    with (
+        agent.GatewayClient(stack.gateway, None) as gateway,
+        pytest.raises(agent.GatewayUnavailable, match="UNAUTHENTICATED"),
+    ):
         gateway.observe(
             "web_search_call", "ws_anon", tool="web_search", status="completed", item_json="{}", session_id=""
         )

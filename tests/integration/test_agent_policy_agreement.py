@@ -1,6 +1,6 @@
 """Integration tier, real OPA (no stack): the shipped argument rules judged
 by the real policy engine, and the agent's copy of the path matcher
-(agent/_workspace.py) kept in agreement with the policy's
+(airlock/agent/_workspace.py) kept in agreement with the policy's
 (policies/airlock/arguments/arguments.rego).
 
 - Protected paths: for a few thousand tricky paths (every .git spelling,
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-import agent
-from gateway import load_registry
+from airlock import agent
+from airlock.gateway import load_registry
 
 pytestmark = pytest.mark.integration
 

@@ -19,12 +19,13 @@ from typing import Any
 
 import openai
 import pytest
+from fixtures.responses import fcall, message
 from helpers import Stack
 from openai.types.responses import FunctionToolParam
 from openai.types.responses.response_input_param import FunctionCallOutput
 from pydantic import TypeAdapter
 
-import agent
+from airlock import agent
 from airlock.cli import main
 
 pytestmark = pytest.mark.integration
@@ -166,27 +167,6 @@ def sse_events(response: dict[str, Any]) -> list[dict[str, Any]]:
     return [e | {"sequence_number": n} for n, e in enumerate(events)]
 
 
-def fcall(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {
-        "type": "function_call",
-        "id": f"fc_{uuid.uuid4().hex}",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": "completed",
-    }
-
-
-def message(text: str) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "id": f"msg_{uuid.uuid4().hex}",
-        "role": "assistant",
-        "status": "completed",
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-    }
-
-
 @pytest.fixture
 def ids() -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
@@ -255,7 +235,7 @@ def test_agent_loop_through_the_gateway(stack: Stack, script: ScriptedResponses,
     client = openai.OpenAI(api_key="test", base_url=f"http://127.0.0.1:{script.port}/v1", max_retries=0)
     executed_before = stack.metric("executor", "airlock_executor_requests_total")
 
-    with agent.Gateway(stack.gateway, stack.token) as gateway:
+    with agent.GatewayClient(stack.gateway, stack.token) as gateway:
         result = agent.run(client, "test-model", "What is 6*7? Use python.", gateway, parallel=4)
 
     assert result.text == "6*7 is 42."
@@ -389,7 +369,7 @@ def test_cli_agent_run_loop_limit_exits_1(
 class RecordingGateway:
     """The real gateway client, recording every Invoke the loop makes."""
 
-    def __init__(self, inner: agent.Gateway) -> None:
+    def __init__(self, inner: agent.GatewayClient) -> None:
         self.inner = inner
         self.invoked: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
@@ -434,7 +414,7 @@ def test_streamed_agent_loop_acts_only_on_output_item_done(stack: Stack) -> None
             [message("Streamed: 42.")],
         ]
     )
-    with serving(s), agent.Gateway(stack.gateway, stack.token) as inner:
+    with serving(s), agent.GatewayClient(stack.gateway, stack.token) as inner:
         client = openai.OpenAI(api_key="test", base_url=f"http://127.0.0.1:{s.port}/v1", max_retries=0)
         gateway = RecordingGateway(inner)
         result = agent.run(client, "test-model", "What is 6*7?", gateway, parallel=4, stream=True)

@@ -26,8 +26,8 @@ from helpers import Stack
 from test_agent_items_live import patch_call
 from test_agent_responses import ScriptedResponses, message, serving
 
-import agent
-from agent._cli import EXIT_OK, run_cli
+from airlock import agent
+from airlock.agent._cli import EXIT_OK, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_protected_paths_existing_files_and_nul_bytes(stack: Stack, tmp_path: Pa
     }
     script = ScriptedResponses([[patch_call(ids[k], ops[k]) for k in keys], [message(ANSWER)]])
     out, err = io.StringIO(), io.StringIO()
-    with serving(script), agent.Gateway(stack.gateway, stack.token) as gateway:
+    with serving(script), agent.GatewayClient(stack.gateway, stack.token) as gateway:
         client = openai.OpenAI(api_key="test", base_url=f"http://127.0.0.1:{script.port}/v1", max_retries=0)
         code = run_cli(
             gateway,

@@ -29,9 +29,9 @@ import pytest
 import yaml
 from helpers import Stack, auth, new_home, start_stack, stop_stack, tool_call
 
+from airlock.executor._config import ExecutorConfig
+from airlock.executor._options import executor_instance
 from airlock.v1 import executor_pb2, gateway_pb2, gateway_pb2_grpc
-from executor._config import ExecutorConfig
-from executor._options import executor_instance
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -28,9 +28,9 @@ import pytest
 import yaml
 from helpers import scrape, start_daemon, stop_daemon
 
+from airlock.executor._config import ExecutorConfig
+from airlock.executor._options import executor_instance
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
-from executor._config import ExecutorConfig
-from executor._options import executor_instance
 
 pytestmark = pytest.mark.integration
 IMAGE = "airlock/sandbox-python:2"
@@ -349,7 +349,7 @@ def test_leftover_containers_are_removed_at_startup(ex: Executor, tmp_path: Path
     )
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "executor", "serve", "--config", str(cfg), "--ready-file", str(ready)]
+        [sys.executable, "-m", "airlock.executor", "serve", "--config", str(cfg), "--ready-file", str(ready)]
     )
     try:
         deadline = time.monotonic() + 30

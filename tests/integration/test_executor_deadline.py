@@ -30,9 +30,9 @@ import pytest
 import yaml
 from helpers import start_daemon, stop_daemon
 
+from airlock.executor._options import REAP_AT_LABEL, WRAPPER_GRACE_MS
+from airlock.executor._runner import RUN_ERRORS
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
-from executor._options import REAP_AT_LABEL, WRAPPER_GRACE_MS
-from executor._runner import RUN_ERRORS
 
 pytestmark = pytest.mark.integration
 IMAGE = "airlock/sandbox-python:2"

@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 from helpers import REPO, Stack, auth, decision_from_error
 
+from airlock.gateway import load_registry
 from airlock.v1 import call_pb2, gateway_pb2, gateway_pb2_grpc
-from gateway import load_registry
 
 pytestmark = pytest.mark.integration
 SCHEMA_PATH = REPO / "policies" / "schema" / "input.schema.json"

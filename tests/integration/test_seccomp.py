@@ -18,9 +18,9 @@ from typing import Any
 import docker
 import pytest
 
-from executor._config import ExecutorConfig
-from executor._model import RunSpec
-from executor._options import DEADLINE_WRAPPER, ceilings, clamp, container_options, load_seccomp_profile
+from airlock.executor._config import ExecutorConfig
+from airlock.executor._model import RunSpec
+from airlock.executor._options import DEADLINE_WRAPPER, ceilings, clamp, container_options, load_seccomp_profile
 
 pytestmark = pytest.mark.integration
 IMAGE = "airlock/sandbox-python:2"
@@ -384,7 +384,7 @@ def test_dockers_default_profile_allows_ptrace_which_ours_denies(client, probes)
 
 @pytest.mark.parametrize("runtime", ["runc", "runsc"])
 def test_the_deadline_wrapper_works_under_the_profile(client: docker.DockerClient, runtime: str) -> None:
-    """PID 1 of every sandbox is GNU timeout (executor/_options.py): its
+    """PID 1 of every sandbox is GNU timeout (airlock/executor/_options.py): its
     timer, signals, process group and wait must all be allowed, under runc
     and under gVisor (which applies the profile itself, --oci-seccomp). A
     1 s run of `sleep 60` ends by SIGKILL at 1 s + the wrapper's grace."""

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from gateway._admission import FairSlots, InFlight, SlotTimeoutError
-from gateway._budget import CallCounters
+from airlock.gateway._admission import FairSlots, InFlight, SlotTimeoutError
+from airlock.gateway._budget import CallCounters
 
 
 def test_in_flight_cap_is_per_principal() -> None:

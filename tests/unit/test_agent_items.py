@@ -6,7 +6,6 @@ Every output item is validated against the SDK's own param types."""
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections.abc import Callable
@@ -14,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.responses import cli, ok, refused, response
 from openai.types.responses import Response
 from openai.types.responses.response_custom_tool_call_output_param import ResponseCustomToolCallOutputParam
 from openai.types.responses.response_input_param import ApplyPatchCallOutput, LocalShellCallOutput, ShellCallOutput
 from pydantic import TypeAdapter
 
-import agent
-from agent._cli import EXIT_OK, run_cli
+from airlock import agent
+from airlock.agent._cli import EXIT_OK
 from airlock.cli._main import _parser
+from airlock.common.stackfile import Metrics, Principal, StackFile, write_stack
 from airlock.v1 import call_pb2, gateway_pb2
 
 SHELL_OUTPUT = TypeAdapter(ShellCallOutput)
@@ -30,15 +31,6 @@ PATCH_OUTPUT = TypeAdapter(ApplyPatchCallOutput)
 CUSTOM_OUTPUT = TypeAdapter(ResponseCustomToolCallOutputParam)
 
 Answer = Callable[[str, dict[str, Any]], agent.ToolResult]
-
-
-def ok(stdout: str = "", stderr: str = "", exit_code: int = 0, **kw: Any) -> agent.ToolResult:
-    outcome = kw.pop("outcome", "ok" if exit_code == 0 else "nonzero_exit")
-    return agent.ToolResult(True, "d-ok", (agent.Reason("allowed", "ok"),), stdout, stderr, exit_code, outcome, **kw)
-
-
-def refused(code: str = "argument_denied") -> agent.ToolResult:
-    return agent.ToolResult(False, "d-no", (agent.Reason(code, "not this"),), status="PERMISSION_DENIED")
 
 
 class ScriptedGateway:
@@ -306,22 +298,6 @@ def test_apply_patch_without_a_workspace_is_decided_but_writes_nothing() -> None
     assert record.declared is False  # no workspace: apply_patch is not offered
 
 
-def response(rid: str, output: list[dict[str, Any]]) -> Response:
-    return Response.model_validate(
-        {
-            "id": rid,
-            "object": "response",
-            "created_at": 1_700_000_000,
-            "model": "m",
-            "output": output,
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
-            "status": "completed",
-        }
-    )
-
-
 class FakeClient:
     def __init__(self, script: list[Response]) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -402,22 +378,9 @@ def test_cli_prints_each_command_decision_and_the_hosted_items(tmp_path: Path) -
     gw = ScriptedGateway(lambda _t, args: refused() if "shadow" in args["command"] else ok("x\n"))
     local = shell_call(["echo x", "cat /etc/shadow"]).model_dump(mode="json")
     client = FakeClient([response("r0", [WEB_SEARCH, local]), response("r1", [FINAL])])
-    out, err = io.StringIO(), io.StringIO()
-    code = run_cli(
-        gw,  # type: ignore[arg-type]
-        "hi",
-        client=client,  # type: ignore[arg-type]
-        model="m",
-        max_turns=8,
-        max_tool_calls=32,
-        parallel=4,
-        session_id=None,
-        workspace=tmp_path,
-        out=out,
-        err=err,
-    )
-    assert code == EXIT_OK, err.getvalue()
-    lines = out.getvalue().splitlines()
+    code, printed, errors = cli(gw, "hi", client, workspace=tmp_path)
+    assert code == EXIT_OK, errors
+    lines = printed.splitlines()
     assert lines[0].startswith('[turn 1] shell_builtin({"commands":["echo x","cat /etc/shadow"]')
     assert lines[0].endswith("call_id=call_sh [shell_call]")
     assert lines[1:5] == [
@@ -440,7 +403,7 @@ def test_cli_prints_each_command_decision_and_the_hosted_items(tmp_path: Path) -
 def test_model_text_utf8_cannot_carry_is_refused_not_raised(fields: dict[str, str]) -> None:
     # The real client, nothing listening: the call never gets as far as the network.
     call = {"call_id": "call_1", "item_type": "function_call", "tool": "python", "arguments_raw": "{}"} | fields
-    with agent.Gateway("127.0.0.1:9", None, timeout_s=1) as gw:
+    with agent.GatewayClient("127.0.0.1:9", None, timeout_s=1) as gw:
         result = gw.invoke(call["call_id"], call["item_type"], call["tool"], call["arguments_raw"], "s")
     assert not result.allowed
     assert [r.code for r in result.reasons] == ["arguments_malformed"]
@@ -449,20 +412,32 @@ def test_model_text_utf8_cannot_carry_is_refused_not_raised(fields: dict[str, st
 
 
 def test_gateway_from_stack_reads_the_principals_own_token(tmp_path: Path) -> None:
-    for name in ("a", "b", "legacy"):
+    for name in ("a", "b"):
         (tmp_path / name).write_text(f"tok-{name}\n")
-    stack = {
-        "gateway": "127.0.0.1:9",
-        "principal": "a",
-        "principals": {"a": {"token_file": str(tmp_path / "a")}, "b": {"token_file": str(tmp_path / "b")}},
-    }
-    (tmp_path / "stack.json").write_text(json.dumps(stack))
+    write_stack(
+        tmp_path / "stack.json",
+        StackFile(
+            gateway="127.0.0.1:9",
+            opa="http://127.0.0.1:1",
+            opa_socket="/nonexistent",
+            policy_revision="r",
+            shadow="off",
+            metrics=Metrics("", "", ""),
+            audit_log="",
+            audit_public_key="",
+            executor_socket="",
+            principal="a",
+            principals={
+                "a": Principal("default", str(tmp_path / "a"), "airlock-agent"),
+                "b": Principal("untrusted", str(tmp_path / "b"), "airlock-untrusted"),
+            },
+            pids={},
+            separated=False,
+            dev=False,
+        ),
+    )
     for principal, want in ((None, "tok-a"), ("b", "tok-b")):
-        with agent.Gateway.from_stack(tmp_path, principal=principal) as gw:
+        with agent.GatewayClient.from_stack(tmp_path, principal=principal) as gw:
             assert gw._metadata == (("authorization", f"Bearer {want}"),)
     with pytest.raises(KeyError, match="no principal 'c' in this stack; known: a, b"):
-        agent.Gateway.from_stack(tmp_path, principal="c")
-    # stack.json from before per-principal credentials.
-    (tmp_path / "stack.json").write_text(json.dumps({"gateway": "127.0.0.1:9", "token_file": str(tmp_path / "legacy")}))
-    with agent.Gateway.from_stack(tmp_path) as gw:
-        assert gw._metadata == (("authorization", "Bearer tok-legacy"),)
+        agent.GatewayClient.from_stack(tmp_path, principal="c")

@@ -12,13 +12,14 @@ from typing import Any
 import grpc
 import openai
 import pytest
+from fixtures.responses import fcall, message, response
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from openai.types.responses import Response
 from openai.types.responses.response_input_param import FunctionCallOutput
 from pydantic import TypeAdapter
 
-import agent
+from airlock import agent
 from airlock.v1 import call_pb2, gateway_pb2
 
 SCHEMA = json.dumps(
@@ -29,43 +30,6 @@ SCHEMA = json.dumps(
         "additionalProperties": False,
     }
 )
-
-
-def fcall(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {
-        "type": "function_call",
-        "id": f"fc_{call_id}",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": "completed",
-    }
-
-
-def message(text: str) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "id": "msg_1",
-        "role": "assistant",
-        "status": "completed",
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
-    }
-
-
-def response(rid: str, output: list[dict[str, Any]]) -> Response:
-    return Response.model_validate(
-        {
-            "id": rid,
-            "object": "response",
-            "created_at": 1_700_000_000,
-            "model": "test-model",
-            "output": output,
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
-            "status": "completed",
-        }
-    )
 
 
 class FakeResponses:
@@ -105,7 +69,17 @@ class FakeGateway:
             ]
         )
 
-    def invoke(self, call_id: str, item_type: str, tool: str, arguments_raw: str, session_id: str) -> agent.ToolResult:
+    def invoke(
+        self,
+        call_id: str,
+        item_type: str,
+        tool: str,
+        arguments_raw: str,
+        session_id: str,
+        *,
+        requested_timeout_ms: int = 0,
+    ) -> agent.ToolResult:
+        del requested_timeout_ms
         with self._lock:
             self.invoked.append((call_id, item_type, tool, arguments_raw, session_id))
             self.active += 1
@@ -130,6 +104,10 @@ class FakeGateway:
         finally:
             with self._lock:
                 self.active -= 1
+
+    def observe(self, item_type: str, item_id: str, *, tool: str, status: str, item_json: str, session_id: str) -> str:
+        del item_type, tool, status, item_json, session_id
+        return f"ev-{item_id}"
 
 
 OUTPUT_ITEM = TypeAdapter(FunctionCallOutput)

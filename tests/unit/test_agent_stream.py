@@ -7,19 +7,19 @@ order the calls arrived; a stream that fails or ends without
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fixtures.responses import cli
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 from test_agent_loop import OUTPUT_ITEM, FakeGateway, fcall, message, response
 
-import agent
-from agent._cli import EXIT_OK, EXIT_UNAVAILABLE, run_cli
+from airlock import agent
+from airlock.agent._cli import EXIT_OK, EXIT_UNAVAILABLE
 from airlock.cli._main import _parser
 
 EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
@@ -312,38 +312,13 @@ def test_cli_stream_flag_is_parsed_and_passed_through() -> None:
 
     gw = FakeGateway()
     client = StreamingClient([call_turn("r1", gw, [fcall("a", "python", "{}")]), text_turn("r2", "fine")])
-    out, err = io.StringIO(), io.StringIO()
-    code = run_cli(
-        gw,  # type: ignore[arg-type]
-        "hi",
-        client=client,  # type: ignore[arg-type]
-        model="m",
-        max_turns=8,
-        max_tool_calls=32,
-        parallel=4,
-        session_id=None,
-        stream=True,
-        out=out,
-        err=err,
-    )
-    assert code == EXIT_OK, err.getvalue()
-    assert "call_id=a" in out.getvalue()
-    assert out.getvalue().rstrip().endswith("fine")
+    code, printed, errors = cli(gw, "hi", client, stream=True)
+    assert code == EXIT_OK, errors
+    assert "call_id=a" in printed
+    assert printed.rstrip().endswith("fine")
 
     e = Events("r1")
     broken = StreamingClient([iter([e.created()])])
-    code = run_cli(
-        FakeGateway(),  # type: ignore[arg-type]
-        "hi",
-        client=broken,  # type: ignore[arg-type]
-        model="m",
-        max_turns=8,
-        max_tool_calls=32,
-        parallel=4,
-        session_id=None,
-        stream=True,
-        out=out,
-        err=err,
-    )
+    code, printed, errors = cli(FakeGateway(), "hi", broken, stream=True)
     assert code == EXIT_UNAVAILABLE
-    assert "stream_incomplete" in err.getvalue()
+    assert "stream_incomplete" in errors

@@ -7,18 +7,18 @@ U+2028/2029/0085, bidi overrides). The CLI regression test drives
 
 from __future__ import annotations
 
-import io
 import unicodedata
 from typing import Any
 
 import openai
 import pytest
+from fixtures.responses import cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_agent_items import FakeClient, ScriptedGateway, ok, response
 
-import agent
-from agent._cli import EXIT_OK, EXIT_UNAVAILABLE, run_cli
+from airlock import agent
+from airlock.agent._cli import EXIT_OK, EXIT_UNAVAILABLE
 
 STEERING = {"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"}
 
@@ -111,22 +111,8 @@ def test_cli_prints_model_text_escaped(tmp_path: Any) -> None:
 
     gw = ScriptedGateway(answer)
     client = FakeClient([response("r0", _items()), response("r1", [_final(EVIL_ANSWER)])])
-    out, err = io.StringIO(), io.StringIO()
-    code = run_cli(
-        gw,  # type: ignore[arg-type]
-        "hi",
-        client=client,  # type: ignore[arg-type]
-        model="m",
-        max_turns=8,
-        max_tool_calls=32,
-        parallel=4,
-        session_id=None,
-        workspace=tmp_path,
-        out=out,
-        err=err,
-    )
-    printed = out.getvalue()
-    assert code == EXIT_OK, err.getvalue()
+    code, printed, errors = cli(gw, "hi", client, workspace=tmp_path)
+    assert code == EXIT_OK, errors
     body, answer_text = printed.split("--- final answer", 1)
     assert steering(body, "\n") == []  # one record per line: only the line ends
     assert steering(answer_text, "\n\t") == []  # the answer keeps its lines and tabs, nothing else
@@ -144,18 +130,6 @@ def test_cli_escapes_api_error_text() -> None:
             def create(**_kw: Any) -> Any:
                 raise openai.OpenAIError("upstream said \x1b[2J\x1b]0;pwned\x07")
 
-    err = io.StringIO()
-    code = run_cli(
-        ScriptedGateway(lambda _t, _a: ok()),  # type: ignore[arg-type]
-        "hi",
-        client=Failing(),  # type: ignore[arg-type]
-        model="m",
-        max_turns=8,
-        max_tool_calls=32,
-        parallel=4,
-        session_id=None,
-        out=io.StringIO(),
-        err=err,
-    )
+    code, _, errors = cli(ScriptedGateway(lambda _t, _a: ok()), "hi", Failing())
     assert code == EXIT_UNAVAILABLE
-    assert err.getvalue() == "airlock: model API: upstream said \\x1b[2J\\x1b]0;pwned\\x07\n"
+    assert errors == "airlock: model API: upstream said \\x1b[2J\\x1b]0;pwned\\x07\n"

@@ -14,7 +14,7 @@ import pytest
 from openai.types.responses import FunctionToolParam, ToolParam
 from pydantic import TypeAdapter
 
-import agent
+from airlock import agent
 from airlock.v1 import call_pb2, gateway_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -111,10 +111,11 @@ def test_empty_listing_declares_nothing() -> None:
 def test_agent_imports_without_daemon_dependencies() -> None:
     code = (
         "import sys\n"
-        "for name in ('docker', 'prometheus_client', 'gateway', 'executor', 'aiohttp', 'jsonschema'):\n"
+        "daemons = ('airlock.gateway', 'airlock.executor')\n"
+        "for name in ('docker', 'prometheus_client', 'aiohttp', 'jsonschema', *daemons):\n"
         "    sys.modules[name] = None\n"
-        "import agent, agent._cli\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('gateway', 'executor') and sys.modules[m])\n"
+        "import airlock.agent, airlock.agent._cli\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(daemons) and sys.modules[m])\n"
         "assert not bad, bad\n"
         "print('ok')\n"
     )

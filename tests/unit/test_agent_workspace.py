@@ -1,4 +1,4 @@
-"""Unit tier for the agent's workspace confinement (agent/_workspace.py) and
+"""Unit tier for the agent's workspace confinement (airlock/agent/_workspace.py) and
 the apply_patch writes it guards, with a scripted gateway that ALLOWS
 everything: what is refused here is refused by the agent itself, whatever
 the policy said (defence in depth). Issue 10 item 3 (.git and auto-executed
@@ -23,7 +23,7 @@ from openai.types.responses.response_input_param import ApplyPatchCallOutput
 from pydantic import TypeAdapter
 from test_agent_items import FakeClient, ScriptedGateway, ok, response
 
-import agent
+from airlock import agent
 
 REPO = Path(__file__).resolve().parents[2]
 PATCH_OUTPUT = TypeAdapter(ApplyPatchCallOutput)

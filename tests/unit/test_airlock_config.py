@@ -9,7 +9,7 @@ from typing import Any, Literal
 import pytest
 import yaml
 
-from airlock import ConfigError, load_yaml_config, parse_config, parse_duration_ms, parse_size
+from airlock.common import ConfigError, load_yaml_config, parse_config, parse_duration_ms, parse_size
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from airlock import ConfigError, auditlog, parse_config
 from airlock.cli._main import main as airlock_main
+from airlock.common import ConfigError, auditlog, parse_config
+from airlock.gateway import _audit
+from airlock.gateway._audit import SCHEMA_VERSION, JsonlAuditSink, log_files, render
+from airlock.gateway._config import AuditConfig, RetentionConfig, load_gateway_config
+from airlock.gateway._errors import AuditError
+from airlock.gateway._mask import Masker
 from airlock.v1 import audit_pb2, call_pb2
-from gateway import _audit
-from gateway._audit import SCHEMA_VERSION, JsonlAuditSink, log_files, render
-from gateway._config import AuditConfig, RetentionConfig, load_gateway_config
-from gateway._errors import AuditError
-from gateway._mask import Masker
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUB = KEY.public_key()

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from airlock._secrets import SecretFileError
-from gateway._auth import Authenticator
-from gateway._config import Agent
-from gateway._model import Principal
+from airlock.common._secrets import SecretFileError
+from airlock.gateway._auth import Authenticator
+from airlock.gateway._config import Agent
+from airlock.gateway._model import Principal
 
 FILE_TOKEN = "file-token-0123456789abcdef"
 SHA_TOKEN = "sha-token-abcdefghijklmnop"

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from executor._capture import OutputCapture
-from executor._model import Chunk
+from airlock.executor._capture import OutputCapture
+from airlock.executor._model import Chunk
 
 MARKER_RE = re.compile(rb"^\n\[airlock: output truncated, (\d+) bytes omitted\]\n$")
 

@@ -17,15 +17,23 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     ("argv", "file", "needle"),
     [
-        (["gateway", "check", "--config"], "gateway_unknown_key.yaml", "opa.timout_ms: unknown key; expected one of:"),
-        (["gateway", "check", "--config"], "gateway_no_version.yaml", "version: expected 1, got None"),
-        (["gateway", "check", "--registry"], "registry_bad_memory.yaml", "expected a size like 256Mi"),
         (
-            ["gateway", "check", "--registry"],
+            ["airlock.gateway", "check", "--config"],
+            "gateway_unknown_key.yaml",
+            "opa.timout_ms: unknown key; expected one of:",
+        ),
+        (["airlock.gateway", "check", "--config"], "gateway_no_version.yaml", "version: expected 1, got None"),
+        (["airlock.gateway", "check", "--registry"], "registry_bad_memory.yaml", "expected a size like 256Mi"),
+        (
+            ["airlock.gateway", "check", "--registry"],
             "registry_placeholder_not_required.yaml",
             "tools.python: argv placeholder {code} must be a required parameter",
         ),
-        (["executor", "check", "--config"], "executor_tcp_without_tls.yaml", "listen needs tls with client_ca_file"),
+        (
+            ["airlock.executor", "check", "--config"],
+            "executor_tcp_without_tls.yaml",
+            "listen needs tls with client_ca_file",
+        ),
     ],
 )
 def test_check_names_file_key_and_expectation(argv: list[str], file: str, needle: str) -> None:
@@ -40,7 +48,7 @@ def test_check_names_file_key_and_expectation(argv: list[str], file: str, needle
 
 def test_check_accepts_the_shipped_registry() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "check", "--registry", str(REPO / "deploy" / "tool_registry.yaml")],
+        [sys.executable, "-m", "airlock.gateway", "check", "--registry", str(REPO / "deploy" / "tool_registry.yaml")],
         capture_output=True,
         text=True,
         timeout=60,

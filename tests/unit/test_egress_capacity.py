@@ -9,12 +9,12 @@ import ipaddress
 import pytest
 from prometheus_client import CollectorRegistry
 
-from executor._config import EgressSettings
-from executor._metrics import ExecutorMetrics
-from executor._model import RunRefused
-from executor.egress import FD_HEADROOM, FDS_PER_RUN, Egress, proxy_capacity
-from executor.egress.network import EgressNetwork
-from executor.egress.proxy import MAX_PENDING, MAX_PENDING_PER_SOURCE
+from airlock.executor._config import EgressSettings
+from airlock.executor._errors import RunRefused
+from airlock.executor._metrics import ExecutorMetrics
+from airlock.executor.egress import FD_HEADROOM, FDS_PER_RUN, Egress, proxy_capacity
+from airlock.executor.egress.network import EgressNetwork
+from airlock.executor.egress.proxy import MAX_PENDING, MAX_PENDING_PER_SOURCE
 
 
 @pytest.mark.parametrize("fd_limit", [1024, 4096, 20_000, 65_536, 1_048_576])

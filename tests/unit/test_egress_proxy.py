@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from executor.egress.proxy import CallGrant, EgressProxy, ProxyLimits
-from executor.egress.rules import IPAddress, IPNetwork
+from airlock.executor.egress.proxy import CallGrant, EgressProxy, ProxyLimits
+from airlock.executor.egress.rules import IPAddress, IPNetwork
 
 LIMITS = ProxyLimits(
     max_connections=4,

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from executor.egress.rules import (
+from airlock.executor._errors import HostError
+from airlock.executor.egress.rules import (
     Allowlist,
-    HostError,
     address_problem,
     embedded_ipv4,
     normalize_host,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from airlock import ConfigError
-from executor._config import EgressSettings, ExecutorConfig, load_executor_config
+from airlock.common import ConfigError
+from airlock.executor._config import EgressSettings, ExecutorConfig, load_executor_config
 
 
 def _write(tmp_path: Path, body: str) -> Path:

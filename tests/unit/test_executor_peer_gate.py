@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from airlock import ConfigError
-from executor._metrics import ExecutorMetrics
-from executor._peer import LOG_BURST, PeerGate, inner_socket_path, peer_credentials, prepare_socket_folders
+from airlock.common import ConfigError
+from airlock.executor._metrics import ExecutorMetrics
+from airlock.executor._peer import LOG_BURST, PeerGate, inner_socket_path, peer_credentials, prepare_socket_folders
 
 ME = os.geteuid()
 #: A gid no process here has; root may chown to it.

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from executor._docker import Managed
-from executor._reaper import reap, sweep
+from airlock.executor._docker import Managed
+from airlock.executor._reaper import reap, sweep
 
 NOW = 1_000_000.0
 

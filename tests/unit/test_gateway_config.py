@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from airlock import ConfigError
-from gateway import load_gateway_config
-from gateway._config import DEFAULT_MAX_ARGUMENTS_BYTES, DEFAULT_OPA_TIMEOUT_MS, DEFAULT_OPA_URL
+from airlock.common import ConfigError
+from airlock.gateway import load_gateway_config
+from airlock.gateway._config import DEFAULT_MAX_ARGUMENTS_BYTES, DEFAULT_OPA_TIMEOUT_MS, DEFAULT_OPA_URL
 
 SHA = hashlib.sha256(b"some-long-agent-token").hexdigest()
 

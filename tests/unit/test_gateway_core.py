@@ -13,14 +13,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from airlock.gateway import load_registry
+from airlock.gateway._answer import parse_answer
+from airlock.gateway._core import CoreSettings, Gateway
+from airlock.gateway._errors import AuditError, ExecutorError, PolicyError
+from airlock.gateway._metrics import GatewayMetrics
+from airlock.gateway._model import Call, CallInput, Limits, Obligations, Principal, Reason, RunOutcome, RunSpec
+from airlock.gateway._policy import PolicyResult
 from airlock.v1 import audit_pb2
-from gateway import load_registry
-from gateway._answer import parse_answer
-from gateway._core import CoreSettings, Gateway
-from gateway._errors import AuditError, ExecutorError, PolicyError
-from gateway._metrics import GatewayMetrics
-from gateway._model import Call, CallInput, Limits, Obligations, Principal, Reason, RunOutcome, RunPlan
-from gateway._policy import PolicyResult
 
 MiB = 1024**2
 ALICE = Principal("alice", "default", "token")
@@ -134,9 +134,9 @@ class FakeExecutor:
     def __init__(self, outcome: RunOutcome = OK_RUN, error: Exception | None = None) -> None:
         self.outcome = outcome
         self.error = error
-        self.plans: list[RunPlan] = []
+        self.plans: list[RunSpec] = []
 
-    async def run(self, plan: RunPlan) -> RunOutcome:
+    async def run(self, plan: RunSpec) -> RunOutcome:
         self.plans.append(plan)
         if self.error is not None:
             raise self.error
@@ -557,7 +557,7 @@ def test_allowed_invoke_runs_the_plan_and_audits_twice(make) -> None:
     assert decision.policy_revision == "rev-1"
     assert result.run == OK_RUN
     (plan,) = h.executor.plans
-    assert plan == RunPlan(
+    assert plan == RunSpec(
         run_id=decision.decision_id,
         tool="python",
         image="sandbox-python:test",

@@ -16,11 +16,11 @@ from google.protobuf import json_format
 from prometheus_client import CollectorRegistry
 from test_gateway_core import ALICE, DECISION_PATH, GRANTED_PATH, REGISTRY, FakeAudit, FakeExecutor, allow_doc
 
-from gateway import _events, load_registry
-from gateway._core import CoreSettings, Gateway
-from gateway._metrics import GatewayMetrics
-from gateway._model import Call, CallInput, Principal, RunOutcome, RunPlan
-from gateway._policy import PolicyResult
+from airlock.gateway import _events, load_registry
+from airlock.gateway._core import CoreSettings, Gateway
+from airlock.gateway._metrics import GatewayMetrics
+from airlock.gateway._model import Call, CallInput, Principal, RunOutcome, RunSpec
+from airlock.gateway._policy import PolicyResult
 
 BOB = Principal("bob", "default", "token")
 
@@ -51,7 +51,7 @@ class BlockingExecutor(FakeExecutor):
         self.release = asyncio.Event()
         self.running: list[str] = []
 
-    async def run(self, plan: RunPlan) -> RunOutcome:
+    async def run(self, plan: RunSpec) -> RunOutcome:
         self.running.append(plan.run_id)
         await self.release.wait()
         return await super().run(plan)
@@ -127,7 +127,7 @@ def test_malformed_arguments_are_refused_audited_and_later_calls_work(tmp_path: 
 
 
 def test_observe_item_json_is_parsed_strictly(tmp_path: Path) -> None:
-    from gateway._model import Observation  # noqa: PLC0415
+    from airlock.gateway._model import Observation  # noqa: PLC0415
 
     gateway, _, audit = build(tmp_path)
     observed = asyncio.run(

@@ -16,10 +16,10 @@ from google.protobuf import json_format
 from prometheus_client import CollectorRegistry
 from test_gateway_core import ALICE, DECISION_PATH, GRANTED_PATH, REGISTRY, FakeAudit, FakeExecutor, FakePolicy
 
-from gateway import load_registry
-from gateway._core import CoreSettings, Gateway
-from gateway._metrics import GatewayMetrics
-from gateway._model import Call, CallInput, Limits, Observation, Principal
+from airlock.gateway import load_registry
+from airlock.gateway._core import CoreSettings, Gateway
+from airlock.gateway._metrics import GatewayMetrics
+from airlock.gateway._model import Call, CallInput, Limits, Observation, Principal
 
 
 def build(tmp_path: Path, audit: FakeAudit | None = None) -> tuple[Gateway, FakePolicy, FakeAudit]:

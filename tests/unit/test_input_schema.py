@@ -15,14 +15,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from airlock.gateway import load_registry
+from airlock.gateway._audit import render
+from airlock.gateway._core import CoreSettings, Gateway
+from airlock.gateway._mask import Masker
+from airlock.gateway._metrics import GatewayMetrics
+from airlock.gateway._model import Call, CallInput, Principal, RunOutcome, RunSpec
+from airlock.gateway._policy import PolicyResult
 from airlock.v1 import audit_pb2
-from gateway import load_registry
-from gateway._audit import render
-from gateway._core import CoreSettings, Gateway
-from gateway._mask import Masker
-from gateway._metrics import GatewayMetrics
-from gateway._model import Call, CallInput, Principal, RunOutcome, RunPlan
-from gateway._policy import PolicyResult
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO / "policies" / "schema"
@@ -342,9 +342,9 @@ class ListAudit:
 
 class OkExecutor:
     def __init__(self) -> None:
-        self.plans: list[RunPlan] = []
+        self.plans: list[RunSpec] = []
 
-    async def run(self, plan: RunPlan) -> RunOutcome:
+    async def run(self, plan: RunSpec) -> RunOutcome:
         self.plans.append(plan)
         return RunOutcome("ok", 0, b"", b"", False, 5)
 

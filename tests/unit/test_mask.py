@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from airlock import ConfigError, parse_config
-from gateway._config import AuditConfig, MaskConfig
-from gateway._mask import MASK, MAX_SCAN_CHARS, Masker
+from airlock.common import ConfigError, parse_config
+from airlock.gateway._config import AuditConfig, MaskConfig
+from airlock.gateway._mask import MASK, MAX_SCAN_CHARS, Masker
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 GOOGLE = "AIza" + "SyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW"  # AIza + 35

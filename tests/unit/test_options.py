@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from docker.types import Ulimit
 
-from airlock import ConfigError
-from executor._config import Ceilings, ExecutorConfig, load_executor_config
-from executor._model import Limits, RunSpec
-from executor._options import (
+from airlock.common import ConfigError
+from airlock.common.wire import LIMIT_KEYS, Limits
+from airlock.executor._config import Ceilings, ExecutorConfig, load_executor_config
+from airlock.executor._model import EffectiveLimits, RunSpec
+from airlock.executor._options import (
     DEFAULT_SECCOMP_PROFILE,
     MANAGED_LABEL,
     REAP_AT_LABEL,
@@ -26,7 +27,7 @@ from executor._options import (
 )
 
 MiB = 1024**2
-TOP = Limits(
+TOP = EffectiveLimits(
     memory_bytes=512 * MiB,
     cpu_millis=1000,
     pids=128,
@@ -43,7 +44,10 @@ def _cfg(**kw: Any) -> ExecutorConfig:
 
 
 def _spec(**kw: Any) -> RunSpec:
-    return RunSpec(run_id="run-1", tool="python", image="img:1", argv=("python3", "-c", "print(1)"), **kw)
+    limits = {k: kw.pop(k) for k in list(kw) if k in LIMIT_KEYS}
+    return RunSpec(
+        run_id="run-1", tool="python", image="img:1", argv=("python3", "-c", "print(1)"), limits=Limits(**limits), **kw
+    )
 
 
 def test_ceilings_from_default_config() -> None:
@@ -52,7 +56,7 @@ def test_ceilings_from_default_config() -> None:
 
 def test_ceilings_from_custom_config() -> None:
     cfg = _cfg(limits=Ceilings(memory="1g", cpus=0.5, pids=10, timeout="2m", output="10k", tmpfs=4096, nofile=64))
-    assert ceilings(cfg) == Limits(1024**3, 500, 10, 120_000, 10 * 1024, 4096, 64)
+    assert ceilings(cfg) == EffectiveLimits(1024**3, 500, 10, 120_000, 10 * 1024, 4096, 64)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +93,7 @@ def test_clamp_all_zero_is_the_ceiling() -> None:
 
 
 def test_container_options_are_hardened() -> None:
-    limits = Limits(256 * MiB, 500, 64, 10_000, MiB, 16 * MiB, 512)
+    limits = EffectiveLimits(256 * MiB, 500, 64, 10_000, MiB, 16 * MiB, 512)
     spec = _spec(env={"LANG": "C.UTF-8"})
     opts = container_options(spec, limits, _cfg(), PROFILE, reap_deadline=1234)
     assert opts["image"] == "img:1"

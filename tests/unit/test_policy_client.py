@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from gateway._errors import PolicyError
-from gateway._policy import OpaClient, PolicyResult
+from airlock.gateway._errors import PolicyError
+from airlock.gateway._policy import OpaClient, PolicyResult
 
 Responder = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 

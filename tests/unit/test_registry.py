@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from airlock import ConfigError
-from gateway import load_registry
-from gateway._registry import Registry
+from airlock.common import ConfigError
+from airlock.gateway import load_registry
+from airlock.gateway._registry import Registry
 
 MiB = 1024**2
 

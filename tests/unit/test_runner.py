@@ -19,15 +19,17 @@ import pytest
 from docker.errors import APIError, ImageNotFound
 from prometheus_client import CollectorRegistry
 
-from airlock import ConfigError
-from executor import _runner as runner_module
-from executor._config import ExecutorConfig
-from executor._metrics import ExecutorMetrics
-from executor._model import Chunk, RunRefused, RunResult, RunSpec
-from executor._options import DEFAULT_SECCOMP_PROFILE, clamp, executor_instance
-from executor._runner import Runner
-from executor.egress import Egress
-from executor.egress.network import EgressNetwork
+from airlock.common import ConfigError
+from airlock.common.wire import LIMIT_KEYS, Limits
+from airlock.executor import _runner as runner_module
+from airlock.executor._config import ExecutorConfig
+from airlock.executor._errors import RunRefused
+from airlock.executor._metrics import ExecutorMetrics
+from airlock.executor._model import Chunk, RunResult, RunSpec
+from airlock.executor._options import DEFAULT_SECCOMP_PROFILE, clamp, executor_instance
+from airlock.executor._runner import Runner
+from airlock.executor.egress import Egress
+from airlock.executor.egress.network import EgressNetwork
 
 CID = "c0ffee"
 IMAGE = "img:1"
@@ -122,8 +124,9 @@ class Emitted:
 
 def _spec(**kw: Any) -> RunSpec:
     base: dict[str, Any] = {"run_id": "run-1", "tool": "python", "image": IMAGE, "argv": ("python3", "-c", "1")}
+    limits = {k: kw.pop(k) for k in list(kw) if k in LIMIT_KEYS}
     base.update(kw)
-    return RunSpec(**base)
+    return RunSpec(**base, limits=Limits(**limits))
 
 
 def _runner(runtime: FakeRuntime, prom: CollectorRegistry, **cfg: Any) -> Runner:

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from gateway._input import parse_arguments
-from gateway._json import MAX_SAFE_INTEGER, MalformedJSON, loads
+from airlock.gateway._input import parse_arguments
+from airlock.gateway._json import MAX_SAFE_INTEGER, MalformedJSON, loads
 
 
 @pytest.mark.parametrize(

@@ -311,7 +311,7 @@ protected_names := object.keys(protected_files)
 # ASCII letters, digits, `.`, `_`, `~`, `-`, and `*` for any run of
 # characters within one segment (never `**`, which would cross segments); a
 # segment is not empty and does not end in a dot ("." and ".." are no names).
-# So the agent's copy of the matcher (agent/_workspace.py) agrees with this
+# So the agent's copy of the matcher (airlock/agent/_workspace.py) agrees with this
 # one, and folding a path can never make it miss an entry.
 valid_protected_entry(entry) if {
 	is_string(entry)

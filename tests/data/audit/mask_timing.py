@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from gateway._mask import Masker
+from airlock.gateway._mask import Masker
 
 OLD_PRIVATE_KEY = r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
 

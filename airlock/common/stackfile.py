@@ -1,0 +1,97 @@
+"""stack.json: what a running ``airlock up`` serves, for the CLI, agents and
+tests. One typed writer and one reader. It holds addresses and paths only,
+never a secret, so it is world-readable: an agent user learns where its own
+token file is, and nothing it could use as another principal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from airlock.common import parse_config
+
+STACK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Principal:
+    """One agent identity the stack configured."""
+
+    profile: str
+    """Its profile in the policy's grants."""
+    token_file: str
+    """Its credential; readable by its agent user only."""
+    user: str
+    """The system user an agent of this principal runs as (the CLI drops to it when run as root)."""
+
+
+@dataclass(frozen=True)
+class Metrics:
+    gateway: str
+    executor: str
+    opa: str
+
+
+@dataclass(frozen=True)
+class StackFile:
+    """stack.json, version 1."""
+
+    gateway: str
+    """host:port of the gateway's gRPC listener."""
+    opa: str
+    """OPA's diagnostic address (health and metrics only; decisions go over a socket only the gateway can open)."""
+    opa_socket: str
+    policy_revision: str
+    shadow: str
+    metrics: Metrics
+    audit_log: str
+    audit_public_key: str
+    executor_socket: str
+    principal: str
+    """The default principal (`airlock call` without --principal)."""
+    principals: dict[str, Principal]
+    pids: dict[str, int]
+    separated: bool
+    """True when each part runs as its own system user (started as root)."""
+    dev: bool
+    """True when policy edits are published automatically (`airlock up --dev`)."""
+    egress: dict[str, str] = field(default_factory=dict)
+    version: int = STACK_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON document (every field, defaults included)."""
+
+        def plain(value: Any) -> Any:
+            if is_dataclass(value) and not isinstance(value, type):
+                return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+            if isinstance(value, Mapping):
+                return {str(k): plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            return value
+
+        result: dict[str, Any] = plain(self)
+        return result
+
+    def token_file(self, principal: str | None = None) -> Path:
+        name = principal or self.principal
+        if name not in self.principals:
+            known = ", ".join(sorted(self.principals))
+            raise KeyError(f"no principal {name!r} in this stack; known: {known}")
+        return Path(self.principals[name].token_file)
+
+
+def write_stack(path: Path, stack: StackFile) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(stack.as_dict(), indent=2) + "\n", encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
+def read_stack(path: Path) -> StackFile:
+    """Reads stack.json; raises FileNotFoundError when no stack is running."""
+    raw: Any = json.loads(path.read_text(encoding="utf-8"))
+    return parse_config(raw, StackFile, source=str(path))

@@ -1,0 +1,147 @@
+"""The one adapter between the wire (airlock.v1) and plain Python names:
+enums are derived from the proto descriptors, messages with plain scalar
+fields are converted by field name, and refusal details travel as a
+google.rpc.Status (grpc-status) carrying the Decision. Every process uses
+this module instead of its own copy of the tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, cast
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from airlock.v1 import call_pb2, executor_pb2
+
+
+def _enum(enum: Any, prefix: str) -> dict[int, str]:
+    """number -> snake-case name, without the prefix and the 0 value."""
+    return {v.number: v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values if v.number != 0}
+
+
+#: Wire item types <-> the Responses API item type names.
+ITEM_TYPE_NAMES: Mapping[int, str] = _enum(call_pb2.ItemType, "ITEM_TYPE_")
+# cast: the stubs type each enum as its own int subclass, the runtime as int.
+ITEM_TYPE_NUMBERS: Mapping[str, call_pb2.ItemType] = {
+    name: cast("call_pb2.ItemType", n) for n, name in ITEM_TYPE_NAMES.items()
+}
+#: Run outcomes: ok, nonzero_exit, timeout, oom_killed, killed, error.
+OUTCOME_NAMES: Mapping[int, str] = _enum(executor_pb2.Outcome, "OUTCOME_")
+OUTCOME_NUMBERS: Mapping[str, executor_pb2.Outcome] = {
+    name: cast("executor_pb2.Outcome", n) for n, name in OUTCOME_NAMES.items()
+}
+OUTCOMES: tuple[str, ...] = tuple(OUTCOME_NAMES.values())
+#: Hosted items: run by the model provider, only observed.
+HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "mcp_call"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """One run's resource limits, as the wire carries them (airlock.v1.Limits).
+    0 means "not set": the policy's caps, then the executor's ceilings apply."""
+
+    memory_bytes: int = 0
+    cpu_millis: int = 0
+    pids: int = 0
+    timeout_ms: int = 0
+    output_bytes: int = 0
+    tmpfs_bytes: int = 0
+
+
+LIMIT_KEYS: tuple[str, ...] = tuple(f.name for f in call_pb2.Limits.DESCRIPTOR.fields)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run as the gateway asks the executor for it (airlock.v1.RunSpec):
+    the gateway builds it from an allowed decision, the executor runs it."""
+
+    run_id: str
+    tool: str
+    image: str
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    #: 0 in a field means "the executor's ceiling".
+    limits: Limits = field(default_factory=Limits)
+    network_mode: Literal["none", "egress"] = "none"
+    egress_allowlist: tuple[str, ...] = ()
+    #: Always-denied networks the registry explicitly opens for this tool.
+    egress_allow_cidrs: tuple[str, ...] = ()
+    runtime: str = "runc"
+
+
+def spec_to_proto(spec: RunSpec) -> executor_pb2.RunSpec:
+    return executor_pb2.RunSpec(
+        run_id=spec.run_id,
+        tool=spec.tool,
+        image=spec.image,
+        argv=list(spec.argv),
+        env=spec.env,
+        limits=to_message(call_pb2.Limits, spec.limits),
+        network=call_pb2.Network(
+            mode=call_pb2.NETWORK_MODE_EGRESS if spec.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE,
+            egress_allowlist=list(spec.egress_allowlist),
+            egress_allow_cidrs=list(spec.egress_allow_cidrs),
+        ),
+        runtime=spec.runtime,
+    )
+
+
+def spec_from_proto(spec: executor_pb2.RunSpec) -> RunSpec:
+    return RunSpec(
+        run_id=spec.run_id,
+        tool=spec.tool,
+        image=spec.image,
+        argv=tuple(spec.argv),
+        env=dict(spec.env),
+        limits=Limits(**from_message(spec.limits)),
+        network_mode="egress" if spec.network.mode == call_pb2.NETWORK_MODE_EGRESS else "none",
+        egress_allowlist=tuple(spec.network.egress_allowlist),
+        egress_allow_cidrs=tuple(spec.network.egress_allow_cidrs),
+        runtime=spec.runtime or "runc",
+    )
+
+
+def item_type_name(number: int) -> str:
+    """The item type's name; "" for UNSPECIFIED or a number we do not know."""
+    return ITEM_TYPE_NAMES.get(number, "")
+
+
+def outcome_name(number: int) -> str:
+    return OUTCOME_NAMES.get(number, "error")
+
+
+M = TypeVar("M", bound=Message)
+
+
+def to_message(cls: type[M], value: Any) -> M:
+    """A message with the scalar fields of ``value`` (a dataclass or any
+    object with those attributes) copied by name: Limits and friends, whose
+    fields are the same on both sides."""
+    return cls(**{f.name: getattr(value, f.name) for f in cls.DESCRIPTOR.fields if hasattr(value, f.name)})
+
+
+def from_message(message: Message) -> dict[str, Any]:
+    """The scalar fields of a message by name, for a dataclass's constructor."""
+    return {f.name: getattr(message, f.name) for f in message.DESCRIPTOR.fields}
+
+
+def decision_status(code: int, message: str, decision: call_pb2.Decision) -> status_pb2.Status:
+    """The google.rpc.Status a refusal carries: the Decision in ``details``."""
+    detail = any_pb2.Any()
+    detail.Pack(decision)
+    return status_pb2.Status(code=code, message=message, details=[detail])
+
+
+def decision_from_status(status: status_pb2.Status | None) -> call_pb2.Decision | None:
+    """The Decision packed in a refusal's status, if any."""
+    if status is None:
+        return None
+    for detail in status.details:
+        decision = call_pb2.Decision()
+        if detail.Unpack(decision):
+            return decision
+    return None

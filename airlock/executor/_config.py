@@ -1,0 +1,190 @@
+"""The executor's configuration (executor.yaml). Its limits are both the
+defaults and the ceilings: a run spec can only ask for less."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from airlock.common import load_yaml_config, parse_duration_ms, parse_size
+from airlock.common._tls import ServerTLS
+
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
+DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+#: Debian's "nobody"; present in every Debian-based image, owns nothing.
+DEFAULT_USER = "65534:65534"
+DEFAULT_MEMORY = "512Mi"
+DEFAULT_CPUS = 1.0
+DEFAULT_PIDS = 128
+DEFAULT_TIMEOUT = "60s"
+DEFAULT_OUTPUT = "1Mi"
+DEFAULT_TMPFS = "64Mi"
+DEFAULT_NOFILE = 1024
+#: How many runs may be in flight; more wait for a slot rather than
+#: overcommitting a small host.
+DEFAULT_MAX_CONCURRENT_RUNS = 16
+#: The smallest egress subnet: a /28 still holds the gateway and 13 sandboxes.
+MAX_EGRESS_PREFIX = 28
+
+
+def _own_uid() -> tuple[int, ...]:
+    return (os.geteuid(),)
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """Hardened defaults; also the most any run may get."""
+
+    memory: int | str = DEFAULT_MEMORY
+    """Memory limit; swap is disabled (memory+swap = memory)."""
+    cpus: float = DEFAULT_CPUS
+    """CPU quota in cores."""
+    pids: int = DEFAULT_PIDS
+    """cgroup pids limit (stops fork bombs)."""
+    timeout: int | str = DEFAULT_TIMEOUT
+    """Wall-clock limit; the container is killed when it expires."""
+    output: int | str = DEFAULT_OUTPUT
+    """stdout+stderr bytes kept (head and tail; the middle is cut)."""
+    tmpfs: int | str = DEFAULT_TMPFS
+    """Size of each writable tmpfs (/tmp and /work); also the fsize ulimit."""
+    nofile: int = DEFAULT_NOFILE
+    """Open-files ulimit."""
+
+    def __post_init__(self) -> None:
+        for name in ("memory", "output", "tmpfs"):
+            if parse_size(getattr(self, name)) <= 0:
+                raise ValueError(f"limits.{name} must be > 0")
+        if parse_duration_ms(self.timeout) <= 0 or self.cpus <= 0 or self.pids <= 0 or self.nofile <= 0:
+            raise ValueError("limits.timeout, cpus, pids and nofile must be > 0")
+
+
+@dataclass(frozen=True)
+class EgressSettings:
+    """The egress proxy and its network (see airlock/executor/egress)."""
+
+    enabled: bool = True
+    """Offer egress to runs whose decision grants it. When false, or when setup fails, such runs are refused."""
+    network: str = "airlock-egress"
+    """Docker network (internal: true) that sandboxes with egress join; created if missing."""
+    bridge: str = "airlock-egress0"
+    """Host bridge interface of that network; the firewall rules name it (at most 15 characters)."""
+    max_connections: int = 64
+    """Connection attempts per call, allowed or not."""
+    max_bytes_out: int | str = "16Mi"
+    """Bytes a call may send through the proxy, over all its connections."""
+    max_bytes_in: int | str = "256Mi"
+    """Bytes a call may receive through the proxy, over all its connections."""
+    connect_timeout: int | str = "5s"
+    """Resolving plus connecting to the destination."""
+    header_timeout: int | str = "10s"
+    """Time the sandbox has to send a request head."""
+    max_records: int = 256
+    """Connection records kept per call for the audit trail; further attempts are counted, not listed."""
+    hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Static name -> addresses answers the proxy uses before DNS (like /etc/hosts); checked like DNS answers."""
+    subnet: str | None = None
+    """IPv4 subnet of the egress network when the executor creates it; None = one Docker picks as free.
+    Each sandbox gets a fixed address in it, the only one its proxy credential works from."""
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.bridge) <= 15:  # noqa: PLR2004 - Linux IFNAMSIZ - 1
+            raise ValueError("egress.bridge must be 1 to 15 characters (a Linux interface name)")
+        for name in ("max_bytes_out", "max_bytes_in"):
+            if parse_size(getattr(self, name)) <= 0:
+                raise ValueError(f"egress.{name} must be > 0")
+        if parse_duration_ms(self.connect_timeout) <= 0 or parse_duration_ms(self.header_timeout) <= 0:
+            raise ValueError("egress.connect_timeout and header_timeout must be > 0")
+        if self.max_connections <= 0 or self.max_records <= 0:
+            raise ValueError("egress.max_connections and max_records must be > 0")
+        if self.subnet is not None:
+            _check_subnet(self.subnet)
+        for name, addresses in self.hosts.items():
+            for address in addresses:
+                try:
+                    ipaddress.ip_address(address)
+                except ValueError:
+                    raise ValueError(f"egress.hosts.{name}: {address!r} is not an IP address") from None
+
+
+def _check_subnet(subnet: str) -> None:
+    try:
+        net = ipaddress.IPv4Network(subnet)
+    except ValueError:
+        raise ValueError(f"egress.subnet: {subnet!r} is not an IPv4 network like 172.30.0.0/16") from None
+    if net.prefixlen > MAX_EGRESS_PREFIX:
+        raise ValueError(f"egress.subnet must be a /{MAX_EGRESS_PREFIX} or larger")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """executor.yaml, version 1."""
+
+    token_file: str
+    """Shared secret the gateway must present (on every transport)."""
+    socket: str | None = None
+    """Unix socket the gateway connects to. The default transport. Without socket_group it is 0600 in a
+    0700 folder; with it, 0660 in a 0750 setgid folder, both of that group."""
+    allowed_peer_uids: tuple[int, ...] = field(default_factory=_own_uid)
+    """uids whose processes may talk to the socket (checked with SO_PEERCRED on every connection, before
+    gRPC sees a byte, in addition to the token); default: the executor's own uid."""
+    socket_group: int | None = None
+    """gid that may open the socket (the gateway's group); None: only the executor's uid (and root)."""
+    registry_file: str | None = None
+    """The tool registry (tool_registry.yaml): only images its tools name are run (re-read when it
+    changes). Without it (and without allowed_images) every run is refused: image_not_allowed."""
+    allowed_images: tuple[str, ...] = ()
+    """Images allowed besides the registry's, by exact reference; for tests and bench setups."""
+    listen: str | None = None
+    """host:port for a remote executor; requires tls with client_ca_file (mutual TLS)."""
+    tls: ServerTLS | None = None
+    """TLS for ``listen``."""
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
+    """Prometheus /metrics listen address."""
+    docker_url: str = DEFAULT_DOCKER_URL
+    """Docker engine endpoint; only the executor ever talks to it."""
+    user: str = DEFAULT_USER
+    """uid:gid every container runs as; never root."""
+    runtimes: tuple[str, ...] = ("runc",)
+    """Container runtimes a run may ask for (add "runsc" once gVisor is registered)."""
+    max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
+    """Runs beyond this wait for a free slot."""
+    limits: Ceilings = field(default_factory=Ceilings)
+    """Defaults and ceilings for every run."""
+    egress: EgressSettings = field(default_factory=EgressSettings)
+    """Filtered egress for runs whose decision grants it."""
+    seccomp_profile: str | None = None
+    """Path of the seccomp profile (JSON) every sandbox gets; None = the profile shipped in
+    deploy/seccomp/airlock.json (package data ``airlock.deploy``)."""
+
+    def __post_init__(self) -> None:
+        if (self.socket is None) == (self.listen is None):
+            raise ValueError("set exactly one of socket (local, the default) or listen (remote, with mTLS)")
+        if self.listen is not None and (self.tls is None or self.tls.client_ca_file is None):
+            raise ValueError("listen needs tls with client_ca_file: a remote executor accepts only mutual TLS")
+        uid, _, gid = self.user.partition(":")
+        if not (uid.isdigit() and gid.isdigit()) or int(uid) == 0 or int(gid) == 0:
+            raise ValueError(f"user must be a numeric non-root uid:gid, got {self.user!r}")
+        if self.max_concurrent_runs <= 0:
+            raise ValueError("max_concurrent_runs must be > 0")
+        if not self.allowed_peer_uids or any(u < 0 for u in self.allowed_peer_uids):
+            raise ValueError("allowed_peer_uids must list at least one uid, each >= 0")
+        if self.socket_group is not None and self.socket_group < 0:
+            raise ValueError("socket_group must be a gid >= 0")
+        if any(not image.strip() for image in self.allowed_images):
+            raise ValueError("allowed_images entries must be non-empty image references")
+
+
+def load_executor_config(path: Path) -> ExecutorConfig:
+    cfg = load_yaml_config(path, ExecutorConfig)
+    base = path.resolve().parent
+    return replace(
+        cfg,
+        socket=str((base / cfg.socket).resolve()) if cfg.socket else None,
+        token_file=str((base / cfg.token_file).resolve()),
+        tls=cfg.tls.resolved(base) if cfg.tls else None,
+        seccomp_profile=str((base / cfg.seccomp_profile).resolve()) if cfg.seccomp_profile else None,
+        registry_file=str((base / cfg.registry_file).resolve()) if cfg.registry_file else None,
+    )

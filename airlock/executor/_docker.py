@@ -1,0 +1,186 @@
+"""The container runtime seam and its Docker implementation. Everything
+here blocks; the runner calls it from worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import docker
+from docker.errors import APIError, NotFound
+from docker.types import IPAMConfig, IPAMPool
+
+from airlock.executor._errors import EgressSetupError
+from airlock.executor._options import INSTANCE_LABEL, MANAGED_LABEL, REAP_AT_LABEL
+from airlock.executor.egress.network import EgressNetwork
+
+#: On the egress network: the subnet it was made with (it is configured
+#: explicitly, so that sandboxes can be given fixed addresses).
+SUBNET_LABEL = "airlock.egress.subnet"
+#: Every Docker API call but the attach stream (which lasts as long as the
+#: container) gives up after this long instead of hanging a run.
+DOCKER_CALL_TIMEOUT_S = 60
+
+
+class ContainerRuntime(Protocol):
+    def create(self, options: dict[str, Any]) -> str: ...
+    def attach(self, container_id: str) -> Iterator[tuple[bytes | None, bytes | None]]: ...
+    def start(self, container_id: str) -> None: ...
+    def kill(self, container_id: str) -> None: ...
+    def wait(self, container_id: str, timeout_s: float) -> tuple[int, bool]: ...
+    def remove(self, container_id: str) -> None: ...
+    def list_managed(self, instance: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Managed:
+    """One of an executor's containers, as the reaper sees it."""
+
+    container_id: str
+    running: bool
+    reap_at: float | None
+    """Unix time past which it must not exist (its REAP_AT_LABEL), if it has one."""
+
+
+class DockerRuntime:
+    def __init__(self, base_url: str, max_pool_size: int) -> None:
+        # One pooled connection per concurrent run (attach holds one) plus
+        # headroom for create/start/wait/remove calls.
+        self._client = docker.DockerClient(
+            base_url=base_url, version="auto", max_pool_size=max_pool_size * 2 + 4, timeout=DOCKER_CALL_TIMEOUT_S
+        )
+
+    def ping(self) -> None:
+        self._client.ping()
+
+    def available_runtimes(self) -> set[str]:
+        """Runtimes the engine has registered (runc, and runsc once gVisor is set up)."""
+        return set(self._client.info().get("Runtimes", {}))
+
+    def create(self, options: dict[str, Any]) -> str:
+        container = self._client.containers.create(**options)
+        return str(container.id)
+
+    def attach(self, container_id: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+        # Attached before start so not a byte is missed; demuxed so stderr
+        # stays stderr.
+        stream: Iterator[tuple[bytes | None, bytes | None]] = self._client.api.attach(
+            container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
+        )
+        return stream
+
+    def start(self, container_id: str) -> None:
+        self._client.api.start(container_id)
+
+    def kill(self, container_id: str) -> None:
+        # Already gone or already stopped: either way the goal is reached.
+        with contextlib.suppress(NotFound, APIError):
+            self._client.api.kill(container_id)
+
+    def wait(self, container_id: str, timeout_s: float) -> tuple[int, bool]:
+        """Exit code and whether the kernel OOM-killed it. docker-py's wait
+        has no timeout unless given one: a wedged engine would hang the run."""
+        status = self._client.api.wait(container_id, timeout=max(timeout_s, 1.0))
+        state = self._client.api.inspect_container(container_id)["State"]
+        return int(status.get("StatusCode", -1)), bool(state.get("OOMKilled"))
+
+    def remove(self, container_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self._client.api.remove_container(container_id, force=True)
+
+    def list_managed(self, instance: str) -> list[str]:
+        """This executor's containers (by label), running or not."""
+        return [m.container_id for m in self.managed(instance)]
+
+    def managed(self, instance: str) -> list[Managed]:
+        """This executor's containers with their state and reaping deadline."""
+        labels = [f"{MANAGED_LABEL}=true", f"{INSTANCE_LABEL}={instance}"]
+        found = self._client.api.containers(all=True, filters={"label": labels})
+        out = []
+        for c in found:
+            raw = (c.get("Labels") or {}).get(REAP_AT_LABEL, "")
+            reap_at = float(raw) if raw.isdigit() else None
+            out.append(Managed(str(c["Id"]), c.get("State") == "running", reap_at))
+        return out
+
+    def ensure_internal_network(self, name: str, bridge: str, subnet: str | None) -> EgressNetwork:
+        """The egress network (internal, no inter-container traffic, a
+        configured subnet); returns its gateway address and subnet."""
+        options = {
+            "com.docker.network.bridge.name": bridge,
+            "com.docker.network.bridge.enable_icc": "false",
+            "com.docker.network.bridge.enable_ip_masquerade": "false",
+        }
+        network = self._existing_network(name)
+        if network is None:
+            chosen = subnet or self._free_subnet()
+            hosts = ipaddress.IPv4Network(chosen).hosts()
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=chosen, gateway=str(next(hosts)))])
+            labels = {MANAGED_LABEL: "true", SUBNET_LABEL: chosen}
+            try:
+                network = self._client.networks.create(
+                    name, driver="bridge", internal=True, options=options, ipam=ipam, labels=labels
+                )
+            except APIError:
+                # Another executor on this host created it first.
+                network = self._client.networks.get(name)
+            network.reload()
+        attrs = network.attrs
+        found = attrs.get("Options") or {}
+        if not attrs.get("Internal") or any(found.get(k) != v for k, v in options.items()):
+            raise EgressSetupError(
+                f"docker network {name!r} exists but is not internal with bridge {bridge!r} and icc off; "
+                "remove it or choose another egress.network"
+            )
+        configs = (attrs.get("IPAM") or {}).get("Config") or []
+        v4 = [c for c in configs if c.get("Subnet") and ":" not in c["Subnet"]]
+        if len(v4) != 1 or not v4[0].get("Gateway"):
+            raise EgressSetupError(f"docker network {name!r} needs exactly one IPv4 subnet with a gateway")
+        if subnet is not None and ipaddress.ip_network(v4[0]["Subnet"]) != ipaddress.ip_network(subnet):
+            raise EgressSetupError(
+                f"docker network {name!r} has subnet {v4[0]['Subnet']}, not egress.subnet {subnet}; remove it"
+            )
+        return EgressNetwork(gateway=str(v4[0]["Gateway"]), subnet=str(v4[0]["Subnet"]))
+
+    def _existing_network(self, name: str) -> Any:
+        try:
+            network = self._client.networks.get(name)
+        except NotFound:
+            return None
+        network.reload()
+        labels = network.attrs.get("Labels") or {}
+        if SUBNET_LABEL in labels:
+            return network
+        # Made by an earlier executor without a configured subnet, on which
+        # Docker refuses fixed addresses: replaced if it is ours and unused.
+        if labels.get(MANAGED_LABEL) == "true" and not network.attrs.get("Containers"):
+            network.remove()
+            return None
+        raise EgressSetupError(
+            f"docker network {name!r} was not made by this version of the executor (no configured subnet) "
+            "or still has containers; remove it"
+        )
+
+    def _free_subnet(self) -> str:
+        """A subnet Docker considers free (it checks its other networks and the
+        host's routes), learnt from a throwaway network, since Docker only
+        accepts fixed container addresses on a network whose subnet was given."""
+        probe = self._client.networks.create(
+            f"airlock-subnet-probe-{secrets.token_hex(4)}", driver="bridge", internal=True
+        )
+        try:
+            probe.reload()
+            configs = (probe.attrs.get("IPAM") or {}).get("Config") or []
+            subnet = next((c["Subnet"] for c in configs if c.get("Subnet") and ":" not in c["Subnet"]), None)
+        finally:
+            probe.remove()
+        if subnet is None:
+            raise EgressSetupError("docker assigned no IPv4 subnet; set egress.subnet")
+        return str(subnet)
+
+    def close(self) -> None:
+        self._client.close()

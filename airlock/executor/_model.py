@@ -1,0 +1,67 @@
+"""The executor's input and result objects (no grpc, no docker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from airlock.common.wire import Limits, RunSpec
+
+Outcome = Literal["ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error"]
+OUTCOMES: tuple[Outcome, ...] = ("ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error")
+
+
+@dataclass(frozen=True)
+class EffectiveLimits(Limits):
+    """Limits of one run after clamping to the executor's ceilings: every
+    field set, plus the open-files limit, which is the executor's alone."""
+
+    nofile: int = 0
+
+
+@dataclass
+class EgressRecord:
+    """One egress connection attempt through the proxy, as the audit trail shows it.
+
+    cut is how an allowed connection ended early: bytes_out_limit,
+    bytes_in_limit or call_ended (EGRESS_CUTS in _metrics).
+    """
+
+    method: Literal["CONNECT", "HTTP"]
+    host: str
+    port: int
+    allowed: bool = False
+    reason: str = ""
+    message: str = ""
+    address: str = ""
+    bytes_out: int = 0
+    bytes_in: int = 0
+    duration_ms: int = 0
+    cut: str = ""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    exit_code: int
+    output_truncated: bool
+    stdout_bytes: int
+    stderr_bytes: int
+    duration_ms: int
+    container_start_ms: int
+    error: str = ""
+    #: Egress connection attempts (executor.egress.proxy.EgressRecord), and
+    #: how many more were made than are listed.
+    egress: tuple[EgressRecord, ...] = ()
+    egress_unrecorded: int = 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Output to forward; stream is "stdout" or "stderr"."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+__all__ = ["Chunk", "EffectiveLimits", "EgressRecord", "Outcome", "RunResult", "RunSpec"]

@@ -1,0 +1,229 @@
+"""The one place container options are made. It starts from the hardened
+defaults; a run spec can only tighten the limits (see clamp). The seccomp
+profile is read once, by the Runner, with load_seccomp_profile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from docker.types import Ulimit
+
+from airlock.common import ConfigError, parse_duration_ms, parse_size
+from airlock.common.wire import LIMIT_KEYS
+from airlock.executor._config import ExecutorConfig
+from airlock.executor._model import EffectiveLimits, RunSpec
+
+MANAGED_LABEL = "airlock.managed"
+#: Which executor made a container: several executors may share one Docker
+#: engine, and each removes only its own leftovers at startup.
+INSTANCE_LABEL = "airlock.executor"
+#: Under gVisor the container's cgroup holds gVisor's own kernel (the Go
+#: sentry and gofer threads), not the sandboxed processes; it will not start
+#: below about 40 pids. The sandboxed program's processes are gVisor's to
+#: count, so the cgroup limit gets this headroom on top of the run's own.
+RUNSC_PIDS_OVERHEAD = 64
+WORKDIR = "/work"
+#: The profile shipped as package data (deploy/seccomp/airlock.json in the
+#: source tree, written by deploy/seccomp/generate.py).
+DEFAULT_SECCOMP_PROFILE = Path(str(resources.files("airlock.deploy") / "seccomp" / "airlock.json"))
+#: Headroom in the nproc ulimit for processes of the sandbox uid outside any sandbox.
+NPROC_SLACK = 64
+#: Default actions that would let an unlisted syscall through.
+_PERMISSIVE_ACTIONS = {"SCMP_ACT_ALLOW", "SCMP_ACT_LOG"}
+#: PID 1 of every sandbox, ahead of the tool's argv: GNU coreutils timeout
+#: (in every image we build), which SIGKILLs the tool's process group at the
+#: deadline and then exits, and with PID 1 gone the kernel kills everything
+#: left in the container's PID namespace. So a sandbox ends on time even
+#: when the executor is dead (SIGKILLed, OOM-killed) and cannot kill it.
+#: Under runc the sandboxed code cannot stop it either: the kernel drops
+#: signals sent to a namespace's init from inside unless init handles them,
+#: and SIGKILL/SIGSTOP are never delivered that way; the ones timeout does
+#: handle (TERM, INT, HUP, ALRM, ...) only make it end the run early.
+#: Two ways round it exist, which is why the reaper (airlock/executor/_reaper.py)
+#: backs it up: gVisor delivers any signal to init (SIGSTOP freezes it),
+#: and under runc a same-uid process can write /proc/1/mem.
+DEADLINE_WRAPPER = "/usr/bin/timeout"
+#: The wrapper fires this long after the run's timeout, so that the
+#: executor's own kill (which reports "timeout") normally comes first.
+WRAPPER_GRACE_MS = 2000
+#: The wrapper is one more process in the pids cgroup; the tool keeps its own.
+WRAPPER_PIDS = 1
+#: The one deadline of a run: creating, running, waiting for and removing
+#: its container all end within its timeout plus this (Docker calls on a
+#: loaded host, a slow gVisor start).
+RUN_GRACE_S = 20
+#: Unix time after which the reaper removes the container, whatever the
+#: executor is doing: its create time plus the timeout plus RUN_GRACE_S.
+REAP_AT_LABEL = "airlock.reap_at"
+
+
+def load_seccomp_profile(cfg: ExecutorConfig) -> str:
+    """The profile's JSON text, compacted, for security_opt "seccomp=...".
+
+    Docker wants the profile's content, not a path. A profile that is missing,
+    not JSON, or allows unlisted syscalls by default is a config error: the
+    executor refuses to start rather than run sandboxes under less.
+    """
+    path = Path(cfg.seccomp_profile) if cfg.seccomp_profile else DEFAULT_SECCOMP_PROFILE
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), "seccomp_profile", f"cannot read: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(str(path), "seccomp_profile", f"not valid JSON: {exc}") from exc
+    if not isinstance(profile, dict) or not isinstance(profile.get("syscalls"), list):
+        raise ConfigError(str(path), "seccomp_profile", "expected a seccomp profile with a syscalls list")
+    if profile.get("defaultAction") in _PERMISSIVE_ACTIONS or "defaultAction" not in profile:
+        raise ConfigError(str(path), "seccomp_profile", "defaultAction must deny (an allowlist profile)")
+    return json.dumps(profile, separators=(",", ":"), sort_keys=True)
+
+
+class EgressAttachment(NamedTuple):
+    """How a run granted egress is wired: network, proxy environment, DNS
+    server, and the sandbox's own address on the network."""
+
+    network: str
+    env: dict[str, str]
+    dns: str
+    address: str
+
+
+def executor_instance(cfg: ExecutorConfig) -> str:
+    """A stable id for this executor: a digest of the address it serves on
+    (two executors cannot serve on the same socket or port at once)."""
+    return hashlib.sha256((cfg.socket or cfg.listen or "").encode()).hexdigest()[:16]
+
+
+def ceilings(cfg: ExecutorConfig) -> EffectiveLimits:
+    c = cfg.limits
+    return EffectiveLimits(
+        memory_bytes=parse_size(c.memory),
+        cpu_millis=round(c.cpus * 1000),
+        pids=c.pids,
+        timeout_ms=parse_duration_ms(c.timeout),
+        output_bytes=parse_size(c.output),
+        tmpfs_bytes=parse_size(c.tmpfs),
+        nofile=c.nofile,
+    )
+
+
+def clamp(spec: RunSpec, top: EffectiveLimits) -> EffectiveLimits:
+    """Each limit is the spec's value if set and lower, else the ceiling."""
+    asked = spec.limits
+    picked = {
+        key: min(getattr(asked, key), getattr(top, key)) if getattr(asked, key) > 0 else getattr(top, key)
+        for key in LIMIT_KEYS
+    }
+    return EffectiveLimits(**picked, nofile=top.nofile)
+
+
+def reap_at(limits: EffectiveLimits, now: float | None = None) -> int:
+    """The REAP_AT_LABEL value for a container created ``now``."""
+    start = time.time() if now is None else now
+    return int(start + limits.timeout_ms / 1000 + RUN_GRACE_S) + 1
+
+
+def deadline_entrypoint(limits: EffectiveLimits) -> list[str]:
+    """The deadline wrapper with its deadline; the tool's argv follows it
+    untouched (timeout stops reading options at the duration)."""
+    ms = limits.timeout_ms + WRAPPER_GRACE_MS
+    return [DEADLINE_WRAPPER, "-s", "KILL", f"{ms // 1000}.{ms % 1000:03d}s"]
+
+
+def container_options(
+    spec: RunSpec,
+    limits: EffectiveLimits,
+    cfg: ExecutorConfig,
+    seccomp_profile: str,
+    egress: EgressAttachment | None = None,
+    *,
+    reap_deadline: int | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for docker's containers.create; seccomp_profile is
+    the JSON text from load_seccomp_profile. egress, for a run granted it, is
+    the internal network's name, the sandbox's fixed address on it and the
+    proxy environment. reap_deadline defaults to reap_at(limits)."""
+    tmpfs = limits.tmpfs_bytes
+    uid, _, gid = cfg.user.partition(":")
+    # RLIMIT_NPROC counts every process of the uid host-wide, and all
+    # sandboxes share one uid: sized per run it would let one busy sandbox
+    # make fork (and even exec after setuid) fail in the others. So it covers
+    # every concurrent run at its ceiling plus slack, as a backstop; the
+    # cgroup pids limit stays the per-container fork-bomb stop.
+    nproc = (cfg.limits.pids + WRAPPER_PIDS) * cfg.max_concurrent_runs + NPROC_SLACK
+    network: dict[str, Any] = (
+        {
+            # A fixed address, known before the container starts: the proxy
+            # accepts this call's credential from it alone.
+            "network": egress.network,
+            "networking_config": {egress.network: {"IPAMConfig": {"IPv4Address": egress.address}}},
+        }
+        if egress
+        else {"network_mode": "none"}
+    )
+    return {
+        "image": spec.image,
+        # Set explicitly, so an image's own ENTRYPOINT never runs in front of
+        # (or takes as its arguments) the tool's argv: what runs is exactly
+        # argv, behind the deadline wrapper.
+        "entrypoint": deadline_entrypoint(limits),
+        "command": list(spec.argv),
+        "name": f"airlock-{spec.run_id}",
+        "labels": {
+            MANAGED_LABEL: "true",
+            INSTANCE_LABEL: executor_instance(cfg),
+            "airlock.run_id": spec.run_id,
+            "airlock.tool": spec.tool,
+            REAP_AT_LABEL: str(reap_at(limits) if reap_deadline is None else reap_deadline),
+        },
+        "user": cfg.user,
+        # The proxy settings come last so a registry env cannot override them.
+        "environment": {**spec.env, **(egress.env if egress else {})},
+        "working_dir": WORKDIR,
+        "hostname": "sandbox",
+        # No network, or the internal egress network whose only exit is the
+        # proxy (the runner has checked the proxy is up).
+        **network,
+        # Docker's embedded resolver forwards what it cannot answer to these
+        # servers. Before Docker 26 it did so from the *host's* namespace when
+        # the host's resolver is on loopback (CVE-2024-29018): a DNS tunnel
+        # out of an internal network. Naming the bridge address makes it
+        # forward from the sandbox's namespace, where the firewall refuses it.
+        **({"dns": [egress.dns]} if egress else {}),
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        # Our allowlist profile (deploy/seccomp), stricter than Docker's default.
+        "security_opt": ["no-new-privileges:true", f"seccomp={seccomp_profile}"],
+        "privileged": False,
+        "pids_limit": limits.pids + WRAPPER_PIDS + (RUNSC_PIDS_OVERHEAD if spec.runtime == "runsc" else 0),
+        "mem_limit": limits.memory_bytes,
+        # memory+swap equal to memory: no swap, so a memory bomb ends in the
+        # OOM killer instead of thrashing the host.
+        "memswap_limit": limits.memory_bytes,
+        "nano_cpus": limits.cpu_millis * 1_000_000,
+        "ulimits": [
+            Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+            Ulimit(name="fsize", soft=tmpfs, hard=tmpfs),
+            Ulimit(name="core", soft=0, hard=0),
+            Ulimit(name="nproc", soft=nproc, hard=nproc),
+        ],
+        "tmpfs": {
+            # noexec on /tmp: no shipped tool needs to run files from there.
+            "/tmp": f"rw,nosuid,nodev,noexec,size={tmpfs},mode=1777",  # noqa: S108 - the sandbox's own /tmp
+            # Docker mounts a tmpfs noexec unless told otherwise, and we keep
+            # it so: a tool runs what it wrote through an interpreter
+            # (python3 file.py, sh file.sh), never as a binary.
+            WORKDIR: f"rw,nosuid,nodev,size={tmpfs},uid={uid},gid={gid},mode=0700",
+        },
+        # Output goes straight to us over attach; a log driver would copy a
+        # 100 MB flood to the host's disk.
+        "log_config": {"type": "none"},
+        "runtime": spec.runtime,
+        "stdin_open": False,
+        "tty": False,
+    }

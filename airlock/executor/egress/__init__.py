@@ -1,0 +1,232 @@
+"""Filtered egress for sandboxes whose decision grants it.
+
+Pieces: rules.py (host normalisation, allowlist globs, address checks),
+proxy.py (the CONNECT / HTTP forward proxy, per-call credentials and
+limits), network.py (the internal Docker network and the host firewall).
+Egress wires them together for the runner; if any piece cannot be set up,
+egress is unavailable and runs that ask for it are refused (fail closed).
+It also keeps the address book: every sandbox granted egress gets a fixed
+address on the network, chosen before its container is created, and its
+call's credential is good from that address alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import resource
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from airlock.common import parse_duration_ms, parse_size
+from airlock.executor._config import DEFAULT_MAX_CONCURRENT_RUNS, EgressSettings
+from airlock.executor._errors import EgressSetupError, RunRefused
+from airlock.executor._metrics import ExecutorMetrics
+from airlock.executor._model import EgressRecord
+from airlock.executor._options import EgressAttachment
+from airlock.executor.egress.network import HostFirewall, NetworkBackend
+from airlock.executor.egress.proxy import (
+    MAX_PENDING,
+    MAX_PENDING_PER_SOURCE,
+    CallGrant,
+    EgressProxy,
+    ProxyLimits,
+    SystemResolver,
+)
+
+__all__ = ["Egress", "EgressRecord", "EgressSetupError", "EgressUse"]
+
+log = logging.getLogger("airlock.executor.egress")
+#: Every spelling tools look for: curl and most libraries read the lower-case
+#: names, some the upper-case ones; ALL_PROXY covers curl's other schemes.
+PROXY_ENV_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+#: File descriptors left to everything but the proxy: gRPC and its relay,
+#: the Docker connection pool, the metrics server, logs, DNS threads...
+FD_HEADROOM = 256
+#: ... and per concurrent run: its Docker connections, its attach stream,
+#: its gRPC relay (two), with room to spare.
+FDS_PER_RUN = 8
+#: Random picks of a free sandbox address before a linear scan.
+ADDRESS_PICKS = 32
+
+
+@dataclass(frozen=True)
+class ProxyCapacity:
+    """How many connections the proxy may hold, from the descriptor limit."""
+
+    max_pending: int
+    max_tunnels: int
+
+
+def proxy_capacity(fd_limit: int, max_runs: int, max_connections: int) -> ProxyCapacity:
+    """Pending connections take one descriptor, tunnels two (sandbox side and
+    upstream). The pending cap covers MAX_PENDING_PER_SOURCE for every run, so
+    a full share per sandbox always fits; tunnels never need more than every
+    run's whole connection allowance."""
+    budget = fd_limit - FD_HEADROOM - FDS_PER_RUN * max_runs
+    pending = min(max(MAX_PENDING, MAX_PENDING_PER_SOURCE * max_runs), budget // 4)
+    tunnels = min(max_connections * max_runs, (budget - pending) // 2)
+    return ProxyCapacity(max(pending, 0), max(tunnels, 0))
+
+
+def fd_soft_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass(frozen=True)
+class EgressUse:
+    """What one run's egress produced, for its result and audit event."""
+
+    records: tuple[EgressRecord, ...]
+    unrecorded: int
+
+
+class Firewall(Protocol):
+    def install(self) -> None: ...
+    def remove(self) -> None: ...
+
+
+class Egress:
+    def __init__(
+        self,
+        settings: EgressSettings,
+        metrics: ExecutorMetrics,
+        firewall: Callable[[str, str, int], Firewall] = HostFirewall,
+        *,
+        fd_limit: int | None = None,
+        max_runs: int = DEFAULT_MAX_CONCURRENT_RUNS,
+    ) -> None:
+        self._settings = settings
+        self._make_firewall = firewall
+        self._metrics = metrics
+        fds = fd_soft_limit() if fd_limit is None else fd_limit
+        capacity = proxy_capacity(fds, max_runs, settings.max_connections)
+        self.limits = ProxyLimits(
+            max_connections=settings.max_connections,
+            max_bytes_out=parse_size(settings.max_bytes_out),
+            max_bytes_in=parse_size(settings.max_bytes_in),
+            connect_timeout_s=parse_duration_ms(settings.connect_timeout) / 1000,
+            header_timeout_s=parse_duration_ms(settings.header_timeout) / 1000,
+            max_records=settings.max_records,
+            max_pending=capacity.max_pending,
+            max_tunnels=capacity.max_tunnels,
+        )
+        self._resolver = SystemResolver(settings.hosts)
+        self._proxy = EgressProxy(self.limits, self._resolver, self._observe)
+        self._firewall: Firewall | None = None
+        self._gateway_ip = ""
+        self._subnet: ipaddress.IPv4Network | None = None
+        self._in_use: set[ipaddress.IPv4Address] = set()
+        self.network = settings.network
+        #: Why runs granted egress are refused; None once start() succeeded.
+        self.unavailable: str | None = (
+            "egress is disabled in executor.yaml" if not settings.enabled else "the egress proxy has not started"
+        )
+        if settings.enabled and (capacity.max_pending < MAX_PENDING_PER_SOURCE or capacity.max_tunnels < 1):
+            self.unavailable = f"the open-files limit ({fds}) leaves no room for egress connections"
+
+    async def start(self, backend: NetworkBackend) -> None:
+        """Network, proxy, firewall; on any failure egress stays unavailable."""
+        if not self._settings.enabled or self.unavailable != "the egress proxy has not started":
+            if self.unavailable and self._settings.enabled:
+                log.error("%s; runs granted egress will be refused", self.unavailable)
+            return
+        try:
+            net = await asyncio.to_thread(
+                backend.ensure_internal_network, self._settings.network, self._settings.bridge, self._settings.subnet
+            )
+            self._gateway_ip = net.gateway
+            self._subnet = ipaddress.IPv4Network(net.subnet)
+            # Only sandboxes on the egress network may even open a
+            # connection: the host's own processes have no business here.
+            port = await self._proxy.start(net.gateway, sources=self._subnet)
+            self._firewall = self._make_firewall(self._settings.bridge, net.gateway, port)
+            await asyncio.to_thread(self._firewall.install)
+        except (EgressSetupError, OSError, RuntimeError) as exc:
+            self.unavailable = f"egress setup failed: {exc}"
+            log.error("%s; runs granted egress will be refused", self.unavailable)  # noqa: TRY400 - the cause is the message
+            await self._proxy.stop()
+            return
+        self.unavailable = None
+        log.info(
+            "egress proxy on %s (network %s, subnet %s; at most %d pending and %d open connections)",
+            self._proxy.address, self.network, self._subnet, self.limits.max_pending, self.limits.max_tunnels,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        if self._firewall is not None:
+            await asyncio.to_thread(self._firewall.remove)
+        await self._proxy.stop()
+        self._resolver.close()
+
+    @property
+    def proxy_address(self) -> str:
+        return self._proxy.address
+
+    def open_call(
+        self, run_id: str, tool: str, allowlist: tuple[str, ...], allow_cidrs: tuple[str, ...]
+    ) -> tuple[CallGrant, EgressAttachment]:
+        """The call's grant and how its sandbox is wired to the proxy: with a
+        fixed address, reserved here, that the credential is tied to."""
+        address = self._allocate()
+        grant, url = self._proxy.open_call(run_id, tool, allowlist, allow_cidrs, source=address)
+        env = dict.fromkeys(PROXY_ENV_NAMES, url)
+        env["NO_PROXY"] = env["no_proxy"] = ""
+        return grant, EgressAttachment(self.network, env, self._gateway_ip, str(address))
+
+    def readdress(self, grant: CallGrant, attachment: EgressAttachment) -> EgressAttachment:
+        """A new address for a call whose address another executor on the
+        same network holds (Docker refused the start); the old one is let go."""
+        address = self._allocate()
+        if isinstance(grant.source, ipaddress.IPv4Address):
+            self._in_use.discard(grant.source)
+        grant.source = address
+        return attachment._replace(address=str(address))
+
+    async def close_call(self, grant: CallGrant) -> EgressUse:
+        await self._proxy.close_call(grant)
+        if isinstance(grant.source, ipaddress.IPv4Address):
+            self._in_use.discard(grant.source)
+        return EgressUse(tuple(grant.records), grant.unrecorded)
+
+    def _allocate(self) -> ipaddress.IPv4Address:
+        """A free host address of the subnet (not the gateway), at random, so
+        that two executors sharing the network rarely pick the same one."""
+        if self._subnet is None:
+            raise RunRefused("egress_unavailable", "the egress network is not set up")
+        first = int(self._subnet.network_address) + 1
+        count = self._subnet.num_addresses - 2  # no network or broadcast address
+        taken = {*self._in_use, ipaddress.IPv4Address(self._gateway_ip)}
+        for _ in range(ADDRESS_PICKS):
+            candidate = ipaddress.IPv4Address(first + secrets.randbelow(count))
+            if candidate not in taken:
+                break
+        else:
+            free = (ipaddress.IPv4Address(first + i) for i in range(count))
+            candidate = next((a for a in free if a not in taken), None)  # type: ignore[assignment]
+            if candidate is None:
+                raise RunRefused("egress_unavailable", f"no free address left on the egress network ({self._subnet})")
+        self._in_use.add(candidate)
+        return candidate
+
+    def _observe(self, tool: str | None, record: EgressRecord) -> None:
+        outcome = "allowed" if record.allowed else record.reason
+        self._metrics.egress_connections.labels(tool or "none", outcome).inc()
+        if record.bytes_out:
+            self._metrics.egress_bytes.labels("out").inc(record.bytes_out)
+        if record.bytes_in:
+            self._metrics.egress_bytes.labels("in").inc(record.bytes_in)
+        if record.cut:
+            self._metrics.egress_cuts.labels(record.cut).inc()
+        # Attempts no call owns (no or a revoked credential) are counted but
+        # logged at debug only: a sandbox must not be able to flood the log.
+        log.log(
+            logging.INFO if tool else logging.DEBUG,
+            "egress %s %s:%s -> %s %s%s (out %d B, in %d B, %d ms)",
+            record.method, record.host, record.port, record.address or "-",
+            "allowed" if record.allowed else f"denied {record.reason}",
+            f" cut {record.cut}" if record.cut else "", record.bytes_out, record.bytes_in, record.duration_ms,
+        )  # fmt: skip

@@ -1,0 +1,649 @@
+"""The egress proxy: the only way out of a sandbox that was granted egress.
+
+It speaks HTTP CONNECT (TLS passes through untouched; the proxy sees only the
+host and port) and plain HTTP forward proxying (absolute-form requests).
+Each call gets its own credential: the sandbox's HTTP(S)_PROXY carries it,
+and the proxy looks the call up by it, so a connection is judged by *its own
+call's* allowlist and counted against its own call's limits. The credential
+is good only from its call's sandbox: the executor assigns each sandbox its
+address on the egress network before the container starts, and a credential
+presented from any other address is refused (407) like a wrong one. When the
+call ends its credential is revoked and its open connections are closed.
+
+No sandbox can starve the others: connections that have not yet sent a
+request head are capped per source address and in total, and open tunnels
+are capped below the process's file-descriptor limit (ProxyLimits).
+
+For every attempt the proxy normalises the host, matches the allowlist,
+resolves the name itself, checks every resolved address, and connects to
+the address it checked (never a second lookup, which DNS rebinding would
+exploit). IPv6 addresses that carry an IPv4 address (6to4, Teredo, NAT64,
+IPv4-mapped) are judged by that address and never dialled. Every attempt
+becomes an EgressRecord returned with the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import functools
+import hashlib
+import ipaddress
+import logging
+import re
+import secrets
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from airlock.executor._errors import Denied, HostError
+from airlock.executor._model import EgressRecord
+from airlock.executor.egress.rules import (
+    Allowlist,
+    Host,
+    IPAddress,
+    IPNetwork,
+    address_problem,
+    embedded_ipv4,
+    normalize_host,
+    parse_networks,
+    resolve_order,
+)
+
+log = logging.getLogger("airlock.executor.egress")
+
+#: Reason codes of a refused or failed attempt (a closed set: metric labels).
+REASONS = (
+    "host_not_allowed",
+    "port_not_allowed",
+    "ip_literal",
+    "bad_host",
+    "address_denied",
+    "resolve_failed",
+    "connect_failed",
+    "too_many_connections",
+    "bad_request",
+    "call_ended",
+    "unauthenticated",
+    "overloaded",
+)
+#: RFC 9110 tchar: what a method or a header name may consist of.
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE = re.compile(rf"(?P<method>{_TCHARS}) (?P<target>[\x21-\x7e]+) HTTP/1\.[01]")
+_HEADER = re.compile(rf"(?P<name>{_TCHARS}):(?P<value>[\t\x20-\x7e\x80-\xff]*)")
+#: Connections not yet tied to a call (no head read yet) the proxy holds at
+#: once; beyond it new ones are closed at accept, so sandboxes cannot run the
+#: executor out of file descriptors before they authenticate.
+MAX_PENDING = 256
+#: The same, per source address (one sandbox): a real client sends its head
+#: at once, so a handful is plenty, and one sandbox holding idle
+#: connections can no longer use up MAX_PENDING for every other call.
+MAX_PENDING_PER_SOURCE = 8
+#: Open tunnels (allowed connections, two descriptors each) at once, over all
+#: calls; Egress lowers it to fit the process's descriptor limit.
+MAX_TUNNELS = 1024
+#: Threads for DNS lookups, shared by all calls; a call may have at most
+#: LOOKUPS_PER_CALL of them busy, so one call cannot starve the others.
+RESOLVER_THREADS = 16
+LOOKUPS_PER_CALL = 4
+#: The longest request head we read (request line plus headers).
+MAX_HEAD_BYTES = 16 * 1024
+CHUNK = 256 * 1024
+#: What an upstream connection buffers before reading pauses (asyncio stops
+#: at twice this): with up to max_connections tunnels per call, the memory
+#: a sandbox that stops reading can pin stays small.
+UPSTREAM_BUFFER = 64 * 1024
+#: Hop-by-hop headers a forward proxy must not pass on (RFC 9110 7.6.1),
+#: plus our own credential.
+_HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer", "upgrade"}
+
+
+@dataclass(frozen=True)
+class ProxyLimits:
+    max_connections: int
+    max_bytes_out: int
+    max_bytes_in: int
+    connect_timeout_s: float
+    header_timeout_s: float
+    #: Records kept per call; attempts beyond are only counted.
+    max_records: int
+    #: Connections without a request head yet, in total and per source address.
+    max_pending: int = MAX_PENDING
+    max_pending_per_source: int = MAX_PENDING_PER_SOURCE
+    #: Upstream connections open at once over all calls; beyond, 503 overloaded.
+    max_tunnels: int = MAX_TUNNELS
+
+
+@dataclass
+class CallGrant:
+    """One call's egress: its allowlist, limits, counters and records."""
+
+    run_id: str
+    tool: str
+    allowlist: Allowlist
+    allow_networks: tuple[IPNetwork, ...]
+    limits: ProxyLimits
+    #: The sandbox's address: the only source the credential is good from
+    #: (None: any source, for a proxy without a sandbox network).
+    source: IPAddress | None = None
+    attempts: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    records: list[EgressRecord] = field(default_factory=list)
+    unrecorded: int = 0
+    closed: bool = False
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    lookups: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LOOKUPS_PER_CALL))
+
+
+class Resolver(Protocol):
+    async def resolve(self, host: str, port: int) -> list[IPAddress]: ...
+
+
+class SystemResolver:
+    """The host's resolver (getaddrinfo), after a static hosts table.
+
+    The table works like /etc/hosts for the proxy alone: operators pin names
+    to addresses with it, and tests map test names to the servers they start.
+    Its answers are checked exactly like DNS answers.
+    """
+
+    def __init__(self, hosts: Mapping[str, tuple[str, ...]]) -> None:
+        self._hosts = {normalize_host(k).name: [ipaddress.ip_address(a) for a in v] for k, v in hosts.items()}
+        # getaddrinfo blocks a thread for as long as the name servers take,
+        # and a sandbox can pick slow names. Lookups get threads of their
+        # own, so they can never hold up the Docker calls in asyncio's pool.
+        self._pool = concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="dns")
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        if host in self._hosts:
+            return list(self._hosts[host])
+        infos = await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        )
+        return resolve_order(infos)
+
+    def close(self) -> None:
+        # A lookup stuck on a dead name server must not hold up shutdown.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Cut(Exception):  # noqa: N818 - control flow: a limit ended the connection
+    pass
+
+
+#: Told of every attempt: the call's tool, or None when no call owns it.
+Observer = Callable[[str | None, EgressRecord], None]
+
+
+class Connector(Protocol):
+    """Opens the upstream connection (asyncio.open_connection; unit tests
+    redirect a documentation address to their loopback servers)."""
+
+    async def __call__(
+        self, host: str, port: int, *, limit: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
+
+
+async def open_connection(host: str, port: int, *, limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port, limit=limit)
+
+
+class EgressProxy:
+    def __init__(
+        self, limits: ProxyLimits, resolver: Resolver, observe: Observer, connect: Connector = open_connection
+    ) -> None:
+        self._limits = limits
+        self._resolver = resolver
+        self._observe = observe
+        self._connect_upstream = connect
+        self._grants: dict[bytes, CallGrant] = {}
+        self._pending = 0
+        self._pending_by_source: dict[str, int] = {}
+        self._tunnels = 0
+        self._sources: IPNetwork | None = None
+        self._server: asyncio.Server | None = None
+        self.address = ""
+
+    async def start(self, host: str, port: int = 0, sources: IPNetwork | None = None) -> int:
+        """Listens on host:port; with ``sources``, connections from any other
+        address (the host's own processes, say) are dropped at accept."""
+        self._sources = sources
+        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD_BYTES)
+        bound = int(self._server.sockets[0].getsockname()[1])
+        self.address = f"{host}:{bound}"
+        return bound
+
+    async def stop(self) -> None:
+        for grant in list(self._grants.values()):
+            await self.close_call(grant)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def open_call(
+        self,
+        run_id: str,
+        tool: str,
+        allowlist: tuple[str, ...],
+        allow_cidrs: tuple[str, ...],
+        source: IPAddress | None = None,
+    ) -> tuple[CallGrant, str]:
+        """Registers a call; returns its grant and the proxy URL (with its
+        credential). ``source`` is the sandbox's address, fixed before it starts."""
+        grant = CallGrant(run_id, tool, Allowlist(allowlist), parse_networks(allow_cidrs), self._limits, source)
+        token = secrets.token_urlsafe(24)
+        self._grants[_key(token)] = grant
+        return grant, f"http://airlock:{token}@{self.address}"
+
+    async def close_call(self, grant: CallGrant) -> None:
+        """Revokes the credential and closes the call's open connections."""
+        grant.closed = True
+        for key, g in list(self._grants.items()):
+            if g is grant:
+                del self._grants[key]
+        tasks = list(grant.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- one client connection ----------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._authenticate_and_serve(reader, writer)
+        except asyncio.CancelledError:
+            # The call ended (or the proxy stops): drop the socket at once
+            # rather than wait for a peer that may not be reading.
+            writer.transport.abort()
+            raise
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 5)
+
+    async def _authenticate_and_serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer_ip(writer)
+        if peer is None or (self._sources is not None and peer not in self._sources):
+            # Not a sandbox on the egress network: nothing here is for it.
+            self._observe(None, EgressRecord("HTTP", "", 0, reason="unauthenticated"))
+            writer.transport.abort()
+            return
+        source = str(peer)
+        self._pending += 1
+        self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
+        try:
+            if (
+                self._pending > self._limits.max_pending
+                or self._pending_by_source[source] > self._limits.max_pending_per_source
+            ):
+                self._observe(None, EgressRecord("HTTP", "", 0, reason="overloaded"))
+                writer.transport.abort()
+                return
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._limits.header_timeout_s)
+            method, target, headers = _parse_head(head)
+        except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError, ValueError, ConnectionError):
+            self._observe(None, EgressRecord("HTTP", "", 0, reason="bad_request"))
+            await _respond(writer, 400, "bad_request", "airlock egress proxy: malformed or incomplete request")
+            return
+        finally:
+            self._pending -= 1
+            left = self._pending_by_source[source] - 1
+            if left:
+                self._pending_by_source[source] = left
+            else:
+                del self._pending_by_source[source]
+        grant = self._grants.get(_key(_credential(headers)))
+        if grant is not None and grant.source is not None and grant.source != peer:
+            # A live credential, but not from its own sandbox (leaked to
+            # another call): treated exactly like a wrong one.
+            log.debug("egress credential of run %s presented from %s, not %s", grant.run_id, peer, grant.source)
+            grant = None
+        if grant is None or grant.closed:
+            # Not a live call's credential: nothing to attribute it to.
+            self._observe(None, EgressRecord("HTTP", "", 0, reason="unauthenticated"))
+            await _respond(
+                writer, 407, "unauthenticated", "airlock egress proxy: missing or expired call credential",
+                extra=(("Proxy-Authenticate", 'Basic realm="airlock"'),),
+            )  # fmt: skip
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        grant.tasks.add(task)
+        try:
+            await self._serve(grant, reader=reader, writer=writer, method=method, target=target, headers=headers)
+        finally:
+            grant.tasks.discard(task)
+
+    async def _serve(
+        self,
+        grant: CallGrant,
+        *,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        started = time.monotonic()
+        kind: Literal["CONNECT", "HTTP"] = "CONNECT" if method == "CONNECT" else "HTTP"
+        record = EgressRecord(kind, target[:255], 0)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            try:
+                _count_attempt(grant)
+                host, port, forward = _destination(method, target, headers)
+                record.host, record.port = host.text, port
+                up_reader, upstream, address = await self._connect(grant, host, port)
+                record.address = str(address)
+            except Denied as exc:
+                record.reason, record.message = exc.code, str(exc)
+                await _respond(writer, exc.status, exc.code, f"airlock egress proxy denied {record.host}: {exc}")
+                return
+            record.allowed = True
+            if forward is None:
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                await writer.drain()
+                await self._splice(grant, record, client_r=reader, client_w=writer, up_r=up_reader, up_w=upstream)
+            else:
+                # Exactly one request: the head we built, the body its
+                # Content-Length announced, and nothing more from the sandbox;
+                # then the answer until the server closes (Connection: close).
+                head, body_bytes = forward
+                await self._send(grant, record, upstream, head)
+                await self._pump(grant, record, reader, upstream, direction="out", upto=body_bytes)
+                await self._pump(grant, record, up_reader, writer, direction="in")
+        except _Cut:
+            pass
+        except asyncio.CancelledError:
+            # The call ended: drop both sockets now, without waiting for a
+            # peer that may not be reading.
+            record.cut = record.cut or "call_ended"
+            if not record.allowed:
+                record.reason = record.reason or "call_ended"
+            writer.transport.abort()
+            if upstream is not None:
+                upstream.transport.abort()
+        except (ConnectionError, OSError):
+            pass  # either side went away; the record shows how far it got
+        finally:
+            if upstream is not None:
+                self._tunnels -= 1  # taken in _connect
+                upstream.close()
+            record.duration_ms = round((time.monotonic() - started) * 1000)
+            if len(grant.records) < grant.limits.max_records:
+                grant.records.append(record)
+            else:
+                grant.unrecorded += 1
+            self._observe(grant.tool, record)
+
+    async def _connect(
+        self, grant: CallGrant, host: Host, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, IPAddress]:
+        problem = grant.allowlist.check(host, port)
+        if problem is not None:
+            raise Denied(*problem)
+        if host.ip is not None:
+            addresses: list[IPAddress] = [host.ip]
+        else:
+            try:
+                async with asyncio.timeout(grant.limits.connect_timeout_s), grant.lookups:
+                    addresses = await self._resolver.resolve(host.name, port)
+            except (OSError, TimeoutError) as exc:
+                raise Denied("resolve_failed", f"cannot resolve {host.name}: {exc}", 502) from exc
+        address = _address_to_dial(host, addresses, grant.allow_networks)
+        # Each tunnel holds two descriptors: the total stays below the
+        # process's limit, whoever opens them. Released by _serve.
+        if self._tunnels >= self._limits.max_tunnels:
+            raise Denied("overloaded", "the egress proxy is at its limit of open connections; retry later", 503)
+        self._tunnels += 1
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                self._connect_upstream(str(address), port, limit=UPSTREAM_BUFFER), grant.limits.connect_timeout_s
+            )
+        except BaseException as exc:
+            self._tunnels -= 1
+            if isinstance(exc, (OSError, TimeoutError)):
+                raise Denied(
+                    "connect_failed", f"cannot connect to {address} port {port}: {exc or 'timeout'}", 502
+                ) from exc
+            raise
+        return up_reader, up_writer, address
+
+    async def _send(self, grant: CallGrant, record: EgressRecord, dst: asyncio.StreamWriter, data: bytes) -> None:
+        room = grant.limits.max_bytes_out - grant.bytes_out
+        if len(data) > room:
+            record.cut = "bytes_out_limit"
+            raise _Cut
+        grant.bytes_out += len(data)
+        record.bytes_out += len(data)
+        dst.write(data)
+        await dst.drain()
+
+    async def _pump(
+        self,
+        grant: CallGrant,
+        record: EgressRecord,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        *,
+        direction: Literal["out", "in"],
+        upto: int | None = None,
+    ) -> None:
+        """Copies src to dst until EOF (or ``upto`` bytes), within the call's
+        byte budget for that direction; a cut raises _Cut."""
+        limit = grant.limits.max_bytes_out if direction == "out" else grant.limits.max_bytes_in
+        left = upto
+        while left is None or left > 0:
+            data = await src.read(CHUNK if left is None else min(CHUNK, left))
+            if not data:
+                break
+            if left is not None:
+                left -= len(data)
+            used = grant.bytes_out if direction == "out" else grant.bytes_in
+            keep = data[: max(limit - used, 0)]
+            if direction == "out":
+                grant.bytes_out += len(keep)
+                record.bytes_out += len(keep)
+            else:
+                grant.bytes_in += len(keep)
+                record.bytes_in += len(keep)
+            if keep:
+                dst.write(keep)
+                await dst.drain()
+            if len(keep) < len(data):
+                record.cut = f"bytes_{direction}_limit"
+                raise _Cut
+
+    async def _splice(
+        self,
+        grant: CallGrant,
+        record: EgressRecord,
+        *,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        up_r: asyncio.StreamReader,
+        up_w: asyncio.StreamWriter,
+    ) -> None:
+        """Both ways, for a CONNECT tunnel."""
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, direction: Literal["out", "in"]) -> None:
+            await self._pump(grant, record, src, dst, direction=direction)
+            if dst.can_write_eof():
+                with contextlib.suppress(OSError):
+                    dst.write_eof()
+
+        out = asyncio.ensure_future(pump(client_r, up_w, "out"))
+        back = asyncio.ensure_future(pump(up_r, client_w, "in"))
+        try:
+            done, _ = await asyncio.wait({out, back}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raises a cut or a connection error
+            if back not in done:
+                # The sandbox finished sending; the answer may still be coming.
+                await back
+        finally:
+            for task in (out, back):
+                task.cancel()
+            await asyncio.gather(out, back, return_exceptions=True)
+
+
+def _address_to_dial(host: Host, addresses: list[IPAddress], allowed: tuple[IPNetwork, ...]) -> IPAddress:
+    """The address to connect to, after every answer was checked."""
+    if not addresses:
+        raise Denied("resolve_failed", f"{host.name} has no addresses", 502)
+    # Every answer must pass, not just the first: a name that mixes a
+    # public and a private address is a rebinding setup.
+    for address in addresses:
+        why = address_problem(address, allowed)
+        if why is not None:
+            raise Denied("address_denied", f"{host.text} resolves to {why}")
+    # An address carrying an IPv4 address passed on that address's merits,
+    # but it is never dialled: 6to4 and Teredo go through public relays,
+    # NAT64 through a translator, and a mapped one is an IPv4 address in
+    # disguise. A plain answer of the same name is used instead.
+    dialable = [a for a in addresses if embedded_ipv4(a) is None]
+    if not dialable:
+        kinds = sorted({found[0] for a in addresses if (found := embedded_ipv4(a)) is not None})
+        raise Denied(
+            "address_denied",
+            f"{host.text} has only {'/'.join(kinds)} addresses, which carry an IPv4 address and are never dialled",
+        )
+    return dialable[0]
+
+
+def _count_attempt(grant: CallGrant) -> None:
+    """Every attempt counts against the call's limit, refused or not."""
+    grant.attempts += 1
+    if grant.attempts > grant.limits.max_connections:
+        raise Denied("too_many_connections", f"the call's limit of {grant.limits.max_connections} connections")
+
+
+def _peer_ip(writer: asyncio.StreamWriter) -> IPAddress | None:
+    peer = writer.get_extra_info("peername")
+    try:
+        return ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
+def _key(token: str) -> bytes:
+    # Looked up by digest, so the dict never compares secrets byte by byte.
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _credential(headers: list[tuple[str, str]]) -> str:
+    for name, value in headers:
+        if name.lower() == "proxy-authorization":
+            scheme, _, encoded = value.strip().partition(" ")
+            if scheme.lower() == "basic":
+                with contextlib.suppress(ValueError):
+                    return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[2]
+    return ""
+
+
+def _parse_head(head: bytes) -> tuple[str, str, list[tuple[str, str]]]:
+    """Request line and headers, strictly (RFC 9112): a token method, a
+    target of visible ASCII, token header names and values without control
+    characters. Anything looser is refused, because a bare LF or CR that we
+    pass on is a line break to some upstream servers: it would smuggle a
+    second request, with a Host of the sandbox's choosing, past our
+    rewrite."""
+    lines = head.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        raise ValueError("malformed request line")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        header = _HEADER.fullmatch(line)
+        if header is None:
+            raise ValueError("malformed header")
+        headers.append((header["name"], header["value"].strip(" \t")))
+    return match["method"], match["target"], headers
+
+
+def _destination(
+    method: str, target: str, headers: list[tuple[str, str]]
+) -> tuple[Host, int, tuple[bytes, int] | None]:
+    """Host, port and, for a forwarded HTTP request, the head to send
+    upstream and the length of the body that follows it."""
+    try:
+        if method == "CONNECT":
+            host_text, sep, port_text = target.rpartition(":")
+            if not sep:
+                raise Denied("bad_request", f"CONNECT target {target!r} is not host:port", 400)
+            return normalize_host(host_text), _port(port_text), None
+        try:
+            url = urllib.parse.urlsplit(target)
+            url_port = url.port
+        except ValueError as exc:  # bad brackets or a port out of range
+            raise Denied("bad_request", f"cannot parse the request URL: {exc}", 400) from exc
+        if url.scheme.lower() != "http" or not url.hostname:
+            raise Denied(
+                "bad_request", "only CONNECT and absolute http:// requests are proxied (use CONNECT for https)", 400
+            )
+        if url.username is not None or url.password is not None or "@" in url.netloc:
+            raise Denied("bad_request", "user info in the request URL is refused", 400)
+        netloc_host = url.netloc.rpartition(":")[0] if url_port is not None else url.netloc
+        host = normalize_host(netloc_host)
+        port = _port(str(url_port)) if url_port is not None else 80
+    except HostError as exc:
+        raise Denied(exc.code, str(exc)) from exc
+    path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
+    # The Host header names the host we checked, whatever the sandbox put there.
+    authority = host.text if port == 80 else f"{host.text}:{port}"  # noqa: PLR2004 - http's default port
+    body_bytes = _body_length(headers)
+    kept = [(n, v) for n, v in headers if n.lower() not in _HOP_HEADERS and n.lower() != "host"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {authority}", *(f"{n}: {v}" for n, v in kept), "Connection: close"]
+    return host, port, (("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), body_bytes)
+
+
+def _body_length(headers: list[tuple[str, str]]) -> int:
+    """The request body's length from Content-Length; a chunked body is
+    refused (use CONNECT), since forwarding it would mean parsing chunks
+    to know where the one request ends."""
+    if any(n.lower() == "transfer-encoding" for n, _ in headers):
+        raise Denied("bad_request", "Transfer-Encoding request bodies are not forwarded; use CONNECT (https)", 400)
+    lengths = {v for n, v in headers if n.lower() == "content-length"}
+    if not lengths:
+        return 0
+    if len(lengths) > 1 or not re.fullmatch(r"[0-9]{1,15}", next(iter(lengths))):
+        raise Denied("bad_request", "Content-Length is malformed or repeated with different values", 400)
+    return int(next(iter(lengths)))
+
+
+def _port(text: str) -> int:
+    # ASCII digits only: str.isdigit() accepts "²", which int() then rejects.
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 < int(text) <= 65535:  # noqa: PLR2004 - the port range
+        raise Denied("bad_request", f"port {text!r} is not a number from 1 to 65535", 400)
+    return int(text)
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, status: int, code: str, message: str, extra: tuple[tuple[str, str], ...] = ()
+) -> None:
+    phrase = {
+        400: "Bad Request",
+        403: "Forbidden",
+        407: "Proxy Authentication Required",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }[status]
+    body = (message + "\n").encode()
+    head = [
+        f"HTTP/1.1 {status} {phrase}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"X-Airlock-Egress-Reason: {code}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{n}: {v}" for n, v in extra),
+    ]
+    with contextlib.suppress(OSError):
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()

@@ -1,0 +1,108 @@
+"""Validates OPA's answer into a typed PolicyAnswer. Anything that is not the
+documented decision shape is ``policy_malformed``: the gateway never guesses
+what an odd answer meant. No grpc, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from airlock.common.wire import LIMIT_KEYS, Limits
+from airlock.gateway._errors import PolicyError
+from airlock.gateway._model import Obligations, Reason
+
+
+@dataclass(frozen=True)
+class PolicyAnswer:
+    """A well-formed decision document."""
+
+    allowed: bool
+    reasons: tuple[Reason, ...]
+    obligations: Obligations
+    #: Report-only denies (shadow mode).
+    shadow: tuple[Reason, ...]
+    #: The registry entry the policy decided with, or None when it sent none.
+    tool: Mapping[str, Any] | None
+
+
+def _bad(why: str) -> PolicyError:
+    return PolicyError(f"malformed policy decision: {why}", code="policy_malformed")
+
+
+def parse_answer(doc: Any) -> PolicyAnswer:
+    """The decision document as OPA answered it, validated field by field."""
+    if not isinstance(doc, dict):
+        raise _bad("not an object")
+    allow = doc.get("allow")
+    if not isinstance(allow, bool):
+        raise _bad("'allow' must be true or false")
+    raw_reasons = doc.get("reasons")
+    if not isinstance(raw_reasons, list) or not raw_reasons:
+        raise _bad("'reasons' must be a non-empty list")
+    reasons = parse_reasons(raw_reasons, "reasons")
+    obligations = doc.get("obligations")
+    if not isinstance(obligations, dict):
+        raise _bad("'obligations' must be an object")
+    return PolicyAnswer(
+        allowed=allow,
+        reasons=reasons,
+        obligations=_obligations(obligations, allow=allow),
+        shadow=parse_reasons(doc.get("shadow", []), "shadow"),
+        tool=_tool(doc.get("tool")),
+    )
+
+
+def parse_reasons(raw: Any, what: str) -> tuple[Reason, ...]:
+    if not isinstance(raw, list):
+        raise _bad(f"'{what}' must be a list")
+    out = []
+    for r in raw:
+        if not (
+            isinstance(r, dict) and isinstance(r.get("code"), str) and r["code"] and isinstance(r.get("message"), str)
+        ):
+            raise _bad(f"each of '{what}' needs a non-empty 'code' and a 'message'")
+        out.append(Reason(r["code"], r["message"]))
+    return tuple(out)
+
+
+def _obligations(doc: dict[str, Any], *, allow: bool) -> Obligations:
+    limits_doc = doc.get("limits", {})
+    network = doc.get("network", {})
+    if not isinstance(limits_doc, dict) or not isinstance(network, dict):
+        raise _bad("'obligations.limits' and 'obligations.network' must be objects")
+    limits: dict[str, int] = {}
+    for key in LIMIT_KEYS:
+        value = limits_doc.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _bad(f"'obligations.limits.{key}' must be a non-negative integer")
+        limits[key] = value
+    if allow and any(limits[k] == 0 for k in LIMIT_KEYS):
+        # An allow must say how tightly to run; "0 = executor default" is only
+        # acceptable on a deny, where nothing runs.
+        raise _bad("an allow must set every obligations.limits key")
+    mode, allowlist, cidrs = _network(network, _bad)
+    return Obligations(Limits(**limits), mode, allowlist, cidrs)
+
+
+def _network(
+    network: dict[str, Any], bad: Callable[[str], PolicyError]
+) -> tuple[Literal["none", "egress"], tuple[str, ...], tuple[str, ...]]:
+    mode = network.get("mode", "none")
+    if mode not in ("none", "egress"):
+        raise bad("'obligations.network.mode' must be 'none' or 'egress'")
+    lists: list[tuple[str, ...]] = []
+    for key in ("egress_allowlist", "egress_allow_cidrs"):
+        value = network.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+            raise bad(f"'obligations.network.{key}' must be a list of strings")
+        lists.append(tuple(value))
+    return mode, lists[0], lists[1]
+
+
+def _tool(tool: Any) -> Mapping[str, Any] | None:
+    if tool is None:
+        return None
+    if not isinstance(tool, dict):
+        raise _bad("'tool' is not a registry entry")
+    return tool

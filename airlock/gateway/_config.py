@@ -1,0 +1,399 @@
+"""The gateway's own configuration (gateway.yaml), parsed into frozen
+dataclasses. ``python -m airlock.gateway check --config FILE`` validates one offline.
+Relative paths are resolved against the config file's folder."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.parse
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from airlock.common import load_yaml_config
+from airlock.common._tls import ClientTLS, ServerTLS
+from airlock.gateway._mask import DEFAULT_KEY_PATTERN as DEFAULT_MASK_KEY_PATTERN
+from airlock.gateway._mask import DEFAULT_VALUE_PATTERNS as DEFAULT_MASK_VALUE_PATTERNS
+from airlock.gateway._model import ROLES, Role
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+DEFAULT_OPA_URL = "http://127.0.0.1:8181"
+DEFAULT_DECISION_PATH = "airlock/decision"
+DEFAULT_GRANTED_TOOLS_PATH = "airlock/granted_tools"
+#: OPA answers in well under a millisecond locally; 250 ms only trips when it
+#: is really stuck, and then the call is denied rather than left hanging.
+DEFAULT_OPA_TIMEOUT_MS = 250
+DEFAULT_MAX_ARGUMENTS_BYTES = 64 * 1024
+#: The transport cap sits above the arguments cap so that an oversized call
+#: still reaches our code and gets its audit event; only a message beyond
+#: this is refused by gRPC itself (RESOURCE_EXHAUSTED, before any parsing).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Extra time on top of a run's own timeout before the gateway gives up on
+#: the executor (container start and teardown happen outside the timeout).
+DEFAULT_EXECUTOR_GRACE_MS = 15_000
+DEFAULT_AUDIT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_BUDGET_WINDOW_SECONDS = 3600
+#: A busy executor queues runs (max_concurrent_runs); a minute of queueing
+#: is generous for an agent, and beyond it the call fails rather than hangs.
+DEFAULT_EXECUTOR_START_TIMEOUT_MS = 60_000
+#: The executor's default max_concurrent_runs, and half of it per principal:
+#: a second principal always finds free slots while one is busy.
+DEFAULT_EXECUTOR_RUN_SLOTS = 16
+DEFAULT_EXECUTOR_RUNS_PER_PRINCIPAL = 8
+#: OPA evaluates in well under a millisecond; 16 at once keep both cores busy,
+#: and one principal may use half of them.
+DEFAULT_POLICY_CONCURRENCY = 16
+DEFAULT_POLICY_PER_PRINCIPAL = 8
+DEFAULT_POLICY_QUEUE_TIMEOUT_MS = 5_000
+DEFAULT_MAX_ARGUMENTS_DEPTH = 32
+DEFAULT_MAX_IN_FLIGHT_PER_PRINCIPAL = 32
+#: Well above what the in-flight caps let the configured principals use,
+#: well below the file descriptors the process has.
+DEFAULT_MAX_CONCURRENT_RPCS = 256
+DEFAULT_MAX_CONCURRENT_STREAMS = 64
+DEFAULT_MAX_CONNECTION_IDLE_MS = 120_000
+#: An agent needs one connection; the cap stops an fd exhaustion (20,600
+#: idle connections did it before) and sits far below the fd limit the
+#: gateway raises itself to at start.
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_UNAUTHENTICATED_RECORDS = 20
+DEFAULT_UNAUTHENTICATED_WINDOW_MS = 10_000
+
+
+@dataclass(frozen=True)
+class OpaConfig:
+    """How to reach the policy engine."""
+
+    url: str = DEFAULT_OPA_URL
+    """OPA's REST API: ``unix:///path/opa.sock`` (what ``airlock up`` uses: a
+    socket only the gateway's group can open), ``https://host:port``, or
+    ``http://`` on a loopback address only (a network attacker who could
+    answer "allow" must never be able to)."""
+    token_file: str | None = None
+    """Bearer token OPA requires (``--authentication=token``); OPA's
+    authorization policy admits only this token, and only for the decision
+    queries."""
+    tls: ClientTLS | None = None
+    """CA (and client certificate for mTLS) for an ``https://`` OPA."""
+    decision_path: str = DEFAULT_DECISION_PATH
+    """Data API path of the decision document."""
+    granted_tools_path: str = DEFAULT_GRANTED_TOOLS_PATH
+    """Data API path of the list of tools a principal may use."""
+    timeout_ms: int = DEFAULT_OPA_TIMEOUT_MS
+    """A decision slower than this is a deny (policy_timeout)."""
+    concurrency: int = DEFAULT_POLICY_CONCURRENCY
+    """Policy evaluations in flight at once, shared fairly between principals."""
+    per_principal: int = DEFAULT_POLICY_PER_PRINCIPAL
+    """One principal's share of ``concurrency``."""
+    queue_timeout_ms: int = DEFAULT_POLICY_QUEUE_TIMEOUT_MS
+    """How long a call waits for an evaluation slot before it is denied (gateway_overloaded)."""
+
+    def __post_init__(self) -> None:
+        if self.timeout_ms <= 0 or self.queue_timeout_ms <= 0:
+            raise ValueError("opa.timeout_ms and opa.queue_timeout_ms must be > 0")
+        if self.concurrency < 1 or self.per_principal < 1:
+            raise ValueError("opa.concurrency and opa.per_principal must be >= 1")
+        parsed = urllib.parse.urlsplit(self.url)
+        if parsed.scheme == "unix":
+            if not parsed.path.startswith("/"):
+                raise ValueError(f"opa.url: a unix socket URL needs an absolute path, got {self.url!r}")
+        elif parsed.scheme == "http":
+            if not _is_loopback(parsed.hostname or ""):
+                raise ValueError(
+                    f"opa.url {self.url!r}: plain http is accepted only on a loopback address; "
+                    "use https:// (with opa.tls) or a unix:// socket"
+                )
+        elif parsed.scheme != "https":
+            raise ValueError(f"opa.url must be unix://, https:// or loopback http://, got {self.url!r}")
+        if self.tls is not None and parsed.scheme != "https":
+            raise ValueError("opa.tls applies to an https:// opa.url only")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ExecutorLink:
+    """How to reach the executor daemon."""
+
+    token_file: str
+    """File holding the shared secret the executor requires."""
+    socket: str | None = None
+    """Path of the executor's Unix socket (the default transport)."""
+    address: str | None = None
+    """host:port of a remote executor; requires tls with a client certificate."""
+    tls: ClientTLS | None = None
+    """mTLS settings for ``address``."""
+    grace_ms: int = DEFAULT_EXECUTOR_GRACE_MS
+    """Added to a run's timeout to bound the run once its container started."""
+    start_timeout_ms: int = DEFAULT_EXECUTOR_START_TIMEOUT_MS
+    """How long a run may wait for a free executor slot and a started container."""
+    max_concurrent_runs: int = DEFAULT_EXECUTOR_RUN_SLOTS
+    """Runs the gateway sends at once (set it to the executor's max_concurrent_runs)."""
+    max_runs_per_principal: int = DEFAULT_EXECUTOR_RUNS_PER_PRINCIPAL
+    """One principal's share of those runs, so one agent cannot hold every slot."""
+
+    def __post_init__(self) -> None:
+        if (self.socket is None) == (self.address is None):
+            raise ValueError("executor: set exactly one of socket or address")
+        if self.address is not None and (self.tls is None or self.tls.cert_file is None):
+            raise ValueError("executor.address needs tls with cert_file and key_file (mutual TLS)")
+
+    @property
+    def target(self) -> str:
+        return f"unix://{self.socket}" if self.socket else str(self.address)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One agent identity: a bearer token (token_file or token_sha256), a
+    client certificate (tls_identity), or both."""
+
+    id: str
+    """The principal id policy sees."""
+    profile: str = "default"
+    """The principal's profile (grant set and caps in policy data)."""
+    token_file: str | None = None
+    """File holding the agent's bearer token."""
+    token_sha256: str | None = None
+    """Hex SHA-256 of the bearer token, so the config need not hold the secret."""
+    tls_identity: str | None = None
+    """Client-certificate identity when the gateway requires mTLS: a URI SAN
+    (e.g. ``spiffe://airlock/agent/dev-agent``) in a certificate issued by
+    ``tls.client_ca_file``, which must be a CA dedicated to Airlock agents.
+    Only URI SANs count; DNS names and the subject CN never do."""
+    roles: tuple[Role, ...] = ("agent",)
+    """What this principal may do: ``agent`` (call tools), ``operator``
+    (manage the gateway), ``approver`` (decide approvals)."""
+
+    def __post_init__(self) -> None:
+        for role in self.roles:
+            if role not in ROLES:
+                raise ValueError(f"agent {self.id!r}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if self.tls_identity is not None and "://" not in self.tls_identity:
+            raise ValueError(f"agent {self.id!r}: tls_identity must be a URI SAN such as spiffe://airlock/agent/NAME")
+        if self.token_file is not None and self.token_sha256 is not None:
+            raise ValueError(f"agent {self.id!r}: set token_file or token_sha256, not both")
+        if self.token_file is None and self.token_sha256 is None and self.tls_identity is None:
+            raise ValueError(f"agent {self.id!r}: needs a token (token_file or token_sha256) or a tls_identity")
+        if self.token_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.token_sha256):
+            raise ValueError(f"agent {self.id!r}: token_sha256 must be 64 hex characters")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input size limits."""
+
+    max_arguments_bytes: int = DEFAULT_MAX_ARGUMENTS_BYTES
+    """A call whose raw arguments are longer is refused (arguments_too_large)."""
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """gRPC transport cap on one request message."""
+    max_arguments_depth: int = DEFAULT_MAX_ARGUMENTS_DEPTH
+    """Deepest nesting of arrays/objects accepted in arguments (arguments_malformed above)."""
+    max_in_flight_per_principal: int = DEFAULT_MAX_IN_FLIGHT_PER_PRINCIPAL
+    """Calls one principal may have in flight; more are refused at once (too_many_in_flight)."""
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    """RPCs the server handles at once; beyond it gRPC answers RESOURCE_EXHAUSTED."""
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
+    """HTTP/2 streams one connection may open at once."""
+    max_connection_idle_ms: int = DEFAULT_MAX_CONNECTION_IDLE_MS
+    """A connection idle this long is closed, so idle connections cannot hoard file descriptors."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Open client connections at most; beyond it new ones are refused (kept below the fd limit)."""
+    unauthenticated_records_per_window: int = DEFAULT_UNAUTHENTICATED_RECORDS
+    """Unauthenticated calls recorded one event each per window; the rest go into one summary event."""
+    unauthenticated_window_ms: int = DEFAULT_UNAUTHENTICATED_WINDOW_MS
+    """The window for ``unauthenticated_records_per_window``."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_arguments_bytes",
+            "max_arguments_depth",
+            "max_in_flight_per_principal",
+            "max_concurrent_rpcs",
+            "max_concurrent_streams",
+            "max_connection_idle_ms",
+            "max_connections",
+            "unauthenticated_window_ms",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"limits.{name} must be >= 1")
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """What to mask before an event is written (the policy sees the real input)."""
+
+    pointers: tuple[str, ...] = ()
+    """JSON pointers into the policy input, e.g. /call/arguments/api_key (the event's /input/call/arguments/api_key)."""
+    key_pattern: str | None = DEFAULT_MASK_KEY_PATTERN
+    """RE2 pattern for object keys whose values are masked wherever they appear (null: none)."""
+    value_patterns: tuple[str, ...] = DEFAULT_MASK_VALUE_PATTERNS
+    """RE2 patterns for secret-shaped text, masked in every string (a group named secret* narrows the mask)."""
+
+    def __post_init__(self) -> None:
+        # Imported here so this edit stays inside the audit section; _mask
+        # is already loaded by the module-level import above.
+        from airlock.gateway._mask import compile_pattern  # noqa: PLC0415
+
+        for p in (*self.value_patterns, *([self.key_pattern] if self.key_pattern else [])):
+            compile_pattern(p)  # ValueError naming the pattern and RE2's reason
+        for p in self.pointers:
+            if not p.startswith("/"):
+                raise ValueError(f"mask pointer {p!r} must start with '/'")
+
+
+#: A signed checkpoint at least every this many lines and seconds: what a
+#: crash can leave unsigned, and how stale the signature can be.
+DEFAULT_AUDIT_CHECKPOINT_EVENTS = 1000
+DEFAULT_AUDIT_CHECKPOINT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What happens to rotated audit files. The defaults keep every file; when
+    files are pruned, a signed "pruned" checkpoint says so in the live chain
+    first, so `airlock audit verify` on the rest shows no cut."""
+
+    keep_files: int | None = None
+    """Keep at most this many rotated files (<path>.<n>) next to the log (null: all)."""
+    max_age_days: float | None = None
+    """Prune rotated files last written more than this many days ago (null: never by age)."""
+    archive_dir: str | None = None
+    """Move pruned files into this folder instead of deleting them (relative to the config file)."""
+
+    def __post_init__(self) -> None:
+        if self.keep_files is not None and self.keep_files < 0:
+            raise ValueError(f"audit.retention.keep_files must be >= 0, got {self.keep_files}")
+        if self.max_age_days is not None and self.max_age_days <= 0:
+            raise ValueError(f"audit.retention.max_age_days must be > 0, got {self.max_age_days}")
+        if self.archive_dir is not None and self.keep_files is None and self.max_age_days is None:
+            raise ValueError("audit.retention.archive_dir needs keep_files or max_age_days (nothing would be moved)")
+
+    @property
+    def prunes(self) -> bool:
+        return self.keep_files is not None or self.max_age_days is not None
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Where audit events go."""
+
+    path: str
+    """JSON-lines file; each event is fsynced before the call proceeds. Its folder must be the gateway's own."""
+    signing_key_file: str | None = None
+    """Ed25519 private key (PEM) that signs checkpoints; required to serve. Verifiers need only the public key."""
+    max_bytes: int = DEFAULT_AUDIT_MAX_BYTES
+    """Rotate to <path>.<n> once the file reaches this size."""
+    group_commit: bool = True
+    """Write and fsync concurrent events together (each caller still waits for its own fsync)."""
+    checkpoint_events: int = DEFAULT_AUDIT_CHECKPOINT_EVENTS
+    """Write a signed checkpoint after at most this many lines."""
+    checkpoint_seconds: float = DEFAULT_AUDIT_CHECKPOINT_SECONDS
+    """... and at most this many seconds after an unsigned line."""
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    """Pruning or archiving of rotated files."""
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    """Secret masking."""
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_events < 1:
+            raise ValueError(f"audit.checkpoint_events must be >= 1, got {self.checkpoint_events}")
+        if self.checkpoint_seconds <= 0:
+            raise ValueError(f"audit.checkpoint_seconds must be > 0, got {self.checkpoint_seconds}")
+        if self.max_bytes < 1:
+            raise ValueError(f"audit.max_bytes must be >= 1, got {self.max_bytes}")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """The call counters the gateway puts in the policy input (input.counters)."""
+
+    window_seconds: int = DEFAULT_BUDGET_WINDOW_SECONDS
+    """Trailing window the counters cover."""
+
+    def __post_init__(self) -> None:
+        if self.window_seconds <= 0:
+            raise ValueError(f"budget.window_seconds must be > 0, got {self.window_seconds}")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """gateway.yaml, version 1."""
+
+    registry: str
+    """Path of tool_registry.yaml."""
+    executor: ExecutorLink
+    """The executor daemon."""
+    audit: AuditConfig
+    """The audit sink."""
+    agents: tuple[Agent, ...]
+    """Who may call."""
+    listen: str = DEFAULT_LISTEN
+    """gRPC listen address (host:port; port 0 picks a free one)."""
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
+    """Prometheus /metrics listen address."""
+    opa: OpaConfig = field(default_factory=OpaConfig)
+    """The policy engine."""
+    tls: ServerTLS | None = None
+    """TLS for the gRPC listener; with client_ca_file, agents may authenticate by certificate."""
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    """Call counters for budget rules."""
+    limits: Limits = field(default_factory=Limits)
+    """Input limits."""
+    insecure: bool = False
+    """Allow a plaintext listener on a non-loopback address (never do this
+    outside a test: tokens would cross the network in clear)."""
+
+    def __post_init__(self) -> None:
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if self.tls is None and not self.insecure and not _is_loopback(host):
+            raise ValueError(
+                f"listen {self.listen!r} is not a loopback address and tls is not set; "
+                "configure tls (or set insecure: true for a throwaway test setup)"
+            )
+        ids = [a.id for a in self.agents]
+        if len(ids) != len(set(ids)):
+            raise ValueError("agents: ids must be unique")
+        if any(a.tls_identity for a in self.agents) and (self.tls is None or self.tls.client_ca_file is None):
+            raise ValueError("agents with tls_identity need tls.client_ca_file (mutual TLS)")
+        if self.limits.max_arguments_bytes >= self.limits.max_message_bytes:
+            raise ValueError("limits.max_arguments_bytes must be below limits.max_message_bytes")
+
+
+def load_gateway_config(path: Path) -> GatewayConfig:
+    """Loads gateway.yaml and resolves relative paths against its folder."""
+    cfg = load_yaml_config(path, GatewayConfig)
+    base = path.resolve().parent
+
+    def rel(p: str) -> str:
+        return str((base / p).resolve())
+
+    return replace(
+        cfg,
+        registry=rel(cfg.registry),
+        executor=replace(
+            cfg.executor,
+            socket=rel(cfg.executor.socket) if cfg.executor.socket else None,
+            token_file=rel(cfg.executor.token_file),
+            tls=cfg.executor.tls.resolved(base) if cfg.executor.tls else None,
+        ),
+        tls=cfg.tls.resolved(base) if cfg.tls else None,
+        audit=replace(
+            cfg.audit,
+            path=rel(cfg.audit.path),
+            signing_key_file=rel(cfg.audit.signing_key_file) if cfg.audit.signing_key_file else None,
+            retention=replace(
+                cfg.audit.retention,
+                archive_dir=rel(cfg.audit.retention.archive_dir) if cfg.audit.retention.archive_dir else None,
+            ),
+        ),
+        agents=tuple(replace(a, token_file=rel(a.token_file)) if a.token_file else a for a in cfg.agents),
+    )

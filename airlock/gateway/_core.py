@@ -1,0 +1,619 @@
+"""The gateway's decision and invocation logic -- no grpc in here.
+
+A decision is this table of checks, in order; each refusal has its own
+reason code, and nothing is executed unless a well-formed policy decision
+said allow and its audit event is durable:
+
+    principal under its in-flight cap   too_many_in_flight (authenticated calls)
+    authenticated?                      unauthenticated
+    identifying fields present, capped  field_too_long, call_id_missing, ...
+    not a hosted item                   item_type_hosted
+    arguments within size               arguments_too_large
+    arguments strict JSON               arguments_malformed
+    budget reserved, policy asked       policy_* (fail closed), gateway_overloaded
+    answer well formed                  policy_malformed
+    decided tool is our registry entry  policy_malformed
+    arguments match the schema          arguments_invalid
+    the policy's verdict                its own codes
+    audit event durable                 audit_failed
+
+Modules it orchestrates: _input (fields, arguments, policy input), _answer
+(OPA's answer), _events (audit events), _budget (counters), _admission
+(per-principal caps and fair shares).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from airlock.gateway import _events
+from airlock.gateway._admission import FairSlots, InFlight, SlotTimeoutError
+from airlock.gateway._answer import parse_answer
+from airlock.gateway._audit import AuditSink
+from airlock.gateway._budget import CallCounters, CounterStore, Reservation
+from airlock.gateway._errors import FAIL_CLOSED_REASONS, AuditError, ExecutorError, PolicyError
+from airlock.gateway._input import (
+    InputError,
+    build_policy_input,
+    check_fields,
+    cut,
+    now,
+    parse_arguments,
+    principal_doc,
+    schema_errors,
+)
+from airlock.gateway._json import MalformedJSON
+from airlock.gateway._json import loads as strict_loads
+from airlock.gateway._metrics import GatewayMetrics
+from airlock.gateway._model import (
+    CallInput,
+    Decision,
+    InvokeResult,
+    Observation,
+    Observed,
+    Principal,
+    Reason,
+    Refusal,
+    RunOutcome,
+    RunSpec,
+)
+from airlock.gateway._policy import PolicyEngine, PolicyResult
+from airlock.gateway._registry import HOSTED_ITEM_TYPES, PLACEHOLDER_RE, Registry
+from airlock.v1 import audit_pb2
+
+log = logging.getLogger("airlock.gateway")
+#: Items Observe records: the hosted tools' items, image generation, and a
+#: shell_call of a hosted shell (the agent sends only those it did not run).
+OBSERVABLE_ITEM_TYPES = HOSTED_ITEM_TYPES | {"image_generation_call", "shell_call"}
+_OBSERVE_CAPS = {"item_type": 64, "item_id": 256, "tool": 128, "status": 64, "session_id": 256}
+
+
+class Executor(Protocol):
+    """The executor seam: run an allowed plan and report its outcome."""
+
+    async def run(self, plan: RunSpec) -> RunOutcome: ...
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    decision_path: str
+    granted_tools_path: str
+    max_arguments_bytes: int
+    max_arguments_depth: int = 32
+    #: Calls one principal may have in flight (any RPC); more are refused.
+    max_in_flight_per_principal: int = 32
+    #: Concurrent policy evaluations, and one principal's share of them.
+    policy_concurrency: int = 16
+    policy_per_principal: int = 8
+    #: How long a call may wait for a policy slot before it is refused.
+    policy_queue_timeout_s: float = 5.0
+    #: Executor run slots the gateway hands out (the executor's
+    #: max_concurrent_runs) and one principal's share of them.
+    run_slots: int = 16
+    run_slots_per_principal: int = 8
+    run_queue_timeout_s: float = 60.0
+    #: Unauthenticated calls recorded one event each per window; the rest
+    #: are counted into one summary event per window.
+    unauthenticated_records_per_window: int = 20
+    unauthenticated_window_s: float = 10.0
+
+
+class Gateway:
+    """Decides and invokes tool calls."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        policy: PolicyEngine,
+        executor: Executor,
+        audit: AuditSink,
+        metrics: GatewayMetrics,
+        settings: CoreSettings,
+        counters: CounterStore | None = None,
+    ) -> None:
+        self._counters: CounterStore = counters or CallCounters()
+        self._registry = registry
+        # The entries the gateway accepts from a decision: the current
+        # registry's and, for a moment after a publish, the previous one's
+        # (OPA activates a new bundle a second or two after we reload).
+        self._known: list[Registry] = [registry]
+        self._policy = policy
+        self._executor = executor
+        self._audit = audit
+        self._metrics = metrics
+        self._settings = settings
+        self._in_flight = InFlight(settings.max_in_flight_per_principal)
+        self._policy_slots = FairSlots(settings.policy_concurrency, settings.policy_per_principal)
+        self._run_slots = FairSlots(settings.run_slots, settings.run_slots_per_principal)
+        self._unauth = _UnauthenticatedRecords(
+            settings.unauthenticated_records_per_window, settings.unauthenticated_window_s
+        )
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- public operations -------------------------------------------------
+
+    async def decide(self, inp: CallInput) -> Decision:
+        """Decide only; the decision is audited whatever it is.
+
+        Shielded: a client that cancels or disconnects mid-decision does not
+        stop the decision from being made and recorded.
+        """
+        return await asyncio.shield(self._admitted_decision(inp, reserve=False))
+
+    async def invoke(self, inp: CallInput) -> InvokeResult:
+        """Decide, then run an allowed call. The principal's in-flight cap
+        covers the whole call, run included."""
+        self._metrics.in_flight.inc()
+        started = time.monotonic()
+        tool_label = self._metrics.tool_label(inp.call.tool)
+        principal = inp.principal
+        entered = principal is not None and self._in_flight.try_enter(principal.id)
+        try:
+            if principal is not None and not entered:
+                return InvokeResult(await asyncio.shield(self._refuse_busy(inp, principal)))
+            decision = await asyncio.shield(self._decide_and_record(inp, reserve=True))
+            if not decision.allowed:
+                return InvokeResult(decision)
+            assert principal is not None
+            return await self._run(inp, principal, decision, tool_label)
+        finally:
+            if entered:
+                assert principal is not None
+                self._in_flight.leave(principal.id)
+            self._metrics.in_flight.dec()
+            self._metrics.invoke_seconds.labels(tool_label).observe(time.monotonic() - started)
+
+    async def granted_tools(self, principal: Principal) -> tuple[list[str], str]:
+        """Registered tools this principal may use, and the policy revision.
+
+        Fails closed: any policy failure raises PolicyError and lists nothing.
+        """
+        try:
+            async with self._policy_slots.slot(principal.id, self._settings.policy_queue_timeout_s):
+                result = await self._policy.evaluate(
+                    self._settings.granted_tools_path, {"principal": principal_doc(principal)}
+                )
+        except SlotTimeoutError as exc:
+            raise PolicyError(str(exc), code="gateway_overloaded") from exc
+        names = result.result
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PolicyError("granted_tools is not a list of names", code="policy_malformed")
+        return [n for n in names if self._registry.get(n) is not None], result.revision
+
+    async def observe(self, obs: Observation) -> Observed:
+        """Records a hosted item in the audit log; nothing is decided or run.
+        Refusals (no identity, malformed item) are recorded too. Shielded like
+        decide, so a client that goes away cannot skip the record. The
+        principal's in-flight cap applies as to every call."""
+        principal = obs.principal
+        if principal is None:
+            return await asyncio.shield(self._observe(obs))
+        if not self._in_flight.try_enter(principal.id):
+            return await asyncio.shield(self._observe(obs, busy=True))
+        try:
+            return await asyncio.shield(self._observe(obs))
+        finally:
+            self._in_flight.leave(principal.id)
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    def replace_registry(self, registry: Registry) -> None:
+        """Swaps in a reloaded registry (one assignment, so a decision sees
+        either the old one or the new one). Runs are built from the entry the
+        policy decided with, so a call never mixes two versions."""
+        self._metrics.set_tools(registry.tools.keys())
+        self._known = [registry, self._registry]
+        self._registry = registry
+
+    async def close(self) -> None:
+        """Flushes the pending unauthenticated summary (at shutdown)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self._flush_unauthenticated()
+
+    # -- deciding ------------------------------------------------------------
+
+    async def _admitted_decision(self, inp: CallInput, *, reserve: bool) -> Decision:
+        """The per-principal in-flight cap around one decision (Decide)."""
+        principal = inp.principal
+        if principal is None:
+            return await self._decide_and_record(inp, reserve=reserve)
+        if not self._in_flight.try_enter(principal.id):
+            return await self._refuse_busy(inp, principal)
+        try:
+            return await self._decide_and_record(inp, reserve=reserve)
+        finally:
+            self._in_flight.leave(principal.id)
+
+    async def _refuse_busy(self, inp: CallInput, principal: Principal) -> Decision:
+        why = f"principal {principal.id!r} already has {self._in_flight.per_principal} calls in flight"
+        decision = _refusal(inp, str(uuid.uuid4()), "resource_exhausted", Reason("too_many_in_flight", why))
+        return await self._record_decision(inp, decision)
+
+    async def _decide_and_record(self, inp: CallInput, *, reserve: bool) -> Decision:
+        reservation: Reservation | None = None
+        with self._metrics.decision_seconds.labels(inp.rpc).time():
+            try:
+                decision, reservation = await self._decide(inp, reserve=reserve)
+            except Exception as exc:  # fail closed on the unforeseen, and still audit it
+                log.exception("decision failed unexpectedly")
+                decision = _refusal(
+                    inp,
+                    str(uuid.uuid4()),
+                    "internal",
+                    Reason("internal_error", f"the gateway could not decide: {type(exc).__name__}"),
+                )
+        decision = await self._record_decision(inp, decision)
+        if reservation is not None:
+            # An allowed call counts against its budgets; anything else does not.
+            if decision.allowed:
+                reservation.keep()
+            else:
+                reservation.release()
+        return decision
+
+    async def _decide(self, inp: CallInput, *, reserve: bool) -> tuple[Decision, Reservation | None]:
+        decision_id = str(uuid.uuid4())
+        call = inp.call
+        principal = inp.principal
+        if principal is None:
+            why = inp.authn_error or "missing or invalid token"
+            return _refusal(inp, decision_id, "unauthenticated", Reason("unauthenticated", why)), None
+        try:
+            check_fields(inp)
+        except InputError as exc:
+            return _refusal(inp, decision_id, "invalid_argument", Reason(exc.code, str(exc))), None
+        if call.item_type in HOSTED_ITEM_TYPES:
+            why = f"{call.item_type} items are run by the provider; use Observe"
+            return _refusal(inp, decision_id, "invalid_argument", Reason("item_type_hosted", why)), None
+        size = len(call.arguments.encode())
+        if size > self._settings.max_arguments_bytes:
+            why = f"arguments are {size} bytes; the limit is {self._settings.max_arguments_bytes}"
+            return _refusal(inp, decision_id, "invalid_argument", Reason("arguments_too_large", why)), None
+        try:
+            arguments = parse_arguments(call.item_type, call.arguments, max_depth=self._settings.max_arguments_depth)
+        except MalformedJSON as exc:
+            return _refusal(inp, decision_id, "invalid_argument", Reason("arguments_malformed", str(exc))), None
+
+        reservation: Reservation | None = None
+        if reserve:
+            reservation = await self._counters.reserve(principal.id, call.session_id, call.tool)
+            counts = reservation.counts
+        else:
+            counts = await self._counters.snapshot(principal.id, call.session_id, call.tool)
+        try:
+            decision = await self._ask_policy(inp, principal, decision_id, arguments, counts)
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        return decision, reservation
+
+    async def _ask_policy(  # noqa: PLR0911 - one return per check, in order
+        self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any, counts: Mapping[str, int]
+    ) -> Decision:
+        input_doc = build_policy_input(
+            self._registry, inp, principal, decision_id=decision_id, arguments=arguments, counters=counts
+        )
+        path = self._settings.decision_path
+        asked: dict[str, Any] = {"path": path, "policy_input": input_doc}
+
+        def refuse(refusal: Refusal, code: str, message: str, result: PolicyResult | None = None) -> Decision:
+            return _refusal(
+                inp,
+                decision_id,
+                refusal,
+                Reason(code, message),
+                revision=result.revision if result else "",
+                policy_result=result.result if result else None,
+                bundles=dict(result.bundles) if result else None,
+                **asked,
+            )
+
+        try:
+            async with self._policy_slots.slot(principal.id, self._settings.policy_queue_timeout_s):
+                result = await self._policy.evaluate(path, input_doc)
+        except SlotTimeoutError as exc:
+            return refuse("permission_denied", "gateway_overloaded", f"no policy evaluation slot: {exc}")
+        except PolicyError as exc:
+            return refuse("permission_denied", exc.code, str(exc))
+        if result.eval_ns is not None:
+            self._metrics.opa_eval_seconds.observe(result.eval_ns / 1e9)
+        self._metrics.policy_revision(result.revision)
+        try:
+            answer = parse_answer(result.result)
+        except PolicyError as exc:
+            return refuse("permission_denied", exc.code, str(exc), result)
+        # The policy is the judge, but a few facts are not negotiable. An
+        # allow must name a registered tool, and the entry it decided with
+        # must be exactly our registry's entry for the called tool (a policy
+        # cannot invent an image, argv or env); arguments that fail the
+        # tool's schema are a policy bug. We fail closed on each.
+        ours = self._registry.tool_data(inp.call.tool) if self._registry.get(inp.call.tool) is not None else None
+        entry = answer.tool if answer.tool is not None else ours
+        if answer.allowed:
+            if entry is None:
+                return refuse("permission_denied", "policy_malformed", "policy allowed an unregistered tool", result)
+            if not self._known_entry(inp.call.tool, entry):
+                why = f"the decision's tool entry is not the registry's entry for {inp.call.tool!r}"
+                return refuse("permission_denied", "policy_malformed", why, result)
+            errors = (
+                input_doc["call"]["arguments_errors"]
+                if ours is not None and entry.get("parameters") == ours["parameters"]
+                else schema_errors(entry.get("parameters", {}), arguments)
+            )
+            if errors:
+                return refuse("permission_denied", "arguments_invalid", f"arguments are invalid: {errors[0]}", result)
+        return Decision(
+            decision_id=decision_id,
+            allowed=answer.allowed,
+            reasons=answer.reasons,
+            refusal="none" if answer.allowed else "permission_denied",
+            obligations=answer.obligations,
+            policy_revision=result.revision,
+            principal=principal.id,
+            arguments=arguments,
+            path=path,
+            policy_input=input_doc,
+            policy_result=result.result,
+            bundles=dict(result.bundles),
+            shadow=answer.shadow if answer.allowed else (),
+            tool_entry=entry if answer.allowed else None,
+        )
+
+    def _known_entry(self, tool: str, entry: Mapping[str, Any]) -> bool:
+        return any(r.get(tool) is not None and r.tool_data(tool) == entry for r in self._known)
+
+    # -- running -------------------------------------------------------------
+
+    async def _run(self, inp: CallInput, principal: Principal, decision: Decision, tool_label: str) -> InvokeResult:
+        plan = self._plan(inp, decision)
+        try:
+            async with self._run_slots.slot(principal.id, self._settings.run_queue_timeout_s):
+                outcome = await self._executor.run(plan)
+        except SlotTimeoutError:
+            outcome = RunOutcome("error", -1, b"", b"", False, 0, error="executor_unavailable: no free run slot")
+        except ExecutorError as exc:
+            outcome = RunOutcome("error", -1, b"", b"", False, 0, error=f"{exc.code}: {exc}")
+        except asyncio.CancelledError:
+            # The client went away: the executor kills the container when
+            # its stream is cancelled; the audit trail still gets the end.
+            gone = RunOutcome("killed", -1, b"", b"", False, 0, error="client cancelled or disconnected")
+            self._metrics.executions.labels(tool_label, gone.outcome).inc()
+            with contextlib.suppress(AuditError):
+                await asyncio.shield(self._write(_events.execution_event(inp, decision, gone)))
+            raise
+        self._metrics.executions.labels(tool_label, outcome.outcome).inc()
+        if outcome.container_start_ms or outcome.duration_ms:
+            # Only runs that happened: an unreachable executor is not a 0 s run.
+            self._metrics.execution_seconds.labels(tool_label).observe(outcome.duration_ms / 1000)
+        if outcome.output_truncated:
+            self._metrics.truncations.labels(tool_label).inc()
+        try:
+            await self._write(_events.execution_event(inp, decision, outcome))
+        except AuditError:
+            # The run has happened and its decision is on disk; hiding the
+            # result would not undo it. The failure is counted (in _write)
+            # and logged for the operator.
+            log.exception("execution audit event for %s was not written", decision.decision_id)
+        return InvokeResult(decision, outcome)
+
+    def _plan(self, inp: CallInput, decision: Decision) -> RunSpec:
+        tool = decision.tool_entry
+        assert tool is not None, "_decide never allows without a registry entry"
+        args = decision.arguments if isinstance(decision.arguments, Mapping) else {}
+        argv = tuple(PLACEHOLDER_RE.sub(lambda m: _argument_text(args.get(m.group(1))), a) for a in tool["argv"])
+        return RunSpec(
+            run_id=decision.decision_id,
+            tool=inp.call.tool,
+            image=tool["image"],
+            argv=argv,
+            env=dict(tool.get("env", {})),
+            limits=decision.obligations.limits,
+            network_mode=decision.obligations.network_mode,
+            egress_allowlist=decision.obligations.egress_allowlist,
+            egress_allow_cidrs=decision.obligations.egress_allow_cidrs,
+            runtime=tool.get("runtime", "runc"),
+        )
+
+    # -- observing -----------------------------------------------------------
+
+    async def _observe(self, obs: Observation, *, busy: bool = False) -> Observed:  # noqa: C901 - one branch per refusal
+        event_id = str(uuid.uuid4())
+        item: Any = None
+        too_long = next((k for k, cap in _OBSERVE_CAPS.items() if len(getattr(obs, k)) > cap), None)
+        if busy:
+            refusal: Refusal = "resource_exhausted"
+            reason = Reason("too_many_in_flight", f"principal already has {self._in_flight.per_principal} in flight")
+        elif obs.principal is None:
+            refusal = "unauthenticated"
+            reason = Reason("unauthenticated", obs.authn_error or "missing or invalid token")
+        elif too_long is not None:
+            refusal = "invalid_argument"
+            reason = Reason("field_too_long", f"{too_long} is longer than {_OBSERVE_CAPS[too_long]} characters")
+        elif obs.item_type not in OBSERVABLE_ITEM_TYPES:
+            refusal = "invalid_argument"
+            reason = Reason("item_type_not_hosted", f"{cut(obs.item_type, 64)!r} is not a hosted item")
+        elif len(obs.item_json.encode()) > self._settings.max_arguments_bytes:
+            # Recorded, but cut: an oversized item must not bloat the log.
+            refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded (item cut to a bound)")
+        else:
+            try:
+                item = strict_loads(obs.item_json, max_depth=self._settings.max_arguments_depth)
+            except MalformedJSON:
+                item = None
+            if isinstance(item, dict):
+                refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded")
+            else:
+                refusal, reason = "invalid_argument", Reason("item_malformed", "item_json must be a JSON object")
+        if obs.principal is None and not self._unauth.record_individually("Observe", reason.message):
+            self._schedule_flush()
+            return Observed(event_id, refusal, reason)
+        try:
+            event = _events.observation_event(obs, event_id, observed=refusal == "none", reason=reason, item=item)
+        except Exception as exc:
+            log.exception("observation event could not be built")
+            event = _events.observation_event(
+                obs, event_id, observed=False, reason=Reason("internal_error", type(exc).__name__), item=None
+            )
+            refusal, reason = "internal", Reason("internal_error", "the item could not be recorded as sent")
+        try:
+            await self._write(event)
+        except AuditError as exc:
+            return Observed(event_id, "unavailable", Reason("audit_failed", str(exc)))
+        return Observed(event_id, refusal, reason)
+
+    # -- audit ---------------------------------------------------------------
+
+    async def _record_decision(self, inp: CallInput, decision: Decision) -> Decision:
+        tool_label = self._metrics.tool_label(inp.call.tool)
+        individually = inp.principal is not None or self._unauth.record_individually(
+            inp.rpc, decision.reasons[0].message
+        )
+        if individually:
+            try:
+                event = _events.decision_event(inp, decision)
+            except Exception as exc:
+                log.exception("decision event could not be built")
+                if decision.allowed:
+                    decision = replace(
+                        decision,
+                        allowed=False,
+                        refusal="internal",
+                        reasons=(Reason("internal_error", "the decision could not be recorded"),),
+                        tool_entry=None,
+                    )
+                event = _events.minimal_decision(inp, decision, type(exc).__name__)
+            try:
+                await self._write(event)
+            except AuditError as exc:
+                # No durable record, no action: an allow becomes a deny.
+                decision = replace(
+                    decision,
+                    allowed=False,
+                    refusal="unavailable",
+                    reasons=(Reason("audit_failed", str(exc)),),
+                    tool_entry=None,
+                )
+        else:
+            self._schedule_flush()
+        reason = decision.reasons[0].code
+        verdict = decision.verdict
+        if decision.allowed and decision.shadow:
+            # Report-only denies: the call goes through, the metric says so.
+            verdict, reason = "would_deny", decision.shadow[0].code
+        profile = self._metrics.profile_label(inp.principal.profile if inp.principal else None)
+        self._metrics.decisions.labels(tool_label, verdict, self._metrics.reason_label(reason), profile).inc()
+        if reason in FAIL_CLOSED_REASONS:
+            self._metrics.fail_closed.labels(reason).inc()
+        return decision
+
+    def _schedule_flush(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._unauth.window_s)
+        await self._flush_unauthenticated()
+
+    async def _flush_unauthenticated(self) -> None:
+        summary = self._unauth.take_summary()
+        if summary is None:
+            return
+        since, by_rpc = summary
+        for rpc, by_reason in sorted(by_rpc.items()):
+            event = _events.summary_event(
+                str(uuid.uuid4()), rpc=rpc, suppressed=sum(by_reason.values()), by_reason=by_reason, since=since
+            )
+            try:
+                await self._write(event)
+            except AuditError:
+                log.exception("unauthenticated summary was not written")
+
+    async def _write(self, event: audit_pb2.AuditEvent) -> None:
+        started = time.monotonic()
+        try:
+            await self._audit.write(event)
+        except AuditError:
+            self._metrics.audit_failures.inc()
+            raise
+        self._metrics.audit_write_seconds.observe(time.monotonic() - started)
+        self._metrics.audit_events.labels(event.kind).inc()
+        self._metrics.audit_last_seq.set(event.seq)
+
+
+class _UnauthenticatedRecords:
+    """How many unauthenticated calls get an event of their own per window;
+    the rest are counted (by RPC and reason message prefix) for a summary."""
+
+    def __init__(self, per_window: int, window_s: float) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self._window_start = time.monotonic()
+        self._recorded = 0
+        self._since = ""
+        self._suppressed: dict[str, dict[str, int]] = {}
+
+    def record_individually(self, rpc: str, why: str) -> bool:
+        t = time.monotonic()
+        if t - self._window_start >= self.window_s:
+            self._window_start, self._recorded = t, 0
+        if self._recorded < self.per_window:
+            self._recorded += 1
+            return True
+        if not self._suppressed:
+            self._since = now()
+        key = why[:64]
+        by_reason = self._suppressed.setdefault(rpc, {})
+        if key in by_reason or len(by_reason) < 16:  # noqa: PLR2004 - a bounded number of distinct reasons
+            by_reason[key] = by_reason.get(key, 0) + 1
+        else:
+            by_reason["other"] = by_reason.get("other", 0) + 1
+        return False
+
+    def take_summary(self) -> tuple[str, dict[str, dict[str, int]]] | None:
+        if not self._suppressed:
+            return None
+        out, self._suppressed = self._suppressed, {}
+        return self._since, out
+
+
+def _refusal(
+    inp: CallInput,
+    decision_id: str,
+    refusal: Refusal,
+    reason: Reason,
+    *,
+    revision: str = "",
+    path: str = "",
+    policy_input: Any = None,
+    policy_result: Any = None,
+    bundles: Any = None,
+) -> Decision:
+    return Decision(
+        decision_id,
+        False,
+        (reason,),
+        refusal,
+        policy_revision=revision,
+        principal=inp.principal.id if inp.principal else "",
+        path=path,
+        policy_input=policy_input,
+        policy_result=policy_result,
+        bundles=bundles,
+    )
+
+
+def _argument_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -1,0 +1,180 @@
+"""Renders decisions, executions and observations as ``airlock.v1.AuditEvent``.
+
+Events are built in clear: masking is the audit sink's job (airlock/gateway/_audit.py
+masks every field of the rendered event in its writer thread). Identifying
+fields are cut to their caps here, so nothing a caller sends can make an
+event unboundedly large. If a full event cannot be built, ``minimal_decision``
+still records that a decision was made and that it failed, so a call is never
+left without its decision event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from airlock.common import wire
+from airlock.gateway._audit import SCHEMA_VERSION
+from airlock.gateway._input import FIELD_CAPS, RAW_AUDIT_CHARS, cut, now, principal_doc
+from airlock.gateway._metrics import VERSION
+from airlock.gateway._model import CallInput, Decision, Obligations, Observation, Reason, RunOutcome
+from airlock.v1 import audit_pb2, call_pb2
+
+
+def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
+    mode = call_pb2.NETWORK_MODE_EGRESS if ob.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE
+    return call_pb2.Obligations(
+        limits=wire.to_message(call_pb2.Limits, ob.limits),
+        network=call_pb2.Network(
+            mode=mode, egress_allowlist=list(ob.egress_allowlist), egress_allow_cidrs=list(ob.egress_allow_cidrs)
+        ),
+    )
+
+
+def _reasons(reasons: tuple[Reason, ...]) -> list[call_pb2.Reason]:
+    return [call_pb2.Reason(code=r.code, message=r.message) for r in reasons]
+
+
+def without_tool_entry(doc: Any) -> Any:
+    """The audit copy names the tool instead of repeating its registry entry:
+    the entry is pinned by the bundle revision, and repeating its schema in
+    every event would double the log for nothing."""
+    if isinstance(doc, dict) and isinstance(doc.get("tool"), dict):
+        return {**doc, "tool": {"name": doc["tool"].get("name", "")}}
+    return doc
+
+
+def _base(kind: str, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
+    call = inp.call
+    return audit_pb2.AuditEvent(
+        labels={"component": "gateway", "version": VERSION},
+        schema_version=SCHEMA_VERSION,
+        kind=kind,
+        timestamp=now(),
+        decision_id=decision.decision_id,
+        principal=decision.principal,
+        session_id=cut(call.session_id, FIELD_CAPS["session_id"]),
+        tool=cut(call.tool, FIELD_CAPS["tool"]),
+        item_type=call.item_type,
+        call_id=cut(call.call_id, FIELD_CAPS["call_id"]),
+        decision=decision.verdict,
+        policy_revision=decision.policy_revision,
+        rpc=inp.rpc,
+        arguments_bytes=len(call.arguments.encode()),
+    )
+
+
+def raw_call_doc(inp: CallInput) -> dict[str, Any]:
+    """A call refused before the policy, recorded as it came (cut to bounds)."""
+    call = inp.call
+    return {
+        "principal": principal_doc(inp.principal) if inp.principal else None,
+        "call": {
+            "call_id": cut(call.call_id, FIELD_CAPS["call_id"]),
+            "item_type": call.item_type,
+            "tool": cut(call.tool, FIELD_CAPS["tool"]),
+            "session_id": cut(call.session_id, FIELD_CAPS["session_id"]),
+            "arguments_raw": cut(call.arguments, RAW_AUDIT_CHARS),
+        },
+    }
+
+
+def decision_event(inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
+    event = _base("decision", inp, decision)
+    event.path = decision.path
+    doc = decision.policy_input if decision.policy_input is not None else raw_call_doc(inp)
+    event.input.update(without_tool_entry(doc))
+    for name, revision in (decision.bundles or {}).items():
+        event.bundles[name].revision = revision
+    if decision.shadow:
+        event.would_deny = True
+        event.shadow_reasons.extend(_reasons(decision.shadow))
+    if decision.policy_result is not None:
+        json_format.ParseDict(without_tool_entry(decision.policy_result), event.result)
+    event.reasons.extend(_reasons(decision.reasons))
+    event.obligations.CopyFrom(obligations_to_proto(decision.obligations))
+    return event
+
+
+def minimal_decision(inp: CallInput, decision: Decision, why: str) -> audit_pb2.AuditEvent:
+    """What is recorded when the full event could not be built: the decision
+    happened, it is a deny, and the gateway failed to describe it."""
+    event = _base("decision", inp, decision)
+    event.decision = "deny"
+    event.reasons.append(call_pb2.Reason(code="internal_error", message=f"audit event could not be built: {why}"))
+    return event
+
+
+def execution_event(inp: CallInput, decision: Decision, run: RunOutcome) -> audit_pb2.AuditEvent:
+    event = _base("execution", inp, decision)
+    event.execution.CopyFrom(
+        audit_pb2.AuditExecution(
+            outcome=run.outcome,
+            exit_code=run.exit_code,
+            output_truncated=run.output_truncated,
+            stdout_bytes=len(run.stdout),
+            stderr_bytes=len(run.stderr),
+            duration_ms=run.duration_ms,
+            container_start_ms=run.container_start_ms,
+            error=run.error,
+            egress=run.egress,
+            egress_unrecorded=run.egress_unrecorded,
+        )
+    )
+    return event
+
+
+def observation_event(
+    obs: Observation, event_id: str, *, observed: bool, reason: Reason, item: Any
+) -> audit_pb2.AuditEvent:
+    event = audit_pb2.AuditEvent(
+        labels={"component": "gateway", "version": VERSION},
+        schema_version=SCHEMA_VERSION,
+        kind="observation",
+        timestamp=now(),
+        decision_id=event_id,
+        principal=obs.principal.id if obs.principal else "",
+        session_id=cut(obs.session_id, FIELD_CAPS["session_id"]),
+        tool=cut(obs.tool, FIELD_CAPS["tool"]),
+        item_type=cut(obs.item_type, 64),
+        call_id=cut(obs.item_id, FIELD_CAPS["call_id"]),
+        decision="observed" if observed else "deny",
+        rpc="Observe",
+        arguments_bytes=len(obs.item_json.encode()),
+    )
+    recorded = {
+        "principal": principal_doc(obs.principal) if obs.principal else None,
+        "item": item
+        if isinstance(item, dict)
+        else {"item_json": cut(obs.item_json, RAW_AUDIT_CHARS), "status": cut(obs.status, 64)},
+    }
+    event.input.update(recorded)
+    event.reasons.append(call_pb2.Reason(code=reason.code, message=reason.message))
+    return event
+
+
+def summary_event(
+    event_id: str, *, rpc: str, suppressed: int, by_reason: Mapping[str, int], since: str
+) -> audit_pb2.AuditEvent:
+    """Unauthenticated calls above the per-window record rate, counted in one
+    event instead of one each (so a flood of bad tokens cannot fill the disk,
+    and still nothing goes unrecorded)."""
+    event = audit_pb2.AuditEvent(
+        labels={"component": "gateway", "version": VERSION},
+        schema_version=SCHEMA_VERSION,
+        kind="unauthenticated_summary",
+        timestamp=now(),
+        decision_id=event_id,
+        decision="deny",
+        rpc=rpc,
+    )
+    event.input.update({"suppressed": suppressed, "by_reason": dict(by_reason), "since": since})
+    event.reasons.append(
+        call_pb2.Reason(
+            code="unauthenticated",
+            message=f"{suppressed} unauthenticated calls since {since} recorded in aggregate",
+        )
+    )
+    return event

@@ -1,0 +1,265 @@
+"""Process wiring for ``python -m airlock.gateway``: load config, build the pieces,
+serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import resource
+import sys
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc_health.v1 import health
+from prometheus_client import CollectorRegistry
+
+from airlock.common import ConfigError, auditlog
+from airlock.common._daemon import start_metrics, stop_event, write_ready_file
+from airlock.common._grpc_tls import server_credentials
+from airlock.common._secrets import SecretFileError, check_secret_file, read_secret_text
+from airlock.gateway._audit import JsonlAuditSink
+from airlock.gateway._auth import Authenticator
+from airlock.gateway._budget import CallCounters
+from airlock.gateway._config import GatewayConfig, load_gateway_config
+from airlock.gateway._core import CoreSettings, Gateway
+from airlock.gateway._errors import AuditError, PolicyError
+from airlock.gateway._executor_client import GrpcExecutor
+from airlock.gateway._mask import Masker
+from airlock.gateway._metrics import GatewayMetrics
+from airlock.gateway._policy import OpaClient
+from airlock.gateway._registry import load_registry
+from airlock.gateway._server import NOT_SERVING, SERVING, AuthInterceptor, GatewayServicer, add_standard_services
+from airlock.v1 import gateway_pb2_grpc
+
+log = logging.getLogger("airlock.gateway")
+#: How often the registry file is checked for changes.
+REGISTRY_POLL_SECONDS = 1.0
+#: A small document every Airlock bundle defines, read once for its revision.
+REVISION_PROBE_PATH = "airlock/config/shadow"
+HANDSHAKE_TIMEOUT_MS = 10_000
+#: Descriptors besides client connections: OPA's and the executor's
+#: connections, the audit files, metrics, Python itself.
+FD_HEADROOM = 256
+
+
+async def _watch_registry(path: Path, core: Gateway, stop: asyncio.Event) -> None:
+    """Reloads the tool registry when its file changes. A file that does not
+    validate is reported and ignored: the last good registry stays."""
+
+    def stamp() -> tuple[int, int]:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size
+
+    seen = await asyncio.to_thread(stamp)
+    while not stop.is_set():
+        await asyncio.sleep(REGISTRY_POLL_SECONDS)
+        try:
+            now = await asyncio.to_thread(stamp)
+            if now == seen:
+                continue
+            seen = now
+            registry = await asyncio.to_thread(load_registry, path)
+        except (OSError, ConfigError) as exc:
+            log.warning("registry not reloaded: %s", exc)
+            continue
+        core.replace_registry(registry)
+        log.info("registry reloaded from %s (%d tools)", path, len(registry.tools))
+
+
+def core_settings(cfg: GatewayConfig) -> CoreSettings:
+    limits = cfg.limits
+    return CoreSettings(
+        decision_path=cfg.opa.decision_path,
+        granted_tools_path=cfg.opa.granted_tools_path,
+        max_arguments_bytes=limits.max_arguments_bytes,
+        max_arguments_depth=limits.max_arguments_depth,
+        max_in_flight_per_principal=limits.max_in_flight_per_principal,
+        policy_concurrency=cfg.opa.concurrency,
+        policy_per_principal=cfg.opa.per_principal,
+        policy_queue_timeout_s=cfg.opa.queue_timeout_ms / 1000,
+        run_slots=cfg.executor.max_concurrent_runs,
+        run_slots_per_principal=cfg.executor.max_runs_per_principal,
+        run_queue_timeout_s=cfg.executor.start_timeout_ms / 1000,
+        unauthenticated_records_per_window=limits.unauthenticated_records_per_window,
+        unauthenticated_window_s=limits.unauthenticated_window_ms / 1000,
+    )
+
+
+def _read_key(path: str) -> Ed25519PrivateKey:
+    check_secret_file(path, "audit signing key file")
+    return auditlog.load_signing_key(Path(path))
+
+
+class _HealthState:
+    """gRPC health: SERVING only while the gateway serves and its audit log
+    takes writes (a gateway that cannot record cannot allow anything)."""
+
+    def __init__(self) -> None:
+        self.serving = False
+        self.audit_ok = True
+        self._health: health.aio.HealthServicer | None = None
+
+    def bind(self, servicer: health.aio.HealthServicer) -> None:
+        self._health = servicer
+
+    def audit_changed(self, ok: bool) -> None:
+        self.audit_ok = ok
+        if ok:
+            log.info("audit writes succeed again; health SERVING")
+        else:
+            log.error("audit writes fail; health NOT_SERVING until they succeed")
+        asyncio.get_running_loop().create_task(self.publish())
+
+    async def publish(self) -> None:
+        if self._health is None:
+            return
+        status = SERVING if self.serving and self.audit_ok else NOT_SERVING
+        for service in ("", "airlock.v1.GatewayService"):
+            await self._health.set(service, status)
+
+
+def _raise_fd_limit(needed: int) -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: the connection cap, OPA's and
+    the executor's connections and the audit files must all fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft < needed:
+        raise ConfigError(
+            "gateway.yaml", "limits.max_connections", f"needs about {needed} file descriptors; the limit is {soft}"
+        )
+
+
+async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
+    _raise_fd_limit(cfg.limits.max_connections + FD_HEADROOM)
+    registry = load_registry(Path(cfg.registry))
+    prom = CollectorRegistry()
+    metrics = GatewayMetrics(prom, registry.tools.keys(), {a.profile for a in cfg.agents})
+    opa_token = read_secret_text(cfg.opa.token_file, "OPA token file") if cfg.opa.token_file else None
+    policy = OpaClient(
+        cfg.opa.url,
+        cfg.opa.timeout_ms,
+        token=opa_token,
+        ssl=cfg.opa.tls.ssl_context() if cfg.opa.tls else None,
+    )
+    executor = GrpcExecutor(cfg.executor, cfg.limits.max_message_bytes)
+    if cfg.audit.signing_key_file is None:
+        raise ConfigError(str(cfg.audit.path), "audit.signing_key_file", "required to serve (signs audit checkpoints)")
+    key = await asyncio.to_thread(_read_key, cfg.audit.signing_key_file)
+    mask = cfg.audit.mask
+    health_state = _HealthState()
+    audit = JsonlAuditSink(
+        Path(cfg.audit.path),
+        signing_key=key,
+        masker=Masker(mask.pointers, mask.key_pattern, mask.value_patterns),
+        max_bytes=cfg.audit.max_bytes,
+        group_commit=cfg.audit.group_commit,
+        checkpoint_events=cfg.audit.checkpoint_events,
+        checkpoint_seconds=cfg.audit.checkpoint_seconds,
+        retention=cfg.audit.retention,
+        on_health=health_state.audit_changed,
+    )
+    # Checkpoints advance the chain too: the gauge reads the sink itself.
+    metrics.audit_last_seq.set_function(lambda: audit.last_seq)
+    metrics.audit_healthy.set_function(lambda: 1.0 if audit.healthy else 0.0)
+    core = Gateway(
+        registry=registry,
+        policy=policy,
+        executor=executor,
+        audit=audit,
+        metrics=metrics,
+        settings=core_settings(cfg),
+        counters=CallCounters(cfg.budget.window_seconds),
+    )
+    limits = cfg.limits
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(Authenticator(cfg.agents))],
+        # Beyond this many RPCs at once gRPC answers RESOURCE_EXHAUSTED
+        # itself; the per-principal caps in the core keep any one agent far
+        # below it. Idle connections are closed so they cannot hoard fds.
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
+            ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+            ("grpc.max_connection_idle_ms", limits.max_connection_idle_ms),
+            ("grpc.max_allowed_incoming_connections", limits.max_connections),
+            # A client must finish its TLS/HTTP2 handshake promptly.
+            ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+            ("grpc.http2.max_pings_without_data", 2),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
+    )
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(core), server)
+    health = add_standard_services(server)
+    health_state.bind(health)
+    if cfg.tls is not None:
+        port = server.add_secure_port(cfg.listen, server_credentials(cfg.tls))
+    else:
+        port = server.add_insecure_port(cfg.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {cfg.listen}")
+    metrics_url = start_metrics(cfg.metrics_listen, prom)
+    await server.start()
+    # Best effort: build_info shows the active policy revision from the start,
+    # not only after the first decision. Not a decision, so not audited.
+    try:
+        probe = await policy.evaluate(REVISION_PROBE_PATH, {})
+        metrics.policy_revision(probe.revision)
+    except PolicyError as exc:
+        log.warning("could not read the policy revision at start: %s", exc)
+    health_state.serving = True
+    await health_state.publish()
+    host = cfg.listen.rpartition(":")[0]
+    write_ready_file(ready_file, {"listen": f"{host}:{port}", "metrics": metrics_url, "audit": cfg.audit.path})
+    stop = stop_event()
+    watcher = asyncio.get_running_loop().create_task(_watch_registry(Path(cfg.registry), core, stop))
+    await stop.wait()
+    watcher.cancel()
+    await core.close()
+    await health.enter_graceful_shutdown()
+    await server.stop(grace=5)
+    await policy.close()
+    await executor.close()
+    audit.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m airlock.gateway", description="Airlock gateway daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("serve", help="run the gateway")
+    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--ready-file", help="write listen addresses here once serving")
+    check = sub.add_parser("check", help="validate gateway.yaml and its registry offline")
+    check.add_argument("--config", type=Path)
+    check.add_argument("--registry", type=Path)
+    bundle = sub.add_parser("registry-data", help="print the registry as OPA data (data.registry)")
+    bundle.add_argument("--registry", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(message)s")
+    try:
+        if args.command == "serve":
+            cfg = load_gateway_config(args.config)
+            load_registry(Path(cfg.registry))
+            asyncio.run(serve(cfg, args.ready_file))
+        elif args.command == "check":
+            if args.config:
+                cfg = load_gateway_config(args.config)
+                load_registry(Path(cfg.registry))
+            if args.registry:
+                load_registry(args.registry)
+            print("ok")  # noqa: T201 - the check command's answer
+        else:
+            print(json.dumps(load_registry(args.registry).as_policy_data(), indent=2, sort_keys=True))  # noqa: T201
+    except (ConfigError, SecretFileError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)  # noqa: T201 - config errors go to the operator
+        return 2
+    except AuditError as exc:
+        # Refused at start (a cut or replaced log, a bad folder): one clear line.
+        print(f"gateway: audit log: {exc}", file=sys.stderr)  # noqa: T201
+        return 3
+    return 0

@@ -1,0 +1,142 @@
+"""Every gateway metric, built against an injected CollectorRegistry.
+
+Label values come from closed sets only: registered tool names (anything else
+is "unregistered"), allow/deny, the reason codes in _errors, run outcomes,
+and the profiles named in gateway.yaml ("none" before authentication). No
+label ever carries an argument, a principal id or a decision id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+
+from airlock.gateway._errors import ALL_REASON_LABELS, FAIL_CLOSED_REASONS
+
+# The *_created series double every counter and histogram for no dashboard
+# use; Prometheus tracks resets itself.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+UNREGISTERED = "unregistered"
+NO_PROFILE = "none"
+VERSION = "0.1.0"
+OUTCOMES = ("ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error")
+#: From 100 µs (a local OPA decision) to 10 minutes (a long run).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry, tools: Collection[str], profiles: Collection[str] = ()) -> None:
+        self._tools = frozenset(tools)
+        self._profiles = frozenset(profiles)
+        self.decisions = Counter(
+            "airlock_gateway_decisions",
+            "Decisions by tool, verdict, first reason code and principal profile.",
+            ["tool", "decision", "reason", "profile"],
+            registry=registry,
+        )
+        self.fail_closed = Counter(
+            "airlock_gateway_fail_closed",
+            "Denies because no usable decision or audit record could be had, by cause.",
+            ["cause"],
+            registry=registry,
+        )
+        self.opa_eval_seconds = Histogram(
+            "airlock_gateway_opa_eval_duration_seconds",
+            "Policy evaluation time as OPA reports it (timer_rego_query_eval_ns).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.execution_seconds = Histogram(
+            "airlock_gateway_execution_duration_seconds",
+            "Run time of executed calls as the executor reports it (start to exit).",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.truncations = Counter(
+            "airlock_gateway_output_truncations",
+            "Executed calls whose output was cut to the cap.",
+            ["tool"],
+            registry=registry,
+        )
+        self.audit_write_seconds = Histogram(
+            "airlock_gateway_audit_write_duration_seconds",
+            "Time to make one audit event durable (write and fsync).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.build = Info("airlock_gateway_build", "Gateway version and the active policy revision.", registry=registry)
+        self._revision = ""
+        self.build.info({"version": VERSION, "policy_revision": ""})
+        self.decision_seconds = Histogram(
+            "airlock_gateway_decision_duration_seconds",
+            "Time to reach a decision, including the OPA round trip.",
+            ["rpc"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.executions = Counter(
+            "airlock_gateway_executions",
+            "Executions requested from the executor, by tool and outcome.",
+            ["tool", "outcome"],
+            registry=registry,
+        )
+        self.invoke_seconds = Histogram(
+            "airlock_gateway_invoke_duration_seconds",
+            "End-to-end Invoke time (decision plus execution).",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.audit_events = Counter(
+            "airlock_gateway_audit_events", "Audit events written.", ["kind"], registry=registry
+        )
+        self.audit_failures = Counter(
+            "airlock_gateway_audit_write_failures",
+            "Audit writes that failed (the call failed closed).",
+            registry=registry,
+        )
+        self.in_flight = Gauge("airlock_gateway_in_flight_calls", "Calls being handled.", registry=registry)
+        self.audit_last_seq = Gauge(
+            "airlock_gateway_audit_last_seq",
+            "Sequence number of the newest audit event on disk; a drop means the log lost its tail.",
+            registry=registry,
+        )
+        # Touch every label combination so dashboards see zeros, not gaps.
+        for tool in (*sorted(self._tools), UNREGISTERED):
+            for outcome in OUTCOMES:
+                self.executions.labels(tool, outcome)
+            self.truncations.labels(tool)
+        for cause in FAIL_CLOSED_REASONS:
+            self.fail_closed.labels(cause)
+        self.audit_healthy = Gauge(
+            "airlock_gateway_audit_healthy",
+            "1 while audit writes succeed; 0 from a failed write until the next success (calls fail closed meanwhile).",
+            registry=registry,
+        )
+        self.audit_healthy.set(1)
+
+    def set_tools(self, tools: Collection[str]) -> None:
+        self._tools = frozenset(tools)
+
+    def tool_label(self, tool: str) -> str:
+        return tool if tool in self._tools else UNREGISTERED
+
+    def reason_label(self, code: str) -> str:
+        return code if code in ALL_REASON_LABELS else "policy_other"
+
+    def profile_label(self, profile: str | None) -> str:
+        if profile is None:
+            return NO_PROFILE
+        return profile if profile in self._profiles else "other"
+
+    def policy_revision(self, revision: str) -> None:
+        """Keeps build_info's policy_revision current (it changes on reload)."""
+        if revision and revision != self._revision:
+            self._revision = revision
+            self.build.info({"version": VERSION, "policy_revision": revision})

@@ -1,0 +1,258 @@
+"""The tool registry: which tools exist, what image and argv run them, and
+their own resource limits.
+
+Loaded from ``tool_registry.yaml`` by the gateway (to build the policy input
+and the executor's run spec) and exported as OPA data (``data.registry``) so
+the policy and the gateway always judge the same entries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import jsonschema
+import referencing
+import referencing.exceptions
+from referencing.jsonschema import DRAFT202012
+
+from airlock.common import ConfigError, load_yaml_config, parse_duration_ms, parse_size
+from airlock.gateway._model import ItemTypeName
+
+#: The Responses API allows these characters in a function name; sticking to
+#: them means every registered tool can be declared to the model as-is.
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: ``{name}`` in an argv element is replaced by that argument's value.
+PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+#: Items the model provider runs itself. An entry of one of these types only
+#: makes the hosted tool declarable (ListTools); it has no image or argv and
+#: the gateway never runs it.
+HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "mcp_call"})
+#: Built-in client-executed items: the agent finds the entry by item type, so
+#: the registry may hold at most one entry of each.
+BUILTIN_ITEM_TYPES = frozenset({"shell_call", "local_shell_call", "apply_patch_call"})
+RuntimeName = Literal["runc", "runsc"]
+
+
+#: YAML key -> the integer field the policy and the wire use.
+_LIMIT_NAMES = {
+    "memory": "memory_bytes",
+    "cpus": "cpu_millis",
+    "pids": "pids",
+    "timeout": "timeout_ms",
+    "output": "output_bytes",
+    "tmpfs": "tmpfs_bytes",
+}
+
+
+@dataclass(frozen=True)
+class ToolLimits:
+    """A tool's own caps. Absent means "no tool-specific cap": the profile's
+    cap from policy and the executor's ceiling still apply."""
+
+    memory: int | str | None = None
+    """Memory limit (``256Mi``); swap is always disabled."""
+    cpus: float | None = None
+    """CPU quota in cores (``0.5``)."""
+    pids: int | None = None
+    """Maximum number of processes and threads."""
+    timeout: int | str | None = None
+    """Wall-clock timeout (``10s``); the container is killed when it expires."""
+    output: int | str | None = None
+    """Cap on stdout plus stderr bytes returned (``1Mi``)."""
+    tmpfs: int | str | None = None
+    """Size of each writable tmpfs (/tmp and the work dir)."""
+
+    def __post_init__(self) -> None:
+        # Parse eagerly so a bad value is reported when the file is loaded. A
+        # zero cap would make every allow unrunnable, so it is rejected here.
+        parsed = self.as_policy_limits()
+        for yaml_key, key in _LIMIT_NAMES.items():
+            if key in parsed and parsed[key] <= 0:
+                raise ValueError(f"{yaml_key} must be > 0, got {getattr(self, yaml_key)!r}")
+
+    def as_policy_limits(self) -> dict[str, int]:
+        """The limits in the integer units the policy and the wire use."""
+        out: dict[str, int] = {}
+        if self.memory is not None:
+            out["memory_bytes"] = parse_size(self.memory)
+        if self.cpus is not None:
+            out["cpu_millis"] = round(self.cpus * 1000)
+        if self.pids is not None:
+            out["pids"] = self.pids
+        if self.timeout is not None:
+            out["timeout_ms"] = parse_duration_ms(self.timeout)
+        if self.output is not None:
+            out["output_bytes"] = parse_size(self.output)
+        if self.tmpfs is not None:
+            out["tmpfs_bytes"] = parse_size(self.tmpfs)
+        return out
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One registered tool."""
+
+    description: str
+    """Shown to the model when the tool is declared."""
+    image: str = ""
+    """Container image the tool runs in (built locally or a public image); empty for a hosted tool."""
+    argv: tuple[str, ...] = ()
+    """Command run in the container; ``{arg}`` placeholders take argument values. No shell is added.
+    Empty for a hosted tool."""
+    item_type: ItemTypeName = "function_call"
+    """The Responses API item type the model emits for this tool."""
+    parameters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"type": "object"}))
+    """JSON Schema of the arguments; the gateway validates calls against it."""
+    allowed_network: bool = False
+    """Whether the tool may be granted egress at all."""
+    egress_allowlist: tuple[str, ...] = ()
+    """host[:port] globs the tool may reach when granted egress."""
+    egress_allow_cidrs: tuple[str, ...] = ()
+    """Networks (CIDR) the egress proxy may connect to although they are private, loopback or
+    link-local (always denied otherwise). An explicit loosening: it shows in the decision's
+    obligations and the audit event."""
+    runtime: RuntimeName = "runc"
+    """Container runtime: runc, or runsc (gVisor) for stronger isolation."""
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """The only environment variables the container gets."""
+    limits: ToolLimits = field(default_factory=ToolLimits)
+    """The tool's own resource caps."""
+
+    def _check_egress(self) -> None:
+        for key in ("egress_allowlist", "egress_allow_cidrs"):
+            if getattr(self, key) and not self.allowed_network:
+                raise ValueError(f"{key} needs allowed_network: true")
+        for cidr in self.egress_allow_cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"egress_allow_cidrs: {cidr!r} is not a network in CIDR form ({exc})") from None
+
+    def __post_init__(self) -> None:
+        if self.item_type in HOSTED_ITEM_TYPES:
+            # Nothing of ours runs for a hosted tool, so nothing to run may be set.
+            if self.argv or self.image or self.allowed_network:
+                raise ValueError(f"a {self.item_type} tool is hosted: it takes no image, argv or network")
+        elif not self.argv:
+            raise ValueError("argv must not be empty")
+        elif not self.image:
+            raise ValueError("image must not be empty")
+        self._check_egress()
+        schema = _plain(self.parameters)
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"parameters is not a valid JSON Schema: {exc.message}") from exc
+        _check_refs(schema)
+        required = set(self.parameters.get("required", ()))
+        for element in self.argv:
+            for name in PLACEHOLDER_RE.findall(element):
+                if name not in required:
+                    raise ValueError(f"argv placeholder {{{name}}} must be a required parameter")
+
+
+@dataclass(frozen=True)
+class RegistryFile:
+    """The wire shape of tool_registry.yaml."""
+
+    tools: Mapping[str, Tool]
+    """Tool name -> tool."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A validated registry."""
+
+    tools: Mapping[str, Tool]
+    source: str
+    _data: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+
+    def get(self, name: str) -> Tool | None:
+        return self.tools.get(name)
+
+    def tool_data(self, name: str) -> dict[str, Any]:
+        """One entry as OPA sees it (``data.registry.tools[name]``). Built
+        once; callers must not mutate it."""
+        if name not in self._data:
+            self._data[name] = self._tool_data(name)
+        return self._data[name]
+
+    def _tool_data(self, name: str) -> dict[str, Any]:
+        tool = self.tools[name]
+        return {
+            "name": name,
+            "description": tool.description,
+            "item_type": tool.item_type,
+            "image": tool.image,
+            "argv": list(tool.argv),
+            "parameters": _plain(tool.parameters),
+            "allowed_network": tool.allowed_network,
+            "egress_allowlist": list(tool.egress_allowlist),
+            "egress_allow_cidrs": list(tool.egress_allow_cidrs),
+            "runtime": tool.runtime,
+            "env": dict(tool.env),
+            "limits": tool.limits.as_policy_limits(),
+        }
+
+    def as_policy_data(self) -> dict[str, Any]:
+        """The whole registry as the bundle's ``registry/data.json``."""
+        return {"tools": {name: self.tool_data(name) for name in sorted(self.tools)}}
+
+
+def load_registry(path: Path) -> Registry:
+    """Loads and validates tool_registry.yaml; errors name file, key and expectation."""
+    parsed = load_yaml_config(path, RegistryFile)
+    for name in parsed.tools:
+        if not TOOL_NAME_RE.match(name):
+            raise ConfigError(str(path), f"tools.{name}", "tool names must match [A-Za-z0-9_-]{1,64}")
+    seen: dict[str, str] = {}
+    for name, tool in parsed.tools.items():
+        if tool.item_type in BUILTIN_ITEM_TYPES:
+            if tool.item_type in seen:
+                raise ConfigError(
+                    str(path),
+                    f"tools.{name}.item_type",
+                    f"at most one {tool.item_type} tool (already {seen[tool.item_type]!r})",
+                )
+            seen[tool.item_type] = name
+    return Registry(tools=parsed.tools, source=str(path))
+
+
+def _check_refs(schema: Any) -> None:
+    """Every $ref must point inside the schema itself and resolve.
+
+    A well-formed schema can still point at nothing, which would otherwise
+    fail on every call; and a remote $ref has no place in a sandbox policy.
+    """
+    resolver = referencing.Registry().with_resource("", DRAFT202012.create_resource(schema)).resolver()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                if not ref.startswith("#"):
+                    raise ValueError(f"parameters: $ref {ref!r} must be local (start with '#')")
+                try:
+                    resolver.lookup(ref)
+                except referencing.exceptions.Unresolvable as exc:
+                    raise ValueError(f"parameters: $ref {ref!r} does not resolve") from exc
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _plain(value: Any) -> Any:
+    """Turns the loader's read-only mappings and tuples back into JSON types."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
