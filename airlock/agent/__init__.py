@@ -39,7 +39,14 @@ from airlock.agent._tools import (
     schema_allows_strict,
     tools_for_responses,
 )
-from airlock.agent._workspace import DEFAULT_PROTECTED, PathRefusal, Workspace, confine, protected_reasons
+from airlock.agent._workspace import (
+    DEFAULT_ALLOWED_DOT_DIRECTORIES,
+    DEFAULT_PROTECTED,
+    PathRefusal,
+    Workspace,
+    confine,
+    protected_reasons,
+)
 from airlock.common.client import (
     GatewayClient,
     GatewayUnavailable,
@@ -50,6 +57,7 @@ from airlock.common.client import (
 )
 
 __all__ = [
+    "DEFAULT_ALLOWED_DOT_DIRECTORIES",
     "DEFAULT_MAX_TOOL_CALLS",
     "DEFAULT_MAX_TURNS",
     "DEFAULT_PARALLEL",

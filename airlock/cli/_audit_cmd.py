@@ -13,6 +13,10 @@ from airlock.common import auditlog
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+#: What a shell glob (audit.jsonl*) also matches next to the log: the head
+#: record (found and read by itself) and the temporary file the gateway
+#: writes it through. Neither is a log file.
+_NOT_LOG_SUFFIXES = (auditlog.HEAD_SUFFIX, ".tmp")
 
 
 def add_parser(sub: Any) -> None:
@@ -32,26 +36,49 @@ def add_parser(sub: Any) -> None:
     verify.add_argument(
         "--partial", action="store_true", help="the oldest files were archived: accept a chain that starts mid-way"
     )
+    verify.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on any event after the last signed checkpoint (for archived logs, or after a clean "
+        "shutdown, whose close checkpoint signs everything); needs --public-key",
+    )
 
 
-def run(args: argparse.Namespace) -> int:
+class _UsageError(Exception):
+    """A command line that cannot be run; the message says why."""
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Any, list[Path], list[Path]]:
+    """The public key (or None), the log files, and what a glob brought along that is not one."""
+    if args.strict and args.public_key is None:
+        raise _UsageError("--strict needs --public-key (without it nothing is signed)")
     public_key = None
     if args.public_key is not None:
         try:
             public_key = auditlog.load_public_key(args.public_key)
         except (OSError, ValueError, TypeError) as exc:
-            print(f"airlock: cannot read the public key {args.public_key}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    # A shell glob (audit.jsonl*) also matches the head record: it is not a
-    # log file, and is read below as the head.
-    args.paths = [p for p in args.paths if not p.name.endswith(".head")]
-    missing = [str(p) for p in args.paths if not p.is_file()]
+            raise _UsageError(f"cannot read the public key {args.public_key}: {exc}") from exc
+    skipped = [p for p in args.paths if p.name.endswith(_NOT_LOG_SUFFIXES)]
+    paths = [p for p in args.paths if p not in skipped]
+    missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        print(f"airlock: not a file: {', '.join(missing)}", file=sys.stderr)
+        raise _UsageError(f"not a file: {', '.join(missing)}")
+    if not paths:
+        raise _UsageError("no audit log files given (only head or temporary files)")
+    return public_key, paths, skipped
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        public_key, paths, skipped = _inputs(args)
+    except _UsageError as exc:
+        print(f"airlock: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for p in skipped:
+        print(f"notice: skipped {p}: a head record or temporary file, not a log file")
     # The live file's head record (<path>.head), when it sits next to one of
     # the files given: the chain must reach the seq it records.
-    heads = [h for h in {auditlog.head_path(p) for p in args.paths} if h.is_file()]
+    heads = [h for h in {auditlog.head_path(p) for p in paths} if h.is_file()]
     head = None
     head_file = ""
     if len(heads) == 1:
@@ -61,26 +88,42 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"FAIL {exc}")
             return EXIT_PROBLEMS
-    files = auditlog.order_files(args.paths)
+    files = auditlog.order_files(paths)
     report = auditlog.verify(
         files,
         public_key=public_key,
         start=None if args.partial else auditlog.ChainState(),
         head=head,
         head_file=head_file,
+        strict=args.strict,
     )
     for problem in report.problems:
         print(f"FAIL {problem}")
     for notice in report.notices:
         print(f"notice: {notice}")
+    if head is None:
+        print(
+            "notice: no head record next to the files given: whether the newest lines were cut off is not "
+            "checked (an archived chain has none; a live one should)"
+        )
+    for warning in report.warnings:
+        print(f"WARNING: {warning}")
     span = f"seq {report.first_seq or 0}..{report.last.seq}"
-    signed = (
-        f"{report.checkpoints} checkpoint(s), signatures checked with key {auditlog.key_id(public_key)}"
-        if public_key is not None
-        else f"{report.checkpoints} checkpoint(s), signatures NOT checked"
-    )
     if report.problems:
         print(f"FAIL: {len(report.problems)} problem(s) in {report.lines} line(s) of {report.files} file(s), {span}")
         return EXIT_PROBLEMS
-    print(f"ok: {report.lines} line(s) in {report.files} file(s), {span}, chain intact; {signed}")
+    print(f"ok: {report.lines} line(s) in {report.files} file(s), {span}, chain intact; {_signed(report, public_key)}")
     return EXIT_OK
+
+
+def _signed(report: auditlog.Report, public_key: Any) -> str:
+    chain = f"chain {report.chain_id}, " if report.chain_id else ""
+    if public_key is None:
+        return f"{chain}{report.checkpoints} checkpoint(s), signatures NOT checked"
+    out = (
+        f"{chain}{report.checkpoints} checkpoint(s), signatures checked with key {auditlog.key_id(public_key)}; "
+        f"signed through seq {report.last_checkpoint} (checkpoint of {report.last_checkpoint_time})"
+    )
+    if report.unsigned_tail:
+        out += f"; {report.unsigned_tail} event(s) after the last signed checkpoint are NOT verified"
+    return out

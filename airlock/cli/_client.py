@@ -14,7 +14,7 @@ from typing import Any
 from airlock.common import wire
 from airlock.common._tls import ClientTLS
 from airlock.common.client import ITEM_TYPES, GatewayClient, GatewayUnavailable, ToolResult
-from airlock.common.stackfile import StackFile, read_stack
+from airlock.common.stackfile import StackFile, check_gateway, read_stack
 from airlock.v1 import call_pb2
 
 #: Exit statuses, documented in the README.
@@ -53,6 +53,8 @@ def resolve_target(
     readable only by that principal's agent user)."""
     stack_file = home / "stack.json"
     stack: StackFile | None = read_stack(stack_file) if stack_file.exists() else None
+    if stack is not None and gateway is None:
+        check_gateway(stack)
     address = gateway or (stack.gateway if stack else None)
     token_path = token_file
     if token_path is None and stack is not None and (principal is not None or not (tls and tls.cert_file)):

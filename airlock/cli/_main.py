@@ -14,6 +14,7 @@ from airlock.cli._drop import DropError, drop_to_agent
 from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, DEV_PRINCIPAL, default_home, find_opa
 from airlock.common import ConfigError
 from airlock.common._tls import ClientTLS
+from airlock.common.stackfile import StaleStackError
 
 
 def _tls_args(p: argparse.ArgumentParser) -> None:
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     home: Path = args.home or default_home()
     try:
         return int(args.handler(args, home))
-    except (ConfigError, ValueError, DropError, PermissionError) as exc:
+    except (ConfigError, ValueError, DropError, PermissionError, StaleStackError) as exc:
         print(f"airlock: {exc}", file=sys.stderr)
         return _client.EXIT_USAGE
     except (FileNotFoundError, subprocess.CalledProcessError, RuntimeError) as exc:

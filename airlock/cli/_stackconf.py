@@ -15,7 +15,6 @@ import secrets as secrets_module
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from airlock.cli._opa import authz_policy, opa_argv, opa_config
 from airlock.cli._paths import DEV_PRINCIPAL, DEV_PROFILE
 from airlock.common import auditlog, parse_config
 from airlock.common._config import to_document
+from airlock.common._daemon import serve_http
 from airlock.common.stackfile import Principal
 
 UNTRUSTED_PRINCIPAL = "dev-untrusted"
@@ -45,6 +45,8 @@ PRINCIPALS = {DEV_PRINCIPAL: DEV_PROFILE, UNTRUSTED_PRINCIPAL: "untrusted"}
 #: Capabilities the executor keeps: its firewall rules for the egress
 #: network (iptables needs both). Nothing else survives the drop.
 EXECUTOR_CAPS = "net_admin,net_raw"
+#: Rotated audit files `airlock up` keeps (64 x 64 MiB = 4 GiB at most).
+AUDIT_KEEP_FILES = 64
 
 
 def my_uid() -> int:
@@ -268,7 +270,13 @@ def write_gateway_config(
     layout: Layout, ids: Identities, *, listen: str, metrics_listen: str, opa_timeout_ms: int
 ) -> None:
     """gateway.yaml, built as the gateway's own GatewayConfig."""
-    from airlock.gateway._config import AuditConfig, ExecutorLink, GatewayConfig, OpaConfig  # noqa: PLC0415
+    from airlock.gateway._config import (  # noqa: PLC0415 - the CLI sits above the daemons
+        AuditConfig,
+        ExecutorLink,
+        GatewayConfig,
+        OpaConfig,
+        RetentionConfig,
+    )
 
     cfg = GatewayConfig(
         listen=listen,
@@ -282,7 +290,14 @@ def write_gateway_config(
         executor=ExecutorLink(
             socket=str(layout.executor_socket), token_file=str(layout.gateway_dir / "executor.token")
         ),
-        audit=AuditConfig(path=str(layout.audit_log), signing_key_file=str(layout.audit_signing_key)),
+        # Retention bounds the disk the log can take (64 rotated files of
+        # 64 MiB), so no agent can fill it; the prune is itself a signed
+        # record in the chain. Production: set audit.retention.archive_dir.
+        audit=AuditConfig(
+            path=str(layout.audit_log),
+            signing_key_file=str(layout.audit_signing_key),
+            retention=RetentionConfig(keep_files=AUDIT_KEEP_FILES),
+        ),
         agents=_agents(layout),
     )
     _write_config(layout.gateway_dir / "gateway.yaml", cfg, GatewayConfig, ids.gateway)
@@ -374,10 +389,10 @@ class BundleServer:
             def log_message(self, *_: object) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # Bounded: any local user can connect, so it must not grow a thread
+        # per connection (partial requests once made 2,500 of them).
+        self._httpd = serve_http("127.0.0.1", 0, Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="bundle-server", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
         self._httpd.shutdown()

@@ -86,6 +86,7 @@ class Stack:
         return proc
 
     def _wait_ready(self, name: str, proc: subprocess.Popen[bytes], ready: Path) -> dict[str, object]:
+        """The daemon's ready file, once it names the process we started."""
         import json  # noqa: PLC0415 - only here
 
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -93,7 +94,12 @@ class Stack:
             if proc.poll() is not None:
                 raise StackError(f"{name} exited with status {proc.returncode} during startup")
             if ready.exists():
-                return dict(json.loads(ready.read_text()))
+                info = dict(json.loads(ready.read_text()))
+                # Only this run's file counts (it names the pid we started):
+                # a stale one would point clients at a port someone else
+                # may hold now, and they would send it their tokens.
+                if info.get("pid") == proc.pid:
+                    return info
             time.sleep(0.05)
         raise StackError(f"{name} did not become ready within {STARTUP_TIMEOUT_S:.0f} s")
 
@@ -115,6 +121,8 @@ class Stack:
         o = self.opts
         layout = self.layout
         layout.stack_file.unlink(missing_ok=True)
+        for stale in (layout.executor_dir / "executor.ready", layout.gateway_dir / "gateway.ready"):
+            stale.unlink(missing_ok=True)
         opa = find_opa()
         if opa is None:
             raise StackError("opa not found; run scripts/bootstrap (or set AIRLOCK_OPA)")
@@ -184,6 +192,7 @@ class Stack:
             pids={name: p.pid for name, p in self.procs},
             separated=ids.separated,
             dev=o.dev,
+            gateway_uid=ids.gateway.uid,
             egress={str(k): str(v) for k, v in egress.items()} if isinstance(egress, dict) else {},
         )
         write_stack(layout.stack_file, stack)

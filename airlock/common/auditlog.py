@@ -10,22 +10,32 @@ edits; what makes the chain evidence is the **checkpoint** lines the gateway
 writes into it (at start, every N lines or S seconds, at clean shutdown, and
 as kind ``pruned`` before rotated files are removed). A checkpoint carries an
 Ed25519 signature over :func:`checkpoint_message`: the seq and hash of the
-line before it, which through the links cover every earlier line. So:
+line before it, which through the links cover every earlier line, the
+chain's random id (made with the chain and kept in the head record, so a
+checkpoint signed for one chain never passes in another), its reason and
+its time. So:
 
 - an edited line no longer matches its own hash; rehashing it breaks the
   next link, and rewriting every later line breaks the next checkpoint's
   signature, which only the gateway's private key can make;
 - a deleted, inserted or reordered line breaks ``seq`` or ``prev_hash``;
+- a complete chain opens with its signed ``start`` checkpoint, and a log
+  in which no checkpoint verifies is a failure;
 - lines after the last checkpoint are an *unsigned tail*: a crash leaves one
   (at most ``max_events`` lines, which the checkpoint promises and signs);
-  a longer unsigned run means a checkpoint was removed;
+  a longer unsigned run means a checkpoint was removed. A shorter one can
+  never be shown genuine from the log alone (lines invented after a real
+  checkpoint look the same), so ``verify`` says so loudly and ``strict``
+  fails on it;
 - verifying needs only the public key, so a verifier cannot forge.
 
 What a chain cannot show on its own is the loss of its newest lines. The
 gateway keeps a signed **head** file next to the log (``<path>.head``: the
 seq and hash of the last checkpoint) and refuses to start on a log that ends
-before it; ``airlock audit verify`` checks it too; and the gateway exports the
-last ``seq`` as a metric so monitoring sees it go backwards.
+before it, and to start at all on audit files without one; ``airlock audit
+verify`` checks it too; and the gateway exports the last ``seq`` and the last
+signed checkpoint's ``seq`` as metrics, so a Prometheus outside the gateway's
+reach witnesses how far the signed chain got.
 
 Both the gateway (writing, airlock/gateway/_audit.py) and ``airlock audit verify``
 (reading) use this module.
@@ -40,6 +50,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +66,19 @@ CHECKPOINT_KINDS = frozenset({"checkpoint", "pruned"})
 #: Domain separation: a signature made for one purpose never verifies as
 #: another (a head record is not a checkpoint, and neither is anything else
 #: the same key might sign one day).
-CHECKPOINT_DOMAIN = "airlock audit checkpoint v1"
-HEAD_DOMAIN = "airlock audit head v1"
+#: v2 signs the chain id, the reason and the time too (v1 signed only the
+#: position, so every chain's start checkpoint signed the same text and could
+#: be replayed at the head of an invented log).
+CHECKPOINT_DOMAIN = "airlock audit checkpoint v2"
+HEAD_DOMAIN = "airlock audit head v2"
 HEAD_SUFFIX = ".head"
+#: The checkpoint reason that opens a chain.
+START = "start"
 _SUFFIX = re.compile(rb', "hash": "([0-9a-f]{64})"\}$')
 _SEQ = re.compile(rb'"seq": "?(\d+)"?')
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CHAIN_ID = re.compile(r"[0-9a-f]{32}")
+_REASON = re.compile(r"[a-z]{1,32}")
 #: Reading a file backwards for its last line, this much at a time.
 _TAIL_CHUNK = 64 * 1024
 
@@ -143,25 +161,59 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def checkpoint_message(covers: ChainState, *, max_events: int, pruned: ChainState | None = None) -> bytes:
+def new_chain_id() -> str:
+    """A chain's random id: 128 bits, so no two chains share one."""
+    return secrets.token_hex(16)
+
+
+def checkpoint_message(
+    covers: ChainState,
+    *,
+    chain_id: str,
+    reason: str,
+    time: str,
+    max_events: int,
+    pruned: ChainState | None = None,
+) -> bytes:
     """The exact bytes a checkpoint signs: one field per line, ASCII, no
-    JSON (whose spelling could vary), behind a domain line."""
+    JSON (whose spelling could vary), behind a domain line. ``time`` is the
+    checkpoint event's ``timestamp``."""
     _check_state(covers)
-    lines = [CHECKPOINT_DOMAIN, f"covers {covers.seq} {covers.hash}", f"max_events {int(max_events)}"]
+    _check_chain_id(chain_id)
+    if not _REASON.fullmatch(reason):
+        raise ValueError(f"not a checkpoint reason: {reason!r}")
+    if not time or not time.isascii() or not time.isprintable():
+        raise ValueError(f"not a checkpoint time: {time!r}")
+    if int(max_events) < 1:
+        raise ValueError(f"max_events must be >= 1, not {max_events!r}")
+    lines = [
+        CHECKPOINT_DOMAIN,
+        f"chain {chain_id}",
+        f"reason {reason}",
+        f"time {time}",
+        f"covers {covers.seq} {covers.hash}",
+        f"max_events {int(max_events)}",
+    ]
     if pruned is not None:
         _check_state(pruned)
         lines.append(f"pruned {pruned.seq} {pruned.hash}")
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def head_message(state: ChainState) -> bytes:
+def head_message(state: ChainState, chain_id: str) -> bytes:
     _check_state(state)
-    return f"{HEAD_DOMAIN}\nhead {state.seq} {state.hash}\n".encode("ascii")
+    _check_chain_id(chain_id)
+    return f"{HEAD_DOMAIN}\nchain {chain_id}\nhead {state.seq} {state.hash}\n".encode("ascii")
 
 
 def _check_state(state: ChainState) -> None:
     if state.seq < 0 or not _HEX64.fullmatch(state.hash):
         raise ValueError(f"not a chain position: {state!r}")
+
+
+def _check_chain_id(chain_id: str) -> None:
+    if not _CHAIN_ID.fullmatch(chain_id):
+        raise ValueError(f"not a chain id: {chain_id!r}")
 
 
 def sign(key: Ed25519PrivateKey, message: bytes) -> str:
@@ -182,10 +234,13 @@ def signature_ok(public_key: Ed25519PublicKey, message: bytes, signature: str) -
 @dataclass(frozen=True)
 class Head:
     """The last checkpoint the gateway wrote, kept outside the log so that
-    deleting or cutting back the log is noticed."""
+    deleting or cutting back the log is noticed, and the chain's id, which
+    a restarted gateway carries on. A new chain's head is written at seq 0,
+    before its start checkpoint, so no crash leaves audit files without one."""
 
     seq: int
     hash: str
+    chain_id: str
     key_id: str
     signature: str
 
@@ -198,8 +253,12 @@ def head_path(log_path: Path) -> Path:
     return log_path.with_name(log_path.name + HEAD_SUFFIX)
 
 
-def make_head(key: Ed25519PrivateKey, state: ChainState) -> Head:
-    return Head(state.seq, state.hash, key_id(key.public_key()), sign(key, head_message(state)))
+def make_head(key: Ed25519PrivateKey, state: ChainState, chain_id: str) -> Head:
+    return Head(state.seq, state.hash, chain_id, key_id(key.public_key()), sign(key, head_message(state, chain_id)))
+
+
+def head_signature_ok(public_key: Ed25519PublicKey, head: Head) -> bool:
+    return signature_ok(public_key, head_message(head.state, head.chain_id), head.signature)
 
 
 def read_head(path: Path) -> Head | None:
@@ -210,12 +269,16 @@ def read_head(path: Path) -> Head | None:
         return None
     with os.fdopen(fd, "rb") as f:
         raw = f.read(4096)
+    doc: Any = None
     try:
         doc = json.loads(raw)
-        head = Head(int(doc["seq"]), str(doc["hash"]), str(doc["key_id"]), str(doc["signature"]))
+        head = Head(int(doc["seq"]), str(doc["hash"]), str(doc["chain_id"]), str(doc["key_id"]), str(doc["signature"]))
         _check_state(head.state)
+        _check_chain_id(head.chain_id)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not an audit head record ({exc})") from exc
+        old = isinstance(exc, KeyError) and isinstance(doc, dict) and "chain_id" not in doc and "seq" in doc
+        why = "no chain_id: written by a gateway from before chain ids" if old else str(exc)
+        raise ValueError(f"{path}: not an audit head record ({why})") from exc
     return head
 
 
@@ -223,7 +286,15 @@ def write_head(path: Path, head: Head) -> None:
     """Atomically: a reader sees the old record or the new one, never half."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    body = json.dumps({"seq": head.seq, "hash": head.hash, "key_id": head.key_id, "signature": head.signature})
+    body = json.dumps(
+        {
+            "seq": head.seq,
+            "hash": head.hash,
+            "chain_id": head.chain_id,
+            "key_id": head.key_id,
+            "signature": head.signature,
+        }
+    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         data = (body + "\n").encode("ascii")
@@ -382,7 +453,8 @@ class Problem:
     file: str
     line: int
     seq: int | None
-    #: edited, deleted, inserted, reordered, unreadable, forged checkpoint, bad signature
+    #: edited, deleted, inserted, reordered, unreadable, forged checkpoint,
+    #: bad signature, wrong chain, unsigned
     kind: str
     detail: str
 
@@ -399,13 +471,21 @@ class Report:
     last: ChainState
     problems: tuple[Problem, ...]
     notices: tuple[str, ...]
+    #: What a reader must not overlook even when the log is ok: an unsigned tail.
+    warnings: tuple[str, ...]
     checkpoints: int
     #: Whether signatures were checked (a public key was given).
     signatures_checked: bool
     #: The last line a verified signature covers (None: none does).
     signed_through: int | None
+    #: The seq and signed time of the last verified checkpoint line.
+    last_checkpoint: int | None
+    last_checkpoint_time: str | None
     #: Lines after the last verified checkpoint.
     unsigned_tail: int
+    #: The chain's id, from its first verified checkpoint (without a key:
+    #: its first well-formed one).
+    chain_id: str | None
 
     @property
     def ok(self) -> bool:
@@ -424,17 +504,26 @@ class _Verifier:
     head: Head | None
     head_file: str
     seen: set[int]
+    strict: bool = False
     problems: list[Problem] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     expect: ChainState | None = None
     #: Seqs already reported as coming late, so their arrival is not reported again.
     late: set[int] = field(default_factory=set)
     count: int = 0
     #: The first line, when it was readable (the start of the chain is judged on it).
     first: tuple[str, int, Line] | None = None
+    #: Whether the first line is the chain's start checkpoint (signed, when a key is given).
+    opened: bool = False
     last: ChainState = field(default_factory=ChainState)
     checkpoints: int = 0
     signed_through: int | None = None
+    last_checkpoint: int | None = None
+    last_checkpoint_time: str | None = None
+    #: The chain's id and where it was first seen.
+    chain_id: str | None = None
+    chain_at: tuple[str, int] = ("", 0)
     #: Lines since the last verified checkpoint, and the promise it made.
     run: int = 0
     run_start: tuple[str, int] | None = None
@@ -533,15 +622,25 @@ class _Verifier:
         cp = line.doc.get("checkpoint") or {}
         try:
             covers = ChainState(int(cp["covers_seq"]), str(cp["covers_hash"]))
+            reason = str(cp.get("reason", ""))
+            chain_id = str(cp.get("chain_id", ""))
+            time = str(line.doc.get("timestamp", ""))
             max_events = int(cp.get("max_events", 0))
             pruned = None
             if line.doc.get("kind") == "pruned":
                 pruned = ChainState(int(cp["pruned_through_seq"]), str(cp["pruned_through_hash"]))
-            message = checkpoint_message(covers, max_events=max_events, pruned=pruned)
+            message = checkpoint_message(
+                covers, chain_id=chain_id, reason=reason, time=time, max_events=max_events, pruned=pruned
+            )
             signature = str(cp["signature"])
             signer = str(cp.get("key_id", ""))
         except (KeyError, TypeError, ValueError) as exc:
-            self.problem(file, n, line.seq, "forged checkpoint", f"malformed checkpoint ({exc.__class__.__name__})")
+            detail = (
+                "no chain id (written before chain ids, or forged)"
+                if not cp.get("chain_id")
+                else f"malformed checkpoint ({exc.__class__.__name__}: {exc})"
+            )
+            self.problem(file, n, line.seq, "forged checkpoint", detail)
             self._count_unsigned(file, n)
             return
         if covers != ChainState(line.seq - 1, line.prev_hash):
@@ -554,23 +653,61 @@ class _Verifier:
             )
             self._count_unsigned(file, n)
             return
-        if self.public_key is None:
-            if pruned is not None:
-                self.prunes[(pruned.seq, pruned.hash)] = (file, n)
-            self._count_unsigned(file, n)
-            return
-        if not signature_ok(self.public_key, message, signature):
+        if self.public_key is not None and not signature_ok(self.public_key, message, signature):
             other = f" (signed by key {signer}, not {self.wanted_key})" if signer and signer != self.wanted_key else ""
             self.problem(file, n, line.seq, "bad signature", f"the checkpoint's signature does not verify{other}")
             self._count_unsigned(file, n)
             return
+        if self.chain_id is None:
+            self.chain_id, self.chain_at = chain_id, (file, n)
+        elif chain_id != self.chain_id:
+            self.problem(
+                file,
+                n,
+                line.seq,
+                "wrong chain",
+                f"a checkpoint of chain {chain_id} in chain {self.chain_id} (named at "
+                f"{self.chain_at[0]}:{self.chain_at[1]}): copied from another chain",
+            )
+            self._count_unsigned(file, n)
+            return
         if pruned is not None:
             self.prunes[(pruned.seq, pruned.hash)] = (file, n)
+        if self.count == 1 and reason == START:
+            self.opened = True
+        if self.public_key is None:
+            self._count_unsigned(file, n)
+            return
         self.signed_through = covers.seq
+        self.last_checkpoint, self.last_checkpoint_time = line.seq, time
         self.run, self.run_start, self.run_reported = 0, None, False
-        self.promised = max_events or None
+        self.promised = max_events
 
     def finish(self) -> Report:
+        self._finish_start()
+        if self.head is not None:
+            self._finish_head()
+        self._finish_signatures()
+        return Report(
+            lines=self.count,
+            files=len(self.files),
+            first_seq=self.first[2].seq if self.first else None,
+            last=self.last,
+            problems=tuple(self.problems),
+            notices=tuple(self.notices),
+            warnings=tuple(self.warnings),
+            checkpoints=self.checkpoints,
+            signatures_checked=self.public_key is not None,
+            signed_through=self.signed_through,
+            last_checkpoint=self.last_checkpoint,
+            last_checkpoint_time=self.last_checkpoint_time,
+            unsigned_tail=self.run,
+            chain_id=self.chain_id,
+        )
+
+    def _finish_start(self) -> None:
+        """Judges the first line: it links to the expected start (or to a
+        signed prune record), and a complete chain opens with its start checkpoint."""
         problems = self.problems
         if self.first is not None and self.start is not None:
             file, n, line = self.first
@@ -599,39 +736,75 @@ class _Verifier:
                         0,
                         Problem(file, n, line.seq, "inserted", "the first line does not link to the start of a chain"),
                     )
+            elif (
+                self.start == ChainState()
+                and not self.opened
+                and not any((p.file, p.line) == (file, n) for p in problems)
+            ):
+                signed = "signed " if self.public_key is not None else ""
+                problems.insert(
+                    0,
+                    Problem(
+                        file,
+                        n,
+                        line.seq,
+                        "unsigned",
+                        f"a complete chain opens with its {signed}start checkpoint, and this one opens with a "
+                        f"{line.doc.get('kind')!r} line: the start checkpoint was removed (pass --partial only "
+                        "for a chain that really starts mid-way)",
+                    ),
+                )
         elif self.first is not None:
             self.notices.append(f"--partial: the chain was taken as starting at seq {self.first[2].seq}")
-        if self.head is not None:
-            self._finish_head()
+
+    def _finish_signatures(self) -> None:
+        """With a key, something must be signed, and what is not is said loudly."""
+        problems = self.problems
         if self.public_key is None:
             self.notices.append(
                 f"signatures not checked (no --public-key): {self.checkpoints} checkpoint(s) found; the links "
                 "alone do not show a rewrite, since anyone can recompute SHA-256"
             )
-        elif self.run and self.run_start is not None:
-            after = f"after seq {self.signed_through + 1}" if self.signed_through is not None else "in the log"
-            self.notices.append(
-                f"unsigned tail: the last {self.run} line(s) {after} are covered by no signed checkpoint "
-                f"(from {self.run_start[0]}:{self.run_start[1]}); a crash leaves this, a clean shutdown does not"
+        elif self.signed_through is None:
+            file, n = (self.first[0], self.first[1]) if self.first else (str(self.files[0]) if self.files else "", 1)
+            problems.append(
+                Problem(
+                    file,
+                    n,
+                    None,
+                    "unsigned",
+                    f"no checkpoint in the log verifies with key {self.wanted_key}: nothing in it is signed "
+                    f"({self.count} line(s), {self.checkpoints} checkpoint(s))",
+                )
             )
-        return Report(
-            lines=self.count,
-            files=len(self.files),
-            first_seq=self.first[2].seq if self.first else None,
-            last=self.last,
-            problems=tuple(problems),
-            notices=tuple(self.notices),
-            checkpoints=self.checkpoints,
-            signatures_checked=self.public_key is not None,
-            signed_through=self.signed_through,
-            unsigned_tail=self.run,
-        )
+        elif self.run and self.run_start is not None:
+            message = (
+                f"{self.run} event(s) after the last signed checkpoint (seq {self.last_checkpoint}, signed "
+                f"{self.last_checkpoint_time}) are NOT verified, from {self.run_start[0]}:{self.run_start[1]}: "
+                "nothing in the log tells them from lines invented after that checkpoint. A crash leaves such a "
+                "tail and a clean shutdown does not; compare the seq with the highest "
+                "airlock_gateway_audit_last_signed_seq your Prometheus recorded"
+            )
+            if self.strict:
+                problems.append(
+                    Problem(self.run_start[0], self.run_start[1], None, "unsigned", f"{message} (--strict)")
+                )
+            else:
+                self.warnings.append(message)
 
     def _finish_head(self) -> None:
         head = self.head
         assert head is not None
-        if self.public_key is not None and not signature_ok(self.public_key, head_message(head.state), head.signature):
+        if self.public_key is not None and not head_signature_ok(self.public_key, head):
             self.problem(self.head_file, 1, head.seq, "bad signature", "the head record's signature does not verify")
+        if self.chain_id is not None and head.chain_id != self.chain_id:
+            self.problem(
+                self.head_file,
+                1,
+                head.seq,
+                "wrong chain",
+                f"the head file belongs to chain {head.chain_id}, the log to chain {self.chain_id}",
+            )
         if head.seq > self.last.seq:
             self.problem(
                 self.head_file,
@@ -666,20 +839,27 @@ def verify(
     start: ChainState | None = ChainState(),
     head: Head | None = None,
     head_file: str = "",
+    strict: bool = False,
 ) -> Report:
     """Checks every line, link and checkpoint and reports every problem
     (after a bad line it resynchronises on the next one).
 
     ``start`` is where the chain is expected to begin (seq 0 and the genesis
-    hash for a complete log, or a point a signed ``pruned`` record names);
-    None accepts whatever the first line links to (``--partial``). ``head``
-    is the gateway's head record, which the chain must reach.
+    hash for a complete log, which must then open with its start checkpoint,
+    or a point a signed ``pruned`` record names); None accepts whatever the
+    first line links to (``--partial``). ``head`` is the gateway's head
+    record, which the chain must reach. With a public key, a log in which no
+    checkpoint verifies is a problem, and an unsigned tail is a warning --
+    a problem with ``strict``, for logs that must be wholly signed (archived
+    ones, or after a clean shutdown).
     """
+    if strict and public_key is None:
+        raise ValueError("strict verification needs the public key")
     files = list(paths)
     # A first pass over the seq numbers tells a gap that shows up later
     # (reordered) from one that never does (deleted).
     seen = {s for _, _, raw in _lines(files) if (s := _loose_seq(raw)) is not None}
-    v = _Verifier(files, public_key, start, head, head_file, seen, expect=start)
+    v = _Verifier(files, public_key, start, head, head_file, seen, strict=strict, expect=start)
     if public_key is not None:
         v.wanted_key = key_id(public_key)
     for file, n, raw in _lines(files):

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from airlock.common import wire
 from airlock.common._grpc_tls import channel_credentials, channel_options
 from airlock.common._tls import ClientTLS
-from airlock.common.stackfile import read_stack
+from airlock.common.stackfile import check_gateway, read_stack
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 #: Client-executed Responses API item types (hosted ones are only observed).
@@ -178,6 +178,7 @@ class GatewayClient:
             stack = read_stack(stack_file)
         except FileNotFoundError:
             raise FileNotFoundError(f"no running stack found ({stack_file} missing); start `airlock up`") from None
+        check_gateway(stack)
         token = stack.token_file(principal).read_text(encoding="utf-8").strip()
         return cls(stack.gateway, token, timeout_s=timeout_s)
 

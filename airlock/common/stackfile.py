@@ -59,6 +59,9 @@ class StackFile:
     dev: bool
     """True when policy edits are published automatically (`airlock up --dev`)."""
     egress: dict[str, str] = field(default_factory=dict)
+    gateway_uid: int = -1
+    """The uid the gateway runs as: clients check that this uid, and no one
+    else, listens on the gateway's port before they send a token."""
     version: int = STACK_VERSION
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +85,42 @@ class StackFile:
             known = ", ".join(sorted(self.principals))
             raise KeyError(f"no principal {name!r} in this stack; known: {known}")
         return Path(self.principals[name].token_file)
+
+
+class StaleStackError(RuntimeError):
+    """stack.json names a gateway that is not listening as its own user."""
+
+
+def _listeners(port: int) -> set[int]:
+    """uids of the TCP sockets listening on ``port`` on this host (Linux)."""
+    uids: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields_ = line.split()
+            local, state, uid = fields_[1], fields_[3], fields_[7]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                uids.add(int(uid))
+    return uids
+
+
+def check_gateway(stack: StackFile) -> None:
+    """Refuses a stack.json whose gateway port is not held by the gateway's
+    uid: a stale file (its stack died) whose port another local user has
+    taken would otherwise receive an agent's token."""
+    host, _, port = stack.gateway.rpartition(":")
+    if stack.gateway_uid < 0 or host not in ("127.0.0.1", "localhost", "[::1]", "::1"):
+        return
+    owners = _listeners(int(port))
+    if owners != {stack.gateway_uid}:
+        held = "nothing" if not owners else f"uid {sorted(owners)}"
+        raise StaleStackError(
+            f"stack.json names a gateway on {stack.gateway}, but {held} listens there instead of the "
+            f"gateway's uid {stack.gateway_uid}: the stack is gone; start `airlock up`"
+        )
 
 
 def write_stack(path: Path, stack: StackFile) -> None:

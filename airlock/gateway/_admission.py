@@ -147,3 +147,31 @@ class FairSlots:
                 continue
             self._take(principal)
             fut.set_result(None)
+
+
+class RateLimits:
+    """Per-principal token buckets: calls per second and argument bytes per
+    second, each with a burst. A principal over either is refused at once
+    (``rate_limited``): one agent cannot fill the audit disk (an agent once
+    wrote 16 MB/s of fsynced decisions through Decide) or the policy
+    engine's time. Per gateway process."""
+
+    def __init__(self, calls_per_s: float, calls_burst: int, bytes_per_s: float, bytes_burst: int) -> None:
+        if min(calls_per_s, calls_burst, bytes_per_s, bytes_burst) <= 0:
+            raise ValueError("rates and bursts must be > 0")
+        self._calls = (calls_per_s, float(calls_burst))
+        self._bytes = (bytes_per_s, float(bytes_burst))
+        # principal -> (call tokens, byte tokens, last refill)
+        self._state: dict[str, tuple[float, float, float]] = {}
+
+    def allow(self, principal: str, nbytes: int, now: float) -> bool:
+        calls, data, last = self._state.get(principal, (self._calls[1], self._bytes[1], now))
+        elapsed = max(0.0, now - last)
+        calls = min(self._calls[1], calls + elapsed * self._calls[0])
+        data = min(self._bytes[1], data + elapsed * self._bytes[0])
+        ok = calls >= 1 and data >= nbytes
+        if ok:
+            calls -= 1
+            data -= nbytes
+        self._state[principal] = (calls, data, now)
+        return ok

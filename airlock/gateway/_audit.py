@@ -31,10 +31,14 @@ Failure handling, which is the point of most of this file:
 
 Starting refuses (AuditError with the reason) when the folder is not the
 gateway's own (owner, no group/world write), when the path is a symlink or
-not a regular file, when the last line does not match its hash, and when
-the log ends before the head record (deleted or cut back). To start a new
-chain on purpose, an operator moves the log, its rotated files and
-``<name>.head`` aside (e.g. into an archive folder) and starts the gateway.
+not a regular file, when the last line does not match its hash, when the
+log ends before the head record (deleted or cut back), when the head record
+is not signed by the gateway's key, and when audit files exist without a
+head record (it was deleted, with the live file or alone: continuing would
+reuse seq numbers over a silent cut). To start a new chain on purpose, an
+operator moves the log, its rotated files and ``<name>.head`` aside (e.g.
+into an archive folder) and starts the gateway; a new chain gets a random
+id, which the head record keeps and every checkpoint carries and signs.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ PRUNE_CHECK_SECONDS = 3600.0
 PRUNE_RETRY_SECONDS = 60.0
 #: The writer wakes at least this often even with nothing to do.
 IDLE_WAKE_SECONDS = 60.0
+#: An error message names at most this many files.
+_LISTED_FILES = 3
 
 log = logging.getLogger("airlock.gateway.audit")
 
@@ -178,6 +184,8 @@ class JsonlAuditSink:
         self._next_prune_check = time.monotonic() + PRUNE_CHECK_SECONDS
         self._need_new_file = False
         self._dirty = False
+        self._chain_id = ""
+        self._signed_seq = 0
 
         check_audit_dir(path.parent)
         self._fd = self._open_live(create_new=False)
@@ -205,6 +213,15 @@ class JsonlAuditSink:
     @property
     def last_seq(self) -> int:
         return self._state.seq
+
+    @property
+    def last_signed_seq(self) -> int:
+        """The seq of the newest checkpoint on disk (what the head record says)."""
+        return self._signed_seq
+
+    @property
+    def chain_id(self) -> str:
+        return self._chain_id
 
     @property
     def healthy(self) -> bool:
@@ -444,7 +461,15 @@ class JsonlAuditSink:
         files: tuple[str, ...] = (),
         archive_dir: str = "",
     ) -> tuple[bytes, auditlog.ChainState]:
-        message = auditlog.checkpoint_message(state, max_events=self._cp_events, pruned=pruned)
+        timestamp = _now()
+        message = auditlog.checkpoint_message(
+            state,
+            chain_id=self._chain_id,
+            reason=reason,
+            time=timestamp,
+            max_events=self._cp_events,
+            pruned=pruned,
+        )
         checkpoint = audit_pb2.AuditCheckpoint(
             reason=reason,
             covers_seq=state.seq,
@@ -452,6 +477,7 @@ class JsonlAuditSink:
             key_id=self._key_id,
             signature=auditlog.sign(self._key, message),
             max_events=self._cp_events,
+            chain_id=self._chain_id,
         )
         if pruned is not None:
             checkpoint.pruned_through_seq = pruned.seq
@@ -461,7 +487,7 @@ class JsonlAuditSink:
         event = audit_pb2.AuditEvent(
             schema_version=SCHEMA_VERSION,
             kind="pruned" if pruned is not None else "checkpoint",
-            timestamp=_now(),
+            timestamp=timestamp,
             labels={"component": "gateway", "version": VERSION},
             seq=state.seq + 1,
             prev_hash=state.hash,
@@ -514,10 +540,22 @@ class JsonlAuditSink:
             state = auditlog.tail_state(log_files(self._path))
         except ValueError as exc:
             raise AuditError(str(exc)) from exc
-        self._check_head(state)
+        head = self._check_head(state)
+        if head is None:
+            # A new chain. Its head record comes first, at seq 0, so that no
+            # crash can leave audit files without one (which is refused).
+            self._chain_id = auditlog.new_chain_id()
+            try:
+                auditlog.write_head(self._head_path, auditlog.make_head(self._key, state, self._chain_id))
+            except OSError as exc:
+                raise AuditError(f"cannot write the head record {self._head_path}: {exc}") from exc
+            log.info("audit: a new chain %s starts in %s", self._chain_id, self._path)
+        else:
+            self._chain_id, self._signed_seq = head.chain_id, head.seq
         return state
 
-    def _check_head(self, state: auditlog.ChainState) -> None:
+    def _check_head(self, state: auditlog.ChainState) -> auditlog.Head | None:
+        """The head record the chain continues from; None for a new chain."""
         hp = self._head_path
         start_over = (
             f"restore the missing files; or, to start a new chain on purpose, move {self._path.name}, its "
@@ -528,28 +566,55 @@ class JsonlAuditSink:
         except ValueError as exc:
             raise AuditError(f"{exc}; {start_over}") from exc
         if head is None:
-            if state.seq > 0:
-                log.warning("audit: no head record at %s; a new one starts at seq %d", hp, state.seq)
-            return
-        if head.key_id == self._key_id and not auditlog.signature_ok(
-            self._key.public_key(), auditlog.head_message(head.state), head.signature
-        ):
-            raise AuditError(f"head record {hp} is not signed by the audit key: it was edited; {start_over}")
+            self._refuse_files_without_head(state, start_over)
+            return None
+        if head.key_id != self._key_id or not auditlog.head_signature_ok(self._key.public_key(), head):
+            raise AuditError(
+                f"head record {hp} is not signed by the audit key {self._key_id} (it names key {head.key_id}): "
+                f"it was edited or replaced, or the key changed; {start_over}"
+            )
         if state.seq < head.seq:
             raise AuditError(
                 f"audit log {self._path} ends at seq {state.seq} but the head record {hp} says seq {head.seq} was "
                 f"written: the log was deleted or cut back; {start_over}"
             )
-        if state.seq == head.seq:
-            found: str | None = state.hash
-        else:
-            line = auditlog.find_line(log_files(self._path), head.seq)
-            found = line.hash if line is not None else None
-        if found is not None and found != head.hash:
+        found = self._hash_at(head.seq, state, head)
+        if found is None:
+            raise AuditError(
+                f"audit log {self._path} has no readable seq {head.seq}, which the head record {hp} names: "
+                f"the log was cut or edited; {start_over}"
+            )
+        if found != head.hash:
             raise AuditError(
                 f"audit log {self._path} has a different seq {head.seq} than the head record {hp}: "
                 f"the log was replaced; {start_over}"
             )
+        return head
+
+    def _refuse_files_without_head(self, state: auditlog.ChainState, start_over: str) -> None:
+        """Audit files without a head record: it was deleted, so a cut cannot be ruled out."""
+        # The live file is open (so it exists) and cut back to whole lines:
+        # empty, it holds nothing; a rotated file always does.
+        present = sorted(p.name for p in log_files(self._path) if p != self._path or self._good > 0)
+        if not present:
+            return
+        names = ", ".join(present[:_LISTED_FILES])
+        if len(present) > _LISTED_FILES:
+            names += f" and {len(present) - _LISTED_FILES} more"
+        raise AuditError(
+            f"audit files {names} in {self._path.parent} have no head record {self._head_path.name}: it was "
+            f"deleted (with the live file or alone), so a cut cannot be ruled out and the chain (which ends at "
+            f"seq {state.seq}) must not be continued; {start_over}"
+        )
+
+    def _hash_at(self, seq: int, state: auditlog.ChainState, head: auditlog.Head) -> str | None:
+        """The hash of the line at ``seq`` (None: no readable line has it)."""
+        if seq == state.seq:
+            return state.hash
+        if seq == 0:
+            return head.hash  # a new chain's first head record: there is no line 0
+        line = auditlog.find_line(log_files(self._path), seq)
+        return line.hash if line is not None else None
 
     def _check_file(self) -> None:
         """The live path must still be the file we hold, at the size we left it."""
@@ -582,11 +647,13 @@ class JsonlAuditSink:
             _write_all(self._fd, data)
             os.fsync(self._fd)
             if head is not None:
-                auditlog.write_head(self._head_path, auditlog.make_head(self._key, head))
+                auditlog.write_head(self._head_path, auditlog.make_head(self._key, head, self._chain_id))
         except BaseException:
             self._rollback(good)
             raise
         self._good = good + len(data)
+        if head is not None:
+            self._signed_seq = head.seq
 
     def _rollback(self, good: int) -> None:
         try:

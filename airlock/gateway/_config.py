@@ -41,22 +41,34 @@ DEFAULT_EXECUTOR_START_TIMEOUT_MS = 60_000
 #: a second principal always finds free slots while one is busy.
 DEFAULT_EXECUTOR_RUN_SLOTS = 16
 DEFAULT_EXECUTOR_RUNS_PER_PRINCIPAL = 8
-#: OPA evaluates in well under a millisecond; 16 at once keep both cores busy,
-#: and one principal may use half of them.
+#: Decisions in progress at once (parsing, OPA, the audit record), and one
+#: principal's share: 16 keep both cores busy; 4 for one principal leave
+#: room for everyone else when one floods.
 DEFAULT_POLICY_CONCURRENCY = 16
-DEFAULT_POLICY_PER_PRINCIPAL = 8
+DEFAULT_POLICY_PER_PRINCIPAL = 4
 DEFAULT_POLICY_QUEUE_TIMEOUT_MS = 5_000
 DEFAULT_MAX_ARGUMENTS_DEPTH = 32
 DEFAULT_MAX_IN_FLIGHT_PER_PRINCIPAL = 32
-#: Well above what the in-flight caps let the configured principals use,
-#: well below the file descriptors the process has.
-DEFAULT_MAX_CONCURRENT_RPCS = 256
+#: Streams one connection may hold open (gRPC clients share one connection
+#: per target between channels, so a busy client process multiplexes many).
 DEFAULT_MAX_CONCURRENT_STREAMS = 64
+#: Connections are recycled after this age (clients reconnect on their own),
+#: so a connection held open with never-finished streams does not live on.
+DEFAULT_MAX_CONNECTION_AGE_MS = 600_000
+DEFAULT_MAX_CONNECTION_AGE_GRACE_MS = 300_000
 DEFAULT_MAX_CONNECTION_IDLE_MS = 120_000
 #: An agent needs one connection; the cap stops an fd exhaustion (20,600
 #: idle connections did it before) and sits far below the fd limit the
 #: gateway raises itself to at start.
 DEFAULT_MAX_CONNECTIONS = 1024
+#: Per principal. Far above what an agent loop does (a few calls a second)
+#: and what the benchmarks drive, while an agent that floods writes at most
+#: a few MB/s of audit log: with the retention `airlock up` sets, the disk
+#: cannot fill.
+DEFAULT_CALLS_PER_SECOND = 5000.0
+DEFAULT_CALLS_BURST = 10_000
+DEFAULT_ARGUMENT_BYTES_PER_SECOND = 2 * 1024 * 1024
+DEFAULT_ARGUMENT_BYTES_BURST = 16 * 1024 * 1024
 DEFAULT_UNAUTHENTICATED_RECORDS = 20
 DEFAULT_UNAUTHENTICATED_WINDOW_MS = 10_000
 
@@ -83,11 +95,11 @@ class OpaConfig:
     timeout_ms: int = DEFAULT_OPA_TIMEOUT_MS
     """A decision slower than this is a deny (policy_timeout)."""
     concurrency: int = DEFAULT_POLICY_CONCURRENCY
-    """Policy evaluations in flight at once, shared fairly between principals."""
+    """Decisions in progress at once (parsing, policy, audit), shared fairly between principals."""
     per_principal: int = DEFAULT_POLICY_PER_PRINCIPAL
     """One principal's share of ``concurrency``."""
     queue_timeout_ms: int = DEFAULT_POLICY_QUEUE_TIMEOUT_MS
-    """How long a call waits for an evaluation slot before it is denied (gateway_overloaded)."""
+    """How long a call waits for a decision slot before it is denied (gateway_overloaded)."""
 
     def __post_init__(self) -> None:
         if self.timeout_ms <= 0 or self.queue_timeout_ms <= 0:
@@ -199,14 +211,24 @@ class Limits:
     """Deepest nesting of arrays/objects accepted in arguments (arguments_malformed above)."""
     max_in_flight_per_principal: int = DEFAULT_MAX_IN_FLIGHT_PER_PRINCIPAL
     """Calls one principal may have in flight; more are refused at once (too_many_in_flight)."""
-    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
-    """RPCs the server handles at once; beyond it gRPC answers RESOURCE_EXHAUSTED."""
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     """HTTP/2 streams one connection may open at once."""
+    max_connection_age_ms: int = DEFAULT_MAX_CONNECTION_AGE_MS
+    """A connection older than this is closed gracefully (clients reconnect)."""
+    max_connection_age_grace_ms: int = DEFAULT_MAX_CONNECTION_AGE_GRACE_MS
+    """How long calls on a closing connection may still finish (longer than any run)."""
     max_connection_idle_ms: int = DEFAULT_MAX_CONNECTION_IDLE_MS
     """A connection idle this long is closed, so idle connections cannot hoard file descriptors."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     """Open client connections at most; beyond it new ones are refused (kept below the fd limit)."""
+    calls_per_second: float = DEFAULT_CALLS_PER_SECOND
+    """Calls (Decide, Invoke, Observe) one principal may make per second, sustained; above it: rate_limited."""
+    calls_burst: int = DEFAULT_CALLS_BURST
+    """How many calls a principal may make at once above the sustained rate."""
+    argument_bytes_per_second: int = DEFAULT_ARGUMENT_BYTES_PER_SECOND
+    """Argument (and observed item) bytes one principal may send per second, sustained."""
+    argument_bytes_burst: int = DEFAULT_ARGUMENT_BYTES_BURST
+    """Burst allowance of argument bytes (at least max_arguments_bytes)."""
     unauthenticated_records_per_window: int = DEFAULT_UNAUTHENTICATED_RECORDS
     """Unauthenticated calls recorded one event each per window; the rest go into one summary event."""
     unauthenticated_window_ms: int = DEFAULT_UNAUTHENTICATED_WINDOW_MS
@@ -217,14 +239,31 @@ class Limits:
             "max_arguments_bytes",
             "max_arguments_depth",
             "max_in_flight_per_principal",
-            "max_concurrent_rpcs",
             "max_concurrent_streams",
+            "max_connection_age_ms",
+            "max_connection_age_grace_ms",
             "max_connection_idle_ms",
             "max_connections",
+            "calls_burst",
+            "argument_bytes_per_second",
+            "argument_bytes_burst",
             "unauthenticated_window_ms",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1")
+        if self.calls_per_second <= 0:
+            raise ValueError("limits.calls_per_second must be > 0")
+        if self.argument_bytes_burst < self.max_arguments_bytes:
+            raise ValueError("limits.argument_bytes_burst must be at least limits.max_arguments_bytes")
+
+    @property
+    def max_concurrent_rpcs(self) -> int:
+        """gRPC's server-wide RPC cap, set so that no set of connections can
+        reach it: it counts a stream from its headers, before authentication
+        and before the per-principal caps, so a lower value would let a few
+        connections of never-finished streams refuse everyone (seen: 4
+        connections x 64 streams against a cap of 256)."""
+        return self.max_connections * self.max_concurrent_streams + 64
 
 
 @dataclass(frozen=True)

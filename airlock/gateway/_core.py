@@ -4,13 +4,15 @@ A decision is this table of checks, in order; each refusal has its own
 reason code, and nothing is executed unless a well-formed policy decision
 said allow and its audit event is durable:
 
-    principal under its in-flight cap   too_many_in_flight (authenticated calls)
     authenticated?                      unauthenticated
+    principal under its rates           rate_limited (calls/s, argument bytes/s)
+    principal under its in-flight cap   too_many_in_flight
     identifying fields present, capped  field_too_long, call_id_missing, ...
     not a hosted item                   item_type_hosted
     arguments within size               arguments_too_large
     arguments strict JSON               arguments_malformed
-    budget reserved, policy asked       policy_* (fail closed), gateway_overloaded
+    a fairly shared decision slot       gateway_overloaded
+    budget reserved, policy asked       policy_* (fail closed)
     answer well formed                  policy_malformed
     decided tool is our registry entry  policy_malformed
     arguments match the schema          arguments_invalid
@@ -35,7 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from airlock.gateway import _events
-from airlock.gateway._admission import FairSlots, InFlight, SlotTimeoutError
+from airlock.gateway._admission import FairSlots, InFlight, RateLimits, SlotTimeoutError
 from airlock.gateway._answer import parse_answer
 from airlock.gateway._audit import AuditSink
 from airlock.gateway._budget import CallCounters, CounterStore, Reservation
@@ -104,6 +106,11 @@ class CoreSettings:
     #: are counted into one summary event per window.
     unauthenticated_records_per_window: int = 20
     unauthenticated_window_s: float = 10.0
+    #: Per principal: calls and argument bytes per second, with bursts.
+    calls_per_second: float = 5000.0
+    calls_burst: int = 10_000
+    argument_bytes_per_second: float = 2 * 1024 * 1024
+    argument_bytes_burst: int = 16 * 1024 * 1024
 
 
 class Gateway:
@@ -134,9 +141,16 @@ class Gateway:
         self._in_flight = InFlight(settings.max_in_flight_per_principal)
         self._policy_slots = FairSlots(settings.policy_concurrency, settings.policy_per_principal)
         self._run_slots = FairSlots(settings.run_slots, settings.run_slots_per_principal)
-        self._unauth = _UnauthenticatedRecords(
-            settings.unauthenticated_records_per_window, settings.unauthenticated_window_s
+        self._rates = RateLimits(
+            settings.calls_per_second,
+            settings.calls_burst,
+            settings.argument_bytes_per_second,
+            settings.argument_bytes_burst,
         )
+        # Refusals that a flood can repeat at will (a bad token, a rate limit)
+        # are recorded one by one up to a rate, then counted into a summary
+        # event: every one is recorded, none can fill the disk.
+        self._sampled = _SampledRecords(settings.unauthenticated_records_per_window, settings.unauthenticated_window_s)
         self._flusher: asyncio.Task[None] | None = None
 
     # -- public operations -------------------------------------------------
@@ -156,11 +170,17 @@ class Gateway:
         started = time.monotonic()
         tool_label = self._metrics.tool_label(inp.call.tool)
         principal = inp.principal
+        if principal is not None and not self._within_rate(principal, len(inp.call.arguments)):
+            self._metrics.in_flight.dec()
+            return InvokeResult(await asyncio.shield(self._refuse_rate(inp, principal)))
         entered = principal is not None and self._in_flight.try_enter(principal.id)
         try:
             if principal is not None and not entered:
                 return InvokeResult(await asyncio.shield(self._refuse_busy(inp, principal)))
-            decision = await asyncio.shield(self._decide_and_record(inp, reserve=True))
+            if principal is None:
+                decision = await asyncio.shield(self._decide_and_record(inp, reserve=True))
+            else:
+                decision = await asyncio.shield(self._slotted_decision(inp, principal, reserve=True))
             if not decision.allowed:
                 return InvokeResult(decision)
             assert principal is not None
@@ -197,6 +217,8 @@ class Gateway:
         principal = obs.principal
         if principal is None:
             return await asyncio.shield(self._observe(obs))
+        if not self._within_rate(principal, len(obs.item_json)):
+            return await asyncio.shield(self._observe(obs, rate_limited=True))
         if not self._in_flight.try_enter(principal.id):
             return await asyncio.shield(self._observe(obs, busy=True))
         try:
@@ -217,10 +239,10 @@ class Gateway:
         self._registry = registry
 
     async def close(self) -> None:
-        """Flushes the pending unauthenticated summary (at shutdown)."""
+        """Flushes the pending summaries (at shutdown)."""
         if self._flusher is not None:
             self._flusher.cancel()
-        await self._flush_unauthenticated()
+        await self._flush_summaries()
 
     # -- deciding ------------------------------------------------------------
 
@@ -229,17 +251,44 @@ class Gateway:
         principal = inp.principal
         if principal is None:
             return await self._decide_and_record(inp, reserve=reserve)
+        if not self._within_rate(principal, len(inp.call.arguments)):
+            return await self._refuse_rate(inp, principal)
         if not self._in_flight.try_enter(principal.id):
             return await self._refuse_busy(inp, principal)
         try:
-            return await self._decide_and_record(inp, reserve=reserve)
+            return await self._slotted_decision(inp, principal, reserve=reserve)
         finally:
             self._in_flight.leave(principal.id)
+
+    async def _slotted_decision(self, inp: CallInput, principal: Principal, *, reserve: bool) -> Decision:
+        """One decision, holding one of the fairly shared decision slots for
+        all of it (parsing, the policy engine, the audit record): a principal
+        that floods holds at most its share of the gateway's work, and a
+        freed slot goes to whoever holds the fewest. A slot only for the OPA
+        round trip was not enough: the flood's parsing and audit work kept
+        the event loop so busy that others' OPA answers waited past the
+        deadline."""
+        try:
+            async with self._policy_slots.slot(principal.id, self._settings.policy_queue_timeout_s):
+                return await self._decide_and_record(inp, reserve=reserve)
+        except SlotTimeoutError as exc:
+            why = f"no decision slot within {self._settings.policy_queue_timeout_s:.0f} s: {exc}"
+            decision = _refusal(inp, str(uuid.uuid4()), "permission_denied", Reason("gateway_overloaded", why))
+            return await self._record_decision(inp, decision)
+
+    def _within_rate(self, principal: Principal, nbytes: int) -> bool:
+        return self._rates.allow(principal.id, nbytes, time.monotonic())
+
+    async def _refuse_rate(self, inp: CallInput, principal: Principal) -> Decision:
+        why = f"principal {principal.id!r} is over its call or argument-byte rate"
+        decision = _refusal(inp, str(uuid.uuid4()), "resource_exhausted", Reason("rate_limited", why))
+        return await self._record_decision(inp, decision, sample=f"rate_limited:{principal.id}")
 
     async def _refuse_busy(self, inp: CallInput, principal: Principal) -> Decision:
         why = f"principal {principal.id!r} already has {self._in_flight.per_principal} calls in flight"
         decision = _refusal(inp, str(uuid.uuid4()), "resource_exhausted", Reason("too_many_in_flight", why))
-        return await self._record_decision(inp, decision)
+        # A flood can repeat this refusal at will: sampled like a rate limit.
+        return await self._record_decision(inp, decision, sample=f"too_many_in_flight:{principal.id}")
 
     async def _decide_and_record(self, inp: CallInput, *, reserve: bool) -> Decision:
         reservation: Reservation | None = None
@@ -300,7 +349,7 @@ class Gateway:
             raise
         return decision, reservation
 
-    async def _ask_policy(  # noqa: PLR0911 - one return per check, in order
+    async def _ask_policy(
         self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any, counts: Mapping[str, int]
     ) -> Decision:
         input_doc = build_policy_input(
@@ -322,10 +371,7 @@ class Gateway:
             )
 
         try:
-            async with self._policy_slots.slot(principal.id, self._settings.policy_queue_timeout_s):
-                result = await self._policy.evaluate(path, input_doc)
-        except SlotTimeoutError as exc:
-            return refuse("permission_denied", "gateway_overloaded", f"no policy evaluation slot: {exc}")
+            result = await self._policy.evaluate(path, input_doc)
         except PolicyError as exc:
             return refuse("permission_denied", exc.code, str(exc))
         if result.eval_ns is not None:
@@ -429,12 +475,18 @@ class Gateway:
 
     # -- observing -----------------------------------------------------------
 
-    async def _observe(self, obs: Observation, *, busy: bool = False) -> Observed:  # noqa: C901 - one branch per refusal
+    async def _observe(self, obs: Observation, *, busy: bool = False, rate_limited: bool = False) -> Observed:  # noqa: C901, PLR0912 - one branch per refusal
         event_id = str(uuid.uuid4())
         item: Any = None
         too_long = next((k for k, cap in _OBSERVE_CAPS.items() if len(getattr(obs, k)) > cap), None)
-        if busy:
+        sample: str | None = None
+        if rate_limited:
+            assert obs.principal is not None
             refusal: Refusal = "resource_exhausted"
+            reason = Reason("rate_limited", "over the principal's call or argument-byte rate")
+            sample = f"rate_limited:{obs.principal.id}"
+        elif busy:
+            refusal = "resource_exhausted"
             reason = Reason("too_many_in_flight", f"principal already has {self._in_flight.per_principal} in flight")
         elif obs.principal is None:
             refusal = "unauthenticated"
@@ -457,7 +509,9 @@ class Gateway:
                 refusal, reason = "none", Reason("observed", f"hosted {obs.item_type} recorded")
             else:
                 refusal, reason = "invalid_argument", Reason("item_malformed", "item_json must be a JSON object")
-        if obs.principal is None and not self._unauth.record_individually("Observe", reason.message):
+        if obs.principal is None:
+            sample = "unauthenticated"
+        if sample is not None and not self._sampled.record_individually(sample, "Observe", reason.message):
             self._schedule_flush()
             return Observed(event_id, refusal, reason)
         try:
@@ -476,11 +530,11 @@ class Gateway:
 
     # -- audit ---------------------------------------------------------------
 
-    async def _record_decision(self, inp: CallInput, decision: Decision) -> Decision:
+    async def _record_decision(self, inp: CallInput, decision: Decision, *, sample: str | None = None) -> Decision:
         tool_label = self._metrics.tool_label(inp.call.tool)
-        individually = inp.principal is not None or self._unauth.record_individually(
-            inp.rpc, decision.reasons[0].message
-        )
+        if inp.principal is None:
+            sample = "unauthenticated"
+        individually = sample is None or self._sampled.record_individually(sample, inp.rpc, decision.reasons[0].message)
         if individually:
             try:
                 event = _events.decision_event(inp, decision)
@@ -524,22 +578,26 @@ class Gateway:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self._unauth.window_s)
-        await self._flush_unauthenticated()
+        await asyncio.sleep(self._sampled.window_s)
+        await self._flush_summaries()
 
-    async def _flush_unauthenticated(self) -> None:
-        summary = self._unauth.take_summary()
-        if summary is None:
-            return
-        since, by_rpc = summary
-        for rpc, by_reason in sorted(by_rpc.items()):
-            event = _events.summary_event(
-                str(uuid.uuid4()), rpc=rpc, suppressed=sum(by_reason.values()), by_reason=by_reason, since=since
-            )
-            try:
-                await self._write(event)
-            except AuditError:
-                log.exception("unauthenticated summary was not written")
+    async def _flush_summaries(self) -> None:
+        for key, since, by_rpc in self._sampled.take_summaries():
+            what, _, principal = key.partition(":")
+            for rpc, by_reason in sorted(by_rpc.items()):
+                event = _events.summary_event(
+                    str(uuid.uuid4()),
+                    kind=f"{what}_summary",
+                    principal=principal,
+                    rpc=rpc,
+                    suppressed=sum(by_reason.values()),
+                    by_reason=by_reason,
+                    since=since,
+                )
+                try:
+                    await self._write(event)
+                except AuditError:
+                    log.exception("%s summary was not written", what)
 
     async def _write(self, event: audit_pb2.AuditEvent) -> None:
         started = time.monotonic()
@@ -553,40 +611,44 @@ class Gateway:
         self._metrics.audit_last_seq.set(event.seq)
 
 
-class _UnauthenticatedRecords:
-    """How many unauthenticated calls get an event of their own per window;
-    the rest are counted (by RPC and reason message prefix) for a summary."""
+class _SampledRecords:
+    """Per key (unauthenticated, or rate_limited:<principal>): how many
+    refusals get an event of their own per window; the rest are counted (by
+    RPC and reason message prefix) into one summary event per key."""
 
     def __init__(self, per_window: int, window_s: float) -> None:
         self.per_window = per_window
         self.window_s = window_s
-        self._window_start = time.monotonic()
-        self._recorded = 0
-        self._since = ""
-        self._suppressed: dict[str, dict[str, int]] = {}
+        self._windows: dict[str, tuple[float, int]] = {}
+        self._since: dict[str, str] = {}
+        self._suppressed: dict[str, dict[str, dict[str, int]]] = {}
 
-    def record_individually(self, rpc: str, why: str) -> bool:
+    def record_individually(self, key: str, rpc: str, why: str) -> bool:
         t = time.monotonic()
-        if t - self._window_start >= self.window_s:
-            self._window_start, self._recorded = t, 0
-        if self._recorded < self.per_window:
-            self._recorded += 1
+        start, recorded = self._windows.get(key, (t, 0))
+        if t - start >= self.window_s:
+            start, recorded = t, 0
+        if recorded < self.per_window:
+            self._windows[key] = (start, recorded + 1)
             return True
-        if not self._suppressed:
-            self._since = now()
-        key = why[:64]
-        by_reason = self._suppressed.setdefault(rpc, {})
-        if key in by_reason or len(by_reason) < 16:  # noqa: PLR2004 - a bounded number of distinct reasons
-            by_reason[key] = by_reason.get(key, 0) + 1
+        self._windows[key] = (start, recorded)
+        if key not in self._suppressed:
+            self._since[key] = now()
+        by_reason = self._suppressed.setdefault(key, {}).setdefault(rpc, {})
+        reason = why[:64]
+        if reason in by_reason or len(by_reason) < 16:  # noqa: PLR2004 - a bounded number of distinct reasons
+            by_reason[reason] = by_reason.get(reason, 0) + 1
         else:
             by_reason["other"] = by_reason.get("other", 0) + 1
         return False
 
-    def take_summary(self) -> tuple[str, dict[str, dict[str, int]]] | None:
-        if not self._suppressed:
-            return None
-        out, self._suppressed = self._suppressed, {}
-        return self._since, out
+    def take_summaries(self) -> list[tuple[str, str, dict[str, dict[str, int]]]]:
+        out = [(key, self._since.pop(key, ""), by_rpc) for key, by_rpc in self._suppressed.items()]
+        self._suppressed = {}
+        # Forget the windows of keys that went quiet, so they cannot pile up.
+        t = time.monotonic()
+        self._windows = {k: v for k, v in self._windows.items() if t - v[0] < self.window_s}
+        return out
 
 
 def _refusal(

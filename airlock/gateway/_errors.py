@@ -45,6 +45,7 @@ INPUT_REASONS = (
     "item_type_hosted",
     "field_too_long",
     "too_many_in_flight",
+    "rate_limited",
     "item_type_not_hosted",
     "item_malformed",
 )
@@ -71,6 +72,7 @@ POLICY_REASON_CODES = (
     "program_not_allowed",
     "path_outside_workdir",
     "path_protected",
+    "path_too_long",
     "egress_destination_denied",
     "budget_exceeded",
 )

@@ -156,25 +156,31 @@ def observation_event(
 
 
 def summary_event(
-    event_id: str, *, rpc: str, suppressed: int, by_reason: Mapping[str, int], since: str
+    event_id: str,
+    *,
+    kind: str,
+    principal: str,
+    rpc: str,
+    suppressed: int,
+    by_reason: Mapping[str, int],
+    since: str,
 ) -> audit_pb2.AuditEvent:
-    """Unauthenticated calls above the per-window record rate, counted in one
-    event instead of one each (so a flood of bad tokens cannot fill the disk,
-    and still nothing goes unrecorded)."""
+    """Refusals above the per-window record rate (bad tokens, a principal
+    over its rate), counted in one event instead of one each: a flood cannot
+    fill the disk, and still nothing goes unrecorded."""
+    code = kind.removesuffix("_summary")
     event = audit_pb2.AuditEvent(
         labels={"component": "gateway", "version": VERSION},
         schema_version=SCHEMA_VERSION,
-        kind="unauthenticated_summary",
+        kind=kind,
         timestamp=now(),
         decision_id=event_id,
+        principal=principal,
         decision="deny",
         rpc=rpc,
     )
     event.input.update({"suppressed": suppressed, "by_reason": dict(by_reason), "since": since})
     event.reasons.append(
-        call_pb2.Reason(
-            code="unauthenticated",
-            message=f"{suppressed} unauthenticated calls since {since} recorded in aggregate",
-        )
+        call_pb2.Reason(code=code, message=f"{suppressed} {code} refusals since {since} recorded in aggregate")
     )
     return event

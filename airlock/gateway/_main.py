@@ -83,6 +83,10 @@ def core_settings(cfg: GatewayConfig) -> CoreSettings:
         run_slots=cfg.executor.max_concurrent_runs,
         run_slots_per_principal=cfg.executor.max_runs_per_principal,
         run_queue_timeout_s=cfg.executor.start_timeout_ms / 1000,
+        calls_per_second=limits.calls_per_second,
+        calls_burst=limits.calls_burst,
+        argument_bytes_per_second=limits.argument_bytes_per_second,
+        argument_bytes_burst=limits.argument_bytes_burst,
         unauthenticated_records_per_window=limits.unauthenticated_records_per_window,
         unauthenticated_window_s=limits.unauthenticated_window_ms / 1000,
     )
@@ -165,6 +169,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     )
     # Checkpoints advance the chain too: the gauge reads the sink itself.
     metrics.audit_last_seq.set_function(lambda: audit.last_seq)
+    metrics.audit_last_signed_seq.set_function(lambda: audit.last_signed_seq)
     metrics.audit_healthy.set_function(lambda: 1.0 if audit.healthy else 0.0)
     core = Gateway(
         registry=registry,
@@ -178,15 +183,19 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     limits = cfg.limits
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(Authenticator(cfg.agents))],
-        # Beyond this many RPCs at once gRPC answers RESOURCE_EXHAUSTED
-        # itself; the per-principal caps in the core keep any one agent far
-        # below it. Idle connections are closed so they cannot hoard fds.
+        # What bounds the load is the connection cap times the streams per
+        # connection, then the per-principal caps in the core; gRPC's own
+        # RPC cap sits above that product (see Limits.max_concurrent_rpcs).
+        # Idle connections are closed and old ones recycled, so held
+        # connections cannot hoard descriptors for ever.
         maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
             ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
             ("grpc.max_connection_idle_ms", limits.max_connection_idle_ms),
+            ("grpc.max_connection_age_ms", limits.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", limits.max_connection_age_grace_ms),
             ("grpc.max_allowed_incoming_connections", limits.max_connections),
             # A client must finish its TLS/HTTP2 handshake promptly.
             ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),

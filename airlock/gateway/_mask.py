@@ -17,9 +17,20 @@ observation items, execution errors. It works in two passes:
    spellings) is replaced wherever else it appears -- in a schema error
    message, a reason message, the raw arguments of a malformed call -- and so
    is any text matching the value patterns (``audit.mask.value_patterns``:
-   bearer and Basic credentials, ``password: x`` in free text, URLs with
-   ``user:password@``, JWTs, OpenAI, Stripe, Slack, Google, AWS and GitHub
-   keys, private-key blocks).
+   bearer and Basic credentials, ``password: x`` in free text (also with
+   JSON ``\\u`` escapes for the quotes and separator), ``mysql -pX``, URLs
+   with ``user:password@``, Azure ``AccountKey=``/``SharedAccessSignature=``
+   and SAS ``sig=``, JWTs, OpenAI, Stripe, Slack, Google, AWS, GitHub and
+   Hugging Face keys, private-key blocks).
+
+Non-ASCII text is matched twice: as it is, and **normalised** (NFKD
+compatibility decomposition, with combining marks and invisible format
+characters dropped; see :func:`_fold`), so ``p\\u00e4ssword=`` (an a with an
+umlaut), fullwidth letters and ``pass\\u200bword=`` (a zero-width space) read
+as ``password=`` to the patterns and to the key check, while the patterns
+stay ASCII. The mask lands on the original characters that produced the
+match. Letters of other scripts that only look Latin (Cyrillic er,
+``\\u0440``) are not normalised.
 
 Patterns run on RE2 (``google-re2``), whose matching time is linear in the
 input for every pattern, including the ones an operator configures: a
@@ -42,6 +53,7 @@ import base64
 import binascii
 import functools
 import json
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -70,13 +82,28 @@ DEFAULT_VALUE_PATTERNS = (
     r"(?i)(?:proxy-)?authorization\\{0,3}[\"']?\s{0,8}[:=]\s{0,8}\\{0,3}[\"']?(?P<secret>[^\"'\\\r\n]+)",
     r"(?i)\bbearer\s{1,8}(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
     _BASIC,
-    # password: x / password="x" / "password": "x" / token=x inside any string.
+    # password: x / password="x" / "password": "x" / token=x inside any string,
+    # also JSON-escaped by an encoder that escapes more than it must
+    # (password\u003dx, \u0022password\u0022\u003a\u0022x\u0022).
     (
         r"(?i)(?:password|passwd|pwd|passphrase|secret|api[_-]?key|access[_-]?key|access[_-]?token"
-        r"|auth[_-]?token|token)\\{0,3}[\"']?\s{0,8}[:=]\s{0,8}"
+        r"|auth[_-]?token|token)(?:\\{0,3}[\"']|\\{1,3}u002[27])?\s{0,8}(?:[:=]|\\{1,3}u003[ad])\s{0,8}"
         r"(?:\\{0,3}\"(?P<secret>[^\"\r\n]+)\"|\\{0,3}'(?P<secret2>[^'\r\n]+)'"
-        r"|(?P<secret3>[^\s\"',;&\\]+))"
+        r"|\\{1,3}u002[27](?P<secret4>[^\"'\\\r\n]+)|(?P<secret3>[^\s\"',;&\\]+))"
     ),
+    # The MySQL/MariaDB clients take the password glued to -p: -pX, -p'X', -p"X"
+    # (a bare -p prompts; -P is the port).
+    (
+        r"(?i)\b(?:mysql(?:dump|admin|import|show|check|pump|slap|binlog|sh)?|mariadb(?:-?dump|-?admin)?)\b"
+        r"[^\r\n|;&]{0,200}?\s(?-i:-p)"
+        r"(?:\\{0,3}'(?P<secret>[^'\\\r\n]+)\\{0,3}'|\\{0,3}\"(?P<secret2>[^\"\\\r\n]+)\\{0,3}\""
+        r"|(?P<secret3>[^\s'\"\\;&|]+))"
+    ),
+    # Azure connection strings: storage account keys, Service Bus/Event Hubs
+    # keys, and a whole SAS token.
+    r"(?i)\b(?:AccountKey|SharedAccessKey|SharedAccessSignature)\s{0,8}=\s{0,8}(?P<secret>[^;\s\"'\\]+)",
+    # A SAS token's signature in a URL or connection string (& may be \u0026-escaped).
+    r"(?i)(?:^|[?&;\s\"']|\\u0026)sig=(?P<secret>[^&;\s\"'\\#]+)",
     # scheme://user:password@host
     r"(?i)\b[a-z][a-z0-9+.-]{0,30}://[^\s/?#@:]*:(?P<secret>[^\s/?#@]+)@",
     # JSON Web Tokens: base64url '{"' header and payload.
@@ -94,6 +121,8 @@ DEFAULT_VALUE_PATTERNS = (
     # GitHub tokens.
     r"\bgh[pousr]_[A-Za-z0-9]{30,}\b",
     r"\bgithub_pat_[A-Za-z0-9_]{22,}",
+    # Hugging Face access tokens.
+    r"\bhf_[A-Za-z0-9]{30,}\b",
     # Private-key blocks, also when cut before their END line.
     (
         r"(?s)-----BEGIN [A-Z0-9 ]{0,64}PRIVATE KEY(?: BLOCK)?-----.*?"
@@ -168,6 +197,39 @@ def _is_basic_credential(token: str) -> bool:
 _VALIDATORS: dict[str, Callable[[str], bool]] = {_BASIC: _is_basic_credential}
 
 
+class _FoldTable(dict[int, str]):
+    """str.translate table for :func:`_fold`, filled as characters are met."""
+
+    def __missing__(self, codepoint: int) -> str:
+        char = chr(codepoint)
+        if unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            # Combining marks and invisible format characters (zero-width
+            # space and joiners, soft hyphen) only hide a word.
+            out = ""
+        else:
+            out = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)) or char
+        self[codepoint] = out
+        return out
+
+
+_FOLD_TABLE = _FoldTable()
+
+
+def _fold(text: str) -> str:
+    """Compatibility-decomposed, without combining marks or format
+    characters: ``pässword`` -> ``password``, fullwidth -> ASCII. Case is
+    kept; the patterns say (?i) where they mean it."""
+    return text.translate(_FOLD_TABLE)
+
+
+def _fold_origins(text: str) -> list[int]:
+    """For each character of ``_fold(text)``, the index in ``text`` it came from."""
+    out: list[int] = []
+    for i, char in enumerate(text):
+        out.extend([i] * len(_FOLD_TABLE[ord(char)]))
+    return out
+
+
 def _escape(part: str) -> str:
     if "~" not in part and "/" not in part:
         return part
@@ -192,10 +254,15 @@ class _Pattern:
 
 
 def _apply(text: str, spans: list[tuple[int, int]]) -> str:
-    parts, at = [], 0
+    merged: list[list[int]] = []
     for start, end in sorted(spans):
-        if start < at:
-            continue
+        if merged and start < merged[-1][1]:
+            # Overlapping matches are masked as one: none is left half shown.
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    parts, at = [], 0
+    for start, end in merged:
         parts.append(text[at:start])
         parts.append(MASK)
         at = end
@@ -296,7 +363,10 @@ class Masker:
 
     def _secret_key_uncached(self, key: str) -> bool:
         assert self._key is not None
-        return self._key.match(key[:MAX_SCAN_CHARS]) is not None
+        key = key[:MAX_SCAN_CHARS]
+        if self._key.match(key) is not None:
+            return True
+        return not key.isascii() and self._key.match(_fold(key)) is not None
 
     def scan_key(self, key: str) -> str:
         return self.scan(key, [])
@@ -316,12 +386,28 @@ class Masker:
 
     def _patterns(self, text: str) -> str:
         out = text
-        if self._any is not None and self._any.search(out) is not None:
+        if self._any is None:
+            return out
+        if self._any.search(out) is not None:
             for pattern in self._values:
                 spans = pattern.spans(out)
                 if spans:
                     out = _apply(out, spans)
+        if not out.isascii():
+            out = self._folded_patterns(out)
         return out
+
+    def _folded_patterns(self, text: str) -> str:
+        """The value patterns on the normalised text, masked in the original."""
+        assert self._any is not None
+        folded = _fold(text)
+        if folded == text or self._any.search(folded) is None:
+            return text
+        spans = [span for pattern in self._values for span in pattern.spans(folded)]
+        if not spans:
+            return text
+        origin = _fold_origins(text)
+        return _apply(text, [(origin[start], origin[end - 1] + 1) for start, end in spans])
 
 
 class _Scrub:

@@ -107,6 +107,12 @@ class GatewayMetrics:
             "Sequence number of the newest audit event on disk; a drop means the log lost its tail.",
             registry=registry,
         )
+        self.audit_last_signed_seq = Gauge(
+            "airlock_gateway_audit_last_signed_seq",
+            "Sequence number of the newest signed audit checkpoint (the head record's seq). Prometheus keeps "
+            "its history out of the gateway's reach: a log whose signed checkpoints end below it lost events.",
+            registry=registry,
+        )
         # Touch every label combination so dashboards see zeros, not gaps.
         for tool in (*sorted(self._tools), UNREGISTERED):
             for outcome in OUTCOMES:

@@ -83,7 +83,7 @@ class AuditEvent(_message.Message):
     def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ..., would_deny: _Optional[bool] = ..., shadow_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
 
 class AuditCheckpoint(_message.Message):
-    __slots__ = ("reason", "covers_seq", "covers_hash", "pruned_through_seq", "pruned_through_hash", "pruned_files", "archive_dir", "key_id", "signature", "max_events")
+    __slots__ = ("reason", "covers_seq", "covers_hash", "pruned_through_seq", "pruned_through_hash", "pruned_files", "archive_dir", "key_id", "signature", "max_events", "chain_id")
     REASON_FIELD_NUMBER: _ClassVar[int]
     COVERS_SEQ_FIELD_NUMBER: _ClassVar[int]
     COVERS_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class AuditCheckpoint(_message.Message):
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     reason: str
     covers_seq: int
     covers_hash: str
@@ -104,7 +105,8 @@ class AuditCheckpoint(_message.Message):
     key_id: str
     signature: str
     max_events: int
-    def __init__(self, reason: _Optional[str] = ..., covers_seq: _Optional[int] = ..., covers_hash: _Optional[str] = ..., pruned_through_seq: _Optional[int] = ..., pruned_through_hash: _Optional[str] = ..., pruned_files: _Optional[_Iterable[str]] = ..., archive_dir: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ..., max_events: _Optional[int] = ...) -> None: ...
+    chain_id: str
+    def __init__(self, reason: _Optional[str] = ..., covers_seq: _Optional[int] = ..., covers_hash: _Optional[str] = ..., pruned_through_seq: _Optional[int] = ..., pruned_through_hash: _Optional[str] = ..., pruned_files: _Optional[_Iterable[str]] = ..., archive_dir: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ..., max_events: _Optional[int] = ..., chain_id: _Optional[str] = ...) -> None: ...
 
 class BundleInfo(_message.Message):
     __slots__ = ("revision",)

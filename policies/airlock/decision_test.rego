@@ -156,6 +156,13 @@ test_codes_from_optional_rules if {
 		with data.registry.tools as object.union(registry, {"read_file": reader})
 		with airlock.arguments.files.tools as {"read_file": ["path"]}
 	codes(g.reasons) == ["path_protected"]
+
+	long := concat("", array.concat(["a"], [s | some _ in numbers.range(1, 300); s := "/b"]))
+	h := airlock.decision with input as call("default", "read_file", {"arguments": {"path": long}})
+		with airlock.grants as files
+		with data.registry.tools as object.union(registry, {"read_file": reader})
+		with airlock.arguments.files.tools as {"read_file": ["path"]}
+	codes(h.reasons) == ["path_too_long"]
 }
 
 test_reasons_name_their_package if {

@@ -78,7 +78,10 @@ class Stack:
         return scrape(self.info["metrics"][component], name, labels)
 
     def audit_events(self, decision_id: str | None = None) -> list[dict[str, Any]]:
-        events = [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+        # The gateway may be writing a line right now: only whole lines count.
+        text = self.audit_path.read_text()
+        whole = text[: text.rfind("\n") + 1]
+        events = [json.loads(line) for line in whole.split("\n") if line.strip()]
         if decision_id is not None:
             events = [e for e in events if e["decision_id"] == decision_id]
         return events

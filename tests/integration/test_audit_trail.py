@@ -2,7 +2,8 @@
 and its signed checkpoints verify with `airlock audit verify` and the public
 key alone, and a gateway killed with SIGKILL mid-load loses no event whose
 response reached a client (what it leaves is an unsigned tail, not a
-problem)."""
+problem). The gateway exports the last signed checkpoint's seq for an outside
+witness, and refuses to start on audit files whose head record is gone."""
 
 from __future__ import annotations
 
@@ -18,8 +19,20 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import Stack, auth, new_home, start_stack, stop_stack, tool_call
+from helpers import (
+    Stack,
+    auth,
+    make_gateway_config,
+    new_home,
+    scrape,
+    start_daemon,
+    start_stack,
+    stop_daemon,
+    stop_stack,
+    tool_call,
+)
 
+from airlock.common import auditlog
 from airlock.v1 import call_pb2, gateway_pb2, gateway_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -160,3 +173,47 @@ def test_decision_events_carry_opa_decision_log_fields(stack: Stack) -> None:
     (bundle,) = event["bundles"].values()
     assert bundle["revision"] == stack.info["policy_revision"]
     assert event["timestamp"].endswith("Z")
+
+
+def test_the_gateway_exports_the_seq_of_its_last_signed_checkpoint(stack: Stack) -> None:
+    """The gauge an outside Prometheus keeps the history of: the head
+    record's seq, which only the gateway's key advances."""
+    head_file = auditlog.head_path(stack.audit_path)
+
+    def head_seq() -> int:
+        head = auditlog.read_head(head_file)
+        assert head is not None
+        return head.seq
+
+    before = head_seq()
+    exported = stack.metric("gateway", "airlock_gateway_audit_last_signed_seq")
+    after = head_seq()
+    assert 1 <= before <= exported <= after
+    assert exported <= stack.metric("gateway", "airlock_gateway_audit_last_seq")
+
+
+def test_a_gateway_whose_head_record_was_deleted_refuses_to_start(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "gw"
+    config = make_gateway_config(folder, stack)
+    proc, info = start_daemon("gateway", config, folder)
+    try:
+        assert scrape(info["metrics"], "airlock_gateway_audit_last_signed_seq") == 1  # the start checkpoint
+    finally:
+        assert stop_daemon(proc) == 0
+    audit_path = Path(config["audit"]["path"])
+    # Nothing happened after the start checkpoint, so there was nothing to close.
+    assert [e["checkpoint"]["reason"] for e in map(json.loads, audit_path.read_text().splitlines())] == ["start"]
+    auditlog.head_path(audit_path).unlink()
+    refused = subprocess.run(
+        [sys.executable, "-m", "airlock.gateway", "serve", "--config", str(folder / "gateway.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("gateway: audit log: ")]
+    assert "audit files audit.jsonl in" in line
+    assert "have no head record audit.jsonl.head" in line
+    assert "move audit.jsonl, its rotated files and audit.jsonl.head out of" in line
+    assert len(audit_path.read_text().splitlines()) == 1  # nothing was added to the old chain

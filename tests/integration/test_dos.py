@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -163,19 +164,22 @@ def test_one_principals_decide_flood_does_not_deny_another(stack: Stack) -> None
     with concurrent.futures.ThreadPoolExecutor(64) as pool:
         floods = [pool.submit(flood) for _ in range(48)]
         time.sleep(1)
-        codes = []
+        codes: list[str] = []
+        waits: list[int] = []
         with grpc.insecure_channel(stack.gateway) as channel:
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
             for i in range(14):
+                t0 = time.monotonic()
                 got = stub.Decide(
                     gateway_pb2.DecideRequest(call=tool_call("python", '{"code": "1"}', call_id=f"legit-{i}")),
                     metadata=auth(stack.untrusted_token),
                     timeout=15,
                 )
                 codes.append(got.decision.reasons[0].code)
+                waits.append(round((time.monotonic() - t0) * 1000))
                 time.sleep(0.2)
         sent = sum(f.result() for f in floods)
-    print(f"flood sent {sent} Decide calls; the other principal's 14 decisions: {codes}")
+    print(f"flood sent {sent} Decide calls; the other principal's 14 decisions: {codes}, ms: {waits}")
     assert codes == ["allowed"] * 14
 
 
@@ -214,3 +218,92 @@ def test_one_principal_holding_run_slots_does_not_starve_another(stack: Stack) -
 def test_gateway_metrics_endpoint_stays_up(stack: Stack) -> None:
     with urllib.request.urlopen(stack.info["metrics"]["gateway"], timeout=5) as resp:
         assert b"airlock_gateway_audit_healthy 1.0" in resp.read()
+
+
+def _held_streams(host: str, port: int, connections: int, streams: int) -> list[socket.socket]:
+    """Connections whose gRPC streams send headers and a message prefix
+    claiming 1 MiB, then nothing: requests that never finish."""
+    import h2.config  # noqa: PLC0415 - test-only dependency
+    import h2.connection  # noqa: PLC0415
+
+    held = []
+    for _ in range(connections):
+        sock = socket.create_connection((host, port), timeout=5)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        for _ in range(streams):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(
+                sid,
+                [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/airlock.v1.GatewayService/Decide"),
+                    (":authority", f"{host}:{port}"),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ],
+            )
+            conn.send_data(sid, b"\x00\x00\x10\x00\x00")
+        sock.sendall(conn.data_to_send())
+        held.append(sock)
+    return held
+
+
+def test_never_finished_streams_do_not_refuse_everyone_else(stack: Stack) -> None:
+    """Before: 4 connections x 64 streams that never finished their request
+    held gRPC's whole server-wide RPC cap (256), and every call of every
+    principal, health checks included, got RESOURCE_EXHAUSTED. Streams per
+    connection are capped now and the server-wide cap sits above what all
+    allowed connections can hold."""
+    host, port = stack.gateway.rsplit(":", 1)
+    held = _held_streams(host, int(port), connections=40, streams=64)
+    try:
+        time.sleep(1)
+        assert _health(stack) == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(stack.gateway) as channel:
+            got = gateway_pb2_grpc.GatewayServiceStub(channel).Invoke(
+                gateway_pb2.InvokeRequest(call=tool_call("python", '{"code": "print(9)"}', call_id="beside-slow")),
+                metadata=auth(stack.untrusted_token),
+                timeout=30,
+            )
+        assert got.stdout == b"9\n"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_partial_requests_to_the_metrics_port_cannot_grow_the_gateway(stack: Stack) -> None:
+    """Before: the metrics endpoint started a thread per connection; partial
+    requests from any local user took the gateway to 10,000 threads and its
+    decisions into policy_timeout. Now at most a few requests are served at
+    once and stalled ones are cut off."""
+    pid = int(stack.info["pids"]["gateway"])
+    url = urllib.parse.urlsplit(stack.info["metrics"]["gateway"])
+    before = _threads(pid)
+    held = []
+    try:
+        for _ in range(500):
+            s = socket.create_connection((url.hostname, url.port), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            held.append(s)
+        time.sleep(1)
+        grown = _threads(pid) - before
+        assert grown <= 20, f"the gateway grew {grown} threads"
+        with grpc.insecure_channel(stack.gateway) as channel:
+            got = gateway_pb2_grpc.GatewayServiceStub(channel).Invoke(
+                gateway_pb2.InvokeRequest(call=tool_call("python", '{"code": "print(8)"}', call_id="beside-metrics")),
+                metadata=auth(stack.token),
+                timeout=30,
+            )
+        assert got.stdout == b"8\n"
+    finally:
+        for s in held:
+            s.close()

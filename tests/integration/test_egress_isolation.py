@@ -103,6 +103,7 @@ def executor(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> It
     folder = tmp_path_factory.mktemp("egress-iso")
     token = uuid.uuid4().hex * 2
     (folder / "executor.token").write_text(token)
+    (folder / "executor.token").chmod(0o600)
     proc, info = start_daemon(
         "executor",
         {

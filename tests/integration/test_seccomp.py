@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from airlock.executor._config import ExecutorConfig
-from airlock.executor._model import RunSpec
+from airlock.executor._model import Limits, RunSpec
 from airlock.executor._options import DEADLINE_WRAPPER, ceilings, clamp, container_options, load_seccomp_profile
 
 pytestmark = pytest.mark.integration
@@ -394,7 +394,7 @@ def test_the_deadline_wrapper_works_under_the_profile(client: docker.DockerClien
         tool="seccomp-test",
         image=IMAGE,
         argv=("sleep", "60"),
-        timeout_ms=1000,
+        limits=Limits(timeout_ms=1000),
         runtime=runtime,
     )
     opts = container_options(spec, clamp(spec, ceilings(cfg)), cfg, load_seccomp_profile(cfg))

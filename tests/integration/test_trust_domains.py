@@ -341,3 +341,58 @@ def test_airlock_call_as_root_runs_as_the_agent_user(tstack: tuple[Stack, Path],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert kept.returncode == 0, kept.stdout + kept.stderr
+
+
+def test_a_stale_ready_file_is_never_taken_for_this_run(tmp_path: Path) -> None:
+    """A ready file left by an earlier run names a port someone else may
+    hold now; `airlock up` waits for the one its own daemon writes."""
+    home = new_home("stale")
+    gateway_dir = home / "gateway"
+    gateway_dir.mkdir(mode=0o700)
+    (gateway_dir / "gateway.ready").write_text(json.dumps({"listen": "127.0.0.1:9", "metrics": "x", "pid": 1}))
+    stack = start_stack(home)
+    try:
+        assert stack.gateway != "127.0.0.1:9"
+        assert _uid(stack.info["pids"]["gateway"]) == stack.info["gateway_uid"]
+    finally:
+        code, out = stop_stack(stack)
+        assert code == 0, out
+        shutil.rmtree(home, ignore_errors=True)
+
+
+SQUATTER = (
+    "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+    " print(s.getsockname()[1], flush=True); c, _ = s.accept(); print('GOT', c.recv(4096), flush=True)"
+)
+
+
+def test_a_client_refuses_a_stack_json_whose_port_someone_else_holds(tmp_path: Path) -> None:
+    """A stale stack.json (its stack died) whose gateway port another local
+    user took: `airlock call` refuses before it sends the agent's token."""
+    home = new_home("squat")
+    stack = start_stack(home)
+    code, out = stop_stack(stack)
+    assert code == 0, out
+    info = dict(stack.info)
+    squatter = subprocess.Popen(
+        [sys.executable, "-c", SQUATTER],
+        user=pwd.getpwnam("nobody").pw_uid, group=pwd.getpwnam("nobody").pw_gid, extra_groups=[],
+        stdout=subprocess.PIPE, text=True, cwd="/",
+    )  # fmt: skip
+    try:
+        assert squatter.stdout is not None
+        port = int(squatter.stdout.readline())
+        info["gateway"] = f"127.0.0.1:{port}"
+        (home / "stack.json").write_text(json.dumps(info))
+        (home / "stack.json").chmod(0o644)
+        proc = subprocess.run(
+            [sys.executable, "-m", "airlock.cli", "--home", str(home), "call", "python", '{"code": "1"}'],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "the stack is gone" in proc.stderr
+    finally:
+        squatter.kill()
+        got = squatter.communicate()[0]
+        shutil.rmtree(home, ignore_errors=True)
+    assert "GOT" not in got, "the squatter received a connection"

@@ -119,6 +119,39 @@ def test_git_segment_is_refused_even_when_the_policy_allows(tmp_path: Path, path
         ".gitmodules",
         ".gitcon\ufb01g",
         "node_modules/eslint/bin/eslint.js",
+        # The attack run's list: the policy and the agent both allowed each.
+        ".husky/pre-commit",
+        ".husky/_/husky.sh",
+        "lefthook.yml",
+        ".lefthook.yml",
+        ".vscode/mcp.json",
+        ".cursor/mcp.json",
+        ".cursor/rules/x.mdc",
+        ".mcp.json",
+        ".claude/settings.json",
+        ".zed/tasks.json",
+        ".github/workflows/ci.yml",
+        ".gitlab-ci.yml",
+        ".tool-versions",
+        ".nvmrc",
+        "conftest.py",
+        "tests/conftest.py",
+        ".pdbrc",
+        ".env",
+        # Found next to them.
+        "mise.local.toml",
+        ".pre-commit-hooks.yaml",
+        ".gitpod.yml",
+        "Jenkinsfile",
+        ".Rprofile",
+        "pkg/__pycache__/mod.cpython-312.pyc",
+        "bunfig.toml",
+        # Closed dot-directories that no entry names.
+        ".cargo/config.toml",
+        ".githooks/pre-commit",
+        ".config/git/config",
+        ".gemini/settings.json",
+        ".vscode/extensions.json",
     ],
 )
 def test_auto_executed_files_are_refused(tmp_path: Path, path: str) -> None:
@@ -243,11 +276,16 @@ def test_invalid_extra_entry_is_an_error_at_construction(tmp_path: Path, entry: 
         ("", "path_outside_workdir"),
         ("link/x", "path_outside_workdir"),
         ("loop/x", "path_invalid"),
-        ("a" * 5000, None),  # too long for the filesystem: refused when written, not here
+        ("a" * 5000, "path_too_long"),
         ("d/./b.py", None),
         ("/work/c.py", None),
-        (".github/workflows/ci.yml", None),
+        (".github/ISSUE_TEMPLATE/bug.md", None),
+        (".changeset/blue-cats.md", None),
         (".gitignore", None),
+        (".env.example", None),
+        ("Makefile", None),
+        (".github/workflows/ci.yml", "path_protected"),
+        (".cargo/config.toml", "path_protected"),
     ],
 )
 def test_confine_codes(tmp_path: Path, path: str, code: str | None) -> None:
@@ -267,6 +305,74 @@ def test_confine_codes(tmp_path: Path, path: str, code: str | None) -> None:
 def test_default_list_is_the_policy_data() -> None:
     data = yaml.safe_load((REPO / "policies/airlock/arguments/data.yaml").read_text())
     assert dict(agent.DEFAULT_PROTECTED) == data["files"]["protected"]
+    assert set(agent.DEFAULT_ALLOWED_DOT_DIRECTORIES) == set(data["files"]["allowed_dot_directories"])
+
+
+# 16 segments of 255 bytes and 15 slashes: 4095 bytes.
+NEAR_LIMIT = "/".join(["x" * 255] * 16)
+
+
+@pytest.mark.parametrize(
+    ("path", "too_long"),
+    [
+        (NEAR_LIMIT + "y", False),  # 4096 bytes: the bound itself
+        (NEAR_LIMIT + "yz", True),
+        ("\u00e9" * 2048, False),  # 4096 bytes in 2048 characters
+        ("\u00e9" * 2049, True),  # the bound is on UTF-8 bytes, not characters
+        ("\ud800" * 1366, True),  # a lone surrogate counts 3, as the U+FFFD OPA reads
+        ("/".join("a" * 256), False),
+        ("/".join("a" * 257), True),
+        ("\\".join("a" * 257), True),  # \ separates too
+        ("a" + "/" * 256, True),  # segments count as written, empty ones too
+        ("x.code-workspac/" * 3500, True),  # the attack run's two paths
+        ("a./" * 20000, True),
+    ],
+)
+def test_paths_beyond_the_bounds_are_refused_as_too_long(tmp_path: Path, path: str, *, too_long: bool) -> None:
+    place = agent.Workspace(tmp_path).confine(path)
+    is_too_long = isinstance(place, agent.PathRefusal) and place.code == "path_too_long"
+    assert is_too_long is too_long, place
+
+
+def test_a_too_long_path_is_never_matched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The matcher costs more than linear time in the path; it must not see one
+    # beyond the bounds, whatever else is wrong with it.
+    def tripwire(*_args: object) -> list[str]:
+        raise AssertionError("matched")
+
+    ws = agent.Workspace(tmp_path)
+    monkeypatch.setattr(agent.Workspace, "protected", tripwire)
+    for path in ["x.code-workspac/" * 3500, ".git/" * 300, "\x00" * 5000, "../" * 300]:
+        place = ws.confine(path)
+        assert isinstance(place, agent.PathRefusal)
+        assert place.code == "path_too_long"
+
+
+def test_a_too_long_patch_is_decided_refused_and_not_written(tmp_path: Path) -> None:
+    path = "x.code-workspac/" * 3500
+    result, [out] = run_patches(tmp_path, [{"type": "create_file", "path": path, "diff": "+x\n"}], answer="x\n")
+    assert result.text == "done"
+    assert out["status"] == "failed"
+    assert "(path_too_long)" in out["output"]
+    assert files_under(tmp_path) == {}
+
+
+def test_open_dot_directories_are_configurable(tmp_path: Path) -> None:
+    default = agent.Workspace(tmp_path)
+    opened = agent.Workspace(tmp_path, allowed_dot_directories={".cargo"})
+    for ws, path, refused in [
+        (default, ".cargo/config.toml", True),
+        (opened, ".cargo/config.toml", False),
+        (opened, ".github/CODEOWNERS", True),  # the set replaces the default
+        (opened, ".cargo/.envrc", True),  # an entry inside an open one still counts
+        (agent.Workspace(tmp_path, allowed_dot_directories={".git"}), ".git/config", True),
+    ]:
+        place = ws.confine(path)
+        assert isinstance(place, agent.PathRefusal) is refused, (path, place)
+    place = default.confine(".CARGO./config.toml")
+    assert isinstance(place, agent.PathRefusal)
+    assert place.message == agent.protected_reasons(".cargo/x")[0]
+    assert place.message.startswith("it is in a dot-directory")
 
 
 def _validated(op: dict[str, Any]) -> Any:
@@ -283,7 +389,7 @@ PIECES = st.sampled_from(
     [
         "/", "\\", ".", "..", ".git", ".GIT", "git~1", ".envrc", ".vscode", "tasks.json", "work", "a", "b.py",
         ":", "::$DATA", " ", "\x00", "\n", "\r", "\x1b", "\u200c", "\u202e", "\ufeff", "\u0131", "\u212a",
-        "\ud800", "\udfff", "~", "*", "\u2028", "\x85", "\U0001f600",
+        "\ud800", "\udfff", "~", "*", "\u2028", "\x85", "\U0001f600", ".cargo", ".github", "workflows",
     ]
 )  # fmt: skip
 PATHS = st.one_of(st.text(max_size=64), st.lists(PIECES, max_size=12).map("".join))
@@ -295,7 +401,7 @@ def test_confine_never_raises_and_never_lets_a_protected_path_out(tmp_path: Path
     ws = agent.Workspace(tmp_path)
     place = ws.confine(path)
     if isinstance(place, agent.PathRefusal):
-        assert place.code in {"path_invalid", "path_outside_workdir", "path_protected"}
+        assert place.code in {"path_invalid", "path_too_long", "path_outside_workdir", "path_protected"}
         place.message.encode("utf-8")
         return
     root = tmp_path.resolve()

@@ -194,7 +194,7 @@ def test_a_checkpoint_after_s_seconds_without_traffic(tmp_path: Path) -> None:
     assert [d["kind"] for d in _docs(path)] == ["checkpoint", "decision", "checkpoint"]  # nothing new to close
 
 
-def test_a_crash_leaves_an_unsigned_tail_that_is_a_notice_not_a_problem(tmp_path: Path) -> None:
+def test_a_crash_leaves_an_unsigned_tail_that_is_a_warning_not_a_problem(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     crashed = tmp_path / "crashed" / "audit.jsonl"
 
@@ -211,7 +211,8 @@ def test_a_crash_leaves_an_unsigned_tail_that_is_a_notice_not_a_problem(tmp_path
     report = _verify(crashed, head=False)
     assert report.ok, report.problems
     assert report.unsigned_tail == 4
-    assert any("unsigned tail: the last 4 line(s) after seq 1" in n for n in report.notices)
+    assert any("4 event(s) after the last signed checkpoint (seq 1, signed " in w for w in report.warnings)
+    assert "are NOT verified" in report.warnings[0]
 
 
 def test_without_the_public_key_links_are_checked_and_signatures_are_not(tmp_path: Path) -> None:
@@ -315,7 +316,8 @@ def test_a_checkpoint_signed_by_another_key_or_moved_is_reported(tmp_path: Path)
     path = tmp_path / "audit.jsonl"
     _write(path, 2)
     report = _verify(path, key=OTHER_KEY.public_key(), head=False)
-    assert [p.kind for p in report.problems] == ["bad signature", "bad signature"]
+    assert [p.kind for p in report.problems] == ["bad signature", "bad signature", "unsigned"]
+    assert "no checkpoint in the log verifies" in report.problems[2].detail
     assert f"signed by key {auditlog.key_id(PUB)}" in report.problems[0].detail
     # A genuine checkpoint copied to another place in another chain.
     other = tmp_path / "other" / "audit.jsonl"
@@ -585,6 +587,30 @@ def test_a_log_replaced_by_another_chain_of_the_same_length_is_refused(tmp_path:
         _sink(path)
 
 
+def test_a_restart_is_refused_when_the_line_the_head_record_names_is_gone(tmp_path: Path) -> None:
+    """The head's line rotated away, then its file deleted: the live file
+    alone must not be continued."""
+    path = tmp_path / "live" / "audit.jsonl"
+    crashed = tmp_path / "crashed"
+
+    async def go() -> None:
+        sink = _sink(path, max_bytes=2500)
+        for i in range(12):
+            await asyncio.wait_for(sink.write(_event("decision", f"d{i}")), WAIT)
+        shutil.copytree(path.parent, crashed)  # a crash: no close checkpoint, the head still says seq 1
+        sink.close()
+
+    asyncio.run(go())
+    head = auditlog.read_head(crashed / "audit.jsonl.head")
+    assert head is not None
+    assert head.seq == 1
+    first = auditlog.order_files(log_files(crashed / "audit.jsonl"))[0]  # holds seq 1
+    assert first.name != "audit.jsonl"
+    first.unlink()
+    with pytest.raises(AuditError, match=r"has no readable seq 1, which the head record .* names"):
+        _sink(crashed / "audit.jsonl", max_bytes=2500)
+
+
 def test_starting_over_on_purpose_moves_the_log_and_its_head_aside(tmp_path: Path) -> None:
     """The documented way: move the log, its rotated files and the head out."""
     path = tmp_path / "audit.jsonl"
@@ -798,7 +824,12 @@ def test_airlock_audit_verify_command(tmp_path: Path, capsys: pytest.CaptureFixt
     public.write_bytes(PUB.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     assert airlock_main(["audit", "verify", str(path), "--public-key", str(public)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1].startswith("ok: 5 line(s) in 1 file(s), seq 1..5, chain intact; 2 checkpoint(s)")
+    chain = _docs(path)[0]["checkpoint"]["chain_id"]
+    assert out.splitlines()[-1].startswith(
+        f"ok: 5 line(s) in 1 file(s), seq 1..5, chain intact; chain {chain}, 2 checkpoint(s), signatures checked"
+    )
+    assert "; signed through seq 5 (checkpoint of " in out.splitlines()[-1]
+    assert "NOT verified" not in out
     assert "head file" in out
     assert airlock_main(["audit", "verify", str(path)]) == 0
     assert "signatures NOT checked" in capsys.readouterr().out

@@ -485,7 +485,7 @@ def test_policy_allowing_an_unregistered_tool_is_denied(make) -> None:
     [
         pytest.param('{"code": 5}', "code: does not match 'type' \"string\"", id="wrong-type"),
         pytest.param("{}", '(root): missing required properties ["code"]', id="missing"),
-        pytest.param('{"code": "1", "evil": 1}', '(root): properties not allowed by the schema: ["evil"]', id="extra"),
+        pytest.param('{"code": "1", "evil": 1}', "(root): 1 properties not allowed by the schema", id="extra"),
     ],
 )
 def test_policy_allowing_schema_invalid_arguments_is_denied(make, arguments, error) -> None:

@@ -288,3 +288,45 @@ def test_schema_errors_never_quote_argument_values(tmp_path: Path) -> None:
     assert secret not in result.decision.reasons[0].message
     assert secret not in json.dumps(policy.inputs[0]["call"]["arguments_errors"])
     assert "maxLength" in result.decision.reasons[0].message
+
+
+def test_a_principal_over_its_rate_is_refused_and_the_refusals_are_summarised(tmp_path: Path) -> None:
+    """One agent flooding Decide once wrote 16 MB/s of fsynced audit: calls
+    and argument bytes are rate limited per principal, and refusals beyond
+    the per-window record rate go into one summary event."""
+    gateway, _, audit = build(
+        tmp_path,
+        calls_per_second=0.001,
+        calls_burst=3,
+        unauthenticated_records_per_window=2,
+        unauthenticated_window_s=60,
+    )
+
+    async def scenario() -> tuple[list[Any], Any]:
+        mine = [await gateway.decide(call(call_id=f"r{i}", rpc="Decide")) for i in range(10)]
+        other = await gateway.decide(call(call_id="b", principal=BOB, rpc="Decide"))
+        await gateway.close()
+        return mine, other
+
+    mine, other = asyncio.run(scenario())
+    codes = [d.reasons[0].code for d in mine]
+    assert codes == ["allowed"] * 3 + ["rate_limited"] * 7
+    assert all(d.refusal == "resource_exhausted" for d in mine[3:])
+    assert other.allowed, "another principal has its own bucket"
+    decisions = [e for e in audit.events if e.kind == "decision"]
+    assert len(decisions) == 3 + 2 + 1, "three allowed, two refusals recorded one by one, bob"
+    [summary] = [e for e in audit.events if e.kind == "rate_limited_summary"]
+    assert summary.principal == "alice"
+    assert json_format.MessageToDict(summary.input)["suppressed"] == 5
+
+
+def test_argument_bytes_are_rate_limited_per_principal(tmp_path: Path) -> None:
+    gateway, _, _ = build(tmp_path, argument_bytes_per_second=1.0, argument_bytes_burst=100_000)
+    big = json.dumps({"code": "x" * 60_000})
+
+    async def scenario() -> list[str]:
+        return [
+            (await gateway.decide(call(call_id=f"b{i}", arguments=big, rpc="Decide"))).reasons[0].code for i in range(3)
+        ]
+
+    assert asyncio.run(scenario()) == ["allowed", "rate_limited", "rate_limited"]

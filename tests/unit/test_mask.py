@@ -18,6 +18,8 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_X
 GOOGLE = "AIza" + "SyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW"  # AIza + 35
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0A1b2C3d4E5f6G7h8"
 RSA_BODY = "MIIEowIBAAKCAQEA7bq5xO0n4mSecretKeyMaterial"
+AZURE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
 
 
 # (shape, text holding a secret, the part that must vanish, a near miss that must stay as it is)
@@ -70,6 +72,64 @@ SHAPES = [
         RSA_BODY,
         "-----BEGIN CERTIFICATE-----\nMIIB",
     ),
+    # The MySQL client takes the password glued to -p; -P is the port, a
+    # bare -p prompts, and mkdir -p is something else entirely.
+    ("mysql -pX", "mysql -h db -u root -pHunter7xyz app", "Hunter7xyz", "mkdir -pv /srv/mysql && mysql -P3306 -p app"),
+    ("mysql -p'X'", "mysqldump -u root -p'Hunter 7xyz' app", "Hunter 7xyz", "mysql -u root -p app"),
+    ("mysql --password=X", "mysql --password=Hunter7xyz app", "Hunter7xyz", "mysql --password app (prompts)"),
+    (
+        "Azure AccountKey=",
+        f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={AZURE_KEY};EndpointSuffix=core.windows.net",
+        AZURE_KEY[:40],
+        "DefaultEndpointsProtocol=https;AccountName=acct;EndpointSuffix=core.windows.net",
+    ),
+    (
+        "Azure SharedAccessSignature=",
+        "BlobEndpoint=https://a.blob.core.windows.net/;SharedAccessSignature=sv=2022-11-02&ss=b&sig=AbCdEf%2B1%3D",
+        "AbCdEf%2B1",
+        "SharedAccessSignature is not enabled for this account",
+    ),
+    (
+        "SAS sig= in a URL",
+        "GET https://a.blob.core.windows.net/c/b.txt?sv=2022-11-02&sp=r&sig=AbCdEf%2B123%3D HTTP/1.1",
+        "AbCdEf%2B123",
+        "https://example.com/?design=flat&signal=on&sign=up",
+    ),
+    (
+        "SAS sig= behind a JSON-escaped &",
+        "https://a.blob.core.windows.net/c?sv=2022-11-02\\u0026sig=AbCdEf%2B123%3D\\u0026sp=r",
+        "AbCdEf%2B123",
+        "config\\u0026signal=on",
+    ),
+    (
+        "Hugging Face token",
+        f"huggingface-cli login --token {HF_TOKEN}",
+        HF_TOKEN[3:],
+        "from huggingface_hub import hf_hub_download",
+    ),
+    (
+        "password\\u003d in raw text",
+        "config password\\u003dHunter7xyz end",
+        "Hunter7xyz",
+        "the password\\u0020field is required",
+    ),
+    (
+        "JSON-escaped quotes and colon",
+        "\\u0022password\\u0022\\u003a\\u0022Hunter7xyz\\u0022",
+        "Hunter7xyz",
+        "\\u0022password_hint\\u0022",
+    ),
+    # Non-ASCII spellings are normalised (NFKD, marks and invisible characters
+    # dropped) before matching; the mask lands on the original characters.
+    ("p\u00e4ssword=", "login with p\u00e4ssword=Hunter7xyz", "Hunter7xyz", "p\u00e4sse w\u00f6rd gesucht"),
+    (
+        "fullwidth password",
+        "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44\uff1aHunter7xyz",
+        "Hunter7xyz",
+        "\uff50\uff41\uff53\uff53",
+    ),
+    ("zero-width space in the key", "pass\u200bword=Hunter7xyz", "Hunter7xyz", "pass\u200bing word"),
+    ("decomposed umlaut", "pa\u0308ssword=Hunter7xyz", "Hunter7xyz", "pa\u0308sse"),
 ]
 
 
@@ -196,6 +256,41 @@ def test_keys_numbers_and_nested_values_under_secret_keys() -> None:
     assert args["pin_password"] == MASK
     assert args["credentials"] == MASK
     assert args["log"] == f"pin {MASK} and {MASK}"
+
+
+def test_non_ascii_spellings_of_secret_keys_are_normalised() -> None:
+    """Keys are matched after the same normalisation as text: p\u00e4ssword,
+    fullwidth API_KEY and a key split by a zero-width space are secret keys."""
+    fullwidth_api_key = "".join(chr(ord(c) + 0xFEE0) for c in "API_KEY")
+    doc = _event(
+        input={
+            "p\u00e4ssword": "Hunter7xyz",
+            fullwidth_api_key: "abcdefgh",
+            "pass\u200bword": "zwsp-secret",
+            "p\u00e4sse": "stays",
+            "note": "Hunter7xyz and zwsp-secret",
+        }
+    )
+    masked = Masker().mask_event(doc)
+    assert doc["input"] == {
+        "p\u00e4ssword": MASK,
+        fullwidth_api_key: MASK,
+        "pass\u200bword": MASK,
+        "p\u00e4sse": "stays",
+        "note": f"{MASK} and {MASK}",
+    }
+    assert masked == sorted(
+        ["/input/p\u00e4ssword", f"/input/{fullwidth_api_key}", "/input/pass\u200bword", "/input/note"]
+    )
+
+
+def test_overlapping_matches_are_masked_as_one() -> None:
+    """Spans found on the normalised text and on the original may overlap;
+    none may be left half shown."""
+    doc = _event(session_id="p\u00e4ssword=Hunter7xyz password=Other7xyz")
+    Masker().mask_event(doc)
+    assert "Hunter7xyz" not in doc["session_id"]
+    assert "Other7xyz" not in doc["session_id"]
 
 
 def test_camel_case_and_suffixed_secret_keys() -> None:

@@ -315,6 +315,9 @@ test_shipped_rules_are_well_formed if {
 	count(arguments.shell.tools) > 0
 	arguments.shell.tools.local_shell.argv == true
 	count(arguments.files.protected) > 0
+
+	# The one check on all entries at once agrees, so the usual call takes it.
+	arguments.all_protected_entries_valid
 	every entry, why in arguments.files.protected {
 		arguments.valid_protected_entry(entry)
 
@@ -322,6 +325,14 @@ test_shipped_rules_are_well_formed if {
 		concat("", ["/", entry, "/"]) == arguments.folded_path(entry)
 		is_string(why)
 		why != ""
+	}
+
+	# Open dot-directories: single names, written as folded, that no entry
+	# protects as a whole (opening one would then change nothing).
+	every name in arguments.files.allowed_dot_directories {
+		regex.match(`^\.[a-z0-9._~-]*[a-z0-9_~-]$`, name)
+		concat("", ["/", name, "/"]) == arguments.folded_path(name)
+		not name in object.keys(arguments.files.protected)
 	}
 	ids := [p.id | some p in arguments.shell.deny_patterns]
 	count(ids) == count({id | some id in ids})

@@ -96,24 +96,107 @@ test_shipped_protected_files_are_refused if {
 	}
 }
 
+# Hook managers, coding agents' and editors' configuration, CI run on push,
+# interpreters' start-up files: the attack run's list first (each was allowed
+# before), then what was found next to them.
+test_hooks_agents_ci_and_startup_files_are_refused if {
+	cases := [
+		{"path": ".husky/pre-commit", "entry": ".husky"},
+		{"path": ".husky/_/husky.sh", "entry": ".husky"},
+		{"path": "lefthook.yml", "entry": "lefthook.*"},
+		{"path": ".lefthook.yml", "entry": ".lefthook*"},
+		{"path": ".vscode/mcp.json", "entry": ".vscode/mcp.json"},
+		{"path": ".cursor/mcp.json", "entry": ".cursor"},
+		{"path": ".cursor/rules/x.mdc", "entry": ".cursor"},
+		{"path": ".mcp.json", "entry": ".mcp.json"},
+		{"path": ".claude/settings.json", "entry": ".claude"},
+		{"path": ".claude/settings.local.json", "entry": ".claude"},
+		{"path": ".zed/tasks.json", "entry": ".zed"},
+		{"path": ".github/workflows/ci.yml", "entry": ".github/workflows"},
+		{"path": ".GitHub/Workflows/release.yaml", "entry": ".github/workflows"},
+		{"path": ".gitlab-ci.yml", "entry": ".gitlab-ci.yml"},
+		{"path": ".tool-versions", "entry": ".tool-versions"},
+		{"path": ".nvmrc", "entry": ".nvmrc"},
+		{"path": "conftest.py", "entry": "conftest.py"},
+		{"path": "tests/unit/conftest.py", "entry": "conftest.py"},
+		{"path": ".pdbrc", "entry": ".pdbrc"},
+		{"path": ".env", "entry": ".env"},
+		# Found next to them.
+		{"path": "lefthook-local.yaml", "entry": "lefthook-local.*"},
+		{"path": ".lefthook-local.toml", "entry": ".lefthook*"},
+		{"path": ".lefthook/pre-commit/lint.sh", "entry": ".lefthook*"},
+		{"path": ".overcommit.yml", "entry": ".overcommit.yml"},
+		{"path": ".pre-commit-hooks.yaml", "entry": ".pre-commit-hooks.yaml"},
+		{"path": "mise.local.toml", "entry": "mise.*.toml"},
+		{"path": ".mise.dev.toml", "entry": ".mise.*.toml"},
+		{"path": "mise/config.toml", "entry": "mise/config.toml"},
+		{"path": ".node-version", "entry": ".node-version"},
+		{"path": ".ruby-version", "entry": ".ruby-version"},
+		{"path": ".gitpod.yml", "entry": ".gitpod.*"},
+		{"path": ".gitpod.Dockerfile", "entry": ".gitpod.*"},
+		{"path": ".travis.yml", "entry": ".travis.yml"},
+		{"path": ".drone.yml", "entry": ".drone.yml"},
+		{"path": "azure-pipelines.yml", "entry": "azure-pipelines.yml"},
+		{"path": "bitbucket-pipelines.yml", "entry": "bitbucket-pipelines.yml"},
+		{"path": "Jenkinsfile", "entry": "jenkinsfile"},
+		{"path": ".exrc", "entry": ".exrc"},
+		{"path": ".nvimrc", "entry": ".nvimrc"},
+		{"path": ".nvim.lua", "entry": ".nvim.lua"},
+		{"path": ".irbrc", "entry": ".irbrc"},
+		{"path": ".pryrc", "entry": ".pryrc"},
+		{"path": ".Rprofile", "entry": ".rprofile"},
+		{"path": "pkg/__pycache__/mod.cpython-312.pyc", "entry": "__pycache__"},
+		{"path": "bunfig.toml", "entry": "bunfig.toml"},
+		{"path": ".bunfig.toml", "entry": ".bunfig.toml"},
+		{"path": ".bash_login", "entry": ".bash_login"},
+		{"path": ".zprofile", "entry": ".zprofile"},
+		{"path": ".zlogin", "entry": ".zlogin"},
+	]
+	every c in cases {
+		why := sprintf("matches %q: %s", [c.entry, arguments.files.protected[c.entry]])
+		denials == [protected_denial(c.path, why)] with input as patch(c.path)
+			with data.airlock.grants as grants
+			with data.registry.tools as registry
+	}
+}
+
 test_ordinary_paths_are_not_protected if {
 	paths := [
 		"hello.py",
 		"src/app/main.py",
-		".github/workflows/ci.yml", # runs in CI, not on the operator's machine
 		".gitignore",
 		"src/.gitkeep",
+		".editorconfig",
+		".eslintrc.json",
+		".env.example",
+		".envrc.example",
 		"git/config",
 		"my.git/config",
-		".gitx/config",
 		"a.envrc",
 		"envrc",
 		"vscode/tasks.json",
-		".vscode/extensions.json",
 		"tasks.json",
 		"docs/code-workspace.md",
 		"notes:2024.txt",
 		"",
+		# The project's own build and test files: running them is the user's intent.
+		"Makefile",
+		"pyproject.toml",
+		"package.json",
+		"tests/test_conftest.py",
+		"docs/husky.md",
+		# Instructions an agent reads are documentation, not configuration it runs.
+		"AGENTS.md",
+		"CLAUDE.md",
+		# The open dot-directories, and a file named like a closed one.
+		".github/ISSUE_TEMPLATE/bug.md",
+		".github/CODEOWNERS",
+		".github/dependabot.yml",
+		"sub/.github/pull_request_template.md",
+		".changeset/blue-cats.md",
+		".well-known/security.txt",
+		".cargo",
+		"dir/.vscode",
 	]
 	every path in paths {
 		denials == [] with input as patch(path)
@@ -164,5 +247,90 @@ test_invalid_protected_entry_denies_instead_of_being_skipped if {
 			with data.airlock.grants as grants
 			with data.registry.tools as registry
 			with arguments.files as {"tools": {"read_file": ["path"]}, "protected": {entry: "why"}}
+	}
+}
+
+dot_directory_reason := "it is in a dot-directory, where tools keep configuration and programs they run by themselves"
+
+# Every dot-directory but the open ones is closed, named by an entry or not:
+# new tools (and old ones nobody listed) keep what they run in them.
+test_paths_in_closed_dot_directories_are_refused if {
+	paths := [
+		".cargo/config.toml", # cargo runs build.rustc-wrapper and target runners from it
+		".circleci/config.yml",
+		".buildkite/pipeline.yml",
+		".gitlab/ci/build.yml",
+		".githooks/pre-commit",
+		".config/git/config",
+		".gemini/settings.json",
+		".codex/config.toml",
+		".windsurf/rules/x.md",
+		".mvn/extensions.xml",
+		".yarn/plugins/p.cjs",
+		".terraform/providers/x",
+		".vscode/extensions.json",
+		".gitx/config",
+		"sub/dir/.tox/py312/bin/python",
+		"/work/.docker/config.json",
+		# Folded like every other name: case, trailing dots, invisible characters.
+		".CARGO/config.toml",
+		".cargo./config.toml",
+		"\u200b.cargo/config.toml",
+		".cargo\\config.toml",
+		# A closed one inside an open one.
+		".github/.hidden/x",
+	]
+	every path in paths {
+		denials == [protected_denial(path, dot_directory_reason)] with input as patch(path)
+			with data.airlock.grants as grants
+			with data.registry.tools as registry
+	}
+}
+
+entry_reason(entry) := sprintf("matches %q: %s", [entry, arguments.files.protected[entry]])
+
+# The generic reason only when nothing more specific names the path.
+test_specific_reasons_replace_the_dot_directory_reason if {
+	cases := [
+		{"path": ".git/config", "want": [git_reason]},
+		{"path": ".vscode/tasks.json", "want": [entry_reason(".vscode/tasks.json")]},
+		{"path": ".cargo/.envrc", "want": [entry_reason(".envrc")]},
+	]
+	every c in cases {
+		denials == [protected_denial(c.path, why) | some why in c.want] with input as patch(c.path)
+			with data.airlock.grants as grants
+			with data.registry.tools as registry
+	}
+}
+
+test_open_dot_directories_come_from_data if {
+	read := {"read_file": ["path"]}
+	cases := [
+		{"files": {"tools": read, "allowed_dot_directories": [".cargo"]}, "path": ".cargo/config.toml", "want": []},
+		{
+			"files": {"tools": read, "allowed_dot_directories": [".cargo"]},
+			"path": ".github/x.md",
+			"want": [dot_directory_reason],
+		},
+		# Absent: none is open.
+		{"files": {"tools": read}, "path": ".github/x.md", "want": [dot_directory_reason]},
+		# Opening one does not open the entries inside it, nor .git.
+		{
+			"files": {"tools": read, "allowed_dot_directories": [".s"], "protected": {".s/k": "a key"}},
+			"path": ".s/k",
+			"want": [`matches ".s/k": a key`],
+		},
+		{"files": {"tools": read, "allowed_dot_directories": [".git"]}, "path": ".git/config", "want": [git_reason]},
+	]
+	every c in cases {
+		denials == [[
+			"path_protected",
+			sprintf("argument %q of tool %q is %q, which is protected: %s", ["path", "read_file", c.path, why]),
+		] |
+			some why in c.want
+		] with input as call("read_file", {"path": c.path})
+			with data.airlock.grants as grants
+			with data.registry.tools as registry
+			with arguments.files as c.files
 	}
 }
