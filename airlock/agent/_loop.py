@@ -16,6 +16,7 @@ are recorded from it."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,13 +49,15 @@ from airlock.agent._items import (
 )
 from airlock.agent._tools import Declaration, declare
 from airlock.agent._workspace import Workspace
-from airlock.common.client import ToolGateway
+from airlock.common.client import GatewayUnavailable, ToolGateway
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import openai
     from openai.types.responses import ToolParam
+
+log = logging.getLogger("airlock.agent")
 
 DEFAULT_MAX_TURNS = 8
 DEFAULT_MAX_TOOL_CALLS = 32
@@ -287,11 +290,16 @@ def run(
     stream: bool = False,
     workspace: Path | Workspace | None = None,
     hosted_tools: Sequence[ToolParam] = (),
+    end_session: bool = True,
 ) -> AgentResult:
     """Runs the loop to a final text answer.
 
     ``session_id`` (default: the first response's id) is sent with every call
-    so the gateway's budget rules count per session. Raises ``LoopLimitError``
+    so the gateway's budget rules count per session, and a policy may run
+    the session's calls in one sandbox (files under /work persist from one
+    call to the next). With ``end_session`` (the default) that sandbox is
+    ended when the run returns or raises; pass False to continue the session
+    in a later run with the same ``session_id``. Raises ``LoopLimitError``
     when the model still wants tools after ``max_turns`` responses or would
     exceed ``max_tool_calls`` gateway calls (a shell_call costs one per
     command); the calls of the offending response are then not run
@@ -320,22 +328,35 @@ def run(
     session = session_id
     turn = 0
     one_turn = _streamed_turn if stream else _plain_turn
-    while True:
-        turn += 1
-        spent = sum(max(1, len(r.results)) for r in records)
-        t = _Turn(gateway, decl, turn, max_turns, max_tool_calls, spent, parallel, session, workspace)
-        step = one_turn(client, _Request(model, next_input, decl.tools, previous), t)
-        session = step.session
-        observed.extend(step.observed)
-        if not step.records:
-            response = step.response
-            return AgentResult(response.output_text, tuple(records), response.id, session, turn, tuple(observed))
-        records.extend(step.records)
-        if on_call is not None:
-            for record in step.records:
-                on_call(record)
-        next_input = [_output_item(r) for r in step.records]
-        previous = step.response.id
+    try:
+        while True:
+            turn += 1
+            spent = sum(max(1, len(r.results)) for r in records)
+            t = _Turn(gateway, decl, turn, max_turns, max_tool_calls, spent, parallel, session, workspace)
+            step = one_turn(client, _Request(model, next_input, decl.tools, previous), t)
+            session = step.session
+            observed.extend(step.observed)
+            if not step.records:
+                response = step.response
+                return AgentResult(response.output_text, tuple(records), response.id, session, turn, tuple(observed))
+            records.extend(step.records)
+            if on_call is not None:
+                for record in step.records:
+                    on_call(record)
+            next_input = [_output_item(r) for r in step.records]
+            previous = step.response.id
+    finally:
+        if end_session and session:
+            _end_session(gateway, session)
+
+
+def _end_session(gateway: ToolGateway, session: str) -> None:
+    """Best effort: the sandbox's idle TTL ends it anyway, and a failure
+    here must not hide the run's own result or error."""
+    try:
+        gateway.end_session(session_id=session)
+    except GatewayUnavailable as exc:
+        log.warning("could not end session %s's sandboxes: %s (its idle TTL will)", session, exc)
 
 
 def _output_item(record: CallRecord) -> ResponseInputItemParam:

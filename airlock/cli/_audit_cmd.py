@@ -37,6 +37,12 @@ def add_parser(sub: Any) -> None:
         "--partial", action="store_true", help="the oldest files were archived: accept a chain that starts mid-way"
     )
     verify.add_argument(
+        "--no-head",
+        action="store_true",
+        help="the files were archived without their head record: check the chain for what it holds (lines cut "
+        "off its end cannot be detected); without it a missing head record is a failure",
+    )
+    verify.add_argument(
         "--strict",
         action="store_true",
         help="fail on any event after the last signed checkpoint (for archived logs, or after a clean "
@@ -76,43 +82,45 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for p in skipped:
         print(f"notice: skipped {p}: a head record or temporary file, not a log file")
-    # The live file's head record (<path>.head), when it sits next to one of
-    # the files given: the chain must reach the seq it records.
-    heads = [h for h in {auditlog.head_path(p) for p in paths} if h.is_file()]
-    head = None
-    head_file = ""
-    if len(heads) == 1:
-        head_file = str(heads[0])
-        try:
-            head = auditlog.read_head(heads[0])
-        except ValueError as exc:
-            print(f"FAIL {exc}")
-            return EXIT_PROBLEMS
+    # Only the live file's head record counts: the chain must reach the seq
+    # it records. A missing one, or one anywhere else, is a problem: given a
+    # choice, a forger would pick the head record that hides the cut.
     files = auditlog.order_files(paths)
+    lookup = auditlog.find_head(
+        files, given=[p for p in skipped if p.name.endswith(auditlog.HEAD_SUFFIX)], expected=not args.no_head
+    )
     report = auditlog.verify(
         files,
         public_key=public_key,
         start=None if args.partial else auditlog.ChainState(),
-        head=head,
-        head_file=head_file,
+        head=lookup.head,
+        head_file=lookup.head_file,
         strict=args.strict,
     )
-    for problem in report.problems:
+    problems = [*lookup.problems, *report.problems]
+    for problem in problems:
         print(f"FAIL {problem}")
     for notice in report.notices:
         print(f"notice: {notice}")
-    if head is None:
-        print(
-            "notice: no head record next to the files given: whether the newest lines were cut off is not "
-            "checked (an archived chain has none; a live one should)"
+    warnings = list(report.warnings)
+    if args.no_head:
+        warnings.append(
+            f"--no-head: no head record was checked, so lines cut off the end of the chain CANNOT be detected: "
+            f"nothing here shows that seq {report.last.seq} was the last line the gateway wrote; compare it "
+            "with the highest airlock_gateway_audit_last_signed_seq your Prometheus recorded"
         )
-    for warning in report.warnings:
+    for warning in warnings:
         print(f"WARNING: {warning}")
     span = f"seq {report.first_seq or 0}..{report.last.seq}"
-    if report.problems:
-        print(f"FAIL: {len(report.problems)} problem(s) in {report.lines} line(s) of {report.files} file(s), {span}")
+    if problems:
+        print(f"FAIL: {len(problems)} problem(s) in {report.lines} line(s) of {report.files} file(s), {span}")
         return EXIT_PROBLEMS
-    print(f"ok: {report.lines} line(s) in {report.files} file(s), {span}, chain intact; {_signed(report, public_key)}")
+    summary = (
+        f"ok: {report.lines} line(s) in {report.files} file(s), {span}, chain intact; {_signed(report, public_key)}"
+    )
+    if args.no_head:
+        summary += "; NO head record checked (--no-head): a cut tail cannot be detected"
+    print(summary)
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from airlock.common import wire
 from airlock.common._tls import ClientTLS
 from airlock.common.client import ITEM_TYPES, GatewayClient, GatewayUnavailable, ToolResult
 from airlock.common.stackfile import StackFile, check_gateway, read_stack
-from airlock.v1 import call_pb2
+from airlock.v1 import call_pb2, executor_pb2
 
 #: Exit statuses, documented in the README.
 EXIT_OK = 0
@@ -24,7 +25,7 @@ EXIT_USAGE = 2
 EXIT_DENIED = 3
 EXIT_UNAVAILABLE = 4
 
-__all__ = ["ITEM_TYPES", "Target", "call", "decide", "resolve_target", "tools"]
+__all__ = ["ITEM_TYPES", "Target", "call", "decide", "end_session", "resolve_target", "sessions", "tools"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,18 @@ def resolve_target(
     readable only by that principal's agent user)."""
     stack_file = home / "stack.json"
     stack: StackFile | None = read_stack(stack_file) if stack_file.exists() else None
+    address = gateway
     if stack is not None and gateway is None:
-        check_gateway(stack)
-    address = gateway or (stack.gateway if stack else None)
+        if tls is not None and tls.cert_file and principal is None:
+            check_gateway(stack)  # a certificate identity goes over TLS, on the port
+            address = stack.gateway
+        else:
+            try:
+                # The principal's own socket (or, for a stack without one,
+                # the checked TCP port): never a port someone else may hold.
+                address = stack.target(principal)
+            except KeyError as exc:
+                raise FileNotFoundError(str(exc.args[0])) from exc
     token_path = token_file
     if token_path is None and stack is not None and (principal is not None or not (tls and tls.cert_file)):
         try:
@@ -88,11 +98,17 @@ def _decision_json(d: call_pb2.Decision) -> dict[str, Any]:
 
 
 def _obligations_json(o: call_pb2.Obligations) -> dict[str, Any]:
+    sandbox = wire.sandbox_from_proto(o.sandbox)
     return {
         "limits": wire.from_message(o.limits),
         "network": {
             "mode": "egress" if o.network.mode == call_pb2.NETWORK_MODE_EGRESS else "none",
             "egress_allowlist": list(o.network.egress_allowlist),
+        },
+        "sandbox": {
+            "mode": sandbox.mode,
+            "idle_ttl_ms": sandbox.idle_ttl_ms,
+            "max_lifetime_ms": sandbox.max_lifetime_ms,
         },
     }
 
@@ -155,8 +171,17 @@ def call(
             "output_truncated": r.output_truncated,
             "duration_ms": r.duration_ms,
             "container_start_ms": r.container_start_ms,
+            # Where it ran: its own container or the session's, whether the
+            # container came warm from the pool, and how long getting it took.
+            "sandbox": "session" if r.sandbox.mode == call_pb2.SANDBOX_MODE_SESSION else "ephemeral",
+            "pool_hit": r.sandbox.pool_hit,
+            "claim_ms": r.sandbox.claim_ms,
         }
     )
+    if r.sandbox.sandbox_id:
+        out["sandbox_id"] = r.sandbox.sandbox_id
+        out["session_started"] = r.sandbox.session_started
+        out["session_calls"] = r.sandbox.session_calls
     if r.error:
         out["error"] = r.error
     _emit(out)
@@ -203,4 +228,46 @@ def tools(target: Target, timeout_s: float) -> int:
             ],
         }
     )
+    return EXIT_OK
+
+
+def _session_json(info: executor_pb2.SessionInfo) -> dict[str, Any]:
+    now_ms = time.time() * 1000
+    return {
+        "sandbox_id": info.sandbox_id,
+        "principal": info.principal,
+        "session_id": info.session_id,
+        "image": info.image,
+        "runtime": info.runtime,
+        "age_s": round((now_ms - info.started_unix_ms) / 1000),
+        "idle_s": round((now_ms - info.last_used_unix_ms) / 1000),
+        "calls": info.calls,
+        "network": info.network,
+        "idle_ttl_s": info.idle_ttl_ms // 1000,
+        "max_lifetime_s": info.max_lifetime_ms // 1000,
+    }
+
+
+def sessions(target: Target, *, everyone: bool, timeout_s: float) -> int:
+    """Lists live session sandboxes, one JSON object per line."""
+    with target.client(timeout_s) as client:
+        try:
+            found = client.list_sessions(everyone=everyone)
+        except GatewayUnavailable as exc:
+            _emit(_unavailable_json(exc))
+            return _exit_for(exc)
+    for info in sorted(found, key=lambda i: (i.principal, i.session_id, i.started_unix_ms)):
+        _emit(_session_json(info))
+    return EXIT_OK
+
+
+def end_session(target: Target, *, sandbox_id: str, session_id: str, timeout_s: float) -> int:
+    """Ends one sandbox (by id) or every sandbox of one of the caller's sessions."""
+    with target.client(timeout_s) as client:
+        try:
+            ended = client.end_session(session_id=session_id, sandbox_id=sandbox_id)
+        except GatewayUnavailable as exc:
+            _emit(_unavailable_json(exc))
+            return _exit_for(exc)
+    _emit({"ended": [_session_json(i) for i in ended]})
     return EXIT_OK

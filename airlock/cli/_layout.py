@@ -25,9 +25,11 @@ one trust domain, which ``airlock up`` says at start.
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import stat
 import subprocess
@@ -39,7 +41,7 @@ GATEWAY_USER = "airlock-gateway"
 EXECUTOR_USER = "airlock-executor"
 OPA_USER = "airlock-opa"
 #: The agent user of each principal `airlock up` configures.
-AGENT_USERS = {"dev-agent": "airlock-agent", "dev-untrusted": "airlock-untrusted"}
+AGENT_USERS = {"dev-agent": "airlock-agent", "dev-untrusted": "airlock-untrusted", "dev-operator": "airlock-operator"}
 DOCKER_GROUP = "docker"
 
 
@@ -217,35 +219,93 @@ class Layout:
     def agent_token(self, principal: str) -> Path:
         return self.agent_dir(principal) / "token"
 
+    def agent_socket(self, principal: str) -> Path:
+        """Where this principal's agents reach the gateway: a socket in a
+        folder of the gateway's uid and the agent's group (2750)."""
+        return self.run_dir / "gateway" / principal / "gateway.sock"
+
 
 def make_dir(path: Path, owner: Identity, mode: int, *, group: int | None = None) -> None:
     """Creates (or fixes) a folder with exactly this owner and mode."""
     path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        os.chown(path, owner.uid, owner.gid if group is None else group)
-    path.chmod(mode)
+    # Through a descriptor opened without following a link: a folder inside
+    # another user's folder (audit/ in the gateway's) may have been swapped
+    # for a symlink to somewhere root owns.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise LayoutError(f"{path}: not a folder (a symlink?); remove it: {exc.strerror}") from exc
+    try:
+        if os.geteuid() == 0:
+            os.fchown(fd, owner.uid, owner.gid if group is None else group)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+#: A secret or key file `airlock up` reads back is never larger than this.
+SECRET_MAX_BYTES = 64 * 1024
 
 
 def write_private(path: Path, data: bytes, owner: Identity, *, mode: int = 0o600) -> None:
-    """Writes a file only ``owner`` can read, atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    """Writes a file only ``owner`` can read, atomically (temp file + rename).
+
+    The folder may belong to ``owner`` (an agent's own folder), who can put
+    symlinks or files there while root writes: everything goes through one
+    descriptor of the folder (opened without following a symlink), the temp
+    file has an unguessable name and is created exclusively, and its owner
+    and mode are set on the open descriptor, so no path is ever followed."""
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        tmp = f".{path.name}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
+        try:
+            os.write(fd, data)
+            if os.geteuid() == 0:
+                os.fchown(fd, owner.uid, owner.gid)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _open_regular(path: Path) -> int:
+    """A descriptor of ``path`` if it is a regular file with one link (not a
+    symlink, not a hard link to someone else's file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise LayoutError(f"{path}: a symlink where a file of its own belongs; remove it") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > SECRET_MAX_BYTES:
+        os.close(fd)
+        raise LayoutError(f"{path}: not a regular file of its own (a link, a folder or too large); remove it")
+    return fd
+
+
+def read_private(path: Path) -> bytes:
+    """Reads a secret file written by write_private, never through a link."""
+    fd = _open_regular(path)
+    try:
+        return os.read(fd, SECRET_MAX_BYTES + 1)
     finally:
         os.close(fd)
-    if os.geteuid() == 0:
-        os.chown(tmp, owner.uid, owner.gid)
-    tmp.replace(path)
 
 
 def give(path: Path, owner: Identity, mode: int) -> None:
-    """Hands an existing file to ``owner`` with ``mode``."""
-    if os.geteuid() == 0:
-        os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
-    path.chmod(mode)
+    """Hands an existing file to ``owner`` with ``mode``, never through a link."""
+    fd = _open_regular(path)
+    try:
+        if os.geteuid() == 0:
+            os.fchown(fd, owner.uid, owner.gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def copy_public(src: Path, dst: Path) -> None:

@@ -124,6 +124,23 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of co
     t.add_argument("--timeout", type=float, default=10.0)
     t.set_defaults(handler=_tools)
 
+    ss = sub.add_parser(
+        "sessions", help="list live session sandboxes (yours; --all: everyone's, operators only), or end one"
+    )
+    ss.add_argument("action", nargs="?", choices=["list", "end"], default="list")
+    ss.add_argument("id", nargs="?", default="", help="end: the sandbox id (sbx-...) to end")
+    ss.add_argument("--session", default="", help="end: every sandbox of this session of yours")
+    ss.add_argument("--all", action="store_true", help="list: every principal's (needs the operator role)")
+    ss.add_argument("--gateway", default=None)
+    ss.add_argument("--token-file", type=Path, default=None)
+    ss.add_argument(
+        "--principal", default=None, help="use this principal's credential from the running stack (dev-operator)"
+    )
+    _tls_args(ss)
+    _agent_identity_args(ss)
+    ss.add_argument("--timeout", type=float, default=60.0)
+    ss.set_defaults(handler=_sessions)
+
     _audit_cmd.add_parser(sub)
     sub.choices["audit"].set_defaults(handler=lambda args, _home: _audit_cmd.run(args))
 
@@ -236,6 +253,17 @@ def _tools(args: argparse.Namespace, home: Path) -> int:
     return _client.tools(target, args.timeout)
 
 
+def _sessions(args: argparse.Namespace, home: Path) -> int:
+    if args.action == "end" and bool(args.id) == bool(args.session):
+        print("airlock sessions end: give a sandbox id or --session, not both", file=sys.stderr)
+        return _client.EXIT_USAGE
+    _as_agent(args, home, args.principal)
+    target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
+    if args.action == "end":
+        return _client.end_session(target, sandbox_id=args.id, session_id=args.session, timeout_s=args.timeout)
+    return _client.sessions(target, everyone=args.all, timeout_s=args.timeout)
+
+
 def _agent(args: argparse.Namespace, home: Path) -> int:
     _as_agent(args, home, args.principal)
     from airlock.agent._cli import run_cli  # noqa: PLC0415
@@ -264,10 +292,7 @@ def _publish(args: argparse.Namespace, home: Path) -> int:
         print(f"airlock: no stack at {home} (no {layout.bundle_signing_key}); start `airlock up`", file=sys.stderr)
         return _client.EXIT_USAGE
     published = publish(_need_opa(), layout, args.policies, args.registry, allow_builtins=args.allow_builtin)
-    print(
-        f"published policy bundle {published.revision} ({args.policies}, {args.registry}); "
-        "OPA activates it once its signature verifies (a second or two)"
-    )
+    print(f"published policy bundle {published.revision} ({args.policies}, {args.registry}); OPA decides with it now")
     return _client.EXIT_OK
 
 

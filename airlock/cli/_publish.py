@@ -5,8 +5,11 @@ key, which only the operator (root, or the user who started a single-uid
 stack) can read. It validates the registry, builds the policies against the
 restricted capabilities (airlock/cli/_opa.py), signs the bundle, and puts it
 where the bundle server serves it; OPA verifies the signature and activates
-it within a couple of seconds. The same step hands the registry to the
-gateway and the executor, so all three judge the same entries.
+it. The same step hands the registry to the gateway and the executor, so all
+three judge the same entries. With a stack running, publishing then waits
+until OPA reports the new revision in a decision's provenance, and fails
+(NotActivatedError) if it does not within ACTIVATE_TIMEOUT_S: a revocation
+that OPA has not taken must not look done.
 
 ``airlock up --dev`` adds a watcher that publishes every edit for you;
 without --dev, editing policy files changes nothing until someone publishes.
@@ -14,8 +17,10 @@ without --dev, editing policy files changes nothing until someone publishes.
 
 from __future__ import annotations
 
+import http.client
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +28,20 @@ from pathlib import Path
 from airlock.cli._bundle import Bundle, build_bundle, fingerprint
 from airlock.cli._layout import Layout, copy_public
 from airlock.cli._opa import write_capabilities
+from airlock.cli._stackconf import opa_query
 
 #: How often the --dev watcher checks policy files and the registry for edits.
 WATCH_INTERVAL_S = 1.0
+#: How long publishing waits for the running OPA to report the new revision
+#: (it polls every 1 to 2 s, so a healthy stack takes a few seconds at most).
+ACTIVATE_TIMEOUT_S = 15.0
+#: The document read for its provenance: the gateway's own revision probe
+#: (airlock/gateway/_main.py REVISION_PROBE_PATH), which its OPA token may query.
+REVISION_PROBE = "airlock/config/shadow"
+
+
+class NotActivatedError(RuntimeError):
+    """The bundle is published, but the running OPA did not report it active in time."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +51,19 @@ class Published:
 
 
 def publish(
-    opa: str, layout: Layout, policies: Path, registry: Path, *, allow_builtins: Iterable[str] = ()
+    opa: str,
+    layout: Layout,
+    policies: Path,
+    registry: Path,
+    *,
+    allow_builtins: Iterable[str] = (),
+    activate_timeout_s: float = ACTIVATE_TIMEOUT_S,
 ) -> Published:
     """Builds, signs and publishes; raises (RuntimeError, OSError, ValueError)
-    without changing what is served when the policies or registry are bad."""
+    without changing what is served when the policies or registry are bad.
+    With a stack running (its stack.json exists; `airlock up` publishes
+    before it starts OPA, with none), it then waits for OPA to activate the
+    revision and raises NotActivatedError if it does not."""
     with tempfile.TemporaryDirectory(prefix="airlock-publish-") as tmp:
         caps = write_capabilities(opa, Path(tmp) / "capabilities.json", allow_builtins)
         staged = Path(tmp) / "bundle.tar.gz"
@@ -49,7 +74,42 @@ def publish(
         copy_public(registry, layout.gateway_registry)
         copy_public(registry, layout.executor_registry)
         copy_public(staged, layout.bundle)
+    if layout.stack_file.exists():
+        wait_active(layout, bundle.revision, activate_timeout_s)
     return Published(bundle.revision, layout.bundle)
+
+
+def active_revision(layout: Layout) -> str:
+    """The revision of the bundle the running OPA decides with, from a
+    decision's provenance, over OPA's socket with the gateway's token (only
+    the operator can read it)."""
+    if not layout.opa_socket.exists():
+        raise FileNotFoundError(f"no socket at {layout.opa_socket}")
+    token = (layout.gateway_dir / "opa.token").read_text(encoding="utf-8").strip()
+    body = opa_query(layout, token, f"{REVISION_PROBE}?provenance=true")
+    bundles = body.get("provenance", {}).get("bundles", {}) if isinstance(body, dict) else {}
+    revisions = sorted(str(b.get("revision", "")) for b in bundles.values() if isinstance(b, dict))
+    return ",".join(revisions)
+
+
+def wait_active(layout: Layout, revision: str, timeout_s: float) -> None:
+    """Returns once OPA reports ``revision`` active; else NotActivatedError."""
+    deadline = time.monotonic() + timeout_s
+    seen = "nothing (OPA did not answer)"
+    while True:
+        try:
+            seen = f"revision {active_revision(layout) or '(none)'}"
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            seen = f"nothing (OPA did not answer: {exc})"
+        if seen == f"revision {revision}":
+            return
+        if time.monotonic() >= deadline:
+            raise NotActivatedError(
+                f"policy bundle {revision} is published, but OPA did not activate it within {timeout_s:.0f} s: "
+                f"it reports {seen}. Decisions still use the old policy; check OPA's log for "
+                "'Bundle load failed' and the bundle server, then publish again"
+            )
+        time.sleep(0.2)
 
 
 class DevWatcher:
@@ -77,6 +137,9 @@ class DevWatcher:
             self._seen = now
             try:
                 published = publish(opa, layout, policies, registry)
+            except NotActivatedError as exc:
+                print(f"airlock up: {exc}", flush=True)
+                continue
             except (RuntimeError, OSError, ValueError) as exc:
                 print(f"airlock up: policy change NOT published (last good bundle stays): {exc}", flush=True)
                 continue

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -27,8 +27,10 @@ from airlock.cli._layout import (
     Identity,
     Layout,
     LayoutError,
+    ensure_identities,
     give,
     make_dir,
+    read_private,
     unreachable_by_others,
     write_private,
 )
@@ -40,8 +42,13 @@ from airlock.common._daemon import serve_http
 from airlock.common.stackfile import Principal
 
 UNTRUSTED_PRINCIPAL = "dev-untrusted"
+#: The operator's principal: sees and ends every principal's sessions; its
+#: profile grants no tools (the policy knows no "operator" profile).
+OPERATOR_PRINCIPAL = "dev-operator"
 #: principal -> profile, for the agents `airlock up` configures.
-PRINCIPALS = {DEV_PRINCIPAL: DEV_PROFILE, UNTRUSTED_PRINCIPAL: "untrusted"}
+PRINCIPALS = {DEV_PRINCIPAL: DEV_PROFILE, UNTRUSTED_PRINCIPAL: "untrusted", OPERATOR_PRINCIPAL: "operator"}
+#: principal -> roles (default: agent).
+ROLES: dict[str, tuple[Literal["agent", "operator", "approver"], ...]] = {OPERATOR_PRINCIPAL: ("operator",)}
 #: Capabilities the executor keeps: its firewall rules for the egress
 #: network (iptables needs both). Nothing else survives the drop.
 EXECUTOR_CAPS = "net_admin,net_raw"
@@ -95,9 +102,9 @@ def _token() -> bytes:
 def _own_secret(path: Path, owner: Identity, value: bytes | None = None) -> bytes:
     """A secret file held by ``owner`` alone: kept if it exists (and
     re-owned), else written with ``value`` or a fresh token."""
-    if path.exists() and not path.is_symlink():
-        give(path, owner, 0o600)
-        return path.read_bytes()
+    if path.exists() or path.is_symlink():
+        give(path, owner, 0o600)  # refuses a link: it fails `up` instead of following it
+        return read_private(path)
     data = value if value is not None else _token()
     write_private(path, data, owner)
     return data
@@ -123,9 +130,15 @@ def prepare(layout: Layout, ids: Identities) -> Secrets:
     make_dir(layout.executor_socket.parent, ids.executor, 0o2750, group=ids.gateway.gid)
     make_dir(layout.opa_socket.parent, ids.opa, 0o2750, group=ids.gateway.gid)
     make_dir(layout.home / "agents", root, 0o755)
+    make_dir(layout.run_dir / "gateway", root, 0o755)
     for principal, who in ids.agents.items():
         make_dir(layout.agent_dir(principal), who, 0o700)
-        _own_secret(layout.agent_token(principal), who)
+        # A fresh token at every start: one captured while an earlier stack
+        # ran is worth nothing now.
+        write_private(layout.agent_token(principal), _token(), who)
+        # The agent's own socket: only the gateway can create it, only the
+        # agent (its group) can connect.
+        make_dir(layout.agent_socket(principal).parent, ids.gateway, 0o2750, group=who.gid)
 
     executor_token = _own_secret(layout.executor_dir / "executor.token", ids.executor)
     _copy_secret(executor_token, layout.gateway_dir / "executor.token", ids.gateway)
@@ -261,8 +274,17 @@ def _agents(layout: Layout) -> tuple[Any, ...]:
 
     out = []
     for principal, profile in PRINCIPALS.items():
-        token = layout.agent_token(principal).read_bytes().strip()
-        out.append(Agent(id=principal, profile=profile, token_sha256=hashlib.sha256(token).hexdigest()))
+        token = read_private(layout.agent_token(principal)).strip()
+        digest = hashlib.sha256(token).hexdigest()
+        out.append(
+            Agent(
+                id=principal,
+                profile=profile,
+                token_sha256=digest,
+                roles=ROLES.get(principal, ("agent",)),
+                socket=str(layout.agent_socket(principal)),
+            )
+        )
     return tuple(out)
 
 
@@ -305,7 +327,12 @@ def write_gateway_config(
 
 def principals(layout: Layout, ids: Identities) -> dict[str, Principal]:
     return {
-        p: Principal(profile=profile, token_file=str(layout.agent_token(p)), user=ids.agents[p].name)
+        p: Principal(
+            profile=profile,
+            token_file=str(layout.agent_token(p)),
+            user=ids.agents[p].name,
+            socket=str(layout.agent_socket(p)),
+        )
         for p, profile in PRINCIPALS.items()
     }
 
@@ -318,7 +345,11 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(5)
-        sock.connect(self._path)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -356,10 +387,13 @@ def shadow_status(layout: Layout, opa_token: str) -> str:
 
 class BundleServer:
     """Serves the published bundle to OPA on loopback, like a bundle server
-    would: only to a client with the bundle-server token, with an ETag so OPA
-    only downloads and activates a bundle that changed."""
+    would: only to OPA's uid (every other local user is closed unread), only
+    with the bundle-server token, with an ETag so OPA only downloads and
+    activates a bundle that changed."""
 
-    def __init__(self, bundle: Path, token: str) -> None:
+    def __init__(self, bundle: Path, token: str, *, opa_uid: int | None = None) -> None:
+        """``opa_uid``: the uid OPA runs as; None: the one `airlock up` gives
+        it (airlock-opa as root, else our own)."""
         target = bundle
         expected = hashlib.sha256(f"Bearer {token}".encode()).digest()
 
@@ -389,9 +423,11 @@ class BundleServer:
             def log_message(self, *_: object) -> None:
                 pass
 
-        # Bounded: any local user can connect, so it must not grow a thread
-        # per connection (partial requests once made 2,500 of them).
-        self._httpd = serve_http("127.0.0.1", 0, Handler)
+        # Any local user can connect to loopback: OPA's uid alone is served
+        # (a slow client once held every slot while a revocation waited), and
+        # the server is bounded (partial requests once made 2,500 threads).
+        uid = opa_uid if opa_uid is not None else ensure_identities(()).opa.uid
+        self._httpd = serve_http("127.0.0.1", 0, Handler, allowed_uids=(uid,))
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def stop(self) -> None:

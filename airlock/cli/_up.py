@@ -133,7 +133,7 @@ class Stack:
             published = publish(opa, layout, o.policies, o.registry)
         except (RuntimeError, OSError, ValueError) as exc:
             raise StackError(f"the policies or the registry do not build: {exc}") from exc
-        self.server = _stackconf.BundleServer(layout.bundle, secrets.bundle_token)
+        self.server = _stackconf.BundleServer(layout.bundle, secrets.bundle_token, opa_uid=ids.opa.uid)
         opa_diag = f"127.0.0.1:{o.opa_port or _stackconf.free_port()}"
         opa_argv = _stackconf.write_opa_files(
             opa, layout, ids, secrets, bundle_url=self.server.url, diagnostic=opa_diag

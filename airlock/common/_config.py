@@ -196,7 +196,7 @@ _SIZE_UNITS = {
     "mi": 1024**2,
     "gi": 1024**3,
 }
-_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000}
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
 def parse_size(value: int | str) -> int:
@@ -217,13 +217,13 @@ def parse_size(value: int | str) -> int:
 
 
 def parse_duration_ms(value: int | str) -> int:
-    """Milliseconds from ``1500``, ``"1500ms"``, ``"10s"``, ``"2m"``."""
+    """Milliseconds from ``1500``, ``"1500ms"``, ``"10s"``, ``"2m"``, ``"1h"``."""
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"duration must be >= 0, got {value}")
         return value
     text = value.strip().lower()
-    for unit in ("ms", "s", "m"):
+    for unit in ("ms", "s", "m", "h"):
         number = text.removesuffix(unit)
         if number != text and number.isdigit():
             return int(number) * _DURATION_UNITS[unit]

@@ -5,11 +5,16 @@ waits on, and signal-driven shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import os
 import signal
+import socket
+import struct
 import threading
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +24,153 @@ from prometheus_client.exposition import MetricsHandler
 #: Requests served at once by one of our HTTP endpoints; more connections
 #: are closed at once instead of each getting a thread of its own.
 HTTP_MAX_CLIENTS = 16
-#: A client must send its request (and read the answer) within this time.
+#: Of those, at most this many from one peer uid (every peer whose uid
+#: cannot be read counts as one, UNKNOWN_PEER), so no local user can hold
+#: every slot.
+HTTP_MAX_PER_PEER = 4
+#: A client must send its whole request and read the whole answer within
+#: this time from its accept; then its socket is shut down, whatever it is
+#: doing (a per-read timeout alone lets one byte every few seconds hold a
+#: slot for ever).
 HTTP_TIMEOUT_S = 5.0
+#: The one count shared by every peer whose uid cannot be read.
+UNKNOWN_PEER = "unknown"
+
+# A listener is what an exact lookup falls back to: never a connection's end.
+_LISTEN = 10
+# sock_diag (linux/inet_diag.h): one exact lookup of a socket by its address
+# pair, answered by the kernel's hash table whatever the number of sockets.
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, _NLMSG_ERROR = 4, 20, 1, 2
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_DIAG_NO_COOKIE = 0xFFFFFFFF
+# inet_diag_msg: family, state, timer, retrans, the 48-byte socket id,
+# expires, rqueue, wqueue, uid, inode.
+_DIAG_STATE, _DIAG_UID, _DIAG_INODE = 1, 4 + 48 + 12, 4 + 48 + 16
+# A /proc/net/tcp line from the local address on: local remote state
+# tx:rx tr:when retransmits uid timeout inode ...
+_PROC_UID, _PROC_INODE = 6, 8
+
+
+def _sock_diag_uid(family: int, local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The uid of the socket at ``local`` connected to ``remote``, from the
+    kernel (None: there is none); OSError when sock_diag is unavailable."""
+
+    def ip(host: str) -> bytes:
+        return socket.inet_pton(family, host).ljust(16, b"\0")
+
+    request = (
+        struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)  # any state
+        + struct.pack("!HH", local[1], remote[1])
+        + ip(local[0])
+        + ip(remote[0])
+        + struct.pack("=III", 0, _DIAG_NO_COOKIE, _DIAG_NO_COOKIE)
+    )
+    header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as diag:
+        diag.settimeout(1)
+        diag.send(header + request)
+        answer = diag.recv(8192)
+    kind = _NLMSG_HEADER.unpack_from(answer)[1]
+    body = _NLMSG_HEADER.size
+    if kind == _NLMSG_ERROR or len(answer) < body + _DIAG_INODE + 4:
+        return None  # ENOENT: no such socket on this host
+    uid, inode = struct.unpack_from("=II", answer, body + _DIAG_UID)
+    # Inode 0: a closed socket the kernel keeps for TIME_WAIT or FIN_WAIT2,
+    # which reports uid 0 whoever owned it.
+    if answer[body + _DIAG_STATE] == _LISTEN or inode == 0:
+        return None
+    return int(uid)
+
+
+def _proc_address(family: int, host: str, port: int) -> str:
+    """An address as /proc/net/tcp{,6} spells it: the IP as 32-bit words in
+    host byte order, then the port, in upper-case hex."""
+    packed = socket.inet_pton(family, host)
+    words = struct.unpack(f"={len(packed) // 4}I", packed)
+    return "".join(f"{w:08X}" for w in words) + f":{port:04X}"
+
+
+def _proc_uid(family: int, local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The same from /proc/net/tcp{,6}, which the kernel writes out whole at
+    every read (tens of ms with 10,000 sockets): only if sock_diag is missing."""
+    needle = f" {_proc_address(family, *local)} {_proc_address(family, *remote)} ".encode()
+    data = Path("/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp").read_bytes()
+    at = data.find(needle)
+    while at >= 0:
+        end = data.find(b"\n", at)
+        fields = data[at : end if end >= 0 else None].split()
+        if len(fields) > _PROC_INODE and int(fields[_PROC_INODE]) != 0:  # 0: closed, see above
+            return int(fields[_PROC_UID])
+        at = data.find(needle, at + 1)
+    return None
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid owning the other end of a TCP connection on this host (Linux:
+    the socket whose local/remote pair is ours reversed), or None when that
+    is unknown (a remote peer, one already gone, no way to ask)."""
+    try:
+        ours, theirs = sock.getsockname()[:2], sock.getpeername()[:2]
+        with contextlib.suppress(OSError):
+            uid = _sock_diag_uid(sock.family, theirs, ours)
+            # Not found: trusted only if sock_diag finds our own end (a
+            # kernel without inet_diag answers "not found" to everything).
+            if uid is not None or _sock_diag_uid(sock.family, ours, theirs) is not None:
+                return uid
+        return _proc_uid(sock.family, theirs, ours)
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+class _Deadlines:
+    """Shuts a connection's socket down when its time is up, whatever its
+    reads and writes are doing (the handler then sees EOF or EPIPE and
+    ends). One thread for all of a server's connections."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[socket.socket, float] = {}
+        self._closed = False
+        threading.Thread(target=self._run, name="http-deadlines", daemon=True).start()
+
+    def add(self, sock: socket.socket, seconds: float) -> None:
+        with self._cond:
+            self._due[sock] = time.monotonic() + seconds
+            self._cond.notify()
+
+    def discard(self, sock: socket.socket) -> None:
+        """Call before closing ``sock``: after this the watcher never touches
+        it, so it cannot shut down a descriptor number reused meanwhile."""
+        with self._cond:
+            self._due.pop(sock, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for sock, due in list(self._due.items()):
+                    if due <= now:
+                        del self._due[sock]
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                self._cond.wait(min(self._due.values(), default=now + 60.0) - now)
 
 
 class BoundedHTTPServer(http.server.ThreadingHTTPServer):
-    """A threading HTTP server that cannot be made to grow: at most
-    ``max_clients`` requests in service (one thread each), every socket with a
-    timeout. The stdlib server starts a thread per connection without bound:
-    partial requests from any local user once drove a gateway to 10,000
-    threads, and its decisions into policy_timeout."""
+    """A threading HTTP server that cannot be made to grow or be held: at
+    most ``max_clients`` requests in service (one thread each), at most
+    ``max_per_peer`` of them from one peer uid, and one deadline for each
+    whole request. With ``allowed_uids``, peers of any other uid (or of no
+    known uid) are closed unread. The stdlib server starts a thread per
+    connection without bound: partial requests from any local user once
+    drove a gateway to 10,000 threads, and its decisions into policy_timeout;
+    a per-read timeout alone let one slow client per slot hold the bundle
+    server, and with it a policy revocation, for as long as it liked."""
 
     daemon_threads = True
     # Accept quickly (and refuse quickly) rather than leave connects in the
@@ -41,39 +183,89 @@ class BoundedHTTPServer(http.server.ThreadingHTTPServer):
         handler: type[http.server.BaseHTTPRequestHandler],
         *,
         max_clients: int = HTTP_MAX_CLIENTS,
+        max_per_peer: int = HTTP_MAX_PER_PEER,
         timeout_s: float = HTTP_TIMEOUT_S,
+        allowed_uids: Collection[int] | None = None,
+        uid_of: Callable[[socket.socket], int | None] = peer_uid,
     ) -> None:
         super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_clients)
+        self._max_clients = max_clients
+        self._max_per_peer = max_per_peer
         self._timeout_s = timeout_s
+        self._allowed = None if allowed_uids is None else frozenset(allowed_uids)
+        self._uid_of = uid_of
+        self._lock = threading.Lock()
+        self._in_service: dict[int | str, int] = {}
+        self._deadlines = _Deadlines()
         self.refused = 0
 
+    def _admit(self, request: socket.socket) -> int | str | None:
+        """The peer's count to charge, or None to refuse the connection."""
+        with self._lock:
+            if sum(self._in_service.values()) >= self._max_clients:
+                return None  # full: refused without a uid lookup
+        uid = self._uid_of(request)
+        if self._allowed is not None and uid not in self._allowed:
+            return None
+        peer: int | str = UNKNOWN_PEER if uid is None else uid
+        with self._lock:
+            if (
+                sum(self._in_service.values()) >= self._max_clients
+                or self._in_service.get(peer, 0) >= self._max_per_peer
+            ):
+                return None
+            self._in_service[peer] = self._in_service.get(peer, 0) + 1
+        return peer
+
+    def _release(self, peer: int | str) -> None:
+        with self._lock:
+            self._in_service[peer] -= 1
+            if not self._in_service[peer]:
+                del self._in_service[peer]
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        peer = self._admit(request)
+        if peer is None:
             self.refused += 1
             self.shutdown_request(request)
             return
         request.settimeout(self._timeout_s)
+        self._deadlines.add(request, self._timeout_s)
         try:
-            super().process_request(request, client_address)
+            threading.Thread(target=self._serve, args=(request, client_address, peer), daemon=True).start()
         except BaseException:
-            self._slots.release()
+            self._deadlines.discard(request)
+            self._release(peer)
             raise
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _serve(self, request: Any, client_address: Any, peer: int | str) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - as socketserver's own thread does
+            self.handle_error(request, client_address)
         finally:
-            self._slots.release()
+            self._deadlines.discard(request)
+            self.shutdown_request(request)
+            self._release(peer)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that times out or goes away is not worth a traceback.
         del request, client_address
 
+    def server_close(self) -> None:
+        super().server_close()
+        self._deadlines.close()
 
-def serve_http(host: str, port: int, handler: type[http.server.BaseHTTPRequestHandler]) -> BoundedHTTPServer:
-    """Starts a BoundedHTTPServer in a daemon thread."""
-    server = BoundedHTTPServer((host, port), handler)
+
+def serve_http(
+    host: str,
+    port: int,
+    handler: type[http.server.BaseHTTPRequestHandler],
+    *,
+    allowed_uids: Collection[int] | None = None,
+) -> BoundedHTTPServer:
+    """Starts a BoundedHTTPServer in a daemon thread (``allowed_uids``: see there)."""
+    server = BoundedHTTPServer((host, port), handler, allowed_uids=allowed_uids)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
 

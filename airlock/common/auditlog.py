@@ -33,7 +33,8 @@ What a chain cannot show on its own is the loss of its newest lines. The
 gateway keeps a signed **head** file next to the log (``<path>.head``: the
 seq and hash of the last checkpoint) and refuses to start on a log that ends
 before it, and to start at all on audit files without one; ``airlock audit
-verify`` checks it too; and the gateway exports the last ``seq`` and the last
+verify`` requires it too (:func:`find_head`: only the live file's, no other);
+and the gateway exports the last ``seq`` and the last
 signed checkpoint's ``seq`` as metrics, so a Prometheus outside the gateway's
 reach witnesses how far the signed chain got.
 
@@ -51,6 +52,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -454,12 +456,14 @@ class Problem:
     line: int
     seq: int | None
     #: edited, deleted, inserted, reordered, unreadable, forged checkpoint,
-    #: bad signature, wrong chain, unsigned
+    #: bad signature, wrong chain, unsigned, no head record, unexpected head
+    #: record, not one log
     kind: str
     detail: str
 
     def __str__(self) -> str:
-        at = f"{self.file}:{self.line}" + (f" (seq {self.seq})" if self.seq is not None else "")
+        # Line 0: the problem is the file itself (a missing or misplaced one).
+        at = self.file + (f":{self.line}" if self.line else "") + (f" (seq {self.seq})" if self.seq is not None else "")
         return f"{at}: {self.kind}: {self.detail}"
 
 
@@ -796,7 +800,14 @@ class _Verifier:
         head = self.head
         assert head is not None
         if self.public_key is not None and not head_signature_ok(self.public_key, head):
-            self.problem(self.head_file, 1, head.seq, "bad signature", "the head record's signature does not verify")
+            self.problem(
+                self.head_file,
+                1,
+                head.seq,
+                "bad signature",
+                f"the head record's signature does not verify with key {self.wanted_key} (it names key "
+                f"{head.key_id}): the gateway did not write it",
+            )
         if self.chain_id is not None and head.chain_id != self.chain_id:
             self.problem(
                 self.head_file,
@@ -825,6 +836,117 @@ class _Verifier:
             self.problem(
                 self.head_file, 1, head.seq, "deleted", f"seq {head.seq}, which the head file records, is missing"
             )
+
+
+#: A rotated file's name: the live file's, a dot and a number; an archive
+#: folder adds ``.dup<n>`` when the name is taken there.
+_ROTATED = re.compile(r".+\.\d+(?:\.dup\d+)?")
+_NO_HEAD_HINT = "pass --no-head only for files archived without their head record"
+
+
+@dataclass(frozen=True)
+class HeadLookup:
+    """The head record that counts for a set of audit files, and what is
+    wrong with the head records around them."""
+
+    #: The live file's head record, when it is there and readable.
+    head: Head | None
+    #: Where it is (``<live file>.head``), or "".
+    head_file: str
+    problems: tuple[Problem, ...]
+
+
+def find_head(paths: Iterable[Path], *, given: Iterable[Path] = (), expected: bool = True) -> HeadLookup:
+    """The head record of the one live file among ``paths`` (the file not
+    named like a rotated one): the only head record the gateway writes.
+
+    Any other head record next to a file given, or among ``given`` (head
+    records named on a command line), was put there: a problem, never a
+    second opinion to choose from. With ``expected`` a missing head record
+    is a problem, since only it shows that the newest lines were cut off;
+    without (files archived without it) none may be there at all."""
+    files = list(paths)
+    live = [p for p in files if not _ROTATED.fullmatch(p.name)]
+    own = head_path(live[0]) if expected and len(live) == 1 else None
+    problems = _stray_heads({head_path(p) for p in files} | set(given), own, expected=expected)
+    if not expected:
+        return HeadLookup(None, "", tuple(problems))
+    if own is None:
+        names = ", ".join(str(p) for p in (live or files)[:5])
+        if live:
+            detail = (
+                f"{len(live)} live files given ({names}): one log at a time, its live file and its rotated "
+                "files (<live file>.<n>); only the live file's head record shows whether lines were cut off"
+            )
+        else:
+            detail = (
+                f"only rotated files given ({names}), no live file: its head record is what shows whether the "
+                "newest lines were cut off; pass the live file too (or --no-head, for files archived without "
+                "their head record)"
+            )
+        problems.append(Problem(str((live or files)[-1]) if files else "", 0, None, "not one log", detail))
+        return HeadLookup(None, "", tuple(problems))
+    head, unreadable = _read_own_head(own)
+    if unreadable:
+        problems.append(Problem(str(own), 0, None, "unreadable", unreadable))
+        return HeadLookup(None, str(own), tuple(problems))
+    if head is None:
+        problems.append(
+            Problem(
+                str(own),
+                0,
+                None,
+                "no head record",
+                f"the live file {live[0]} has no head record next to it, so lines cut off the end of the chain "
+                "cannot be detected: the gateway writes one before a chain's first line and keeps it, so it was "
+                f"deleted or not copied; {_NO_HEAD_HINT}",
+            )
+        )
+    return HeadLookup(head, str(own), tuple(problems))
+
+
+def _read_own_head(path: Path) -> tuple[Head | None, str]:
+    """The head record (None: there is none), or why it cannot be read."""
+    try:
+        if os.path.lexists(path) and not stat.S_ISREG(path.lstat().st_mode):
+            # A symlink could point anywhere, and a FIFO would hang the read.
+            return None, "not a regular file, which is what the gateway writes (a symbolic link?)"
+        return read_head(path), ""
+    except ValueError as exc:
+        return None, str(exc).removeprefix(f"{path}: ")
+    except OSError as exc:
+        return None, f"cannot read the head record: {exc}"
+
+
+def _stray_heads(candidates: set[Path], own: Path | None, *, expected: bool) -> list[Problem]:
+    """Every head record among ``candidates`` that is not ``own``."""
+    if not expected:
+        detail = (
+            "--no-head says these files have no head record, but this one is there: verify without --no-head so "
+            "that it is checked"
+        )
+    elif own is None:
+        detail = "no head record counts for files that are not one log (one live file and its rotated files)"
+    else:
+        detail = (
+            f"the gateway writes a head record only next to the live file ({own}), never next to a rotated file "
+            "or anywhere else: this one was put there, and only the live file's counts"
+        )
+    return [
+        Problem(str(hp), 0, None, "unexpected head record", detail)
+        for hp in sorted(candidates, key=str)
+        if os.path.lexists(hp) and not (own is not None and _same_path(hp, own))
+    ]
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """The same directory entry, however the two were spelled."""
+    if a.absolute() == b.absolute():
+        return True
+    try:
+        return os.path.samestat(a.lstat(), b.lstat())
+    except OSError:
+        return False
 
 
 def _loose_seq(raw: bytes) -> int | None:

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from airlock.common import wire
 from airlock.common._grpc_tls import channel_credentials, channel_options
 from airlock.common._tls import ClientTLS
-from airlock.common.stackfile import check_gateway, read_stack
+from airlock.common.stackfile import read_stack
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 #: Client-executed Responses API item types (hosted ones are only observed).
@@ -105,6 +105,10 @@ class ToolGateway(Protocol):
         """Records a hosted item in the gateway's audit log; returns the event id."""
         ...
 
+    def end_session(self, *, session_id: str = "", sandbox_id: str = "") -> list[executor_pb2.SessionInfo]:
+        """Ends the session's sandboxes (the loop calls it when a run ends)."""
+        ...
+
 
 def decision_from_error(exc: grpc.RpcError) -> call_pb2.Decision | None:
     """The Decision a refusal carries in its google.rpc.Status details."""
@@ -178,9 +182,9 @@ class GatewayClient:
             stack = read_stack(stack_file)
         except FileNotFoundError:
             raise FileNotFoundError(f"no running stack found ({stack_file} missing); start `airlock up`") from None
-        check_gateway(stack)
+        target = stack.target(principal)
         token = stack.token_file(principal).read_text(encoding="utf-8").strip()
-        return cls(stack.gateway, token, timeout_s=timeout_s)
+        return cls(target, token, timeout_s=timeout_s)
 
     def close(self) -> None:
         self._channel.close()
@@ -277,6 +281,29 @@ class GatewayClient:
         if requested_timeout_ms > 0:
             call.requested_limits.timeout_ms = requested_timeout_ms
         return self.invoke_call(call)
+
+    def list_sessions(self, *, everyone: bool = False) -> list[executor_pb2.SessionInfo]:
+        """Live session sandboxes: this principal's, or (operators) everyone's."""
+        try:
+            resp: gateway_pb2.ListSessionsResponse = self._stub.ListSessions(
+                gateway_pb2.ListSessionsRequest(all=everyone), **self._opts
+            )
+        except grpc.RpcError as exc:
+            why = f"ListSessions failed: {exc.code().name}: {exc.details()}"
+            raise GatewayUnavailable(why, exc.code().name) from exc
+        return list(resp.sessions)
+
+    def end_session(self, *, session_id: str = "", sandbox_id: str = "") -> list[executor_pb2.SessionInfo]:
+        """Ends one of this principal's sessions (every sandbox of it), or one
+        sandbox by id; returns what ended (nothing for an unknown id)."""
+        try:
+            resp: gateway_pb2.EndSessionResponse = self._stub.EndSession(
+                gateway_pb2.EndSessionRequest(session_id=session_id, sandbox_id=sandbox_id), **self._opts
+            )
+        except grpc.RpcError as exc:
+            why = f"EndSession failed: {exc.code().name}: {exc.details()}"
+            raise GatewayUnavailable(why, exc.code().name) from exc
+        return list(resp.ended)
 
     def observe(self, item_type: str, item_id: str, *, tool: str, status: str, item_json: str, session_id: str) -> str:
         request = gateway_pb2.ObserveRequest(

@@ -6,6 +6,7 @@ token file is, and nothing it could use as another principal."""
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ class Principal:
     """Its credential; readable by its agent user only."""
     user: str
     """The system user an agent of this principal runs as (the CLI drops to it when run as root)."""
+    socket: str = ""
+    """The Unix socket its agents reach the gateway on: only its agent user (and root) may connect, and only the
+    gateway's uid can have made it. Clients of the stack use it instead of the TCP port."""
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,45 @@ class StackFile:
         return result
 
     def token_file(self, principal: str | None = None) -> Path:
+        return Path(self.entry(principal).token_file)
+
+    def entry(self, principal: str | None = None) -> Principal:
         name = principal or self.principal
         if name not in self.principals:
             known = ", ".join(sorted(self.principals))
             raise KeyError(f"no principal {name!r} in this stack; known: {known}")
-        return Path(self.principals[name].token_file)
+        return self.principals[name]
+
+    def target(self, principal: str | None = None) -> str:
+        """The gRPC target a client of this principal uses: its own socket
+        (checked: see check_socket), else the TCP port (check_gateway)."""
+        socket = self.entry(principal).socket
+        if socket:
+            check_socket(self, Path(socket))
+            return f"unix:{socket}"
+        check_gateway(self)
+        return self.gateway
 
 
 class StaleStackError(RuntimeError):
     """stack.json names a gateway that is not listening as its own user."""
 
 
+#: Local addresses (as /proc/net/tcp{,6} writes them) a connection to
+#: 127.0.0.1 can reach: 127.0.0.1 itself, the IPv4 and IPv6 wildcards, and
+#: the IPv4-mapped 127.0.0.1. A listener on 127.0.0.2 or ::1 cannot take a
+#: connection meant for 127.0.0.1, so it neither counts nor blocks.
+_REACHABLE = {
+    "0100007F",
+    "00000000",
+    "00000000000000000000000000000000",
+    "0000000000000000FFFF00000100007F",
+}
+
+
 def _listeners(port: int) -> set[int]:
-    """uids of the TCP sockets listening on ``port`` on this host (Linux)."""
+    """uids of the TCP sockets listening on ``port`` that a connection to
+    127.0.0.1 can reach, on this host (Linux)."""
     uids: set[int] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -102,7 +132,8 @@ def _listeners(port: int) -> set[int]:
         for line in lines:
             fields_ = line.split()
             local, state, uid = fields_[1], fields_[3], fields_[7]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            address, _, local_port = local.rpartition(":")
+            if state == "0A" and int(local_port, 16) == port and address.upper() in _REACHABLE:  # 0A: LISTEN
                 uids.add(int(uid))
     return uids
 
@@ -120,6 +151,21 @@ def check_gateway(stack: StackFile) -> None:
         raise StaleStackError(
             f"stack.json names a gateway on {stack.gateway}, but {held} listens there instead of the "
             f"gateway's uid {stack.gateway_uid}: the stack is gone; start `airlock up`"
+        )
+
+
+def check_socket(stack: StackFile, socket: Path) -> None:
+    """Refuses an agent socket whose folder another uid than the gateway's
+    could have put it in: only then is whoever answers there the gateway."""
+    try:
+        st = socket.parent.lstat()
+    except FileNotFoundError:
+        raise StaleStackError(f"{socket.parent} is missing: the stack is gone; start `airlock up`") from None
+    owner = stack.gateway_uid if stack.gateway_uid >= 0 else st.st_uid
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner or st.st_mode & 0o022:
+        raise StaleStackError(
+            f"{socket.parent} is not the gateway's own folder (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}; "
+            f"the gateway's uid is {stack.gateway_uid}): refusing to send a token there"
         )
 
 

@@ -54,6 +54,87 @@ class Limits:
 LIMIT_KEYS: tuple[str, ...] = tuple(f.name for f in call_pb2.Limits.DESCRIPTOR.fields)
 
 
+SandboxMode = Literal["ephemeral", "session"]
+SANDBOX_MODE_NAMES: Mapping[int, str] = _enum(call_pb2.SandboxMode, "SANDBOX_MODE_")
+SANDBOX_MODE_NUMBERS: Mapping[str, call_pb2.SandboxMode] = {
+    name: cast("call_pb2.SandboxMode", n) for n, name in SANDBOX_MODE_NAMES.items()
+}
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """Where a call runs (airlock.v1.Sandbox): its own container, or its
+    session's; for a session, how long the container may idle and live
+    (0: the executor's defaults; the executor clamps both to its ceilings)."""
+
+    mode: SandboxMode = "ephemeral"
+    idle_ttl_ms: int = 0
+    max_lifetime_ms: int = 0
+
+
+@dataclass(frozen=True)
+class SandboxUse:
+    """Where a call ran (airlock.v1.SandboxUse)."""
+
+    mode: SandboxMode = "ephemeral"
+    container_id: str = ""
+    sandbox_id: str = ""
+    pool_hit: bool = False
+    claim_ms: int = 0
+    session_started: bool = False
+    session_calls: int = 0
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session sandbox (airlock.v1.SessionInfo)."""
+
+    sandbox_id: str
+    principal: str
+    session_id: str
+    image: str = ""
+    runtime: str = ""
+    container_id: str = ""
+    started_unix_ms: int = 0
+    last_used_unix_ms: int = 0
+    calls: int = 0
+    idle_ttl_ms: int = 0
+    max_lifetime_ms: int = 0
+    network: str = "none"
+    pool_label: str = ""
+
+
+def sandbox_to_proto(plan: SandboxPlan) -> call_pb2.Sandbox:
+    return call_pb2.Sandbox(
+        mode=SANDBOX_MODE_NUMBERS[plan.mode], idle_ttl_ms=plan.idle_ttl_ms, max_lifetime_ms=plan.max_lifetime_ms
+    )
+
+
+def sandbox_from_proto(message: call_pb2.Sandbox) -> SandboxPlan:
+    mode: SandboxMode = "session" if message.mode == call_pb2.SANDBOX_MODE_SESSION else "ephemeral"
+    return SandboxPlan(mode, max(message.idle_ttl_ms, 0), max(message.max_lifetime_ms, 0))
+
+
+def use_to_proto(use: SandboxUse) -> executor_pb2.SandboxUse:
+    fields = {f.name: getattr(use, f.name) for f in executor_pb2.SandboxUse.DESCRIPTOR.fields}
+    fields["mode"] = SANDBOX_MODE_NUMBERS[use.mode]
+    return executor_pb2.SandboxUse(**fields)
+
+
+def use_from_proto(message: executor_pb2.SandboxUse) -> SandboxUse:
+    fields = from_message(message)
+    fields["mode"] = "session" if message.mode == call_pb2.SANDBOX_MODE_SESSION else "ephemeral"
+    return SandboxUse(**fields)
+
+
+def session_to_proto(info: SessionInfo) -> executor_pb2.SessionInfo:
+    return to_message(executor_pb2.SessionInfo, info)
+
+
+def session_from_proto(message: executor_pb2.SessionInfo) -> SessionInfo:
+    return SessionInfo(**from_message(message))
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run as the gateway asks the executor for it (airlock.v1.RunSpec):
@@ -71,6 +152,11 @@ class RunSpec:
     #: Always-denied networks the registry explicitly opens for this tool.
     egress_allow_cidrs: tuple[str, ...] = ()
     runtime: str = "runc"
+    #: The authenticated principal and its session id: a session sandbox is
+    #: this pair's alone.
+    principal: str = ""
+    session_id: str = ""
+    sandbox: SandboxPlan = field(default_factory=SandboxPlan)
 
 
 def spec_to_proto(spec: RunSpec) -> executor_pb2.RunSpec:
@@ -87,6 +173,9 @@ def spec_to_proto(spec: RunSpec) -> executor_pb2.RunSpec:
             egress_allow_cidrs=list(spec.egress_allow_cidrs),
         ),
         runtime=spec.runtime,
+        principal=spec.principal,
+        session_id=spec.session_id,
+        sandbox=sandbox_to_proto(spec.sandbox),
     )
 
 
@@ -102,6 +191,9 @@ def spec_from_proto(spec: executor_pb2.RunSpec) -> RunSpec:
         egress_allowlist=tuple(spec.network.egress_allowlist),
         egress_allow_cidrs=tuple(spec.network.egress_allow_cidrs),
         runtime=spec.runtime or "runc",
+        principal=spec.principal,
+        session_id=spec.session_id,
+        sandbox=sandbox_from_proto(spec.sandbox),
     )
 
 

@@ -28,6 +28,9 @@ DEFAULT_NOFILE = 1024
 DEFAULT_MAX_CONCURRENT_RUNS = 16
 #: The smallest egress subnet: a /28 still holds the gateway and 13 sandboxes.
 MAX_EGRESS_PREFIX = 28
+#: The uid:gid of the process that keeps a long-lived sandbox container
+#: alive; any non-root ids other than the sandbox user's.
+DEFAULT_KEEPER_USER = "65533:65533"
 
 
 def _own_uid() -> tuple[int, ...]:
@@ -109,6 +112,69 @@ class EgressSettings:
                     raise ValueError(f"egress.hosts.{name}: {address!r} is not an IP address") from None
 
 
+@dataclass(frozen=True)
+class PoolSettings:
+    """The warm pool (airlock/executor/sandboxes/pool.py): idle hardened
+    containers per class, claimed by ephemeral calls without network."""
+
+    enabled: bool = True
+    """When false, every ephemeral call cold-starts its container."""
+    size: int = 2
+    """Idle containers kept per class."""
+    max_classes: int = 8
+    """Classes (image, runtime, memory, CPU, pids, tmpfs) kept warm; the least recently wanted goes first."""
+    max_starting: int = 2
+    """Pool containers being started at once, so refilling never takes the whole engine."""
+    max_idle: int | str = "10m"
+    """An idle container older than this is replaced."""
+    class_ttl: int | str = "30m"
+    """A class nobody asked for in this long is no longer kept warm."""
+    check_interval: int | str = "10s"
+    """How often idle containers are checked again (process list included)."""
+    prewarm: bool = True
+    """At start, warm the classes the registry's network-less tools would get."""
+
+    def __post_init__(self) -> None:
+        if self.size < 0 or self.max_classes <= 0 or self.max_starting <= 0:
+            raise ValueError("pool.size must be >= 0, pool.max_classes and pool.max_starting > 0")
+        for name in ("max_idle", "class_ttl", "check_interval"):
+            if parse_duration_ms(getattr(self, name)) <= 0:
+                raise ValueError(f"pool.{name} must be > 0")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Session sandboxes (airlock/executor/sandboxes/sessions.py)."""
+
+    enabled: bool = True
+    """When false, calls whose decision says session run ephemeral (nothing persists)."""
+    max_sessions: int = 32
+    """Live session sandboxes on this executor; beyond it a new one is refused: session_limit."""
+    max_per_principal: int = 8
+    """... and per principal."""
+    idle_ttl: int | str = "10m"
+    """A session's idle TTL when the decision does not set one."""
+    max_lifetime: int | str = "1h"
+    """A session's lifetime when the decision does not set one."""
+    max_idle_ttl: int | str = "1h"
+    """The most any decision may ask for."""
+    max_max_lifetime: int | str = "8h"
+    """The most any decision may ask for; also how long an unclaimed container lives at most (its keeper's deadline)."""
+    check_interval: int | str = "5s"
+    """How often idle session containers are checked (alive, unchanged, current)."""
+
+    def __post_init__(self) -> None:
+        if self.max_sessions <= 0 or self.max_per_principal <= 0:
+            raise ValueError("sessions.max_sessions and sessions.max_per_principal must be > 0")
+        for name in ("idle_ttl", "max_lifetime", "max_idle_ttl", "max_max_lifetime", "check_interval"):
+            if parse_duration_ms(getattr(self, name)) <= 0:
+                raise ValueError(f"sessions.{name} must be > 0")
+        if parse_duration_ms(self.idle_ttl) > parse_duration_ms(self.max_idle_ttl):
+            raise ValueError("sessions.idle_ttl must not exceed sessions.max_idle_ttl")
+        if parse_duration_ms(self.max_lifetime) > parse_duration_ms(self.max_max_lifetime):
+            raise ValueError("sessions.max_lifetime must not exceed sessions.max_max_lifetime")
+
+
 def _check_subnet(subnet: str) -> None:
     try:
         net = ipaddress.IPv4Network(subnet)
@@ -147,6 +213,9 @@ class ExecutorConfig:
     """Docker engine endpoint; only the executor ever talks to it."""
     user: str = DEFAULT_USER
     """uid:gid every container runs as; never root."""
+    keeper_user: str = DEFAULT_KEEPER_USER
+    """uid:gid of the keeper of long-lived (pool and session) containers: never root, never ``user``,
+    so a call's processes cannot signal it and one sweep as ``user`` ends them all."""
     runtimes: tuple[str, ...] = ("runc",)
     """Container runtimes a run may ask for (add "runsc" once gVisor is registered)."""
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
@@ -155,6 +224,10 @@ class ExecutorConfig:
     """Defaults and ceilings for every run."""
     egress: EgressSettings = field(default_factory=EgressSettings)
     """Filtered egress for runs whose decision grants it."""
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    """The warm pool of idle sandbox containers."""
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+    """Session sandboxes."""
     seccomp_profile: str | None = None
     """Path of the seccomp profile (JSON) every sandbox gets; None = the profile shipped in
     deploy/seccomp/airlock.json (package data ``airlock.deploy``)."""
@@ -164,9 +237,12 @@ class ExecutorConfig:
             raise ValueError("set exactly one of socket (local, the default) or listen (remote, with mTLS)")
         if self.listen is not None and (self.tls is None or self.tls.client_ca_file is None):
             raise ValueError("listen needs tls with client_ca_file: a remote executor accepts only mutual TLS")
-        uid, _, gid = self.user.partition(":")
-        if not (uid.isdigit() and gid.isdigit()) or int(uid) == 0 or int(gid) == 0:
-            raise ValueError(f"user must be a numeric non-root uid:gid, got {self.user!r}")
+        for name in ("user", "keeper_user"):
+            uid, _, gid = getattr(self, name).partition(":")
+            if not (uid.isdigit() and gid.isdigit()) or int(uid) == 0 or int(gid) == 0:
+                raise ValueError(f"{name} must be a numeric non-root uid:gid, got {getattr(self, name)!r}")
+        if self.keeper_user.partition(":")[0] == self.user.partition(":")[0]:
+            raise ValueError("keeper_user must have another uid than user (a call must not be able to signal it)")
         if self.max_concurrent_runs <= 0:
             raise ValueError("max_concurrent_runs must be > 0")
         if not self.allowed_peer_uids or any(u < 0 for u in self.allowed_peer_uids):

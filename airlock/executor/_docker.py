@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import docker
@@ -15,7 +18,7 @@ from docker.errors import APIError, NotFound
 from docker.types import IPAMConfig, IPAMPool
 
 from airlock.executor._errors import EgressSetupError
-from airlock.executor._options import INSTANCE_LABEL, MANAGED_LABEL, REAP_AT_LABEL
+from airlock.executor._options import GENERATION_LABEL, INSTANCE_LABEL, KIND_LABEL, MANAGED_LABEL, REAP_AT_LABEL
 from airlock.executor.egress.network import EgressNetwork
 
 #: On the egress network: the subnet it was made with (it is configured
@@ -24,6 +27,8 @@ SUBNET_LABEL = "airlock.egress.subnet"
 #: Every Docker API call but the attach stream (which lasts as long as the
 #: container) gives up after this long instead of hanging a run.
 DOCKER_CALL_TIMEOUT_S = 60
+#: What exec_read keeps of an exec's stdout (a count or a short status).
+EXEC_READ_MAX = 4096
 
 
 class ContainerRuntime(Protocol):
@@ -36,6 +41,17 @@ class ContainerRuntime(Protocol):
     def list_managed(self, instance: str) -> list[str]: ...
 
 
+class ExecRuntime(Protocol):
+    """What a call in a long-lived sandbox container needs (docker exec)."""
+
+    def exec_create(self, container_id: str, argv: list[str], user: str, env: dict[str, str], workdir: str) -> str: ...
+    def exec_start(self, exec_id: str) -> Iterator[tuple[bytes | None, bytes | None]]: ...
+    def exec_exit_code(self, exec_id: str, timeout_s: float) -> int | None: ...
+    def exec_quiet(self, container_id: str, argv: tuple[str, ...], user: str, timeout_s: float) -> int: ...
+    def oom_kills(self, container_id: str) -> int | None: ...
+    def inspect(self, container_id: str) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True)
 class Managed:
     """One of an executor's containers, as the reaper sees it."""
@@ -44,6 +60,10 @@ class Managed:
     running: bool
     reap_at: float | None
     """Unix time past which it must not exist (its REAP_AT_LABEL), if it has one."""
+    kind: str = ""
+    """"pool" or "session" for a long-lived sandbox container; "" for a one-shot run's."""
+    generation: str = ""
+    """Which start of the executor made it (GENERATION_LABEL)."""
 
 
 class DockerRuntime:
@@ -89,8 +109,15 @@ class DockerRuntime:
         return int(status.get("StatusCode", -1)), bool(state.get("OOMKilled"))
 
     def remove(self, container_id: str) -> None:
-        with contextlib.suppress(NotFound):
+        try:
             self._client.api.remove_container(container_id, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            # Another remover (the reaper, a concurrent clean-up) got there
+            # first: the goal is reached.
+            if exc.status_code != 409 or "already in progress" not in str(exc):  # noqa: PLR2004 - HTTP Conflict
+                raise
 
     def list_managed(self, instance: str) -> list[str]:
         """This executor's containers (by label), running or not."""
@@ -104,8 +131,123 @@ class DockerRuntime:
         for c in found:
             raw = (c.get("Labels") or {}).get(REAP_AT_LABEL, "")
             reap_at = float(raw) if raw.isdigit() else None
-            out.append(Managed(str(c["Id"]), c.get("State") == "running", reap_at))
+            labels_ = c.get("Labels") or {}
+            out.append(
+                Managed(
+                    str(c["Id"]),
+                    c.get("State") == "running",
+                    reap_at,
+                    kind=labels_.get(KIND_LABEL, ""),
+                    generation=labels_.get(GENERATION_LABEL, ""),
+                )
+            )
         return out
+
+    # -- long-lived sandboxes (airlock/executor/sandboxes) ----------------------
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's inspect document; None when it no longer exists."""
+        try:
+            found: dict[str, Any] = self._client.api.inspect_container(container_id)
+        except NotFound:
+            return None
+        return found
+
+    def image_id(self, image: str) -> str:
+        return str(self._client.api.inspect_image(image)["Id"])
+
+    def exec_create(self, container_id: str, argv: list[str], user: str, env: dict[str, str], workdir: str) -> str:
+        created = self._client.api.exec_create(
+            container_id, argv, stdout=True, stderr=True, stdin=False, tty=False, user=user,
+            environment=env, workdir=workdir,
+        )  # fmt: skip
+        return str(created["Id"])
+
+    def exec_start(self, exec_id: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+        stream: Iterator[tuple[bytes | None, bytes | None]] = self._client.api.exec_start(
+            exec_id, stream=True, demux=True
+        )
+        return stream
+
+    def exec_exit_code(self, exec_id: str, timeout_s: float) -> int | None:
+        """The exec's exit code once it ended; None if it did not end in time
+        (its output stream can close a moment before Docker marks it done)."""
+        deadline = time.monotonic() + max(timeout_s, 0.1)
+        while True:
+            try:
+                found = self._client.api.exec_inspect(exec_id)
+            except NotFound:  # its container was removed under it
+                return None
+            if not found.get("Running"):
+                code = found.get("ExitCode")
+                return int(code) if code is not None else None
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
+
+    def exec_quiet(self, container_id: str, argv: tuple[str, ...], user: str, timeout_s: float) -> int:
+        """Runs argv in the container, output discarded; its exit code (-1 if
+        it did not finish in time)."""
+        return self.exec_read(container_id, argv, user, timeout_s)[0]
+
+    def exec_read(self, container_id: str, argv: tuple[str, ...], user: str, timeout_s: float) -> tuple[int, bytes]:
+        """Runs argv in the container; its exit code (-1 if it did not finish
+        within ``timeout_s``, output included) and the first 4 KiB of its
+        stdout. The bound is on the wall clock: docker-py reads an exec's
+        stream without a timeout, and a process of the sandbox uid can keep
+        it open (a stopped shell holding stdout), so a timer shuts the
+        stream's socket, which wakes the blocked read."""
+        deadline = time.monotonic() + max(timeout_s, 0.1)
+        exec_id = self.exec_create(container_id, list(argv), user, {}, "/")
+        stream = self.exec_start(exec_id)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+        timer = threading.Timer(max(timeout_s, 0.1), expire)
+        timer.daemon = True
+        timer.start()
+        out = bytearray()
+        try:
+            for chunk, _err in stream:
+                if chunk and len(out) < EXEC_READ_MAX:
+                    out.extend(chunk[: EXEC_READ_MAX - len(out)])
+        except Exception:  # the timer closed it under the read
+            if not expired.is_set():
+                raise
+        finally:
+            timer.cancel()
+        if expired.is_set():
+            return -1, bytes(out)
+        code = self.exec_exit_code(exec_id, deadline - time.monotonic())
+        return (-1 if code is None else code), bytes(out)
+
+    def pids_current(self, container_id: str) -> int | None:
+        """Processes in the container's pids cgroup, when readable."""
+        text = _cgroup_file(container_id, "pids", "pids.current")
+        return int(text) if text and text.strip().isdigit() else None
+
+    def oom_kills(self, container_id: str) -> int | None:
+        """How many processes the kernel OOM-killed in the container so far
+        (cgroup v1 memory.oom_control or v2 memory.events), when readable."""
+        for name in ("memory.oom_control", "memory.events"):
+            text = _cgroup_file(container_id, "memory", name)
+            if text is None:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and value.strip().isdigit():
+                    return int(value)
+        return None
+
+    def process_count(self, container_id: str) -> int:
+        """Processes in the container as the engine lists them (docker top)."""
+        return len(self._client.api.top(container_id).get("Processes") or [])
 
     def ensure_internal_network(self, name: str, bridge: str, subnet: str | None) -> EgressNetwork:
         """The egress network (internal, no inter-container traffic, a
@@ -184,3 +326,23 @@ class DockerRuntime:
 
     def close(self) -> None:
         self._client.close()
+
+
+#: Where the engine puts a container's cgroup, for the cgroupfs and the
+#: systemd drivers, under cgroup v1 (per controller) and v2 (unified).
+_CGROUP_DIRS = (
+    "/sys/fs/cgroup/{controller}/docker/{id}",
+    "/sys/fs/cgroup/{controller}/system.slice/docker-{id}.scope",
+    "/sys/fs/cgroup/docker/{id}",
+    "/sys/fs/cgroup/system.slice/docker-{id}.scope",
+)
+
+
+def _cgroup_file(container_id: str, controller: str, name: str) -> str | None:
+    for pattern in _CGROUP_DIRS:
+        path = Path(pattern.format(controller=controller, id=container_id)) / name
+        try:
+            return path.read_text()
+        except OSError:
+            continue
+    return None

@@ -12,6 +12,8 @@ closed); the error is logged once per version of the file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ class ImageAllowlist:
         self._extra = frozenset(extra)
         self._stamp: _Stamp | None = None
         self._from_registry: frozenset[str] = frozenset()
+        self._digests: dict[str, str] = {}
+        self._warm: list[dict[str, Any]] = []
         self.problem: str | None = None
         """Why the registry's images are not allowed right now, if they are not."""
 
@@ -46,6 +50,19 @@ class ImageAllowlist:
     @property
     def images(self) -> frozenset[str]:
         return self._from_registry | self._extra
+
+    def registry_digest(self, image: str) -> str:
+        """A digest of the registry entries that name ``image``: what a
+        long-lived container of that image was built for. It changes when
+        any of those entries changes (airlock/executor/sandboxes)."""
+        self._refresh()
+        return self._digests.get(image, "")
+
+    def warm_classes(self) -> list[dict[str, Any]]:
+        """The registry's network-less tools as (image, runtime, limits)
+        documents, for prewarming the pool; limits as written (``256Mi``)."""
+        self._refresh()
+        return list(self._warm)
 
     def allows(self, image: str) -> bool:
         self._refresh()
@@ -69,12 +86,14 @@ class ImageAllowlist:
             self._fail(stamp, f"cannot use {self._path}: {exc}")
             return
         self._stamp, self._from_registry, self.problem = stamp, images, None
+        self._digests, self._warm = _digests_of(raw), _warm_of(raw)
         log.info("tool registry %s names %d image(s): %s", self._path, len(images), ", ".join(sorted(images)))
 
     def _fail(self, stamp: _Stamp | None, problem: str) -> None:
         if problem != self.problem:
             log.error("%s; runs of its images are refused until it is fixed", problem)
         self._stamp, self._from_registry, self.problem = stamp, frozenset(), problem
+        self._digests, self._warm = {}, []
 
 
 def _images_of(raw: Any) -> frozenset[str]:
@@ -85,3 +104,22 @@ def _images_of(raw: Any) -> frozenset[str]:
     return frozenset(
         entry["image"] for entry in tools.values() if isinstance(entry, dict) and isinstance(entry.get("image"), str)
     )
+
+
+def _digests_of(raw: dict[str, Any]) -> dict[str, str]:
+    by_image: dict[str, dict[str, Any]] = {}
+    for name, entry in raw["tools"].items():
+        if isinstance(entry, dict) and isinstance(entry.get("image"), str):
+            by_image.setdefault(entry["image"], {})[str(name)] = entry
+    return {
+        image: hashlib.sha256(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        for image, entries in by_image.items()
+    }
+
+
+def _warm_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"image": e["image"], "runtime": e.get("runtime", "runc"), "limits": e.get("limits") or {}}
+        for e in raw["tools"].values()
+        if isinstance(e, dict) and isinstance(e.get("image"), str) and not e.get("allowed_network")
+    ]

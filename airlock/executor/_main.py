@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import logging
 import resource
+import secrets
 import subprocess
 import sys
 from dataclasses import replace
@@ -29,6 +30,8 @@ from airlock.executor._reaper import spawn as spawn_reaper
 from airlock.executor._runner import Runner
 from airlock.executor._server import ExecutorServicer, TokenInterceptor
 from airlock.executor.egress import Egress
+from airlock.executor.sandboxes import SessionEvents
+from airlock.executor.sandboxes import setup as sandbox_setup
 from airlock.v1 import executor_pb2_grpc
 
 log = logging.getLogger("airlock.executor")
@@ -66,18 +69,18 @@ def _add_transport(
     return {"listen": f"{cfg.listen.rpartition(':')[0]}:{port}"}, None
 
 
-async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
+def _read_token(cfg: ExecutorConfig) -> str:
     try:
-        token = await asyncio.to_thread(read_secret_text, cfg.token_file, "executor token file")
+        token = read_secret_text(cfg.token_file, "executor token file")
     except SecretFileError as exc:
         raise ConfigError(cfg.token_file, "token_file", str(exc)) from exc
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(cfg.token_file, "", "executor token must be at least 16 characters")
-    # Short blocking Docker calls (create, start, kill, wait, remove) run in
-    # asyncio's default pool; size it for every slot to need a few at once.
-    asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(cfg.max_concurrent_runs * 2 + 8, thread_name_prefix="docker")
-    )
+    return token
+
+
+def _engine(cfg: ExecutorConfig) -> tuple[DockerRuntime, ExecutorConfig]:
+    """The Docker engine, and the config with only the runtimes it has."""
     runtime = DockerRuntime(cfg.docker_url, cfg.max_concurrent_runs)
     runtime.ping()
     available = runtime.available_runtimes()
@@ -87,21 +90,46 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
         # silently run under another runtime.
         log.warning("runtimes %s are not registered with Docker; runs that ask for them are refused", missing)
         cfg = replace(cfg, runtimes=tuple(r for r in cfg.runtimes if r in available))
+    return runtime, cfg
+
+
+async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
+    token = await asyncio.to_thread(_read_token, cfg)
+    # Short blocking Docker calls (create, start, kill, wait, remove, and the
+    # pool's starts and checks) run in asyncio's default pool; size it for
+    # every slot to need a few at once.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(
+            cfg.max_concurrent_runs * 2 + cfg.pool.max_starting + 8, thread_name_prefix="docker"
+        )
+    )
+    runtime, cfg = _engine(cfg)
     prom = CollectorRegistry()
     metrics = ExecutorMetrics(prom, cfg.runtimes)
     fd_limit = raise_fd_limit()
     egress = Egress(cfg.egress, metrics, fd_limit=fd_limit, max_runs=cfg.max_concurrent_runs)
     # Before egress starts: an unreadable registry stops us with nothing set up.
-    runner = Runner(cfg, runtime, metrics, egress)
+    images = ImageAllowlist(cfg.registry_file, cfg.allowed_images)
+    images.load()
+    events = SessionEvents()
+    # This start's id: its reaper removes this start's long-lived containers
+    # once the executor is gone, and never a later start's.
+    generation = secrets.token_hex(8)
+    boxes = sandbox_setup.build(
+        cfg, runtime=runtime, metrics=metrics, egress=egress, images=images, events=events, generation=generation
+    )
+    runner = Runner(cfg, runtime, metrics, egress, boxes, images=images)
     await egress.start(runtime)
     removed = await asyncio.to_thread(runner.remove_leftovers)
     if removed:
         log.warning("removed %d sandbox containers left over from an earlier run", removed)
     # Started after the sweep above, so it never races it; it outlives a
     # SIGKILL of this process and removes overdue sandboxes.
-    reaper = spawn_reaper(cfg.docker_url, executor_instance(cfg))
+    reaper = spawn_reaper(cfg.docker_url, executor_instance(cfg), generation)
+    upkeep = sandbox_setup.start(cfg, boxes, images)
     server = grpc.aio.server(interceptors=[TokenInterceptor(token, metrics)])
-    executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorServicer(runner), server)
+    servicer = ExecutorServicer(runner, boxes.sessions if boxes else None, events)
+    executor_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server)
     endpoint, gate = _add_transport(cfg, server, metrics)
     await server.start()
     if gate is not None:
@@ -124,6 +152,7 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
     await stop_event().wait()
     if gate is not None:
         await gate.stop_accepting()
+    await sandbox_setup.stop(boxes, upkeep, events)
     # Stopping with grace lets in-flight runs finish; their finally blocks
     # remove the containers.
     await server.stop(grace=10)

@@ -3,9 +3,13 @@ come from closed sets: outcomes, runtimes, refusal codes, RPC methods."""
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from airlock.executor._model import OUTCOMES
+from airlock.executor.sandboxes.containers import REPLACE_CAUSES, ReplaceCause
+from airlock.executor.sandboxes.events import END_CAUSES, EndCause
 
 #: How an allowed egress connection can end early (executor.egress.proxy.CUTS).
 EGRESS_CUTS = ("bytes_out_limit", "bytes_in_limit", "call_ended")
@@ -39,10 +43,19 @@ BUCKETS = (
     300.0,
     600.0,
 )
-REFUSALS = ("egress_unavailable", "runtime_unavailable", "image_missing", "image_not_allowed", "spec_invalid")
+REFUSALS = (
+    "egress_unavailable",
+    "runtime_unavailable",
+    "image_missing",
+    "image_not_allowed",
+    "spec_invalid",
+    "session_limit",
+)
 #: Why a run that was started ended in outcome "error" (RunResult.error's code).
-RUN_ERRORS = ("docker_error", "deadline_exceeded")
-METHODS = ("Run", "Cancel", "other")
+RUN_ERRORS = ("docker_error", "deadline_exceeded", "sandbox_lost")
+METHODS = ("Run", "Cancel", "ListSandboxes", "EndSandboxes", "WatchSandboxes", "other")
+#: Claim latency: a pool claim is a few ms; a miss falls through at once.
+CLAIM_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class ExecutorMetrics:
@@ -106,20 +119,92 @@ class ExecutorMetrics:
             registry=registry,
         )
         self.running = Gauge("airlock_executor_running_containers", "Sandbox containers alive now.", registry=registry)
+        self.pool_target = Gauge(
+            "airlock_executor_pool_target_containers",
+            "Idle containers the warm pool keeps per class (image|runtime|memory|cpu|pids|tmpfs).",
+            ["pool"],
+            registry=registry,
+        )
+        self.pool_idle = Gauge(
+            "airlock_executor_pool_idle_containers",
+            "Idle, checked containers ready per class.",
+            ["pool"],
+            registry=registry,
+        )
+        self.pool_claims = Counter(
+            "airlock_executor_pool_claims",
+            "Pool claims by result: hit (a warm container) or miss (the call cold-starts).",
+            ["result"],
+            registry=registry,
+        )
+        self.pool_claim_seconds = Histogram(
+            "airlock_executor_pool_claim_seconds",
+            "Time to claim from the pool, checks included (hit or miss).",
+            buckets=CLAIM_BUCKETS,
+            registry=registry,
+        )
+        self.pool_replacements = Counter(
+            "airlock_executor_pool_replacements",
+            "Pool containers removed instead of handed out, by cause.",
+            ["cause"],
+            registry=registry,
+        )
+        self.sessions = Gauge("airlock_executor_sessions", "Live session sandboxes.", registry=registry)
+        self.session_starts = Counter(
+            "airlock_executor_session_starts", "Session sandboxes started.", registry=registry
+        )
+        self.session_ends = Counter(
+            "airlock_executor_session_ends", "Session sandboxes ended, by cause.", ["cause"], registry=registry
+        )
         self.build = Info("airlock_executor_build", "Executor version and enabled runtimes.", registry=registry)
         self.build.info({"version": VERSION, "runtimes": ",".join(runtimes)})
+        self._preregister(runtimes)
+
+    def _preregister(self, runtimes: tuple[str, ...]) -> None:
+        # Every label of a closed set exists from the start, at 0.
         for runtime in runtimes:
             for outcome in OUTCOMES:
                 self.runs.labels(outcome, runtime)
-        for reason in REFUSALS:
-            self.refused.labels(reason)
-        for reason in RUN_ERRORS:
-            self.run_errors.labels(reason)
-        for method in METHODS:
-            self.requests.labels(method)
-        for direction in ("out", "in"):
-            self.egress_bytes.labels(direction)
-        for cut in EGRESS_CUTS:
-            self.egress_cuts.labels(cut)
+        closed: list[tuple[Counter, tuple[str, ...]]] = [
+            (self.refused, REFUSALS),
+            (self.run_errors, RUN_ERRORS),
+            (self.requests, METHODS),
+            (self.egress_bytes, ("out", "in")),
+            (self.egress_cuts, EGRESS_CUTS),
+            (self.pool_claims, ("hit", "miss")),
+            (self.pool_replacements, REPLACE_CAUSES),
+            (self.session_ends, END_CAUSES),
+        ]
+        for counter, values in closed:
+            for value in values:
+                counter.labels(value)
         for refusal in EGRESS_UNATTRIBUTED:
             self.egress_connections.labels("none", refusal)
+
+    # The pool's and the session table's metrics seams.
+
+    def set_shelf(self, label: str, target: int, idle: int) -> None:
+        self.pool_target.labels(label).set(target)
+        self.pool_idle.labels(label).set(idle)
+
+    def drop_shelf(self, label: str) -> None:
+        # A class no longer kept warm leaves the label set: the set stays
+        # bounded by pool.max_classes.
+        for gauge in (self.pool_target, self.pool_idle):
+            with contextlib.suppress(KeyError):
+                gauge.remove(label)
+
+    def claimed(self, hit: bool, seconds: float) -> None:
+        self.pool_claims.labels("hit" if hit else "miss").inc()
+        self.pool_claim_seconds.observe(seconds)
+
+    def replaced(self, cause: ReplaceCause) -> None:
+        self.pool_replacements.labels(cause).inc()
+
+    def session_started(self) -> None:
+        self.session_starts.inc()
+        self.sessions.inc()
+
+    def session_ended(self, cause: EndCause) -> None:
+        self.session_ends.labels(cause).inc()
+        self.sessions.dec()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from airlock.common.wire import Limits, RunSpec
+from airlock.common.wire import Limits, RunSpec, SandboxUse
 
 Outcome = Literal["ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error")
@@ -54,6 +54,8 @@ class RunResult:
     #: how many more were made than are listed.
     egress: tuple[EgressRecord, ...] = ()
     egress_unrecorded: int = 0
+    #: Where it ran: ephemeral or the session's sandbox, the container, the pool claim.
+    sandbox: SandboxUse = field(default_factory=SandboxUse)
 
 
 @dataclass(frozen=True)
@@ -64,4 +66,4 @@ class Chunk:
     data: bytes
 
 
-__all__ = ["Chunk", "EffectiveLimits", "EgressRecord", "Outcome", "RunResult", "RunSpec"]
+__all__ = ["Chunk", "EffectiveLimits", "EgressRecord", "Outcome", "RunResult", "RunSpec", "SandboxUse"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -83,6 +84,35 @@ def load_seccomp_profile(cfg: ExecutorConfig) -> str:
     return json.dumps(profile, separators=(",", ":"), sort_keys=True)
 
 
+@dataclass(frozen=True)
+class Keeper:
+    """Makes container_options produce a long-lived sandbox container (a warm
+    pool or session container; airlock/executor/sandboxes) instead of a
+    one-shot run: PID 1 is docker-init, whose child is the keeper (the
+    deadline wrapper around ``sleep infinity``, with the container's lifetime
+    as its deadline), both as the keeper uid; calls are ``docker exec``s as
+    the sandbox uid. The call's environment is given per exec, never here."""
+
+    sandbox_id: str
+    kind: str
+    """"pool" or "session"."""
+    fingerprint: str
+    pool: str
+    """The container class's label."""
+    generation: str = ""
+    """Which start of the executor made it: its reaper removes exactly these once the executor is gone."""
+
+
+#: Labels of long-lived sandbox containers.
+SANDBOX_LABEL = "airlock.sandbox"
+KIND_LABEL = "airlock.kind"
+FINGERPRINT_LABEL = "airlock.fingerprint"
+POOL_LABEL = "airlock.pool"
+GENERATION_LABEL = "airlock.generation"
+#: The keeper's processes in the pids cgroup (docker-init, timeout, sleep).
+KEEPER_PIDS = 3
+
+
 class EgressAttachment(NamedTuple):
     """How a run granted egress is wired: network, proxy environment, DNS
     server, and the sandbox's own address on the network."""
@@ -143,11 +173,14 @@ def container_options(
     egress: EgressAttachment | None = None,
     *,
     reap_deadline: int | None = None,
+    keeper: Keeper | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for docker's containers.create; seccomp_profile is
     the JSON text from load_seccomp_profile. egress, for a run granted it, is
     the internal network's name, the sandbox's fixed address on it and the
-    proxy environment. reap_deadline defaults to reap_at(limits)."""
+    proxy environment. reap_deadline defaults to reap_at(limits). With
+    keeper, a long-lived sandbox container (see Keeper): limits.timeout_ms
+    is then its lifetime."""
     tmpfs = limits.tmpfs_bytes
     uid, _, gid = cfg.user.partition(":")
     # RLIMIT_NPROC counts every process of the uid host-wide, and all
@@ -166,6 +199,36 @@ def container_options(
         if egress
         else {"network_mode": "none"}
     )
+    labels = {
+        MANAGED_LABEL: "true",
+        INSTANCE_LABEL: executor_instance(cfg),
+        "airlock.run_id": spec.run_id,
+        "airlock.tool": spec.tool,
+        REAP_AT_LABEL: str(reap_at(limits) if reap_deadline is None else reap_deadline),
+    }
+    lifelong: dict[str, Any] = {}
+    if keeper is not None:
+        labels.update(
+            {
+                SANDBOX_LABEL: keeper.sandbox_id,
+                KIND_LABEL: keeper.kind,
+                FINGERPRINT_LABEL: keeper.fingerprint,
+                POOL_LABEL: keeper.pool,
+                GENERATION_LABEL: keeper.generation,
+            }
+        )
+        lifelong = {
+            # tini reaps every orphan a call leaves; the keeper and it run as
+            # a uid the calls' processes cannot signal or trace.
+            "init": True,
+            "user": cfg.keeper_user,
+            "name": f"airlock-{keeper.sandbox_id}",
+            "environment": {},
+            "pids_limit": limits.pids
+            + KEEPER_PIDS
+            + WRAPPER_PIDS
+            + (RUNSC_PIDS_OVERHEAD if spec.runtime == "runsc" else 0),
+        }
     return {
         "image": spec.image,
         # Set explicitly, so an image's own ENTRYPOINT never runs in front of
@@ -174,13 +237,7 @@ def container_options(
         "entrypoint": deadline_entrypoint(limits),
         "command": list(spec.argv),
         "name": f"airlock-{spec.run_id}",
-        "labels": {
-            MANAGED_LABEL: "true",
-            INSTANCE_LABEL: executor_instance(cfg),
-            "airlock.run_id": spec.run_id,
-            "airlock.tool": spec.tool,
-            REAP_AT_LABEL: str(reap_at(limits) if reap_deadline is None else reap_deadline),
-        },
+        "labels": labels,
         "user": cfg.user,
         # The proxy settings come last so a registry env cannot override them.
         "environment": {**spec.env, **(egress.env if egress else {})},
@@ -226,4 +283,5 @@ def container_options(
         "runtime": spec.runtime,
         "stdin_open": False,
         "tty": False,
+        **lifelong,
     }

@@ -43,14 +43,21 @@ class ReaperRuntime(Protocol):
     def remove(self, container_id: str) -> None: ...
 
 
-def sweep(runtime: ReaperRuntime, instance: str, *, now: float, executor_alive: bool) -> tuple[int, int]:
+def sweep(
+    runtime: ReaperRuntime, instance: str, *, now: float, executor_alive: bool, generation: str = ""
+) -> tuple[int, int]:
     """One pass: removes what is due. Returns (removed, left)."""
     removed = 0
     found = runtime.managed(instance)
     for c in found:
         overdue = c.reap_at is not None and now >= c.reap_at
         # A stopped container is the executor's to collect while it lives.
-        orphaned = not executor_alive and not c.running
+        # Once it is gone, so are its pool and session containers (nobody
+        # will ever run a call in them), but only those of this executor's
+        # start: a restarted executor on the same socket has the same
+        # instance and makes containers of its own.
+        mine_and_idle = bool(generation) and c.generation == generation and c.kind in ("pool", "session")
+        orphaned = not executor_alive and (not c.running or mine_and_idle)
         if overdue or orphaned:
             if overdue and c.running:
                 log.warning("sandbox %s is past its deadline; removing it", c.container_id[:12])
@@ -66,6 +73,7 @@ def reap(
     stop: threading.Event,
     *,
     poll_s: float = POLL_S,
+    generation: str = "",
 ) -> None:
     """Sweeps every poll_s until ``stop`` is set, or until the executor
     (``parent``) is gone and none of its containers is left."""
@@ -73,7 +81,7 @@ def reap(
     while not stop.is_set():
         alive = os.getppid() == parent
         try:
-            _, left = sweep(runtime, instance, now=time.time(), executor_alive=alive)
+            _, left = sweep(runtime, instance, now=time.time(), executor_alive=alive, generation=generation)
             unreachable_since = None
         except Exception as exc:  # noqa: BLE001 - Docker errors of any kind: retry next poll
             log.warning("reaper: cannot list or remove containers: %s", exc)
@@ -89,12 +97,13 @@ def reap(
         stop.wait(poll_s)
 
 
-def spawn(docker_url: str, instance: str) -> subprocess.Popen[bytes]:
+def spawn(docker_url: str, instance: str, generation: str = "") -> subprocess.Popen[bytes]:
     """Starts the reaper for this executor, in its own session."""
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [
             sys.executable, "-m", "airlock.executor", "reap",
             "--docker-url", docker_url, "--instance", instance, "--parent", str(os.getpid()),
+            "--generation", generation,
         ],
         start_new_session=True,
         stdin=subprocess.DEVNULL,
@@ -108,6 +117,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--docker-url", required=True)
     parser.add_argument("--instance", required=True)
     parser.add_argument("--parent", required=True, type=int)
+    parser.add_argument("--generation", default="")
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -116,7 +126,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime = DockerRuntime(args.docker_url, 1)
     try:
-        reap(runtime, args.instance, args.parent, stop)
+        reap(runtime, args.instance, args.parent, stop, generation=args.generation)
     finally:
         runtime.close()
     return 0

@@ -1,4 +1,13 @@
-"""Runs one spec in a fresh container and reports output and outcome.
+"""Runs one spec and reports output and outcome, in one of three places:
+
+- a one-shot container made for the call and removed after it (the cold
+  path, and every call granted egress without a session);
+- a warm container claimed from the pool (an ephemeral call without
+  network), which the call's ``docker exec`` runs in and which is removed
+  after it;
+- its session's container (a decision with sandbox mode "session"), which
+  outlives the call: every process the call started is killed when it ends
+  (airlock/executor/sandboxes/containers.py explains the sweep).
 
 No grpc here. Blocking Docker calls go to worker threads; the output pump
 forwards only the bounded head of the output while the run is going, so a
@@ -24,30 +33,37 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from docker.errors import APIError, DockerException, ImageNotFound
 from requests.exceptions import RequestException
 
 from airlock.executor._capture import OutputCapture
 from airlock.executor._config import ExecutorConfig
-from airlock.executor._docker import ContainerRuntime
+from airlock.executor._docker import ContainerRuntime, ExecRuntime
 from airlock.executor._errors import RunRefused
 from airlock.executor._images import ImageAllowlist
 from airlock.executor._metrics import ExecutorMetrics
-from airlock.executor._model import Chunk, EffectiveLimits, Outcome, RunResult, RunSpec
+from airlock.executor._model import Chunk, EffectiveLimits, Outcome, RunResult, RunSpec, SandboxUse
 from airlock.executor._options import (
+    KEEPER_PIDS,
     RUN_GRACE_S,
+    WORKDIR,
     EgressAttachment,
     ceilings,
     clamp,
     container_options,
+    deadline_entrypoint,
     executor_instance,
     load_seccomp_profile,
     reap_at,
 )
-from airlock.executor.egress import Egress
+from airlock.executor.egress import Egress, EgressUse
 from airlock.executor.egress.proxy import CallGrant
+from airlock.executor.sandboxes.containers import ContainerClass, Sandbox, exec_argv
+from airlock.executor.sandboxes.pool import WarmPool
+from airlock.executor.sandboxes.sessions import SessionKey, SessionTable
 
 log = logging.getLogger("airlock.executor")
 
@@ -65,7 +81,17 @@ SIGKILL_EXIT = 137
 RUN_ERRORS = {
     "docker_error": "the container runtime failed; the details are in the executor's log",
     "deadline_exceeded": "the run did not end within its timeout plus the executor's grace; its container is removed",
+    "sandbox_lost": "the sandbox container ended during the call; a session's next call starts a new one",
 }
+#: A sweep (kill -9 -1 in the container) that takes longer than this failed.
+SWEEP_TIMEOUT_S = 10.0
+#: After a timeout's kill, how long the output may take to end before the
+#: executor stops reading it (a stopped process can hold it open).
+DRAIN_AFTER_KILL_S = 2.0
+#: After a session call, how long the pids cgroup may take to show only the
+#: keeper (killed processes take a moment to be reaped) before a sweep.
+SETTLE_POLLS = 10
+SETTLE_POLL_S = 0.005
 #: A fixed egress address another executor on the same network took first:
 #: the run gets a fresh address this many times before it fails.
 ADDRESS_ATTEMPTS = 3
@@ -86,26 +112,60 @@ class _Run:
     start_ms: int = 0
 
 
+class Sweeper(Protocol):
+    def sweep(self, sandbox: Sandbox, timeout_s: float) -> int: ...
+    def pids(self, sandbox: Sandbox) -> int | None: ...
+    def processes(self, sandbox: Sandbox) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Sandboxes:
+    """The long-lived containers, when this executor keeps them (the
+    process wiring makes them; unit tests of the one-shot path leave them
+    out)."""
+
+    runtime: ExecRuntime
+    sweeper: Sweeper
+    pool: WarmPool | None
+    sessions: SessionTable | None
+    idle_ttl_ms: int
+    max_lifetime_ms: int
+    max_idle_ttl_ms: int
+    max_max_lifetime_ms: int
+
+
 class Runner:
     def __init__(
-        self, cfg: ExecutorConfig, runtime: ContainerRuntime, metrics: ExecutorMetrics, egress: Egress | None = None
+        self,
+        cfg: ExecutorConfig,
+        runtime: ContainerRuntime,
+        metrics: ExecutorMetrics,
+        egress: Egress | None = None,
+        sandboxes: Sandboxes | None = None,
+        *,
+        images: ImageAllowlist | None = None,
     ) -> None:
+        self._sandboxes = sandboxes
         self._cfg = cfg
         self._egress = egress
         self._runtime = runtime
         self._metrics = metrics
         self._ceilings = ceilings(cfg)
         self._seccomp_profile = load_seccomp_profile(cfg)
-        self._images = ImageAllowlist(cfg.registry_file, cfg.allowed_images)
-        self._images.load()
+        if images is None:
+            images = ImageAllowlist(cfg.registry_file, cfg.allowed_images)
+            images.load()
+        self._images = images
         self._slots = asyncio.Semaphore(cfg.max_concurrent_runs)
         # Each running container holds one thread for its output stream for
         # as long as it runs. Those threads get a pool of their own: sharing
         # asyncio's default pool (cpu+4 threads) with the short Docker calls
         # deadlocks once the streams fill it, and nothing can kill a run.
         self._pumps = concurrent.futures.ThreadPoolExecutor(cfg.max_concurrent_runs, thread_name_prefix="pump")
-        self._active: dict[str, str] = {}
-        self._cleanups: set[asyncio.Future[None]] = set()
+        #: run id -> its container, and its sandbox when it runs in a long-lived one.
+        self._active: dict[str, tuple[str, Sandbox | None, bool]] = {}
+        self._cleanups: set[asyncio.Future[Any]] = set()
+        self._exec_cleanups: dict[str, asyncio.Future[bool]] = {}
         self._cancelled: set[str] = set()
 
     def refuse_if_unsafe(self, spec: RunSpec) -> None:
@@ -129,6 +189,10 @@ class Runner:
                 f"image {spec.image!r} is not named by the tool registry; this executor runs no other",
             )
 
+    @property
+    def images(self) -> ImageAllowlist:
+        return self._images
+
     async def run(self, spec: RunSpec, emit: Emit) -> RunResult:
         try:
             self.refuse_if_unsafe(spec)
@@ -137,16 +201,296 @@ class Runner:
             if exc.code == "image_not_allowed":
                 log.warning("run %s (tool %r) refused: image %r is not allowed", spec.run_id, spec.tool, spec.image)
             raise
+        boxes = self._sandboxes
+        if boxes is not None and boxes.sessions is not None and spec.sandbox.mode == "session" and spec.session_id:
+            return await self._run_in_session(boxes, boxes.sessions, spec, emit)
         async with self._slots:
+            # gVisor calls start cold: Debian 12's runsc (0.0~20221219) now
+            # and then ends a whole sandbox when processes of an exec'd call
+            # are killed (docs/sessions.md, "Limits"); a fresh container per
+            # call is what it runs reliably.
+            if boxes is not None and boxes.pool is not None and spec.network_mode == "none" and spec.runtime == "runc":
+                return await self._run_pooled(boxes.pool, spec, emit)
             return await self._run(spec, emit)
 
     async def cancel(self, run_id: str) -> bool:
-        container_id = self._active.get(run_id)
-        if container_id is None:
+        active = self._active.get(run_id)
+        if active is None:
             return False
+        container_id, sandbox, keep = active
         self._cancelled.add(run_id)
-        await asyncio.to_thread(self._runtime.kill, container_id)
+        if sandbox is not None:
+            await self._stop_call(sandbox, keep=keep)
+        else:
+            await asyncio.to_thread(self._runtime.kill, container_id)
         return True
+
+    async def _stop_call(self, sandbox: Sandbox, *, keep: bool) -> None:
+        """Ends a call in a long-lived container now. A pool container is
+        removed (it would be anyway). A session's container stays, and only
+        the call's processes go; but a sweep runs as the sandbox uid, which
+        the call's own code can stop (SIGSTOP) or outrun, so a sweep that
+        does not finish in time removes the container: the session is lost
+        (its call says so), never left with something of the call in it."""
+        assert self._sandboxes is not None
+        if keep:
+            with contextlib.suppress(Exception):
+                if await asyncio.to_thread(self._sandboxes.sweeper.sweep, sandbox, SWEEP_TIMEOUT_S) == 0:
+                    return
+            log.warning("the sweep in sandbox %s did not finish; removing its container", sandbox.sandbox_id)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._runtime.remove, sandbox.container_id)
+
+    # -- warm pool and sessions ----------------------------------------------
+
+    async def _run_pooled(self, pool: WarmPool, spec: RunSpec, emit: Emit) -> RunResult:
+        """An ephemeral call: a claimed warm container, removed after the
+        call; on a miss, the one-shot cold path."""
+        limits = clamp(spec, self._ceilings)
+        claim = await pool.claim(ContainerClass.of(spec.image, spec.runtime, limits))
+        if claim.sandbox is None:
+            result = await self._run(spec, emit)
+            return replace(result, sandbox=replace(result.sandbox, claim_ms=claim.claim_ms))
+        result, _ = await self._exec(spec, limits, claim.sandbox, emit, keep=False)
+        use = SandboxUse("ephemeral", claim.sandbox.container_id, pool_hit=True, claim_ms=claim.claim_ms)
+        return replace(result, sandbox=use)
+
+    async def _run_in_session(self, boxes: Sandboxes, sessions: SessionTable, spec: RunSpec, emit: Emit) -> RunResult:
+        """A session call: the session's container (started or claimed for
+        the first call), one call at a time; the container stays."""
+        limits = clamp(spec, self._ceilings)
+        network: tuple[str, ...] = ()
+        if spec.network_mode == "egress":
+            network = ("egress", *spec.egress_allowlist, "|", *spec.egress_allow_cidrs)
+        key = SessionKey(spec.principal, spec.session_id, ContainerClass.of(spec.image, spec.runtime, limits), network)
+        idle_ms = min(spec.sandbox.idle_ttl_ms or boxes.idle_ttl_ms, boxes.max_idle_ttl_ms)
+        life_ms = min(spec.sandbox.max_lifetime_ms or boxes.max_lifetime_ms, boxes.max_max_lifetime_ms)
+        while True:
+            try:
+                acquired = await sessions.acquire(key, idle_ms / 1000, life_ms / 1000)
+            except RunRefused as exc:
+                self._metrics.refused.labels(exc.code).inc()
+                raise
+            session = acquired.session
+            result: RunResult | None = None
+            swept = True
+            try:
+                async with session.lock:
+                    # Ended while this call waited (EndSession, an error):
+                    # start over with a new sandbox.
+                    if not session.ended:
+                        try:
+                            async with self._slots:
+                                result, swept = await self._exec(spec, limits, session.sandbox, emit, keep=True)
+                        except asyncio.CancelledError:
+                            # Abandoned mid-call (the gateway gave up): whether
+                            # its processes are gone is unknown, so the
+                            # session ends before anyone else holds its lock.
+                            ending = asyncio.ensure_future(sessions.end(session, "error"))
+                            self._cleanups.add(ending)
+                            ending.add_done_callback(self._cleanups.discard)
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await asyncio.shield(ending)
+                            raise
+            finally:
+                sessions.release(session, ran=result is not None)
+            if result is not None:
+                break
+        if not swept or result.error.startswith("sandbox_lost"):
+            # Something of the call may still run, or the container is gone:
+            # the session ends, and its next call starts a new sandbox.
+            await sessions.end(session, "error")
+        use = SandboxUse(
+            "session",
+            session.sandbox.container_id,
+            session.sandbox_id,
+            pool_hit=acquired.pool_hit,
+            claim_ms=acquired.claim_ms,
+            session_started=acquired.started,
+            session_calls=session.calls,
+        )
+        return replace(result, sandbox=use)
+
+    async def _exec(
+        self, spec: RunSpec, limits: EffectiveLimits, sandbox: Sandbox, emit: Emit, *, keep: bool
+    ) -> tuple[RunResult, bool]:
+        """One call as a ``docker exec`` in a long-lived container. With
+        ``keep`` (a session's) the call's processes are swept afterwards,
+        and the second value says whether the sweep worked; otherwise the
+        container is removed."""
+        cleanup: asyncio.Future[bool] | None = None
+        try:
+            result = await self._exec_bounded(spec, limits, sandbox, emit, keep=keep)
+        finally:
+            cleanup = self._exec_cleanups.pop(spec.run_id, None)
+        swept = True
+        if cleanup is not None and cleanup.done() and not cleanup.cancelled() and cleanup.exception() is None:
+            swept = cleanup.result()
+        elif cleanup is not None:
+            swept = False
+        return result, swept
+
+    async def _exec_bounded(
+        self, spec: RunSpec, limits: EffectiveLimits, sandbox: Sandbox, emit: Emit, *, keep: bool
+    ) -> RunResult:
+        assert self._sandboxes is not None
+        run = _Run(spec, limits, t0=time.monotonic(), container_id=sandbox.container_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.timeout_ms / 1000 + RUN_GRACE_S
+        env = dict(spec.env)
+        if spec.network_mode == "egress":
+            assert self._egress is not None  # refuse_if_unsafe checked it
+            run.grant, attachment = self._egress.open_call(
+                spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs, address=sandbox.egress_address
+            )
+            # The proxy settings come last so a registry env cannot override them.
+            env.update(attachment.env)
+        self._active[spec.run_id] = (sandbox.container_id, sandbox, keep)
+        outer = asyncio.timeout_at(deadline)
+        try:
+            async with outer:
+                return await self._exec_lifecycle(run, sandbox, env, emit, deadline, keep=keep)
+        except TimeoutError:
+            if not outer.expired():
+                raise
+            log.error(  # noqa: TRY400 - a deadline, not an exception, is the news
+                "run %s (tool %r) did not end within its deadline in sandbox %s",
+                spec.run_id, spec.tool, sandbox.sandbox_id,
+            )  # fmt: skip
+            return self._failed(run, "deadline_exceeded")
+        except (DockerException, RequestException) as exc:
+            alive = await self._alive(sandbox.container_id)
+            log.warning("run %s (tool %r) in sandbox %s failed: %s", spec.run_id, spec.tool, sandbox.sandbox_id, exc)
+            return self._failed(run, "docker_error" if alive else "sandbox_lost")
+        finally:
+            cleanup = asyncio.ensure_future(self._after_exec(sandbox, run.grant, keep=keep))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            if keep:
+                # A session's next call must not start while this one's
+                # processes may still run: the caller waits for the check
+                # (and the sweep, when one is needed). A pool container's
+                # removal is not the caller's to wait for.
+                self._exec_cleanups[spec.run_id] = cleanup
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(cleanup), SWEEP_TIMEOUT_S + RUN_GRACE_S)
+            self._active.pop(spec.run_id, None)
+            self._cancelled.discard(spec.run_id)
+            if run.counted:
+                self._metrics.running.dec()
+
+    async def _exec_lifecycle(
+        self, run: _Run, sandbox: Sandbox, env: dict[str, str], emit: Emit, deadline: float, *, keep: bool
+    ) -> RunResult:
+        assert self._sandboxes is not None
+        rt = self._sandboxes.runtime
+        spec, limits = run.spec, run.limits
+        loop = asyncio.get_running_loop()
+        capture = OutputCapture(limits.output_bytes)
+        cid = sandbox.container_id
+        oom_before = await asyncio.to_thread(rt.oom_kills, cid)
+        argv = exec_argv(deadline_entrypoint(limits), spec.argv)
+        exec_id = await asyncio.to_thread(rt.exec_create, cid, argv, self._cfg.user, env, WORKDIR)
+        stream = await asyncio.to_thread(rt.exec_start, exec_id)
+        started = time.monotonic()
+        run.start_ms = round((started - run.t0) * 1000)
+        self._metrics.start_seconds.labels(spec.runtime).observe(started - run.t0)
+        self._metrics.running.inc()
+        run.counted = True
+        await emit(cid)
+
+        async def kill() -> None:
+            await self._stop_call(sandbox, keep=keep)
+
+        timed_out = await self._pump(stream, capture, emit, limits.timeout_ms / 1000, kill)
+        exit_code = await asyncio.to_thread(rt.exec_exit_code, exec_id, max(deadline - loop.time(), 0.1))
+        stopped = timed_out or spec.run_id in self._cancelled
+        if stopped and exit_code is None and not await self._alive(cid):
+            # Killed with its container (a pool container, or a session's
+            # whose sweep did not finish): what a SIGKILL reports.
+            exit_code = SIGKILL_EXIT
+        ended = time.monotonic()
+        oom_after = await asyncio.to_thread(rt.oom_kills, cid)
+        used = await self._egress.close_call(run.grant) if run.grant is not None and self._egress else None
+        for chunk in capture.finish():
+            await emit(chunk)
+        if exit_code is None:
+            return self._failed(run, "deadline_exceeded" if await self._alive(cid) else "sandbox_lost")
+        if not stopped and exit_code == SIGKILL_EXIT and not await self._alive(cid):
+            return self._failed(run, "sandbox_lost")
+        oom = oom_before is not None and oom_after is not None and oom_after > oom_before
+        return self._finished(
+            run, capture, exit_code, oom=oom, timed_out=timed_out, started=started, ended=ended, used=used
+        )
+
+    async def _alive(self, container_id: str) -> bool:
+        assert self._sandboxes is not None
+        try:
+            found = await asyncio.to_thread(self._sandboxes.runtime.inspect, container_id)
+        except (DockerException, RequestException):
+            return False
+        return bool(found and (found.get("State") or {}).get("Running"))
+
+    async def _settle(self, sandbox: Sandbox) -> bool:
+        """After a session call: nothing of it runs any more. The exec's own
+        prelude swept when the program ended, so normally only the keeper is
+        left, which the pids cgroup shows at once (runc); otherwise (gVisor,
+        a timeout, a wrapper the program killed) a sweep of its own."""
+        assert self._sandboxes is not None
+        sweeper = self._sandboxes.sweeper
+        if await self._only_keeper(sandbox):
+            return True
+        if await asyncio.to_thread(sweeper.sweep, sandbox, SWEEP_TIMEOUT_S) != 0:
+            return False
+        # The sweep ran as the sandbox uid, which the call's code could
+        # have tampered with (/proc/PID/mem of a same-uid process): only a
+        # count it cannot touch says the sandbox is clean.
+        return await self._only_keeper(sandbox, strict=True)
+
+    async def _only_keeper(self, sandbox: Sandbox, *, strict: bool = False) -> bool:
+        """Whether only the keeper's processes are left: the pids cgroup
+        (runc; killed processes take a moment to be reaped), or with
+        ``strict`` under gVisor a count from inside as the keeper's uid."""
+        assert self._sandboxes is not None
+        sweeper = self._sandboxes.sweeper
+        for _ in range(SETTLE_POLLS):
+            count = await asyncio.to_thread(sweeper.pids, sandbox)
+            if count is None:
+                break
+            if count <= KEEPER_PIDS:
+                return True
+            await asyncio.sleep(SETTLE_POLL_S)
+        else:
+            return False
+        if not strict:
+            return False
+        for _ in range(SETTLE_POLLS):
+            count = await asyncio.to_thread(sweeper.processes, sandbox)
+            if count is not None and count <= KEEPER_PIDS:
+                return True
+            await asyncio.sleep(SETTLE_POLL_S * 10)
+        return False
+
+    async def _after_exec(self, sandbox: Sandbox, grant: CallGrant | None, *, keep: bool) -> bool:
+        """Ends every process of the call (a sweep, or removing the
+        container) and revokes its egress; never raises. False when a
+        session's sweep failed."""
+        assert self._sandboxes is not None
+        ok = True
+        if keep:
+            try:
+                ok = await self._settle(sandbox)
+            except Exception:  # noqa: BLE001 - the session is ended by the caller
+                ok = False
+            if not ok:
+                log.warning("the sweep after a call in sandbox %s failed", sandbox.sandbox_id)
+        else:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._runtime.remove, sandbox.container_id)
+        if grant is not None and self._egress is not None and not grant.closed:
+            with contextlib.suppress(Exception):
+                await self._egress.close_call(grant)
+        return ok
 
     def remove_leftovers(self) -> int:
         """Removes containers a crashed run of this executor left behind (by
@@ -213,6 +557,7 @@ class Runner:
             round((time.monotonic() - run.t0) * 1000),
             run.start_ms,
             f"{code}: {RUN_ERRORS[code]}",
+            sandbox=SandboxUse("ephemeral", run.container_id),
         )
 
     async def _create_and_attach(self, run: _Run) -> Iterator[tuple[bytes | None, bytes | None]]:
@@ -233,7 +578,7 @@ class Runner:
             except ImageNotFound as exc:
                 self._metrics.refused.labels("image_missing").inc()
                 raise RunRefused("image_missing", f"image {spec.image!r} is not present; it is never pulled") from exc
-            self._active[spec.run_id] = run.container_id
+            self._active[spec.run_id] = (run.container_id, None, False)
             if not run.counted:
                 self._metrics.running.inc()
                 run.counted = True
@@ -257,72 +602,105 @@ class Runner:
             return stream
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
-    async def _lifecycle(self, run: _Run, emit: Emit, deadline: float) -> RunResult:  # noqa: C901 - one linear lifecycle reads best in one place
+    async def _lifecycle(self, run: _Run, emit: Emit, deadline: float) -> RunResult:
         spec, limits = run.spec, run.limits
         capture = OutputCapture(limits.output_bytes)
         loop = asyncio.get_running_loop()
+        stream = await self._create_and_attach(run)
+        started = time.monotonic()
+        run.start_ms = round((started - run.t0) * 1000)
+        self._metrics.start_seconds.labels(spec.runtime).observe(started - run.t0)
+        await emit(run.container_id)
+
+        async def kill() -> None:
+            await asyncio.to_thread(self._runtime.kill, run.container_id)
+
+        timed_out = await self._pump(stream, capture, emit, limits.timeout_ms / 1000, kill)
+        exit_code, oom = await asyncio.to_thread(self._runtime.wait, run.container_id, deadline - loop.time())
+        ended = time.monotonic()
+        # The sandbox is gone: revoke its credential, close what it left open.
+        used = await self._egress.close_call(run.grant) if run.grant is not None and self._egress else None
+        for chunk in capture.finish():
+            await emit(chunk)
+        return self._finished(
+            run, capture, exit_code, oom=oom, timed_out=timed_out, started=started, ended=ended, used=used
+        )
+
+    async def _pump(
+        self,
+        stream: Iterator[tuple[bytes | None, bytes | None]],
+        capture: OutputCapture,
+        emit: Emit,
+        timeout_s: float,
+        kill: Callable[[], Awaitable[None]],
+    ) -> bool:
+        """Forwards the output's head as it comes until the stream ends;
+        at the timeout, kill() and drain. Returns whether it timed out."""
+        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        timed_out = False
-        forward_task: asyncio.Future[None] | None = None
-        try:
-            stream = await self._create_and_attach(run)
-            started = time.monotonic()
-            run.start_ms = round((started - run.t0) * 1000)
-            self._metrics.start_seconds.labels(spec.runtime).observe(started - run.t0)
-            await emit(run.container_id)
 
-            def pump(frames: Iterator[tuple[bytes | None, bytes | None]]) -> None:
-                try:
-                    for out, err in frames:
-                        for name, data in (("stdout", out), ("stderr", err)):
-                            if data:
-                                head = capture.add(name, data)  # type: ignore[arg-type]
-                                if head is not None and head.data:
-                                    loop.call_soon_threadsafe(queue.put_nowait, head)
-                finally:
-                    loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
-
-            pump_task = loop.run_in_executor(self._pumps, pump, stream)
-
-            async def forward() -> None:
-                while (item := await queue.get()) is not _SENTINEL:
-                    assert isinstance(item, Chunk)
-                    await emit(item)
-
-            forward_task = asyncio.ensure_future(forward())
+        def pump(frames: Iterator[tuple[bytes | None, bytes | None]]) -> None:
             try:
-                await asyncio.wait_for(asyncio.shield(pump_task), limits.timeout_ms / 1000)
+                for out, err in frames:
+                    for name, data in (("stdout", out), ("stderr", err)):
+                        if data:
+                            head = capture.add(name, data)  # type: ignore[arg-type]
+                            if head is not None and head.data:
+                                loop.call_soon_threadsafe(queue.put_nowait, head)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
+
+        async def forward() -> None:
+            while (item := await queue.get()) is not _SENTINEL:
+                assert isinstance(item, Chunk)
+                await emit(item)
+
+        pump_task = loop.run_in_executor(self._pumps, pump, stream)
+        forward_task = asyncio.ensure_future(forward())
+        timed_out = False
+        try:
+            try:
+                await asyncio.wait_for(asyncio.shield(pump_task), timeout_s)
             except TimeoutError:
                 timed_out = True
-                await asyncio.to_thread(self._runtime.kill, run.container_id)
-                await pump_task
+                await kill()
+                await _drain(pump_task, stream)
             await forward_task
-            exit_code, oom = await asyncio.to_thread(self._runtime.wait, run.container_id, deadline - loop.time())
-            ended = time.monotonic()
-            # The sandbox is gone: revoke its credential, close what it left open.
-            used = await self._egress.close_call(run.grant) if run.grant is not None and self._egress else None
-            for chunk in capture.finish():
-                await emit(chunk)
-            ran_ms = round((ended - started) * 1000)
-            outcome = self._outcome(spec.run_id, exit_code, oom=oom, timed_out=timed_out, ran_ms=ran_ms, limits=limits)
-            if capture.truncated:
-                self._metrics.truncations.inc()
-            self._metrics.run_seconds.labels(spec.runtime).observe(ended - started)
-            self._metrics.runs.labels(outcome, spec.runtime).inc()
-            return RunResult(
-                outcome=outcome,
-                exit_code=exit_code,
-                output_truncated=capture.truncated,
-                stdout_bytes=capture.totals["stdout"],
-                stderr_bytes=capture.totals["stderr"],
-                duration_ms=ran_ms,
-                container_start_ms=run.start_ms,
-                egress=used.records if used else (),
-                egress_unrecorded=used.unrecorded if used else 0,
-            )
         finally:
-            if forward_task is not None and not forward_task.done():
-                forward_task.cancel()
+            _stop_pumping(pump_task, forward_task, stream)
+        return timed_out
+
+    def _finished(
+        self,
+        run: _Run,
+        capture: OutputCapture,
+        exit_code: int,
+        *,
+        oom: bool,
+        timed_out: bool,
+        started: float,
+        ended: float,
+        used: EgressUse | None,
+    ) -> RunResult:
+        spec, limits = run.spec, run.limits
+        ran_ms = round((ended - started) * 1000)
+        outcome = self._outcome(spec.run_id, exit_code, oom=oom, timed_out=timed_out, ran_ms=ran_ms, limits=limits)
+        if capture.truncated:
+            self._metrics.truncations.inc()
+        self._metrics.run_seconds.labels(spec.runtime).observe(ended - started)
+        self._metrics.runs.labels(outcome, spec.runtime).inc()
+        return RunResult(
+            outcome=outcome,
+            exit_code=exit_code,
+            output_truncated=capture.truncated,
+            stdout_bytes=capture.totals["stdout"],
+            stderr_bytes=capture.totals["stderr"],
+            duration_ms=ran_ms,
+            container_start_ms=run.start_ms,
+            egress=used.records if used else (),
+            egress_unrecorded=used.unrecorded if used else 0,
+            sandbox=SandboxUse("ephemeral", run.container_id),
+        )
 
     async def _discard(
         self, create_task: asyncio.Future[str] | None, container_id: str, grant: CallGrant | None
@@ -363,3 +741,29 @@ class Runner:
             # got there before our own kill did.
             return "timeout" if ran_ms >= limits.timeout_ms else "killed"
         return "nonzero_exit"
+
+
+def _close_stream(stream: object) -> None:
+    """Wakes a pump's blocked read (docker-py reads an exec's output without
+    a timeout): whatever still holds the output open is not waited for."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+
+
+def _stop_pumping(pump_task: asyncio.Future[None], forward_task: asyncio.Future[None], stream: object) -> None:
+    if not pump_task.done():
+        _close_stream(stream)
+    if not forward_task.done():
+        forward_task.cancel()
+
+
+async def _drain(pump_task: asyncio.Future[None], stream: object) -> None:
+    """After a timeout's kill: the rest of the output, for a moment at most."""
+    try:
+        await asyncio.wait_for(asyncio.shield(pump_task), DRAIN_AFTER_KILL_S)
+    except TimeoutError:
+        _close_stream(stream)
+        with contextlib.suppress(Exception):
+            await pump_task

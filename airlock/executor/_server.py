@@ -18,6 +18,7 @@ from airlock.executor._errors import RunRefused
 from airlock.executor._metrics import METHODS, ExecutorMetrics
 from airlock.executor._model import Chunk, EgressRecord
 from airlock.executor._runner import Runner
+from airlock.executor.sandboxes import EventsLost, SessionEvents, SessionTable
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 
 _SERVICE = executor_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
@@ -60,8 +61,12 @@ def egress_to_proto(record: EgressRecord) -> call_pb2.EgressConnection:
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
-    def __init__(self, runner: Runner) -> None:
+    def __init__(
+        self, runner: Runner, sessions: SessionTable | None = None, events: SessionEvents | None = None
+    ) -> None:
         self._runner = runner
+        self._sessions = sessions
+        self._events = events
 
     async def Run(  # noqa: N802 - gRPC method name
         self, request: executor_pb2.RunRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -97,6 +102,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
                     error=result.error,
                     egress=[egress_to_proto(r) for r in result.egress],
                     egress_unrecorded=result.egress_unrecorded,
+                    sandbox=wire.use_to_proto(result.sandbox),
                 )
             )
         )
@@ -105,3 +111,51 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         self, request: executor_pb2.CancelRequest, _context: grpc.aio.ServicerContext[Any, Any]
     ) -> executor_pb2.CancelResponse:
         return executor_pb2.CancelResponse(found=await self._runner.cancel(request.run_id))
+
+    async def ListSandboxes(  # noqa: N802 - gRPC method name
+        self, request: executor_pb2.ListSandboxesRequest, _context: grpc.aio.ServicerContext[Any, Any]
+    ) -> executor_pb2.ListSandboxesResponse:
+        found = self._sessions.list(request.principal or None) if self._sessions is not None else []
+        return executor_pb2.ListSandboxesResponse(sessions=[wire.session_to_proto(s) for s in found])
+
+    async def EndSandboxes(  # noqa: N802 - gRPC method name
+        self, request: executor_pb2.EndSandboxesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> executor_pb2.EndSandboxesResponse:
+        if self._sessions is None:
+            return executor_pb2.EndSandboxesResponse()
+        if request.sandbox_id:
+            one = await self._sessions.end_by_id(request.sandbox_id, request.principal or None)
+            ended = [one] if one is not None else []
+        elif request.principal and request.session_id:
+            ended = await self._sessions.end_session(request.principal, request.session_id)
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give sandbox_id, or principal and session_id")
+            return executor_pb2.EndSandboxesResponse()
+        return executor_pb2.EndSandboxesResponse(ended=[wire.session_to_proto(s) for s in ended])
+
+    async def WatchSandboxes(  # noqa: N802 - gRPC method name
+        self, _request: executor_pb2.WatchSandboxesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        # A snapshot first, so a (re)connecting gateway's view is whole; then
+        # every start and end as it happens.
+        live = self._sessions.list() if self._sessions is not None else []
+        snapshot = executor_pb2.WatchSandboxesResponse.Snapshot(sessions=[wire.session_to_proto(s) for s in live])
+        await context.write(executor_pb2.WatchSandboxesResponse(snapshot=snapshot))
+        if self._events is None:
+            return
+        async for item in self._events.drain():
+            if isinstance(item, EventsLost):
+                message = executor_pb2.WatchSandboxesResponse(
+                    lost=executor_pb2.WatchSandboxesResponse.Lost(count=item.count)
+                )
+            elif item.kind == "started":
+                message = executor_pb2.WatchSandboxesResponse(
+                    started=executor_pb2.WatchSandboxesResponse.Started(session=wire.session_to_proto(item.session))
+                )
+            else:
+                message = executor_pb2.WatchSandboxesResponse(
+                    ended=executor_pb2.WatchSandboxesResponse.Ended(
+                        session=wire.session_to_proto(item.session), cause=item.cause
+                    )
+                )
+            await context.write(message)

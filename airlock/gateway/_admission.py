@@ -165,6 +165,8 @@ class RateLimits:
         self._state: dict[str, tuple[float, float, float]] = {}
 
     def allow(self, principal: str, nbytes: int, now: float) -> bool:
+        """One call of ``nbytes`` argument bytes: UTF-8 bytes, not characters
+        (a 60 KB argument of "\u00e4" is 30 K characters)."""
         calls, data, last = self._state.get(principal, (self._calls[1], self._bytes[1], now))
         elapsed = max(0.0, now - last)
         calls = min(self._calls[1], calls + elapsed * self._calls[0])

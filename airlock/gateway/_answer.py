@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from airlock.common.wire import LIMIT_KEYS, Limits
+from airlock.common.wire import LIMIT_KEYS, Limits, SandboxPlan
 from airlock.gateway._errors import PolicyError
 from airlock.gateway._model import Obligations, Reason
 
@@ -82,7 +82,27 @@ def _obligations(doc: dict[str, Any], *, allow: bool) -> Obligations:
         # acceptable on a deny, where nothing runs.
         raise _bad("an allow must set every obligations.limits key")
     mode, allowlist, cidrs = _network(network, _bad)
-    return Obligations(Limits(**limits), mode, allowlist, cidrs)
+    return Obligations(Limits(**limits), mode, allowlist, cidrs, _sandbox(doc.get("sandbox", {}), allow=allow))
+
+
+def _sandbox(doc: Any, *, allow: bool) -> SandboxPlan:
+    """obligations.sandbox; absent means ephemeral. A session needs both
+    durations on an allow: "0 = executor default" would hand the choice of
+    how long a container lives to whichever executor runs it."""
+    if not isinstance(doc, dict):
+        raise _bad("'obligations.sandbox' must be an object")
+    mode = doc.get("mode", "ephemeral")
+    if mode not in ("ephemeral", "session"):
+        raise _bad("'obligations.sandbox.mode' must be 'ephemeral' or 'session'")
+    values: dict[str, int] = {}
+    for key in ("idle_ttl_ms", "max_lifetime_ms"):
+        value = doc.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _bad(f"'obligations.sandbox.{key}' must be a non-negative integer")
+        values[key] = value
+    if allow and mode == "session" and not all(values.values()):
+        raise _bad("a session sandbox needs idle_ttl_ms and max_lifetime_ms above 0")
+    return SandboxPlan(mode, values["idle_ttl_ms"], values["max_lifetime_ms"])
 
 
 def _network(

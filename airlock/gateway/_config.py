@@ -61,6 +61,7 @@ DEFAULT_MAX_CONNECTION_IDLE_MS = 120_000
 #: idle connections did it before) and sits far below the fd limit the
 #: gateway raises itself to at start.
 DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_CONNECTIONS_PER_SOCKET = 256
 #: Per principal. Far above what an agent loop does (a few calls a second)
 #: and what the benchmarks drive, while an agent that floods writes at most
 #: a few MB/s of audit log: with the retention `airlock up` sets, the disk
@@ -184,8 +185,17 @@ class Agent:
     roles: tuple[Role, ...] = ("agent",)
     """What this principal may do: ``agent`` (call tools), ``operator``
     (manage the gateway), ``approver`` (decide approvals)."""
+    socket: str | None = None
+    """A Unix socket this agent alone reaches the gateway on (its folder, made by root, is the gateway's with
+    the agent's group, mode 2750): no other local user can connect to it or pose as the gateway there. Served
+    by a gRPC server of its own (``limits.max_connections_per_socket``), and only this agent's credential is
+    accepted on it."""
 
     def __post_init__(self) -> None:
+        # The executor reads an empty principal as "no filter" (ListSandboxes,
+        # EndSandboxes): an agent named "" would see and end everyone's sandboxes.
+        if not self.id.strip():
+            raise ValueError(f"agent id {self.id!r} is empty: each agent needs a non-blank id (its principal)")
         for role in self.roles:
             if role not in ROLES:
                 raise ValueError(f"agent {self.id!r}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
@@ -221,6 +231,8 @@ class Limits:
     """A connection idle this long is closed, so idle connections cannot hoard file descriptors."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     """Open client connections at most; beyond it new ones are refused (kept below the fd limit)."""
+    max_connections_per_socket: int = DEFAULT_MAX_CONNECTIONS_PER_SOCKET
+    """Open connections at most on each agent's own socket (agents[].socket): one agent cannot take another's."""
     calls_per_second: float = DEFAULT_CALLS_PER_SECOND
     """Calls (Decide, Invoke, Observe) one principal may make per second, sustained; above it: rate_limited."""
     calls_burst: int = DEFAULT_CALLS_BURST
@@ -401,6 +413,9 @@ class GatewayConfig:
         ids = [a.id for a in self.agents]
         if len(ids) != len(set(ids)):
             raise ValueError("agents: ids must be unique")
+        sockets = [a.socket for a in self.agents if a.socket]
+        if len(sockets) != len(set(sockets)):
+            raise ValueError("agents: each agent needs a socket of its own")
         if any(a.tls_identity for a in self.agents) and (self.tls is None or self.tls.client_ca_file is None):
             raise ValueError("agents with tls_identity need tls.client_ca_file (mutual TLS)")
         if self.limits.max_arguments_bytes >= self.limits.max_message_bytes:
@@ -434,5 +449,12 @@ def load_gateway_config(path: Path) -> GatewayConfig:
                 archive_dir=rel(cfg.audit.retention.archive_dir) if cfg.audit.retention.archive_dir else None,
             ),
         ),
-        agents=tuple(replace(a, token_file=rel(a.token_file)) if a.token_file else a for a in cfg.agents),
+        agents=tuple(
+            replace(
+                a,
+                token_file=rel(a.token_file) if a.token_file else None,
+                socket=rel(a.socket) if a.socket else None,
+            )
+            for a in cfg.agents
+        ),
     )

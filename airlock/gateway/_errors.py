@@ -33,6 +33,17 @@ class ExecutorError(GatewayError):
     code = "executor_unavailable"
 
 
+class AdmissionError(GatewayError):
+    """A principal over its rate or in-flight cap, on an operation that is
+    not a tool call (ListSessions, EndSession)."""
+
+
+class ForbiddenError(GatewayError):
+    """The principal may not do this (another principal's sessions)."""
+
+    code = "forbidden"
+
+
 # Reason codes the gateway itself produces. Policy codes are added from
 # POLICY_REASON_CODES; anything else is counted as "policy_other".
 INPUT_REASONS = (

@@ -19,7 +19,7 @@ from airlock.common import wire
 from airlock.gateway._audit import SCHEMA_VERSION
 from airlock.gateway._input import FIELD_CAPS, RAW_AUDIT_CHARS, cut, now, principal_doc
 from airlock.gateway._metrics import VERSION
-from airlock.gateway._model import CallInput, Decision, Obligations, Observation, Reason, RunOutcome
+from airlock.gateway._model import CallInput, Decision, Obligations, Observation, Reason, RunOutcome, SessionInfo
 from airlock.v1 import audit_pb2, call_pb2
 
 
@@ -30,6 +30,7 @@ def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
         network=call_pb2.Network(
             mode=mode, egress_allowlist=list(ob.egress_allowlist), egress_allow_cidrs=list(ob.egress_allow_cidrs)
         ),
+        sandbox=wire.sandbox_to_proto(ob.sandbox),
     )
 
 
@@ -67,8 +68,19 @@ def _base(kind: str, inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent
 
 
 def raw_call_doc(inp: CallInput) -> dict[str, Any]:
-    """A call refused before the policy, recorded as it came (cut to bounds)."""
+    """A call refused before the policy, recorded as it came (cut to bounds).
+
+    The arguments stay text (they may not parse: that can be why the call
+    was refused); the audit sink masks them as JSON text, by key name too
+    (airlock/gateway/_mask.py, ``RAW_JSON_FIELDS``). A cut drops the token it
+    falls in, which could be the head of a secret that no pattern would
+    recognise any more."""
     call = inp.call
+    arguments = call.arguments
+    if len(arguments) > RAW_AUDIT_CHARS:
+        head = arguments[:RAW_AUDIT_CHARS]
+        head = head[: max(head.rfind(c) for c in " \t\r\n\"',;:{}[]") + 1]
+        arguments = f"{head}…[{len(arguments) - len(head)} more characters cut]"
     return {
         "principal": principal_doc(inp.principal) if inp.principal else None,
         "call": {
@@ -76,7 +88,7 @@ def raw_call_doc(inp: CallInput) -> dict[str, Any]:
             "item_type": call.item_type,
             "tool": cut(call.tool, FIELD_CAPS["tool"]),
             "session_id": cut(call.session_id, FIELD_CAPS["session_id"]),
-            "arguments_raw": cut(call.arguments, RAW_AUDIT_CHARS),
+            "arguments_raw": arguments,
         },
     }
 
@@ -121,8 +133,32 @@ def execution_event(inp: CallInput, decision: Decision, run: RunOutcome) -> audi
             error=run.error,
             egress=run.egress,
             egress_unrecorded=run.egress_unrecorded,
+            sandbox=wire.use_to_proto(run.sandbox),
         )
     )
+    return event
+
+
+def session_event(
+    event_id: str, *, kind: str, session: SessionInfo | None, code: str, message: str, principal: str = ""
+) -> audit_pb2.AuditEvent:
+    """A session sandbox started or ended (the executor's report), an
+    EndSession request (``principal`` is who asked), or the count of such
+    reports the executor had to drop."""
+    event = audit_pb2.AuditEvent(
+        labels={"component": "gateway", "version": VERSION},
+        schema_version=SCHEMA_VERSION,
+        kind=kind,
+        timestamp=now(),
+        decision_id=event_id,
+        principal=principal or (session.principal if session else ""),
+        session_id=cut(session.session_id, FIELD_CAPS["session_id"]) if session else "",
+        decision="observed",
+        rpc="EndSession" if kind == "session_end" else "",
+    )
+    if session is not None:
+        event.session.CopyFrom(wire.session_to_proto(session))
+    event.reasons.append(call_pb2.Reason(code=code, message=message))
     return event
 
 

@@ -4,6 +4,8 @@ executor's Unix socket, authenticated with the shared executor token."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -12,7 +14,8 @@ from airlock.common._grpc_tls import channel_credentials, channel_options
 from airlock.common._secrets import read_secret_text
 from airlock.gateway._config import ExecutorLink
 from airlock.gateway._errors import ExecutorError
-from airlock.gateway._model import RunOutcome, RunSpec
+from airlock.gateway._model import RunOutcome, RunSpec, SessionInfo
+from airlock.gateway._sessions import Ended, Lost, SandboxUpdate, Snapshot, Started
 from airlock.v1 import executor_pb2, executor_pb2_grpc
 
 
@@ -66,7 +69,7 @@ class GrpcExecutor:
         except StopAsyncIteration as exc:
             raise ExecutorError("executor stream ended before the run started") from exc
         except grpc.aio.AioRpcError as exc:
-            raise ExecutorError(f"executor: {exc.code().name}: {exc.details()}") from exc
+            raise _run_error(exc) from exc
         finally:
             # If our caller is cancelled, cancelling the stream makes the
             # executor kill and remove the container.
@@ -84,7 +87,72 @@ class GrpcExecutor:
             error=result.error,
             egress=tuple(result.egress),
             egress_unrecorded=result.egress_unrecorded,
+            sandbox=wire.use_from_proto(result.sandbox),
         )
+
+    # -- session sandboxes (airlock/gateway/_sessions.py SandboxSource) --------
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._token}"),)
+
+    async def watch_sandboxes(self) -> AsyncIterator[SandboxUpdate]:
+        """The executor's session events until the stream breaks (no
+        deadline: it lasts as long as both processes do)."""
+        call = self._stub.WatchSandboxes(executor_pb2.WatchSandboxesRequest(), metadata=self._metadata())
+        try:
+            async for message in _converted(call):
+                which = message.WhichOneof("event")
+                if which == "snapshot":
+                    yield Snapshot(tuple(wire.session_from_proto(s) for s in message.snapshot.sessions))
+                elif which == "started":
+                    yield Started(wire.session_from_proto(message.started.session))
+                elif which == "ended":
+                    yield Ended(wire.session_from_proto(message.ended.session), message.ended.cause)
+                elif which == "lost":
+                    yield Lost(message.lost.count)
+        finally:
+            call.cancel()
+
+    async def list_sandboxes(self, principal: str) -> list[SessionInfo]:
+        try:
+            found = await self._stub.ListSandboxes(
+                executor_pb2.ListSandboxesRequest(principal=principal), metadata=self._metadata(), timeout=10
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ExecutorError(f"executor: {exc.code().name}: {exc.details()}") from exc
+        return [wire.session_from_proto(s) for s in found.sessions]
+
+    async def end_sandboxes(self, *, sandbox_id: str, principal: str, session_id: str) -> list[SessionInfo]:
+        request = executor_pb2.EndSandboxesRequest(sandbox_id=sandbox_id, principal=principal, session_id=session_id)
+        try:
+            ended = await self._stub.EndSandboxes(request, metadata=self._metadata(), timeout=60)
+        except grpc.aio.AioRpcError as exc:
+            raise ExecutorError(f"executor: {exc.code().name}: {exc.details()}") from exc
+        return [wire.session_from_proto(s) for s in ended.ended]
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+async def _converted(call: Any) -> AsyncIterator[Any]:
+    """The stream's messages; a broken stream is an ExecutorError."""
+    try:
+        async for message in call:
+            yield message
+    except grpc.aio.AioRpcError as exc:
+        raise ExecutorError(f"executor: {exc.code().name}: {exc.details()}") from exc
+
+
+#: Refusals the executor reports with FAILED_PRECONDITION ("code: message"):
+#: the run's error then carries the executor's own code.
+EXECUTOR_REFUSALS = frozenset(
+    {"egress_unavailable", "runtime_unavailable", "image_missing", "image_not_allowed", "spec_invalid", "session_limit"}
+)
+
+
+def _run_error(exc: grpc.aio.AioRpcError) -> ExecutorError:
+    details = exc.details() or ""
+    code, _, message = details.partition(": ")
+    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and code in EXECUTOR_REFUSALS:
+        return ExecutorError(f"executor refused the run: {message}", code=code)
+    return ExecutorError(f"executor: {exc.code().name}: {details}")

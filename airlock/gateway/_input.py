@@ -139,8 +139,10 @@ def build_policy_input(
     decision_id: str,
     arguments: Any,
     counters: Mapping[str, int],
+    session: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The policy input (policies/schema/input.schema.json)."""
+    """The policy input (policies/schema/input.schema.json). ``session``
+    is the session facts (airlock/gateway/_sessions.py SessionView.facts)."""
     call = inp.call
     tool = registry.get(call.tool)
     data = registry.tool_data(call.tool) if tool is not None else None
@@ -163,8 +165,14 @@ def build_policy_input(
             **_requested(call.requested_limits),
         },
         "counters": dict(counters),
+        "session": dict(session) if session is not None else no_session_facts(call.session_id),
         "request": {"rpc": inp.rpc, "decision_id": decision_id, "time": now()},
     }
+
+
+def no_session_facts(session_id: str) -> dict[str, Any]:
+    """``input.session`` when nothing is known of the session's sandboxes."""
+    return {"id": session_id, "sandbox": {"exists": False, "count": 0, "age_seconds": 0, "calls": 0}}
 
 
 def _requested(limits: Limits | None) -> dict[str, Any]:

@@ -23,15 +23,24 @@ from airlock.common._secrets import SecretFileError, check_secret_file, read_sec
 from airlock.gateway._audit import JsonlAuditSink
 from airlock.gateway._auth import Authenticator
 from airlock.gateway._budget import CallCounters
-from airlock.gateway._config import GatewayConfig, load_gateway_config
+from airlock.gateway._config import GatewayConfig, Limits, load_gateway_config
 from airlock.gateway._core import CoreSettings, Gateway
 from airlock.gateway._errors import AuditError, PolicyError
+from airlock.gateway._events import session_event
 from airlock.gateway._executor_client import GrpcExecutor
 from airlock.gateway._mask import Masker
 from airlock.gateway._metrics import GatewayMetrics
 from airlock.gateway._policy import OpaClient
 from airlock.gateway._registry import load_registry
-from airlock.gateway._server import NOT_SERVING, SERVING, AuthInterceptor, GatewayServicer, add_standard_services
+from airlock.gateway._server import (
+    NOT_SERVING,
+    SERVING,
+    AuthInterceptor,
+    GatewayServicer,
+    add_standard_services,
+    prepare_agent_socket,
+)
+from airlock.gateway._sessions import SessionService, SessionView
 from airlock.v1 import gateway_pb2_grpc
 
 log = logging.getLogger("airlock.gateway")
@@ -138,24 +147,67 @@ def _raise_fd_limit(needed: int) -> None:
         )
 
 
-async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
-    _raise_fd_limit(cfg.limits.max_connections + FD_HEADROOM)
-    registry = load_registry(Path(cfg.registry))
-    prom = CollectorRegistry()
-    metrics = GatewayMetrics(prom, registry.tools.keys(), {a.profile for a in cfg.agents})
-    opa_token = read_secret_text(cfg.opa.token_file, "OPA token file") if cfg.opa.token_file else None
-    policy = OpaClient(
-        cfg.opa.url,
-        cfg.opa.timeout_ms,
-        token=opa_token,
-        ssl=cfg.opa.tls.ssl_context() if cfg.opa.tls else None,
+def _fds_needed(cfg: GatewayConfig) -> int:
+    own_sockets = sum(1 for a in cfg.agents if a.socket)
+    return cfg.limits.max_connections + own_sockets * cfg.limits.max_connections_per_socket + FD_HEADROOM
+
+
+def _grpc_server(limits: Limits, interceptor: AuthInterceptor, max_connections: int) -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[interceptor],
+        # What bounds the load is the connection cap times the streams per
+        # connection, then the per-principal caps in the core; gRPC's own
+        # RPC cap sits above that product (see Limits.max_concurrent_rpcs).
+        # Idle connections are closed and old ones recycled, so held
+        # connections cannot hoard descriptors for ever.
+        maximum_concurrent_rpcs=max_connections * limits.max_concurrent_streams + 64,
+        options=[
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
+            ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+            ("grpc.max_connection_idle_ms", limits.max_connection_idle_ms),
+            ("grpc.max_connection_age_ms", limits.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", limits.max_connection_age_grace_ms),
+            ("grpc.max_allowed_incoming_connections", max_connections),
+            # A client must finish its TLS/HTTP2 handshake promptly.
+            ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+            ("grpc.http2.max_pings_without_data", 2),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
     )
-    executor = GrpcExecutor(cfg.executor, cfg.limits.max_message_bytes)
+
+
+async def _agent_servers(
+    cfg: GatewayConfig, authenticator: Authenticator, servicer: GatewayServicer
+) -> list[grpc.aio.Server]:
+    """One gRPC server per agent socket: its own connection cap, so an agent
+    that opens connections by the hundred takes only its own; and the
+    socket's file mode, not a TCP port anyone may bind once the gateway is
+    gone, is what lets the agent reach the gateway."""
+    servers = []
+    for agent in cfg.agents:
+        if agent.socket is None:
+            continue
+        path = Path(agent.socket)
+        prepare_agent_socket(path)
+        only = AuthInterceptor(authenticator, only=agent.id)
+        own = _grpc_server(cfg.limits, only, cfg.limits.max_connections_per_socket)
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, own)
+        if own.add_insecure_port(f"unix:{path}") == 0:
+            raise OSError(f"cannot listen on {path}")
+        await own.start()
+        # Made with the umask's mode (no write for the group: no one can
+        # connect yet); the folder's setgid bit gave it the agent's group.
+        await asyncio.to_thread(path.chmod, 0o660)
+        servers.append(own)
+    return servers
+
+
+async def _audit_sink(cfg: GatewayConfig, metrics: GatewayMetrics, health_state: _HealthState) -> JsonlAuditSink:
     if cfg.audit.signing_key_file is None:
         raise ConfigError(str(cfg.audit.path), "audit.signing_key_file", "required to serve (signs audit checkpoints)")
     key = await asyncio.to_thread(_read_key, cfg.audit.signing_key_file)
     mask = cfg.audit.mask
-    health_state = _HealthState()
     audit = JsonlAuditSink(
         Path(cfg.audit.path),
         signing_key=key,
@@ -171,6 +223,25 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     metrics.audit_last_seq.set_function(lambda: audit.last_seq)
     metrics.audit_last_signed_seq.set_function(lambda: audit.last_signed_seq)
     metrics.audit_healthy.set_function(lambda: 1.0 if audit.healthy else 0.0)
+    return audit
+
+
+async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
+    _raise_fd_limit(_fds_needed(cfg))
+    registry = load_registry(Path(cfg.registry))
+    prom = CollectorRegistry()
+    metrics = GatewayMetrics(prom, registry.tools.keys(), {a.profile for a in cfg.agents})
+    opa_token = read_secret_text(cfg.opa.token_file, "OPA token file") if cfg.opa.token_file else None
+    policy = OpaClient(
+        cfg.opa.url,
+        cfg.opa.timeout_ms,
+        token=opa_token,
+        ssl=cfg.opa.tls.ssl_context() if cfg.opa.tls else None,
+    )
+    executor = GrpcExecutor(cfg.executor, cfg.limits.max_message_bytes)
+    health_state = _HealthState()
+    audit = await _audit_sink(cfg, metrics, health_state)
+    view = SessionView()
     core = Gateway(
         registry=registry,
         policy=policy,
@@ -179,31 +250,16 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
         metrics=metrics,
         settings=core_settings(cfg),
         counters=CallCounters(cfg.budget.window_seconds),
+        sessions=view,
     )
-    limits = cfg.limits
-    server = grpc.aio.server(
-        interceptors=[AuthInterceptor(Authenticator(cfg.agents))],
-        # What bounds the load is the connection cap times the streams per
-        # connection, then the per-principal caps in the core; gRPC's own
-        # RPC cap sits above that product (see Limits.max_concurrent_rpcs).
-        # Idle connections are closed and old ones recycled, so held
-        # connections cannot hoard descriptors for ever.
-        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-        options=[
-            ("grpc.max_receive_message_length", limits.max_message_bytes),
-            ("grpc.max_send_message_length", limits.max_message_bytes),
-            ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
-            ("grpc.max_connection_idle_ms", limits.max_connection_idle_ms),
-            ("grpc.max_connection_age_ms", limits.max_connection_age_ms),
-            ("grpc.max_connection_age_grace_ms", limits.max_connection_age_grace_ms),
-            ("grpc.max_allowed_incoming_connections", limits.max_connections),
-            # A client must finish its TLS/HTTP2 handshake promptly.
-            ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
-            ("grpc.http2.max_pings_without_data", 2),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ],
-    )
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(core), server)
+    sessions = SessionService(executor, view, core.record, session_event)
+    metrics.sessions_live.set_function(lambda: len(view.list()))
+    metrics.session_stream_up.set_function(lambda: 1.0 if sessions.connected else 0.0)
+    authenticator = Authenticator(cfg.agents)
+    servicer = GatewayServicer(core, sessions)
+    server = _grpc_server(cfg.limits, AuthInterceptor(authenticator), cfg.limits.max_connections)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+    own = await _agent_servers(cfg, authenticator, servicer)
     health = add_standard_services(server)
     health_state.bind(health)
     if cfg.tls is not None:
@@ -227,11 +283,14 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     write_ready_file(ready_file, {"listen": f"{host}:{port}", "metrics": metrics_url, "audit": cfg.audit.path})
     stop = stop_event()
     watcher = asyncio.get_running_loop().create_task(_watch_registry(Path(cfg.registry), core, stop))
+    # Session starts and ends, reported by the executor, into the audit log.
+    session_watch = asyncio.get_running_loop().create_task(sessions.watch())
     await stop.wait()
     watcher.cancel()
+    session_watch.cancel()
     await core.close()
     await health.enter_graceful_shutdown()
-    await server.stop(grace=5)
+    await asyncio.gather(server.stop(grace=5), *(o.stop(grace=5) for o in own))
     await policy.close()
     await executor.close()
     audit.close()

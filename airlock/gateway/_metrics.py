@@ -113,6 +113,16 @@ class GatewayMetrics:
             "its history out of the gateway's reach: a log whose signed checkpoints end below it lost events.",
             registry=registry,
         )
+        self.sessions_live = Gauge(
+            "airlock_gateway_sessions_live",
+            "Session sandboxes the gateway knows to be live (from the executor's stream and run results).",
+            registry=registry,
+        )
+        self.session_stream_up = Gauge(
+            "airlock_gateway_session_stream_up",
+            "1 while the executor's session event stream is connected (session starts and ends reach the audit log).",
+            registry=registry,
+        )
         # Touch every label combination so dashboards see zeros, not gaps.
         for tool in (*sorted(self._tools), UNREGISTERED):
             for outcome in OUTCOMES:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from airlock.common.wire import Limits, RunSpec
+from airlock.common.wire import Limits, RunSpec, SandboxPlan, SandboxUse, SessionInfo
 
 #: The item types a registry entry may have.
 ItemTypeName = Literal[
@@ -82,6 +82,8 @@ class Obligations:
     egress_allowlist: tuple[str, ...] = ()
     #: Always-denied networks the registry explicitly opens (egress_allow_cidrs).
     egress_allow_cidrs: tuple[str, ...] = ()
+    #: Where the call runs: its own container, or its session's.
+    sandbox: SandboxPlan = field(default_factory=SandboxPlan)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ class RunOutcome:
     #: messages, copied into the execution audit event as they are).
     egress: tuple[Any, ...] = ()
     egress_unrecorded: int = 0
+    #: Where it ran (mode, container, pool claim, session).
+    sandbox: SandboxUse = field(default_factory=SandboxUse)
 
 
 @dataclass(frozen=True)
@@ -185,4 +189,7 @@ __all__ = [
     "Role",
     "RunOutcome",
     "RunSpec",
+    "SandboxPlan",
+    "SandboxUse",
+    "SessionInfo",
 ]

@@ -96,6 +96,31 @@ class ToolLimits:
 
 
 @dataclass(frozen=True)
+class ToolSandbox:
+    """Where the tool runs by default; the policy decides per call
+    (obligations.sandbox) and may only keep or tighten this."""
+
+    mode: Literal["ephemeral", "session"] = "ephemeral"
+    """ephemeral: a container of its own per call (the default); session: the session's container, in which
+    files under /work persist from one call of the session to the next (processes never do)."""
+    idle_ttl: int | str = "10m"
+    """A session container ends this long after its last call (``10m``)."""
+    max_lifetime: int | str = "1h"
+    """... and this long after it started (``1h``)."""
+
+    def __post_init__(self) -> None:
+        if parse_duration_ms(self.idle_ttl) <= 0 or parse_duration_ms(self.max_lifetime) <= 0:
+            raise ValueError("sandbox.idle_ttl and sandbox.max_lifetime must be > 0")
+
+    def as_policy_data(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "idle_ttl_ms": parse_duration_ms(self.idle_ttl),
+            "max_lifetime_ms": parse_duration_ms(self.max_lifetime),
+        }
+
+
+@dataclass(frozen=True)
 class Tool:
     """One registered tool."""
 
@@ -124,6 +149,8 @@ class Tool:
     """The only environment variables the container gets."""
     limits: ToolLimits = field(default_factory=ToolLimits)
     """The tool's own resource caps."""
+    sandbox: ToolSandbox = field(default_factory=ToolSandbox)
+    """Where it runs by default: its own container per call, or the session's."""
 
     def _check_egress(self) -> None:
         for key in ("egress_allowlist", "egress_allow_cidrs"):
@@ -144,6 +171,8 @@ class Tool:
             raise ValueError("argv must not be empty")
         elif not self.image:
             raise ValueError("image must not be empty")
+        if self.sandbox.mode == "session" and self.item_type in HOSTED_ITEM_TYPES:
+            raise ValueError("a hosted tool runs nothing here: it has no session sandbox")
         self._check_egress()
         schema = _plain(self.parameters)
         try:
@@ -199,6 +228,7 @@ class Registry:
             "runtime": tool.runtime,
             "env": dict(tool.env),
             "limits": tool.limits.as_policy_limits(),
+            "sandbox": tool.sandbox.as_policy_data(),
         }
 
     def as_policy_data(self) -> dict[str, Any]:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
+import stat
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,12 +22,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from airlock.common import wire
+from airlock.common import ConfigError, wire
 from airlock.gateway._auth import Authenticator
 from airlock.gateway._core import Gateway
-from airlock.gateway._errors import PolicyError
+from airlock.gateway._errors import ExecutorError, GatewayError, PolicyError
 from airlock.gateway._events import obligations_to_proto
 from airlock.gateway._model import Call, CallInput, Decision, Limits, Observation, Principal, RunOutcome
+from airlock.gateway._sessions import SessionService
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 _SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -41,8 +45,13 @@ _STATUS = {
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, authenticator: Authenticator) -> None:
+    """``only``: on an agent's own socket, that agent's credential is the
+    only one accepted (the socket's file mode already lets no other local
+    user connect; this keeps a leaked token from being used there)."""
+
+    def __init__(self, authenticator: Authenticator, only: str | None = None) -> None:
         self._auth = authenticator
+        self._only = only
 
     async def intercept_service(
         self,
@@ -56,9 +65,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metadata = tuple(details.invocation_metadata or ())
         inner = handler.unary_unary
         auth = self._auth
+        only = self._only
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            token = _AUTHN.set(auth.authenticate(metadata, context.auth_context()))
+            principal, why = auth.authenticate(metadata, context.auth_context())
+            if only is not None and principal is not None and principal.id != only:
+                principal, why = None, f"this socket serves agent {only!r} only"
+            token = _AUTHN.set((principal, why))
             try:
                 return await inner(request, context)
             finally:
@@ -95,8 +108,9 @@ async def _refuse(context: grpc.aio.ServicerContext[Any, Any], decision: Decisio
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, sessions: SessionService | None = None) -> None:
         self._gw = gateway
+        self._sessions = sessions
 
     @staticmethod
     def _input(call: call_pb2.ToolCall, rpc: str) -> CallInput:
@@ -190,6 +204,64 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             )
         return gateway_pb2.ObserveResponse(event_id=observed.event_id)
 
+    async def ListSessions(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.ListSessionsResponse:
+        principal = await self._principal(context)
+        try:
+            with self._gw.admitted(principal):
+                found = await self._service(context).listed(principal, everyone=request.all)
+        except GatewayError as exc:
+            await context.abort(_ERROR_STATUS.get(exc.code, grpc.StatusCode.UNAVAILABLE), f"{exc.code}: {exc}")
+            raise  # unreachable: abort raises
+        return gateway_pb2.ListSessionsResponse(sessions=[wire.session_to_proto(s) for s in found])
+
+    async def EndSession(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.EndSessionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.EndSessionResponse:
+        principal = await self._principal(context)
+        if (
+            bool(request.session_id) == bool(request.sandbox_id)
+            or max(len(request.session_id), len(request.sandbox_id)) > MAX_ID_CHARS
+        ):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"give exactly one of session_id and sandbox_id, at most {MAX_ID_CHARS} characters",
+            )
+        try:
+            with self._gw.admitted(principal):
+                ended = await self._service(context).end(
+                    principal, session_id=request.session_id, sandbox_id=request.sandbox_id
+                )
+        except GatewayError as exc:
+            await context.abort(_ERROR_STATUS.get(exc.code, grpc.StatusCode.UNAVAILABLE), f"{exc.code}: {exc}")
+            raise  # unreachable: abort raises
+        return gateway_pb2.EndSessionResponse(ended=[wire.session_to_proto(s) for s in ended])
+
+    @staticmethod
+    async def _principal(context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        principal, err = _AUTHN.get((None, "not authenticated"))
+        if principal is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, err)
+        assert principal is not None
+        return principal
+
+    def _service(self, _context: grpc.aio.ServicerContext[Any, Any]) -> SessionService:
+        if self._sessions is None:
+            raise ExecutorError("this gateway has no executor", code="executor_unavailable")
+        return self._sessions
+
+
+#: Session operations' errors -> gRPC status.
+_ERROR_STATUS = {
+    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "too_many_in_flight": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "forbidden": grpc.StatusCode.PERMISSION_DENIED,
+    "executor_unavailable": grpc.StatusCode.UNAVAILABLE,
+}
+#: The longest session or sandbox id EndSession takes (as ToolCall.session_id).
+MAX_ID_CHARS = 256
+
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
@@ -205,6 +277,7 @@ def _run_to_proto(run: RunOutcome) -> executor_pb2.RunResult:
         duration_ms=run.duration_ms,
         container_start_ms=run.container_start_ms,
         error=run.error,
+        sandbox=wire.use_to_proto(run.sandbox),
     )
 
 
@@ -220,3 +293,33 @@ def add_standard_services(server: grpc.aio.Server) -> health.aio.HealthServicer:
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+#: The longest a Unix socket path may be (sun_path less its NUL).
+MAX_SOCKET_PATH = 107
+
+
+def prepare_agent_socket(path: Path) -> None:
+    """An agent socket's folder must be ours, not a symlink, and writable by
+    no one else (so no one else can put a socket there); ``airlock up``
+    makes it 2750 with the agent's group. Missing, it is made 0700 (a
+    single-user stack). A stale socket from an earlier run is removed."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ConfigError(str(path), "agents[].socket", f"a Unix socket path must be at most {MAX_SOCKET_PATH} bytes")
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True)
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(str(folder), "agents[].socket", "the socket's folder must be a real folder")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise ConfigError(
+            str(folder),
+            "agents[].socket",
+            "the socket's folder must be the gateway's own and writable by no one else "
+            f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})",
+        )
+    if path.is_socket():
+        path.unlink()
+    elif path.exists() or path.is_symlink():
+        raise ConfigError(str(path), "agents[].socket", "something other than a socket is in the way")

@@ -26,6 +26,12 @@ class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NETWORK_MODE_NONE: _ClassVar[NetworkMode]
     NETWORK_MODE_EGRESS: _ClassVar[NetworkMode]
 
+class SandboxMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SANDBOX_MODE_UNSPECIFIED: _ClassVar[SandboxMode]
+    SANDBOX_MODE_EPHEMERAL: _ClassVar[SandboxMode]
+    SANDBOX_MODE_SESSION: _ClassVar[SandboxMode]
+
 class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VERDICT_UNSPECIFIED: _ClassVar[Verdict]
@@ -44,6 +50,9 @@ ITEM_TYPE_MCP_CALL: ItemType
 NETWORK_MODE_UNSPECIFIED: NetworkMode
 NETWORK_MODE_NONE: NetworkMode
 NETWORK_MODE_EGRESS: NetworkMode
+SANDBOX_MODE_UNSPECIFIED: SandboxMode
+SANDBOX_MODE_EPHEMERAL: SandboxMode
+SANDBOX_MODE_SESSION: SandboxMode
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_ALLOW: Verdict
 VERDICT_DENY: Verdict
@@ -124,13 +133,25 @@ class EgressConnection(_message.Message):
     cut: str
     def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., address: _Optional[str] = ..., bytes_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cut: _Optional[str] = ...) -> None: ...
 
+class Sandbox(_message.Message):
+    __slots__ = ("mode", "idle_ttl_ms", "max_lifetime_ms")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIFETIME_MS_FIELD_NUMBER: _ClassVar[int]
+    mode: SandboxMode
+    idle_ttl_ms: int
+    max_lifetime_ms: int
+    def __init__(self, mode: _Optional[_Union[SandboxMode, str]] = ..., idle_ttl_ms: _Optional[int] = ..., max_lifetime_ms: _Optional[int] = ...) -> None: ...
+
 class Obligations(_message.Message):
-    __slots__ = ("limits", "network")
+    __slots__ = ("limits", "network", "sandbox")
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
     limits: Limits
     network: Network
-    def __init__(self, limits: _Optional[_Union[Limits, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ...) -> None: ...
+    sandbox: Sandbox
+    def __init__(self, limits: _Optional[_Union[Limits, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., sandbox: _Optional[_Union[Sandbox, _Mapping]] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("decision_id", "verdict", "reasons", "obligations", "policy_revision", "principal", "shadow_reasons")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from airlock.v1 import call_pb2 as airlock_dot_v1_dot_call__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61irlock/v1/executor.proto\x12\nairlock.v1\x1a\x15\x61irlock/v1/call.proto\"\xbb\x02\n\x07RunSpec\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n\x04tool\x18\x02 \x01(\tR\x04tool\x12\x14\n\x05image\x18\x03 \x01(\tR\x05image\x12\x12\n\x04\x61rgv\x18\x04 \x03(\tR\x04\x61rgv\x12.\n\x03\x65nv\x18\x05 \x03(\x0b\x32\x1c.airlock.v1.RunSpec.EnvEntryR\x03\x65nv\x12*\n\x06limits\x18\x06 \x01(\x0b\x32\x12.airlock.v1.LimitsR\x06limits\x12-\n\x07network\x18\x07 \x01(\x0b\x32\x13.airlock.v1.NetworkR\x07network\x12\x18\n\x07runtime\x18\x08 \x01(\tR\x07runtime\x1a\x36\n\x08\x45nvEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"5\n\nRunRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.airlock.v1.RunSpecR\x04spec\"\x90\x03\n\tRunResult\x12-\n\x07outcome\x18\x01 \x01(\x0e\x32\x13.airlock.v1.OutcomeR\x07outcome\x12\x1b\n\texit_code\x18\x02 \x01(\x05R\x08\x65xitCode\x12)\n\x10output_truncated\x18\x03 \x01(\x08R\x0foutputTruncated\x12!\n\x0cstdout_bytes\x18\x04 \x01(\x03R\x0bstdoutBytes\x12!\n\x0cstderr_bytes\x18\x05 \x01(\x03R\x0bstderrBytes\x12\x1f\n\x0b\x64uration_ms\x18\x06 \x01(\x03R\ndurationMs\x12,\n\x12\x63ontainer_start_ms\x18\x07 \x01(\x03R\x10\x63ontainerStartMs\x12\x14\n\x05\x65rror\x18\x08 \x01(\tR\x05\x65rror\x12\x34\n\x06\x65gress\x18\t \x03(\x0b\x32\x1c.airlock.v1.EgressConnectionR\x06\x65gress\x12+\n\x11\x65gress_unrecorded\x18\n \x01(\x03R\x10\x65gressUnrecorded\"M\n\x0bOutputChunk\x12*\n\x06stream\x18\x01 \x01(\x0e\x32\x12.airlock.v1.StreamR\x06stream\x12\x12\n\x04\x64\x61ta\x18\x02 \x01(\x0cR\x04\x64\x61ta\",\n\x07Started\x12!\n\x0c\x63ontainer_id\x18\x01 \x01(\tR\x0b\x63ontainerId\"\xab\x01\n\x0bRunResponse\x12/\n\x07started\x18\x01 \x01(\x0b\x32\x13.airlock.v1.StartedH\x00R\x07started\x12\x31\n\x06output\x18\x02 \x01(\x0b\x32\x17.airlock.v1.OutputChunkH\x00R\x06output\x12/\n\x06result\x18\x03 \x01(\x0b\x32\x15.airlock.v1.RunResultH\x00R\x06resultB\x07\n\x05\x65vent\"&\n\rCancelRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"&\n\x0e\x43\x61ncelResponse\x12\x14\n\x05\x66ound\x18\x01 \x01(\x08R\x05\x66ound*\xa0\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x18\n\x14OUTCOME_NONZERO_EXIT\x10\x02\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x03\x12\x16\n\x12OUTCOME_OOM_KILLED\x10\x04\x12\x12\n\x0eOUTCOME_KILLED\x10\x05\x12\x11\n\rOUTCOME_ERROR\x10\x06*F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02\x32\x8c\x01\n\x0f\x45xecutorService\x12\x38\n\x03Run\x12\x16.airlock.v1.RunRequest\x1a\x17.airlock.v1.RunResponse0\x01\x12?\n\x06\x43\x61ncel\x12\x19.airlock.v1.CancelRequest\x1a\x1a.airlock.v1.CancelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61irlock/v1/executor.proto\x12\nairlock.v1\x1a\x15\x61irlock/v1/call.proto\"\xa7\x03\n\x07RunSpec\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n\x04tool\x18\x02 \x01(\tR\x04tool\x12\x14\n\x05image\x18\x03 \x01(\tR\x05image\x12\x12\n\x04\x61rgv\x18\x04 \x03(\tR\x04\x61rgv\x12.\n\x03\x65nv\x18\x05 \x03(\x0b\x32\x1c.airlock.v1.RunSpec.EnvEntryR\x03\x65nv\x12*\n\x06limits\x18\x06 \x01(\x0b\x32\x12.airlock.v1.LimitsR\x06limits\x12-\n\x07network\x18\x07 \x01(\x0b\x32\x13.airlock.v1.NetworkR\x07network\x12\x18\n\x07runtime\x18\x08 \x01(\tR\x07runtime\x12\x1c\n\tprincipal\x18\t \x01(\tR\tprincipal\x12\x1d\n\nsession_id\x18\n \x01(\tR\tsessionId\x12-\n\x07sandbox\x18\x0b \x01(\x0b\x32\x13.airlock.v1.SandboxR\x07sandbox\x1a\x36\n\x08\x45nvEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"5\n\nRunRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.airlock.v1.RunSpecR\x04spec\"\xc2\x03\n\tRunResult\x12-\n\x07outcome\x18\x01 \x01(\x0e\x32\x13.airlock.v1.OutcomeR\x07outcome\x12\x1b\n\texit_code\x18\x02 \x01(\x05R\x08\x65xitCode\x12)\n\x10output_truncated\x18\x03 \x01(\x08R\x0foutputTruncated\x12!\n\x0cstdout_bytes\x18\x04 \x01(\x03R\x0bstdoutBytes\x12!\n\x0cstderr_bytes\x18\x05 \x01(\x03R\x0bstderrBytes\x12\x1f\n\x0b\x64uration_ms\x18\x06 \x01(\x03R\ndurationMs\x12,\n\x12\x63ontainer_start_ms\x18\x07 \x01(\x03R\x10\x63ontainerStartMs\x12\x14\n\x05\x65rror\x18\x08 \x01(\tR\x05\x65rror\x12\x34\n\x06\x65gress\x18\t \x03(\x0b\x32\x1c.airlock.v1.EgressConnectionR\x06\x65gress\x12+\n\x11\x65gress_unrecorded\x18\n \x01(\x03R\x10\x65gressUnrecorded\x12\x30\n\x07sandbox\x18\x0b \x01(\x0b\x32\x16.airlock.v1.SandboxUseR\x07sandbox\"\xff\x01\n\nSandboxUse\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x17.airlock.v1.SandboxModeR\x04mode\x12!\n\x0c\x63ontainer_id\x18\x02 \x01(\tR\x0b\x63ontainerId\x12\x1d\n\nsandbox_id\x18\x03 \x01(\tR\tsandboxId\x12\x19\n\x08pool_hit\x18\x04 \x01(\x08R\x07poolHit\x12\x19\n\x08\x63laim_ms\x18\x05 \x01(\x03R\x07\x63laimMs\x12\'\n\x0fsession_started\x18\x06 \x01(\x08R\x0esessionStarted\x12#\n\rsession_calls\x18\x07 \x01(\x03R\x0csessionCalls\"M\n\x0bOutputChunk\x12*\n\x06stream\x18\x01 \x01(\x0e\x32\x12.airlock.v1.StreamR\x06stream\x12\x12\n\x04\x64\x61ta\x18\x02 \x01(\x0cR\x04\x64\x61ta\",\n\x07Started\x12!\n\x0c\x63ontainer_id\x18\x01 \x01(\tR\x0b\x63ontainerId\"\xab\x01\n\x0bRunResponse\x12/\n\x07started\x18\x01 \x01(\x0b\x32\x13.airlock.v1.StartedH\x00R\x07started\x12\x31\n\x06output\x18\x02 \x01(\x0b\x32\x17.airlock.v1.OutputChunkH\x00R\x06output\x12/\n\x06result\x18\x03 \x01(\x0b\x32\x15.airlock.v1.RunResultH\x00R\x06resultB\x07\n\x05\x65vent\"&\n\rCancelRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"&\n\x0e\x43\x61ncelResponse\x12\x14\n\x05\x66ound\x18\x01 \x01(\x08R\x05\x66ound\"\xa6\x03\n\x0bSessionInfo\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1c\n\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\x14\n\x05image\x18\x04 \x01(\tR\x05image\x12\x18\n\x07runtime\x18\x05 \x01(\tR\x07runtime\x12!\n\x0c\x63ontainer_id\x18\x06 \x01(\tR\x0b\x63ontainerId\x12&\n\x0fstarted_unix_ms\x18\x07 \x01(\x03R\rstartedUnixMs\x12)\n\x11last_used_unix_ms\x18\x08 \x01(\x03R\x0elastUsedUnixMs\x12\x14\n\x05\x63\x61lls\x18\t \x01(\x03R\x05\x63\x61lls\x12\x1e\n\x0bidle_ttl_ms\x18\n \x01(\x03R\tidleTtlMs\x12&\n\x0fmax_lifetime_ms\x18\x0b \x01(\x03R\rmaxLifetimeMs\x12\x18\n\x07network\x18\x0c \x01(\tR\x07network\x12\x1d\n\npool_label\x18\r \x01(\tR\tpoolLabel\"4\n\x14ListSandboxesRequest\x12\x1c\n\tprincipal\x18\x01 \x01(\tR\tprincipal\"L\n\x15ListSandboxesResponse\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x08sessions\"q\n\x13\x45ndSandboxesRequest\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1c\n\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\"E\n\x14\x45ndSandboxesResponse\x12-\n\x05\x65nded\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x05\x65nded\"\x17\n\x15WatchSandboxesRequest\"\xa4\x04\n\x16WatchSandboxesResponse\x12I\n\x08snapshot\x18\x01 \x01(\x0b\x32+.airlock.v1.WatchSandboxesResponse.SnapshotH\x00R\x08snapshot\x12\x46\n\x07started\x18\x02 \x01(\x0b\x32*.airlock.v1.WatchSandboxesResponse.StartedH\x00R\x07started\x12@\n\x05\x65nded\x18\x03 \x01(\x0b\x32(.airlock.v1.WatchSandboxesResponse.EndedH\x00R\x05\x65nded\x12=\n\x04lost\x18\x04 \x01(\x0b\x32\'.airlock.v1.WatchSandboxesResponse.LostH\x00R\x04lost\x1a?\n\x08Snapshot\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x08sessions\x1a<\n\x07Started\x12\x31\n\x07session\x18\x01 \x01(\x0b\x32\x17.airlock.v1.SessionInfoR\x07session\x1aP\n\x05\x45nded\x12\x31\n\x07session\x18\x01 \x01(\x0b\x32\x17.airlock.v1.SessionInfoR\x07session\x12\x14\n\x05\x63\x61use\x18\x02 \x01(\tR\x05\x63\x61use\x1a\x1c\n\x04Lost\x12\x14\n\x05\x63ount\x18\x01 \x01(\x03R\x05\x63ountB\x07\n\x05\x65vent*\xa0\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x18\n\x14OUTCOME_NONZERO_EXIT\x10\x02\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x03\x12\x16\n\x12OUTCOME_OOM_KILLED\x10\x04\x12\x12\n\x0eOUTCOME_KILLED\x10\x05\x12\x11\n\rOUTCOME_ERROR\x10\x06*F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02\x32\x90\x03\n\x0f\x45xecutorService\x12\x38\n\x03Run\x12\x16.airlock.v1.RunRequest\x1a\x17.airlock.v1.RunResponse0\x01\x12?\n\x06\x43\x61ncel\x12\x19.airlock.v1.CancelRequest\x1a\x1a.airlock.v1.CancelResponse\x12T\n\rListSandboxes\x12 .airlock.v1.ListSandboxesRequest\x1a!.airlock.v1.ListSandboxesResponse\x12Q\n\x0c\x45ndSandboxes\x12\x1f.airlock.v1.EndSandboxesRequest\x1a .airlock.v1.EndSandboxesResponse\x12Y\n\x0eWatchSandboxes\x12!.airlock.v1.WatchSandboxesRequest\x1a\".airlock.v1.WatchSandboxesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,28 +34,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNSPEC_ENVENTRY']._loaded_options = None
   _globals['_RUNSPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=1220
-  _globals['_OUTCOME']._serialized_end=1380
-  _globals['_STREAM']._serialized_start=1382
-  _globals['_STREAM']._serialized_end=1452
+  _globals['_OUTCOME']._serialized_start=2955
+  _globals['_OUTCOME']._serialized_end=3115
+  _globals['_STREAM']._serialized_start=3117
+  _globals['_STREAM']._serialized_end=3187
   _globals['_RUNSPEC']._serialized_start=65
-  _globals['_RUNSPEC']._serialized_end=380
-  _globals['_RUNSPEC_ENVENTRY']._serialized_start=326
-  _globals['_RUNSPEC_ENVENTRY']._serialized_end=380
-  _globals['_RUNREQUEST']._serialized_start=382
-  _globals['_RUNREQUEST']._serialized_end=435
-  _globals['_RUNRESULT']._serialized_start=438
-  _globals['_RUNRESULT']._serialized_end=838
-  _globals['_OUTPUTCHUNK']._serialized_start=840
-  _globals['_OUTPUTCHUNK']._serialized_end=917
-  _globals['_STARTED']._serialized_start=919
-  _globals['_STARTED']._serialized_end=963
-  _globals['_RUNRESPONSE']._serialized_start=966
-  _globals['_RUNRESPONSE']._serialized_end=1137
-  _globals['_CANCELREQUEST']._serialized_start=1139
-  _globals['_CANCELREQUEST']._serialized_end=1177
-  _globals['_CANCELRESPONSE']._serialized_start=1179
-  _globals['_CANCELRESPONSE']._serialized_end=1217
-  _globals['_EXECUTORSERVICE']._serialized_start=1455
-  _globals['_EXECUTORSERVICE']._serialized_end=1595
+  _globals['_RUNSPEC']._serialized_end=488
+  _globals['_RUNSPEC_ENVENTRY']._serialized_start=434
+  _globals['_RUNSPEC_ENVENTRY']._serialized_end=488
+  _globals['_RUNREQUEST']._serialized_start=490
+  _globals['_RUNREQUEST']._serialized_end=543
+  _globals['_RUNRESULT']._serialized_start=546
+  _globals['_RUNRESULT']._serialized_end=996
+  _globals['_SANDBOXUSE']._serialized_start=999
+  _globals['_SANDBOXUSE']._serialized_end=1254
+  _globals['_OUTPUTCHUNK']._serialized_start=1256
+  _globals['_OUTPUTCHUNK']._serialized_end=1333
+  _globals['_STARTED']._serialized_start=1335
+  _globals['_STARTED']._serialized_end=1379
+  _globals['_RUNRESPONSE']._serialized_start=1382
+  _globals['_RUNRESPONSE']._serialized_end=1553
+  _globals['_CANCELREQUEST']._serialized_start=1555
+  _globals['_CANCELREQUEST']._serialized_end=1593
+  _globals['_CANCELRESPONSE']._serialized_start=1595
+  _globals['_CANCELRESPONSE']._serialized_end=1633
+  _globals['_SESSIONINFO']._serialized_start=1636
+  _globals['_SESSIONINFO']._serialized_end=2058
+  _globals['_LISTSANDBOXESREQUEST']._serialized_start=2060
+  _globals['_LISTSANDBOXESREQUEST']._serialized_end=2112
+  _globals['_LISTSANDBOXESRESPONSE']._serialized_start=2114
+  _globals['_LISTSANDBOXESRESPONSE']._serialized_end=2190
+  _globals['_ENDSANDBOXESREQUEST']._serialized_start=2192
+  _globals['_ENDSANDBOXESREQUEST']._serialized_end=2305
+  _globals['_ENDSANDBOXESRESPONSE']._serialized_start=2307
+  _globals['_ENDSANDBOXESRESPONSE']._serialized_end=2376
+  _globals['_WATCHSANDBOXESREQUEST']._serialized_start=2378
+  _globals['_WATCHSANDBOXESREQUEST']._serialized_end=2401
+  _globals['_WATCHSANDBOXESRESPONSE']._serialized_start=2404
+  _globals['_WATCHSANDBOXESRESPONSE']._serialized_end=2952
+  _globals['_WATCHSANDBOXESRESPONSE_SNAPSHOT']._serialized_start=2706
+  _globals['_WATCHSANDBOXESRESPONSE_SNAPSHOT']._serialized_end=2769
+  _globals['_WATCHSANDBOXESRESPONSE_STARTED']._serialized_start=2771
+  _globals['_WATCHSANDBOXESRESPONSE_STARTED']._serialized_end=2831
+  _globals['_WATCHSANDBOXESRESPONSE_ENDED']._serialized_start=2833
+  _globals['_WATCHSANDBOXESRESPONSE_ENDED']._serialized_end=2913
+  _globals['_WATCHSANDBOXESRESPONSE_LOST']._serialized_start=2915
+  _globals['_WATCHSANDBOXESRESPONSE_LOST']._serialized_end=2943
+  _globals['_EXECUTORSERVICE']._serialized_start=3190
+  _globals['_EXECUTORSERVICE']._serialized_end=3590
 # @@protoc_insertion_point(module_scope)

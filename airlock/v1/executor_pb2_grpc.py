@@ -47,6 +47,21 @@ class ExecutorServiceStub:
                 request_serializer=airlock_dot_v1_dot_executor__pb2.CancelRequest.SerializeToString,
                 response_deserializer=airlock_dot_v1_dot_executor__pb2.CancelResponse.FromString,
                 _registered_method=True)
+        self.ListSandboxes = channel.unary_unary(
+                '/airlock.v1.ExecutorService/ListSandboxes',
+                request_serializer=airlock_dot_v1_dot_executor__pb2.ListSandboxesRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_executor__pb2.ListSandboxesResponse.FromString,
+                _registered_method=True)
+        self.EndSandboxes = channel.unary_unary(
+                '/airlock.v1.ExecutorService/EndSandboxes',
+                request_serializer=airlock_dot_v1_dot_executor__pb2.EndSandboxesRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_executor__pb2.EndSandboxesResponse.FromString,
+                _registered_method=True)
+        self.WatchSandboxes = channel.unary_stream(
+                '/airlock.v1.ExecutorService/WatchSandboxes',
+                request_serializer=airlock_dot_v1_dot_executor__pb2.WatchSandboxesRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_executor__pb2.WatchSandboxesResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -63,7 +78,32 @@ class ExecutorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Cancel kills and removes a run's container.
+        """Cancel kills a run's processes (and removes its container unless it is
+        a session's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSandboxes(self, request, context):
+        """ListSandboxes lists live session sandboxes, all or one principal's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndSandboxes(self, request, context):
+        """EndSandboxes ends session sandboxes now: one by id, or every sandbox of
+        one session of one principal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSandboxes(self, request, context):
+        """WatchSandboxes streams a snapshot of the live session sandboxes, then
+        every start and end, for the gateway's audit log. One consumer at a
+        time: a new stream replaces the previous one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,6 +121,21 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=airlock_dot_v1_dot_executor__pb2.CancelRequest.FromString,
                     response_serializer=airlock_dot_v1_dot_executor__pb2.CancelResponse.SerializeToString,
+            ),
+            'ListSandboxes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSandboxes,
+                    request_deserializer=airlock_dot_v1_dot_executor__pb2.ListSandboxesRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_executor__pb2.ListSandboxesResponse.SerializeToString,
+            ),
+            'EndSandboxes': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSandboxes,
+                    request_deserializer=airlock_dot_v1_dot_executor__pb2.EndSandboxesRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_executor__pb2.EndSandboxesResponse.SerializeToString,
+            ),
+            'WatchSandboxes': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSandboxes,
+                    request_deserializer=airlock_dot_v1_dot_executor__pb2.WatchSandboxesRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_executor__pb2.WatchSandboxesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +195,87 @@ class ExecutorService:
             '/airlock.v1.ExecutorService/Cancel',
             airlock_dot_v1_dot_executor__pb2.CancelRequest.SerializeToString,
             airlock_dot_v1_dot_executor__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSandboxes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.ExecutorService/ListSandboxes',
+            airlock_dot_v1_dot_executor__pb2.ListSandboxesRequest.SerializeToString,
+            airlock_dot_v1_dot_executor__pb2.ListSandboxesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndSandboxes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.ExecutorService/EndSandboxes',
+            airlock_dot_v1_dot_executor__pb2.EndSandboxesRequest.SerializeToString,
+            airlock_dot_v1_dot_executor__pb2.EndSandboxesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSandboxes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/airlock.v1.ExecutorService/WatchSandboxes',
+            airlock_dot_v1_dot_executor__pb2.WatchSandboxesRequest.SerializeToString,
+            airlock_dot_v1_dot_executor__pb2.WatchSandboxesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,3 +85,29 @@ class ObserveResponse(_message.Message):
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     def __init__(self, event_id: _Optional[str] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ("all",)
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: _Optional[bool] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[_executor_pb2.SessionInfo]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[_executor_pb2.SessionInfo, _Mapping]]] = ...) -> None: ...
+
+class EndSessionRequest(_message.Message):
+    __slots__ = ("session_id", "sandbox_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    sandbox_id: str
+    def __init__(self, session_id: _Optional[str] = ..., sandbox_id: _Optional[str] = ...) -> None: ...
+
+class EndSessionResponse(_message.Message):
+    __slots__ = ("ended",)
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    ended: _containers.RepeatedCompositeFieldContainer[_executor_pb2.SessionInfo]
+    def __init__(self, ended: _Optional[_Iterable[_Union[_executor_pb2.SessionInfo, _Mapping]]] = ...) -> None: ...

@@ -56,6 +56,16 @@ class GatewayServiceStub:
                 request_serializer=airlock_dot_v1_dot_gateway__pb2.ObserveRequest.SerializeToString,
                 response_deserializer=airlock_dot_v1_dot_gateway__pb2.ObserveResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/airlock.v1.GatewayService/ListSessions',
+                request_serializer=airlock_dot_v1_dot_gateway__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_gateway__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.EndSession = channel.unary_unary(
+                '/airlock.v1.GatewayService/EndSession',
+                request_serializer=airlock_dot_v1_dot_gateway__pb2.EndSessionRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_gateway__pb2.EndSessionResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -99,6 +109,24 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """ListSessions lists live session sandboxes: the caller's own, or with
+        all (operators only) everyone's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndSession(self, request, context):
+        """EndSession ends session sandboxes now: every sandbox of one of the
+        caller's sessions (session_id), or one sandbox by id (sandbox_id; an
+        agent only its own, an operator any). The agent loop calls it when its
+        run ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +149,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Observe,
                     request_deserializer=airlock_dot_v1_dot_gateway__pb2.ObserveRequest.FromString,
                     response_serializer=airlock_dot_v1_dot_gateway__pb2.ObserveResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=airlock_dot_v1_dot_gateway__pb2.ListSessionsRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_gateway__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'EndSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSession,
+                    request_deserializer=airlock_dot_v1_dot_gateway__pb2.EndSessionRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_gateway__pb2.EndSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -233,6 +271,60 @@ class GatewayService:
             '/airlock.v1.GatewayService/Observe',
             airlock_dot_v1_dot_gateway__pb2.ObserveRequest.SerializeToString,
             airlock_dot_v1_dot_gateway__pb2.ObserveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.GatewayService/ListSessions',
+            airlock_dot_v1_dot_gateway__pb2.ListSessionsRequest.SerializeToString,
+            airlock_dot_v1_dot_gateway__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.GatewayService/EndSession',
+            airlock_dot_v1_dot_gateway__pb2.EndSessionRequest.SerializeToString,
+            airlock_dot_v1_dot_gateway__pb2.EndSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

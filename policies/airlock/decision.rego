@@ -4,8 +4,9 @@
 #
 # This package owns the core checks (grant, profile, item type, schema errors,
 # network) and combines them with the deny reasons of airlock.arguments,
-# airlock.egress and airlock.budget. Each reason names the package that made
-# it, so it can be rolled out in shadow mode (data.airlock.config.shadow).
+# airlock.egress, airlock.budget and airlock.sandbox. Each reason names the
+# package that made it, so it can be rolled out in shadow mode
+# (data.airlock.config.shadow).
 package airlock
 
 import data.airlock.arguments
@@ -13,6 +14,7 @@ import data.airlock.budget
 import data.airlock.egress
 import data.airlock.limits
 import data.airlock.network
+import data.airlock.sandbox
 import data.airlock.tools
 
 default allow := false
@@ -37,6 +39,7 @@ decision := {
 	"obligations": {
 		"limits": limits.effective,
 		"network": network.obligation,
+		"sandbox": sandbox_obligation,
 	},
 	"tool": tool,
 }
@@ -59,6 +62,14 @@ reasons := sort(enforced) if not allow
 default tool := null
 
 tool := tools.entry if allow
+
+# Likewise a session sandbox only for a call that runs: a denied call's
+# decision (and audit event) must not claim a sandbox that is kept alive for
+# it. airlock.sandbox cannot decide this itself, since its deny feeds `allow`
+# and no package imports this one.
+sandbox_obligation := sandbox.obligation if allow
+
+sandbox_obligation := sandbox.ephemeral if not allow
 
 # --- Shadow mode -------------------------------------------------------------
 
@@ -99,6 +110,8 @@ deny contains reason if some reason in arguments.deny
 deny contains reason if some reason in egress.deny
 
 deny contains reason if some reason in budget.deny
+
+deny contains reason if some reason in sandbox.deny
 
 # One message whether the tool is unregistered or merely ungranted, so callers
 # cannot probe the registry for tools they are not allowed to see.

@@ -14,6 +14,7 @@ grants := {
 		"default": {
 			"tools": ["python", "shell", "web_fetch"], "network": false, "limits": caps,
 			"budget": {"session_calls": 100},
+			"sandbox": {"sessions": true, "max_idle_ttl_ms": 300000, "max_session_calls": 50},
 		},
 		"networked": {"tools": ["python", "web_fetch"], "network": true, "limits": caps},
 		"untrusted": {"tools": ["python"], "network": false, "limits": caps},
@@ -26,6 +27,7 @@ registry := {
 		"name": "python", "item_type": "function_call",
 		"allowed_network": false, "egress_allowlist": [],
 		"limits": {"memory_bytes": 268435456, "timeout_ms": 10000},
+		"sandbox": ten_minutes_one_hour,
 	},
 	"shell": {
 		"name": "shell", "item_type": "shell_call",
@@ -58,6 +60,17 @@ codes(reasons) := [r.code | some r in reasons]
 
 no_shadow := {"all": false, "packages": [], "codes": []}
 
+ephemeral := {"mode": "ephemeral", "idle_ttl_ms": 0, "max_lifetime_ms": 0}
+
+# The registry default deploy/tool_registry.yaml gives python and shell.
+ten_minutes_one_hour := {"mode": "session", "idle_ttl_ms": 600000, "max_lifetime_ms": 3600000}
+
+# A python call in session s-1, whose sandbox has already run `calls` calls.
+in_session(calls) := object.union(
+	call("default", "python", {"session_id": "s-1"}),
+	{"session": {"id": "s-1", "sandbox": {"exists": true, "count": 1, "age_seconds": 60, "calls": calls}}},
+)
+
 test_allow if {
 	d := airlock.decision with input as call("default", "python", {"requested_limits": {"timeout_ms": 5000}})
 		with airlock.grants as grants
@@ -69,6 +82,7 @@ test_allow if {
 		"obligations": {
 			"limits": object.union(caps, {"memory_bytes": 268435456, "timeout_ms": 5000}),
 			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
+			"sandbox": ephemeral, # no session id
 		},
 		"tool": registry.python,
 	}
@@ -105,6 +119,7 @@ test_deny_paths if {
 			"doc": object.union(call("default", "python", {}), {"counters": {"session_calls": 100}}),
 			"want": ["budget_exceeded"],
 		},
+		{"doc": in_session(50), "want": ["session_call_limit"]},
 		{
 			"doc": call("default", "shell", {"arguments_errors": ["x"]}),
 			"want": ["arguments_invalid", "item_type_mismatch"],
@@ -131,6 +146,7 @@ test_deny_paths if {
 		d.tool == null
 		d.shadow == []
 		codes(d.reasons) == c.want
+		d.obligations.sandbox == ephemeral # a denied call runs nowhere
 	}
 }
 
@@ -332,7 +348,11 @@ test_decision_defined_for_empty_input if {
 		codes(d.reasons) == ["tool_not_granted", "unknown_profile"]
 		d.shadow == []
 		d.tool == null
-		d.obligations == {"limits": {}, "network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}}
+		d.obligations == {
+			"limits": {},
+			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
+			"sandbox": ephemeral,
+		}
 	}
 }
 
@@ -358,5 +378,98 @@ test_shipped_profiles_cap_every_limit if {
 	every profile in airlock.grants.profiles {
 		object.keys(profile.limits) == limit_keys
 		is_boolean(profile.network)
+	}
+}
+
+# --- Sandboxes -----------------------------------------------------------------
+
+# Every decision carries a sandbox obligation of exactly this shape, so the
+# gateway never has to guess: allowed or denied, granted or not, any input.
+test_sandbox_obligation_always_present if {
+	docs := [
+		{},
+		call("default", "python", {}),
+		call("default", "python", {"session_id": "s-1"}),
+		call("default", "nope", {"session_id": "s-1"}),
+		call("nope", "python", {"session_id": "s-1"}),
+		call("default", "shell", {"session_id": "s-1"}),
+		in_session(50),
+	]
+	every doc in docs {
+		d := airlock.decision with input as doc
+			with airlock.grants as grants
+			with data.registry.tools as registry
+		object.keys(d.obligations) == {"limits", "network", "sandbox"}
+		object.keys(d.obligations.sandbox) == {"mode", "idle_ttl_ms", "max_lifetime_ms"}
+		d.obligations.sandbox.mode in {"ephemeral", "session"}
+		is_number(d.obligations.sandbox.idle_ttl_ms)
+		is_number(d.obligations.sandbox.max_lifetime_ms)
+	}
+}
+
+test_sandbox_obligation_in_the_decision if {
+	# The profile caps the idle ttl (5 min < the tool's 10) but not the lifetime.
+	capped := object.union(ten_minutes_one_hour, {"idle_ttl_ms": 300000})
+	cases := [
+		{"doc": in_session(49), "allow": true, "want": capped},
+		{"doc": call("default", "python", {"session_id": "s-1"}), "allow": true, "want": capped},
+		# The shell fixture has no sandbox default; untrusted has no sandbox key.
+		{
+			"doc": call("default", "shell", {"session_id": "s-1", "item_type": "shell_call", "arguments": {"command": "ls"}}),
+			"allow": true, "want": ephemeral,
+		},
+		{"doc": call("untrusted", "python", {"session_id": "s-1"}), "allow": true, "want": ephemeral},
+		# Denied by the limit, or by anything else: no sandbox is kept for it.
+		{"doc": in_session(50), "allow": false, "want": ephemeral},
+		{"doc": call("default", "python", {"session_id": "s-1", "item_type": "x"}), "allow": false, "want": ephemeral},
+	]
+	every c in cases {
+		d := airlock.decision with input as c.doc
+			with airlock.grants as grants
+			with data.registry.tools as registry
+		d.allow == c.allow
+		d.obligations.sandbox == c.want
+	}
+}
+
+# Shadowed, the limit only reports: the call runs, in its session's sandbox.
+test_session_call_limit_in_shadow_mode if {
+	d := airlock.decision with input as in_session(50)
+		with airlock.grants as grants
+		with data.registry.tools as registry
+		with airlock.config.shadow as {"packages": ["airlock.sandbox"]}
+	d.allow
+	d.shadow == [{
+		"code": "session_call_limit",
+		"message": "the session's sandbox has run 50 calls, at most 50; start a new session",
+		"package": "airlock.sandbox",
+	}]
+	d.obligations.sandbox == object.union(ten_minutes_one_hour, {"idle_ttl_ms": 300000})
+}
+
+# The shipped grants with the registry defaults deploy/tool_registry.yaml sets
+# for python and shell; the default profile's caps (30 min, 4 h) are above them.
+shipped_registry := object.union(registry, {
+	"python": {"sandbox": ten_minutes_one_hour},
+	"shell": {"sandbox": ten_minutes_one_hour},
+})
+
+test_shipped_profiles_sandbox_obligation if {
+	cases := [
+		{"doc": call("default", "python", {"session_id": "s-1"}), "want": ten_minutes_one_hour},
+		{
+			"doc": call("default", "shell", {"session_id": "s-1", "item_type": "shell_call", "arguments": {"command": "ls"}}),
+			"want": ten_minutes_one_hour,
+		},
+		{"doc": call("default", "python", {}), "want": ephemeral},
+		{"doc": call("untrusted", "python", {"session_id": "s-1"}), "want": ephemeral},
+		# Nothing in the shipped profiles limits a session's calls.
+		{"doc": object.union(in_session(1000000), {"counters": {}}), "want": ten_minutes_one_hour},
+	]
+	every c in cases {
+		d := airlock.decision with input as c.doc
+			with data.registry.tools as shipped_registry
+		d.allow
+		d.obligations.sandbox == c.want
 	}
 }

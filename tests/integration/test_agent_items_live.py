@@ -130,7 +130,7 @@ def test_builtin_custom_and_hosted_items_through_the_gateway(stack: Stack, tmp_p
             [message("42, and hello.py says hello.")],
         ]
     )
-    executed_before = stack.metric("executor", "airlock_executor_requests_total")
+    executed_before = stack.metric("executor", "airlock_executor_requests_total", {"method": "Run"})
     with serving(script), agent.GatewayClient(stack.gateway, stack.token) as gateway:
         client = openai.OpenAI(api_key="test", base_url=f"http://127.0.0.1:{script.port}/v1", max_retries=0)
         result = agent.run(client, "test-model", "Do things.", gateway, workspace=workspace, stream=stream)
@@ -192,7 +192,7 @@ def test_builtin_custom_and_hosted_items_through_the_gateway(stack: Stack, tmp_p
     assert not (tmp_path / "escape.py").exists()
 
     # Refused calls never reached the executor: only py, the two shell commands, and the two patches ran.
-    assert stack.metric("executor", "airlock_executor_requests_total") - executed_before == 5
+    assert stack.metric("executor", "airlock_executor_requests_total", {"method": "Run"}) - executed_before == 5
 
     # One decision event per gateway call (a shell_call makes one per command),
     # an execution event per run, and the hosted search recorded as observed.

@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 
 from airlock import agent
 from airlock.cli import main
+from airlock.v1 import executor_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -233,7 +234,7 @@ def assert_declares_only_granted_tools(tools: list[dict[str, Any]]) -> None:
 
 def test_agent_loop_through_the_gateway(stack: Stack, script: ScriptedResponses, ids: dict[str, str]) -> None:
     client = openai.OpenAI(api_key="test", base_url=f"http://127.0.0.1:{script.port}/v1", max_retries=0)
-    executed_before = stack.metric("executor", "airlock_executor_requests_total")
+    executed_before = stack.metric("executor", "airlock_executor_requests_total", {"method": "Run"})
 
     with agent.GatewayClient(stack.gateway, stack.token) as gateway:
         result = agent.run(client, "test-model", "What is 6*7? Use python.", gateway, parallel=4)
@@ -281,7 +282,8 @@ def test_agent_loop_through_the_gateway(stack: Stack, script: ScriptedResponses,
 
     # Refused calls never reached the executor.
     allowed_ids = [ids["py1"], ids["py2"], ids["sh1"]]
-    assert stack.metric("executor", "airlock_executor_requests_total") - executed_before == len(allowed_ids)
+    runs = stack.metric("executor", "airlock_executor_requests_total", {"method": "Run"}) - executed_before
+    assert runs == len(allowed_ids)
 
     # One decision event per call, an execution event per allowed call, all in this session.
     ours = [e for e in stack.audit_events() if e["call_id"] in ids.values()]
@@ -397,6 +399,9 @@ class RecordingGateway:
         return self.inner.observe(
             item_type, item_id, tool=tool, status=status, item_json=item_json, session_id=session_id
         )
+
+    def end_session(self, *, session_id: str = "", sandbox_id: str = "") -> list[executor_pb2.SessionInfo]:
+        return self.inner.end_session(session_id=session_id, sandbox_id=sandbox_id)
 
 
 def test_streamed_agent_loop_acts_only_on_output_item_done(stack: Stack) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import docker
 import grpc
@@ -270,7 +271,8 @@ def test_grpc_health_and_reflection(stack: Stack) -> None:
         assert "airlock.v1.GatewayService" in db.get_services()
         # A client with no local protos can rebuild the service from the server.
         service = descriptor_pool.DescriptorPool(db).FindServiceByName("airlock.v1.GatewayService")
-        assert sorted(m.name for m in service.methods) == ["Decide", "Invoke", "ListTools", "Observe"]
+        methods = sorted(m.name for m in service.methods)
+        assert methods == ["Decide", "EndSession", "Invoke", "ListSessions", "ListTools", "Observe"]
 
 
 def test_a_generic_grpc_client_can_invoke_with_only_the_protos(stack: Stack) -> None:
@@ -309,6 +311,17 @@ def test_concurrent_calls_each_get_their_own_container(stack: Stack) -> None:
     assert outputs == [f"['mark'] {i}\n".encode() for i in range(6)]
 
 
+def _running(client: Any, needle: str) -> str | None:
+    for container in client.containers.list(filters={"label": "airlock.managed=true"}):
+        try:
+            processes = container.top().get("Processes") or []
+        except docker.errors.APIError:  # ended meanwhile
+            continue
+        if any(needle in " ".join(p) for p in processes):
+            return str(container.id)
+    return None
+
+
 def test_client_cancel_is_audited_and_the_container_removed(stack: Stack) -> None:
     call_id = f"cancel_{uuid.uuid4().hex[:8]}"
     client = docker.from_env()
@@ -320,14 +333,15 @@ def test_client_cancel_is_audited_and_the_container_removed(stack: Stack) -> Non
                 timeout=60,
             )
             deadline = time.monotonic() + 30
-            while not client.containers.list(filters={"label": "airlock.tool=shell"}):
+            # A pool container or a fresh one: the one running this call's sleep.
+            while (running := _running(client, "sleep 25")) is None:
                 assert time.monotonic() < deadline, "the sandbox never started"
                 time.sleep(0.05)
             future.cancel()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             events = [e for e in stack.audit_events() if e["call_id"] == call_id]
-            gone = not client.containers.list(all=True, filters={"label": "airlock.tool=shell"})
+            gone = not client.containers.list(all=True, filters={"id": running})
             if len(events) == 2 and gone:
                 break
             time.sleep(0.1)

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from helpers import REPO, Stack, auth, scrape, tool_call
 
-from airlock.v1 import executor_pb2, gateway_pb2, gateway_pb2_grpc
+from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -255,6 +255,13 @@ def test_dashboard_queries_return_data_from_a_real_prometheus(stack: Stack, prom
         def call(tool: str, arguments: str, call_id: str) -> str:
             return _invoke(stub, stack.token, tool, arguments, call_id)
 
+        def in_session(session_id: str, call_id: str) -> str:
+            """An allowed python call in a session: the sandbox mode it ran in."""
+            request = gateway_pb2.InvokeRequest(call=tool_call("python", ALLOWED, call_id=call_id))
+            request.call.session_id = session_id
+            mode = stub.Invoke(request, metadata=auth(stack.token), timeout=60).result.sandbox.mode
+            return call_pb2.SandboxMode.Name(mode).removeprefix("SANDBOX_MODE_").lower()
+
         _wait_for("the first scrape of every target", scraped_everything(0), timeout=15)
         # A series Prometheus first sees after its only increment has a rate of
         # 0, so one allowed and one denied call are scraped before the rest.
@@ -271,7 +278,15 @@ def test_dashboard_queries_return_data_from_a_real_prometheus(stack: Stack, prom
             call("python", '{"code": "import sys; sys.exit(3)"}', "dash_exit"),
             timed_out.result(timeout=45),
         ]
+        # The sandbox panels: the calls above were ephemeral (pool claims); a
+        # session is started, used again and ended (the shared stack keeps
+        # no session of ours).
+        session = f"dash_session_{time.monotonic_ns()}"
+        modes = [in_session(session, "dash_session_1"), in_session(session, "dash_session_2")]
+        end = gateway_pb2.EndSessionRequest(session_id=session)
+        ended = stub.EndSession(end, metadata=auth(stack.token), timeout=30)
     assert outcomes == [*["ok"] * 4, "PERMISSION_DENIED", "INVALID_ARGUMENT", "nonzero_exit", "timeout"]
+    assert (modes, [s.session_id for s in ended.ended]) == (["session", "session"], [session])
     _wait_for("the workload to be scraped", scraped_everything(time.time()), timeout=20)
 
     failures = []

@@ -383,6 +383,9 @@ def test_a_client_refuses_a_stack_json_whose_port_someone_else_holds(tmp_path: P
         assert squatter.stdout is not None
         port = int(squatter.stdout.readline())
         info["gateway"] = f"127.0.0.1:{port}"
+        # The TCP path (a stack.json without agent sockets); with them, the
+        # client never uses the port at all (test_agent_sockets.py).
+        info["principals"] = {p: {**v, "socket": ""} for p, v in info["principals"].items()}
         (home / "stack.json").write_text(json.dumps(info))
         (home / "stack.json").chmod(0o644)
         proc = subprocess.run(
@@ -396,3 +399,142 @@ def test_a_client_refuses_a_stack_json_whose_port_someone_else_holds(tmp_path: P
         got = squatter.communicate()[0]
         shutil.rmtree(home, ignore_errors=True)
     assert "GOT" not in got, "the squatter received a connection"
+
+
+SLOW_LORIS = """
+import json, select, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+targets, per_target, duration = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+request = b"GET /bundle.tar.gz HTTP/1.1\\r\\nHost: x\\r\\nX-a: " + b"a" * 100000
+stats = {t: {"closed": 0, "answered": 0} for t in targets}
+
+def connect(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        return socket.create_connection((host, int(port)), timeout=2)
+    except OSError:
+        return None
+
+socks = [(t, connect(t)) for t in targets for _ in range(per_target)]
+print("started", flush=True)
+end, i = time.monotonic() + duration, 0
+try:
+    while time.monotonic() < end:
+        for n, (target, s) in enumerate(socks):
+            # One byte a second: far inside the 5 s that each read may take.
+            try:
+                if s is None:
+                    raise OSError
+                if select.select([s], [], [], 0)[0]:
+                    data = s.recv(65536)
+                    stats[target]["answered"] += len(data)
+                    if not data:
+                        raise OSError
+                s.send(request[i : i + 1])
+            except OSError:
+                stats[target]["closed"] += 1
+                if s is not None:
+                    s.close()
+                socks[n] = (target, connect(target))
+        i += 1
+        time.sleep(1)
+finally:
+    print(json.dumps(stats), flush=True)
+"""
+
+
+def _decide_as(stack: Stack, token: str) -> gateway_pb2.DecideResponse:
+    with grpc.insecure_channel(stack.gateway) as channel:
+        return gateway_pb2_grpc.GatewayServiceStub(channel).Decide(
+            gateway_pb2.DecideRequest(call=tool_call("python", '{"code": "print(1)"}')),
+            metadata=auth(token),
+            timeout=10,
+        )
+
+
+def test_slow_clients_of_an_agent_user_cannot_hold_back_a_revocation_or_blind_metrics(
+    tstack: tuple[Stack, Path],
+) -> None:
+    """The finding: an agent user trickled one byte every 3 s into 16
+    connections to the bundle server (and the metrics port), so OPA could
+    not fetch a revoking bundle while `airlock policy publish` reported
+    success. Now the bundle server closes every uid but OPA's unread, each
+    request has one deadline, one uid gets at most 4 slots, and publish
+    returns only once OPA decides with the new revision."""
+    import urllib.request  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    stack, policies = tstack
+    opa_yaml = yaml.safe_load((stack.layout.opa_dir / "opa.yaml").read_text())
+    bundle_server = opa_yaml["services"]["airlock"]["url"].removeprefix("http://")
+    metrics = {name: stack.info["metrics"][name] for name in ("gateway", "executor")}
+    targets = [bundle_server, *(url.split("/")[2] for url in metrics.values())]
+    before = _decide_as(stack, stack.untrusted_token)
+    assert before.decision.verdict == 1, "dev-untrusted may run python before the revocation"
+
+    pw = pwd.getpwnam("airlock-untrusted")
+    attacker = subprocess.Popen(
+        [sys.executable, "-c", SLOW_LORIS, json.dumps(targets), "16", "60"],
+        user=pw.pw_uid, group=pw.pw_gid, extra_groups=[], cwd="/",
+        env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    grants = policies / "airlock" / "grants" / "data.yaml"
+    original = grants.read_text()
+    try:
+        assert attacker.stdout is not None
+        assert attacker.stdout.readline().strip() == "started", attacker.stderr
+        time.sleep(3)  # past OPA's next poll: every slot the attacker can get is taken
+        revoked = original.replace("  untrusted:\n    tools: [python]", "  untrusted:\n    tools: []")
+        assert revoked != original, "the grants file no longer has the untrusted profile's line"
+        grants.write_text(revoked)
+        published = _publish(stack, policies)
+        assert published.returncode == 0, published.stdout + published.stderr
+        revision = published.stdout.split("published policy bundle ")[1].split()[0]
+        # Publish returned: the revocation is already in force.
+        after = _decide_as(stack, stack.untrusted_token)
+        assert after.decision.policy_revision == revision
+        assert after.decision.verdict == 2, "the revoked grant still allows python"
+        # Prometheus (root here) still scrapes both metrics endpoints.
+        for url in metrics.values():
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                assert b"# TYPE" in resp.read()
+        assert attacker.poll() is None, "the attack was still running"
+    finally:
+        grants.write_text(original)
+        restored = _publish(stack, policies)
+        attacker.terminate()
+        out, err = attacker.communicate(timeout=30)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert _decide_as(stack, stack.untrusted_token).decision.verdict == 1
+    stats = json.loads(out.strip().splitlines()[-1])
+    # The bundle server never read a request of the agent user's, nor answered one.
+    assert stats[bundle_server]["answered"] == 0, (stats, err)
+    assert stats[bundle_server]["closed"] >= 16, (stats, err)
+    for target in targets[1:]:
+        assert stats[target]["closed"] >= 12, ("beyond 4 per uid, or past the deadline, closed", stats)
+
+
+def test_the_bundle_server_answers_opa_alone(tstack: tuple[Stack, Path]) -> None:
+    """Even with the bundle-server token, no uid but OPA's gets a byte back:
+    the connection is closed before anything is read."""
+    import yaml  # noqa: PLC0415
+
+    stack, _ = tstack
+    url = yaml.safe_load((stack.layout.opa_dir / "opa.yaml").read_text())["services"]["airlock"]["url"]
+    token = stack.layout.bundle_token.read_text().strip()
+    code = f"""
+        import urllib.request
+        req = urllib.request.Request({url + "/bundle.tar.gz"!r}, headers={{"Authorization": "Bearer {token}"}})
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            print("SERVED")
+        except Exception as exc:
+            print("refused", type(exc).__name__)
+    """
+    for user in ("airlock-untrusted", "airlock-agent", "airlock-gateway", "nobody"):
+        probe = run_as(user, code)
+        assert "refused" in probe.stdout, (user, probe.stdout, probe.stderr)
+    # OPA's uid is served (with the token).
+    served = run_as("airlock-opa", code)
+    assert "SERVED" in served.stdout, served.stdout + served.stderr

@@ -23,7 +23,7 @@ from airlock import agent
 from airlock.agent._cli import EXIT_OK
 from airlock.cli._main import _parser
 from airlock.common.stackfile import Metrics, Principal, StackFile, write_stack
-from airlock.v1 import call_pb2, gateway_pb2
+from airlock.v1 import call_pb2, executor_pb2, gateway_pb2
 
 SHELL_OUTPUT = TypeAdapter(ShellCallOutput)
 LOCAL_SHELL_OUTPUT = TypeAdapter(LocalShellCallOutput)
@@ -81,6 +81,10 @@ class ScriptedGateway:
     def observe(self, item_type: str, item_id: str, *, tool: str, status: str, item_json: str, session_id: str) -> str:
         self.observed.append({"item_type": item_type, "item_id": item_id, "tool": tool, "session": session_id})
         return f"ev-{item_id}"
+
+    def end_session(self, *, session_id: str = "", sandbox_id: str = "") -> list[executor_pb2.SessionInfo]:
+        del session_id, sandbox_id
+        return []
 
 
 def ctx(gw: ScriptedGateway, workspace: Path | None = None) -> agent.ItemContext:

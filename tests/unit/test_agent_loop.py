@@ -20,7 +20,7 @@ from openai.types.responses.response_input_param import FunctionCallOutput
 from pydantic import TypeAdapter
 
 from airlock import agent
-from airlock.v1 import call_pb2, gateway_pb2
+from airlock.v1 import call_pb2, executor_pb2, gateway_pb2
 
 SCHEMA = json.dumps(
     {
@@ -56,6 +56,8 @@ class FakeGateway:
         self.active = 0
         self.peak = 0
         self._lock = threading.Lock()
+        self.ended: list[str] = []
+        self.end_fails = False
 
     def list_tools(self) -> gateway_pb2.ListToolsResponse:
         return gateway_pb2.ListToolsResponse(
@@ -108,6 +110,12 @@ class FakeGateway:
     def observe(self, item_type: str, item_id: str, *, tool: str, status: str, item_json: str, session_id: str) -> str:
         del item_type, tool, status, item_json, session_id
         return f"ev-{item_id}"
+
+    def end_session(self, *, session_id: str = "", sandbox_id: str = "") -> list[executor_pb2.SessionInfo]:
+        self.ended.append(session_id or sandbox_id)
+        if self.end_fails:
+            raise agent.GatewayUnavailable("EndSession failed: UNAVAILABLE")
+        return []
 
 
 OUTPUT_ITEM = TypeAdapter(FunctionCallOutput)
@@ -176,6 +184,31 @@ def test_given_session_id_is_used() -> None:
     result = agent.run(client, "m", "hi", gw, session_id="sess-7")  # type: ignore[arg-type]
     assert result.session_id == "sess-7"
     assert gw.invoked[0][4] == "sess-7"
+
+
+def test_the_session_is_ended_when_the_run_returns_or_raises() -> None:
+    """The session's sandbox ends with the run (EndSession), also when the
+    loop raises; end_session=False keeps it for a later run; a failure to
+    end it does not hide the run's result."""
+    script = [response("resp_1", [fcall("a", "python", "{}")]), response("resp_2", [message("ok")])]
+    gw = FakeGateway()
+    agent.run(FakeClient(script), "m", "hi", gw)  # type: ignore[arg-type]
+    assert gw.ended == ["resp_1"]
+
+    gw = FakeGateway()
+    agent.run(FakeClient(list(script)), "m", "hi", gw, session_id="keep-me", end_session=False)  # type: ignore[arg-type]
+    assert gw.ended == []
+
+    gw = FakeGateway()
+    looping = [response(f"r{i}", [fcall(f"c{i}", "python", "{}")]) for i in range(3)]
+    with pytest.raises(agent.LoopLimitError):
+        agent.run(FakeClient(looping), "m", "hi", gw, max_turns=2, session_id="s-9")  # type: ignore[arg-type]
+    assert gw.ended == ["s-9"]
+
+    gw = FakeGateway()
+    gw.end_fails = True
+    result = agent.run(FakeClient(list(script)), "m", "hi", gw)  # type: ignore[arg-type]
+    assert (result.text, gw.ended) == ("ok", ["resp_1"])
 
 
 def test_parallel_one_is_sequential() -> None:

@@ -271,6 +271,7 @@ def test_parse_size_rejects(value) -> None:
         ("10s", 10_000),
         ("500ms", 500),
         ("2m", 120_000),
+        ("1h", 3_600_000),
         ("0s", 0),
         (" 10S ", 10_000),
         (1500, 1500),
@@ -281,7 +282,7 @@ def test_parse_duration_ms(value, expected) -> None:
     assert parse_duration_ms(value) == expected
 
 
-@pytest.mark.parametrize("value", ["10", "1.5s", "10h", "s", "ms", "-5s", "10 s", "5sms", "", -1])
+@pytest.mark.parametrize("value", ["10", "1.5s", "10d", "1h30m", "s", "ms", "h", "-5s", "10 s", "5sms", "", -1])
 def test_parse_duration_ms_rejects(value) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration_ms(value)

@@ -846,6 +846,46 @@ def test_airlock_audit_verify_command(tmp_path: Path, capsys: pytest.CaptureFixt
         airlock_main(["audit", "verify", str(path), "--key-file", str(public)])
 
 
+def test_verify_command_takes_the_live_files_head_and_needs_no_head_for_an_archive_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Retention moves rotated files to an archive folder (``.dup<n>`` when
+    the name is taken there): with the live folder they are one log whose
+    head record is the live file's; alone they are files without a head
+    record, which is a failure unless --no-head says so."""
+    path = tmp_path / "live" / "audit.jsonl"
+    archive = tmp_path / "archive"
+    _write(path, 30, max_bytes=2500, retention=RetentionConfig(keep_files=0, archive_dir=str(archive)))
+    archived = sorted(archive.iterdir())
+    assert any(p.name.startswith("audit.jsonl.1.dup") for p in archived), archived
+    public = tmp_path / "audit.pub"
+    public.write_bytes(PUB.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    key = ["--public-key", str(public)]
+
+    def verify(*args: str | Path) -> tuple[int, str]:
+        code = airlock_main(["audit", "verify", *key, *map(str, args)])
+        return code, capsys.readouterr().out
+
+    code, out = verify("--strict", *archived, *sorted(path.parent.glob("audit.jsonl*")))
+    assert code == 0, out
+    assert f"notice: head file {path}.head agrees" in out
+    assert out.splitlines()[-1].startswith("ok: ")
+    code, out = verify(*archived)
+    assert code == 1, out
+    ordered = auditlog.order_files(archived)
+    assert [x for x in out.splitlines() if x.startswith("FAIL ")] == [
+        (
+            f"FAIL {ordered[-1]}: not one log: only rotated files given ({', '.join(map(str, ordered[:5]))}), no "
+            "live file: its head record is what shows whether the newest lines were cut off; pass the live file too "
+            "(or --no-head, for files archived without their head record)"
+        )
+    ]
+    code, out = verify("--no-head", *archived)
+    assert code == 0, out
+    assert "WARNING: --no-head: no head record was checked, so lines cut off the end of the chain CANNOT be" in out
+    assert out.splitlines()[-1].endswith("; NO head record checked (--no-head): a cut tail cannot be detected")
+
+
 def test_audit_paths_in_gateway_yaml_resolve_against_its_folder(tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()

@@ -7,7 +7,10 @@ Each finding has a test here that failed on the code it was found in:
    head an invented log;
 3. deleting the live file together with its head record made the gateway
    continue the chain from the rotated files over a silent cut;
-4. ``audit verify audit.jsonl*`` read the head's temporary file as a log.
+4. ``audit verify audit.jsonl*`` read the head's temporary file as a log;
+5. ``audit verify --strict --public-key`` passed a log cut back after a
+   checkpoint when its head record was deleted, or when a decoy head record
+   sat next to a rotated file (two head records: neither was used).
 
 The masking gaps of the same run are rows of the table in test_mask.py."""
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -165,8 +169,9 @@ def test_a_replayed_start_checkpoint_heading_invented_lines_is_never_called_veri
     invented = [dict(docs[1], decision_id=f"fake{i}", decision="allow") for i in range(999)]
     forged.write_bytes(_reseal([docs[0], *invented]))
     # The log alone cannot tell this from a crash's tail, so it is not a
-    # failure by default -- but it is never "verified".
-    code, out = _cli(capsys, "--public-key", pub_file, forged)
+    # failure by default -- but it is never "verified". (It has no head
+    # record: --no-head, to see what the chain alone says.)
+    code, out = _cli(capsys, "--public-key", pub_file, "--no-head", forged)
     assert code == 0, out
     assert (
         f"WARNING: 999 event(s) after the last signed checkpoint (seq 1, signed {docs[0]['timestamp']}) "
@@ -175,9 +180,9 @@ def test_a_replayed_start_checkpoint_heading_invented_lines_is_never_called_veri
     summary = out.splitlines()[-1]
     assert summary.startswith("ok: 1000 line(s)")
     assert f"chain {docs[0]['checkpoint']['chain_id']}" in summary
-    assert summary.endswith("; 999 event(s) after the last signed checkpoint are NOT verified")
+    assert "; 999 event(s) after the last signed checkpoint are NOT verified; " in summary
     # --strict (archived logs, or after a clean shutdown) fails on it ...
-    code, out = _cli(capsys, "--public-key", pub_file, "--strict", forged)
+    code, out = _cli(capsys, "--public-key", pub_file, "--strict", "--no-head", forged)
     assert code == 1, out
     assert f"FAIL {forged}:2: unsigned: 999 event(s) after the last signed checkpoint" in out
     # ... and passes the real log, which its close checkpoint signs to the end.
@@ -368,3 +373,240 @@ def test_verify_skips_the_head_record_and_temporary_files_a_glob_brings(
     assert f"notice: skipped {path}.head.tmp" in out
     assert f"head file {path}.head agrees (seq 4)" in out
     assert out.splitlines()[-1].startswith("ok: 4 line(s) in 1 file(s)")
+
+
+# -- 5: which head record counts ----------------------------------------------------------
+#
+# The log: seq 1 start, 2-4 events, 5 checkpoint, 6-8 events, 9 checkpoint,
+# 10-11 events, 12 the close checkpoint (the head record's seq). The cut
+# keeps seq 1..9: signed to its end, so even --strict has nothing to say
+# about it; only the head record shows seq 10..12 are gone.
+
+OTHER = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+CUT_AT = 9
+
+
+def _log(folder: Path, *, cut: bool, split: bool = False) -> Path:
+    """The live file (and its real head record), optionally cut back to seq
+    1..9 and split into a rotated file (seq 1..5) and the live file."""
+    path = folder / "audit.jsonl"
+    _write(path, 8, checkpoint_events=3)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert [int(json.loads(x)["seq"]) for x in lines] == list(range(1, 13))
+    assert json.loads(lines[CUT_AT - 1])["kind"] == "checkpoint"
+    if cut:
+        lines = lines[:CUT_AT]
+    if split:
+        (folder / "audit.jsonl.1").write_bytes(b"".join(lines[:5]))
+        lines = lines[5:]
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def _verify_glob(capsys: pytest.CaptureFixture[str], pub_file: Path, path: Path, *extra: str | Path) -> tuple[int, str]:
+    """What an operator runs: the shell glob of the audit folder."""
+    return _cli(capsys, "--strict", "--public-key", pub_file, *extra, *sorted(path.parent.glob("audit.jsonl*")))
+
+
+def _fails(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("FAIL ")]
+
+
+def test_a_cut_log_without_its_head_record_fails_unless_no_head_is_given(
+    tmp_path: Path, pub_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Case A: cut after the seq 9 checkpoint and delete the head record."""
+    path = _log(tmp_path, cut=True)
+    auditlog.head_path(path).unlink()
+    code, out = _verify_glob(capsys, pub_file, path)
+    assert code == 1, out
+    assert _fails(out) == [
+        (
+            f"FAIL {path}.head: no head record: the live file {path} has no head record next to it, so lines cut off "
+            "the end of the chain cannot be detected: the gateway writes one before a chain's first line and keeps "
+            "it, so it was deleted or not copied; pass --no-head only for files archived without their head record"
+        )
+    ]
+    # An archive without its head record: the operator says so, and is told
+    # loudly what that costs.
+    code, out = _verify_glob(capsys, pub_file, path, "--no-head")
+    assert code == 0, out
+    assert (
+        "WARNING: --no-head: no head record was checked, so lines cut off the end of the chain CANNOT be detected: "
+        f"nothing here shows that seq {CUT_AT} was the last line the gateway wrote" in out
+    )
+    assert out.splitlines()[-1].endswith("; NO head record checked (--no-head): a cut tail cannot be detected")
+
+
+def test_no_head_is_a_failure_when_a_head_record_is_there(
+    tmp_path: Path, pub_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--no-head must not become a habit that throws away the cut check."""
+    path = _log(tmp_path, cut=True)
+    code, out = _verify_glob(capsys, pub_file, path, "--no-head")
+    assert code == 1, out
+    assert _fails(out) == [
+        (
+            f"FAIL {path}.head: unexpected head record: --no-head says these files have no head record, but this one "
+            "is there: verify without --no-head so that it is checked"
+        )
+    ]
+
+
+@pytest.mark.parametrize("decoy", [b"x", None], ids=["garbage", "copy of the real head"])
+def test_a_decoy_head_record_next_to_a_rotated_file_does_not_hide_a_cut(
+    tmp_path: Path, pub_file: Path, capsys: pytest.CaptureFixture[str], decoy: bytes | None
+) -> None:
+    """Case B: the real head record kept, the cut log split in two, and a
+    second head record (any content) next to the rotated file."""
+    path = _log(tmp_path, cut=True, split=True)
+    real = auditlog.head_path(path)
+    (tmp_path / "audit.jsonl.1.head").write_bytes(real.read_bytes() if decoy is None else decoy)
+    code, out = _verify_glob(capsys, pub_file, path)
+    assert code == 1, out
+    assert _fails(out) == [
+        (
+            f"FAIL {path}.1.head: unexpected head record: the gateway writes a head record only next to the live file "
+            f"({real}), never next to a rotated file or anywhere else: this one was put there, and only the live "
+            "file's counts"
+        ),
+        (
+            f"FAIL {real}:1 (seq 12): deleted: the log ends at seq 9 but the head file records seq 12: seq 10..12 "
+            "were cut off"
+        ),
+    ]
+
+
+def test_the_same_cut_with_only_the_real_head_record_fails(
+    tmp_path: Path, pub_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The control: what case B was built to avoid (held before the fix)."""
+    path = _log(tmp_path, cut=True, split=True)
+    code, out = _verify_glob(capsys, pub_file, path)
+    assert code == 1, out
+    assert _fails(out) == [
+        (
+            f"FAIL {path}.head:1 (seq 12): deleted: the log ends at seq 9 but the head file records seq 12: seq 10..12 "
+            "were cut off"
+        )
+    ]
+    assert _verify_glob(capsys, pub_file, _log(tmp_path / "whole", cut=False, split=True))[0] == 0
+
+
+def _confused_head(path: Path, confusion: str) -> auditlog.Head:
+    head = auditlog.read_head(auditlog.head_path(path))
+    assert head is not None
+    if confusion == "another chain":
+        return auditlog.make_head(KEY, head.state, auditlog.new_chain_id())
+    if confusion == "beyond the files":
+        return auditlog.make_head(KEY, auditlog.ChainState(head.seq + 5, "a" * 64), head.chain_id)
+    assert confusion == "another key"
+    return auditlog.make_head(OTHER, head.state, head.chain_id)
+
+
+@pytest.mark.parametrize("decoy", [False, True], ids=["alone", "with a decoy"])
+@pytest.mark.parametrize(
+    ("confusion", "kind", "detail"),
+    [
+        ("another chain", "wrong chain", "the head file belongs to chain {head}, the log to chain {log}"),
+        ("beyond the files", "deleted", "the log ends at seq 12 but the head file records seq 17: seq 13..17 were"),
+        (
+            "another key",
+            "bad signature",
+            (
+                "the head record's signature does not verify with key {key} (it names key {other}): the gateway did "
+                "not write it"
+            ),
+        ),
+    ],
+    ids=["another chain", "beyond the files", "another key"],
+)
+def test_a_head_record_that_does_not_belong_to_the_files_is_reported(
+    tmp_path: Path,
+    pub_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    confusion: str,
+    kind: str,
+    detail: str,
+    decoy: bool,
+) -> None:
+    """The live file's head record replaced by one of another chain, one
+    past the files' end, or one signed by another key; "with a decoy", the
+    real one sits next to the rotated file as well (which once made verify
+    use neither)."""
+    path = _log(tmp_path, cut=False, split=True)
+    real = auditlog.head_path(path)
+    if decoy:
+        shutil.copyfile(real, tmp_path / "audit.jsonl.1.head")
+    head = _confused_head(path, confusion)
+    auditlog.write_head(real, head)
+    code, out = _verify_glob(capsys, pub_file, path)
+    assert code == 1, out
+    fails = _fails(out)
+    expected = detail.format(
+        head=head.chain_id,
+        log=_docs(path.with_name("audit.jsonl.1"))[0]["checkpoint"]["chain_id"],
+        key=auditlog.key_id(PUB),
+        other=auditlog.key_id(OTHER.public_key()),
+    )
+    assert any(f.startswith(f"FAIL {real}:1 (seq {head.seq}): {kind}: {expected}") for f in fails), out
+    assert any(f.startswith(f"FAIL {path}.1.head: unexpected head record: ") for f in fails) is decoy, out
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "head next to the rotated file only",
+        "two live files",
+        "head given as an argument",
+        "head a symlink",
+        "head a fifo",
+    ],
+)
+def test_a_head_record_anywhere_but_next_to_the_one_live_file_is_reported(
+    tmp_path: Path, pub_file: Path, capsys: pytest.CaptureFixture[str], setup: str
+) -> None:
+    """Whole, intact logs: the head record's place alone is the problem."""
+    path = _log(tmp_path, cut=False, split=True)
+    real = auditlog.head_path(path)
+    extra: list[Path] = []
+    if setup == "head next to the rotated file only":
+        real.rename(tmp_path / "audit.jsonl.1.head")
+        expected = [
+            (
+                f"FAIL {path}.1.head: unexpected head record: the gateway writes a head record only next to the live "
+                f"file ({real}), "
+            ),
+            f"FAIL {real}: no head record: the live file {path} has no head record next to it",
+        ]
+    elif setup == "two live files":
+        # The newer half renamed to a name the glob brings, with a head record
+        # (here: the real one) next to it.
+        path.rename(tmp_path / "audit.jsonl.new")
+        real.rename(tmp_path / "audit.jsonl.new.head")
+        (tmp_path / "audit.jsonl.1").rename(path)
+        shutil.copyfile(tmp_path / "audit.jsonl.new.head", real)
+        expected = [
+            f"FAIL {real}: unexpected head record: no head record counts for files that are not one log",
+            f"FAIL {path}.new.head: unexpected head record: no head record counts for files that are not one log",
+            f"FAIL {path}.new: not one log: 2 live files given ({path}, {path}.new): one log at a time",
+        ]
+    elif setup == "head given as an argument":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        extra.append(elsewhere / "audit.jsonl.head")
+        shutil.copyfile(real, extra[0])
+        expected = [f"FAIL {extra[0]}: unexpected head record: the gateway writes a head record only next to the live "]
+    else:
+        real.rename(tmp_path / "real.head")
+        if setup == "head a symlink":
+            real.symlink_to(tmp_path / "real.head")
+        else:
+            os.mkfifo(real)  # opening it to read would wait for a writer forever
+        expected = [f"FAIL {real}: unreadable: not a regular file, which is what the gateway writes (a symbolic link?)"]
+    code, out = _verify_glob(capsys, pub_file, path, *extra)
+    assert code == 1, out
+    fails = _fails(out)
+    assert len(fails) == len(expected), out
+    for fail, start in zip(fails, expected, strict=True):
+        assert fail.startswith(start), out

@@ -55,6 +55,21 @@ def test_sweep(alive: bool, removed: list[str], left: int) -> None:
     assert runtime.removed == removed
 
 
+def test_once_the_executor_is_gone_its_own_starts_pool_and_session_containers_go_at_once() -> None:
+    """A pool or session container serves no one once its executor is gone;
+    another start of the same executor (same instance, new generation) keeps
+    its own, as do one-shot runs (their deadline wrapper ends them)."""
+    mine = [
+        Managed(f"{k}-mine", running=True, reap_at=NOW + 3600, kind=k, generation="g1") for k in ("pool", "session")
+    ]
+    theirs = Managed("pool-next-start", running=True, reap_at=NOW + 3600, kind="pool", generation="g2")
+    run = Managed("one-shot", running=True, reap_at=NOW + 60)
+    runtime = FakeRuntime(*mine, theirs, run)
+    assert sweep(runtime, "inst", now=NOW, executor_alive=True, generation="g1") == (0, 4)
+    assert sweep(runtime, "inst", now=NOW, executor_alive=False, generation="g1") == (2, 2)
+    assert runtime.removed == ["pool-mine", "session-mine"]
+
+
 def test_the_reaper_runs_while_its_executor_lives_and_exits_when_nothing_is_left() -> None:
     runtime = FakeRuntime(Managed("x", running=False, reap_at=None))
     stop = threading.Event()

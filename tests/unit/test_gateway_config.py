@@ -96,6 +96,20 @@ def _agent(i: int, **fields: Any):
             "agent 'alice': needs a token (token_file or token_sha256) or a tls_identity",
             id="agent-no-token",
         ),
+        # The executor reads an empty principal as "everyone" (ListSandboxes,
+        # EndSandboxes), so a blank agent id must never load.
+        pytest.param(
+            _agent(1, id="", token_sha256=SHA),
+            "agents[1]",
+            "agent id '' is empty: each agent needs a non-blank id",
+            id="agent-empty-id",
+        ),
+        pytest.param(
+            _agent(1, id="  ", token_sha256=SHA),
+            "agents[1]",
+            "agent id '  ' is empty: each agent needs a non-blank id",
+            id="agent-blank-id",
+        ),
         pytest.param(
             _agent(1, id="alice", token_sha256=SHA),
             "(top level)",

@@ -567,6 +567,10 @@ def test_allowed_invoke_runs_the_plan_and_audits_twice(make) -> None:
         network_mode="none",
         egress_allowlist=(),
         runtime="runc",
+        # The authenticated principal and the call's session: what keys a
+        # session sandbox at the executor.
+        principal="alice",
+        session_id="sess-1",
     )
     kinds = [e.kind for e in h.audit.events]
     assert kinds == ["decision", "execution"]

@@ -330,3 +330,132 @@ def test_argument_bytes_are_rate_limited_per_principal(tmp_path: Path) -> None:
         ]
 
     assert asyncio.run(scenario()) == ["allowed", "rate_limited", "rate_limited"]
+
+
+def _observation(call_id: str, *, principal: Principal = ALICE, item: Any = None) -> Any:
+    from airlock.gateway._model import Observation  # noqa: PLC0415
+
+    return Observation(
+        item_type="web_search_call",
+        item_id=call_id,
+        tool="web_search",
+        status="completed",
+        item_json=json.dumps(item if item is not None else {"type": "web_search_call"}, ensure_ascii=False),
+        session_id="s",
+        principal=principal,
+    )
+
+
+class HeldObservations(FakeAudit):
+    """Holds every recorded observation (the audit writer busy masking one)
+    until released; counts how many got as far as the writer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.writing = 0
+
+    async def write(self, event: Any) -> None:
+        if event.kind == "observation" and event.reasons[0].code == "observed":
+            self.writing += 1
+            await self.release.wait()
+        await super().write(event)
+
+
+def test_observe_holds_a_fair_share_of_decision_slots(tmp_path: Path) -> None:
+    """An Observe flood of items slow to mask took another principal's
+    Decide from 10 ms to 3.8 s: Observe took no decision slot, so the
+    flood filled the audit writer every principal shares. Now a record
+    holds a slot as a decision does: one principal at most its share."""
+    gateway, _, _ = build(tmp_path, policy_concurrency=4, policy_per_principal=2)
+    audit = HeldObservations()
+    gateway._audit = audit
+
+    async def scenario() -> tuple[int, Any, list[Any]]:
+        flood = [asyncio.create_task(gateway.observe(_observation(f"ws{i}"))) for i in range(6)]
+        await asyncio.sleep(0.05)
+        writing = audit.writing
+        other = await asyncio.wait_for(gateway.decide(call(call_id="b1", principal=BOB, rpc="Decide")), 5)
+        audit.release.set()
+        return writing, other, await asyncio.gather(*flood)
+
+    writing, other, observed = asyncio.run(scenario())
+    assert writing == 2, "the flooding principal records at most its share at once"
+    assert other.allowed, "another principal still gets a slot"
+    assert [o.reason.code for o in observed] == ["observed"] * 6, "the rest waited their turn"
+
+
+def test_an_observe_that_finds_no_slot_is_refused_and_recorded(tmp_path: Path) -> None:
+    gateway, _, _ = build(tmp_path, policy_per_principal=1, policy_queue_timeout_s=0.05)
+    audit = HeldObservations()
+    gateway._audit = audit
+
+    async def scenario() -> Any:
+        held = asyncio.create_task(gateway.observe(_observation("ws0")))
+        await asyncio.sleep(0.02)
+        refused = await asyncio.wait_for(gateway.observe(_observation("ws1")), 2)
+        audit.release.set()
+        await held
+        return refused
+
+    refused = asyncio.run(scenario())
+    assert (refused.refusal, refused.reason.code) == ("permission_denied", "gateway_overloaded")
+    [event] = [e for e in audit.events if e.decision_id == refused.event_id]
+    assert (event.kind, event.decision, event.reasons[0].code) == ("observation", "deny", "gateway_overloaded")
+
+
+def test_observe_too_many_in_flight_refusals_are_summarised(tmp_path: Path) -> None:
+    gateway, _, _ = build(
+        tmp_path, max_in_flight_per_principal=1, unauthenticated_records_per_window=2, unauthenticated_window_s=60
+    )
+    audit = HeldObservations()
+    gateway._audit = audit
+
+    async def scenario() -> list[str]:
+        held = asyncio.create_task(gateway.observe(_observation("ws0")))
+        await asyncio.sleep(0.02)
+        codes = [(await gateway.observe(_observation(f"ws{i}"))).reason.code for i in range(1, 11)]
+        audit.release.set()
+        await held
+        await gateway.close()
+        return codes
+
+    assert asyncio.run(scenario()) == ["too_many_in_flight"] * 10
+    refusals = [e for e in audit.events if e.kind == "observation" and e.reasons[0].code == "too_many_in_flight"]
+    assert len(refusals) == 2, "recorded one by one up to the per-window rate"
+    [summary] = [e for e in audit.events if e.kind == "too_many_in_flight_summary"]
+    assert (summary.principal, summary.rpc) == ("alice", "Observe")
+    assert json_format.MessageToDict(summary.input)["suppressed"] == 8
+
+
+def test_argument_bytes_are_counted_in_utf8(tmp_path: Path) -> None:
+    """A 60 KB argument of "ä" counted as 30 K: the byte rate let through
+    twice what it said."""
+    gateway, _, _ = build(tmp_path, argument_bytes_per_second=0.001, argument_bytes_burst=70_000)
+    umlauts = json.dumps({"code": "ä" * 29_000}, ensure_ascii=False)  # 29 K characters, 58 KB
+    assert len(umlauts) < 35_000
+    assert len(umlauts.encode()) > 58_000
+
+    async def scenario() -> tuple[str, str, str]:
+        first = await gateway.decide(call(call_id="u1", arguments=umlauts, rpc="Decide"))
+        second = await gateway.decide(call(call_id="u2", arguments=umlauts, rpc="Decide"))
+        observed = await gateway.observe(_observation("ws", item={"type": "web_search_call", "q": "ä" * 6_000}))
+        return first.reasons[0].code, second.reasons[0].code, observed.reason.code
+
+    assert asyncio.run(scenario()) == ("allowed", "rate_limited", "rate_limited")
+
+
+def test_a_cut_of_raw_arguments_drops_the_token_it_falls_in(tmp_path: Path) -> None:
+    """arguments_raw is cut to 4096 characters before it is masked: a key
+    cut to ``sk-proj-AbCd`` no longer looks like one, so the cut drops it."""
+    gateway, _, audit = build(tmp_path)
+    key = "sk-proj-" + "AbCdEfGhIjKlMnOpQrSt" * 3
+    prefix = '{"a": 1, "a": 2, "note": "' + "x" * 4053 + " "
+    arguments = prefix + key + ' done"}'
+    assert len(prefix) == 4080, "the cut keeps sk-proj-AbCdEfGh, too short for the key pattern"
+    result = asyncio.run(gateway.decide(call(arguments=arguments, rpc="Decide")))
+    assert result.reasons[0].code == "arguments_malformed"
+    [event] = audit.events
+    raw = json_format.MessageToDict(event.input)["call"]["arguments_raw"]
+    assert "sk-proj" not in raw
+    assert raw == f"{prefix}…[{len(arguments) - len(prefix)} more characters cut]"

@@ -5,14 +5,18 @@ one table row per shape, each with a near miss that must stay readable."""
 from __future__ import annotations
 
 import json
+import random
 import re
+import string
+import time
+import unicodedata
 from typing import Any
 
 import pytest
 
 from airlock.common import ConfigError, parse_config
 from airlock.gateway._config import AuditConfig, MaskConfig
-from airlock.gateway._mask import MASK, MAX_SCAN_CHARS, Masker
+from airlock.gateway._mask import _FOLD_RANGES, _SUBMATCH_BYTES, MASK, MAX_MATCHES_PER_STRING, MAX_SCAN_CHARS, Masker
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 GOOGLE = "AIza" + "SyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW"  # AIza + 35
@@ -130,6 +134,26 @@ SHAPES = [
     ),
     ("zero-width space in the key", "pass\u200bword=Hunter7xyz", "Hunter7xyz", "pass\u200bing word"),
     ("decomposed umlaut", "pa\u0308ssword=Hunter7xyz", "Hunter7xyz", "pa\u0308sse"),
+    # A quoted value runs to its closing quote, across escaped ones.
+    ("escaped quote in a value", 'password = "x\\"Hunter7xyz"', "Hunter7xyz", 'password_hint = "x\\"y"'),
+    (
+        "escaped quote in a JSON-escaped value",
+        '{"code": "password = \\"x\\\\\\"Hunter7xyz\\""}',
+        "Hunter7xyz",
+        '{"code": "password_hint = \\"x\\\\\\"y\\""}',
+    ),
+    ("a quote never closed (a cut)", "password: 'Hunter7xyz", "Hunter7xyz", "password: ''"),
+    # The value patterns know every word of the key pattern.
+    ("Cookie header", "curl -H 'Cookie: sid=Hunter7xyz; theme=dark' x", "Hunter7xyz", "cookie policy accepted"),
+    ('"credentials": in text', '{"credentials": "Hunter7xyz"}', "Hunter7xyz", '{"credentials_file": "/etc/x"}'),
+    ("private_key= in text", "private_key='Hunter7xyz'", "Hunter7xyz", "private_key_path='/etc/key'"),
+    ("SECRET_KEY in code", "SECRET_KEY = 'Hunter7xyz'", "Hunter7xyz", "SECRET_KEY_FILE = 'key.txt'"),
+    ("a subscript", "os.environ['DB_PASSWORD'] = 'Hunter7xyz'", "Hunter7xyz", "os.environ['DB_HOST'] = 'db'"),
+    ("numbered", "password2=Hunter7xyz", "Hunter7xyz", "password_policy=strict"),
+    ("plural", "api_keys=Hunter7xyz", "Hunter7xyz", "max_tokens=4096 and tokens: 5"),
+    ("camelCase suffix", 'passwordConfirmation: "Hunter7xyz"', "Hunter7xyz", "tokenCount: 5, passwordless login"),
+    ("pass as a word", "export DB_PASS=Hunter7xyz", "Hunter7xyz", "bypass=1 compass=north passage=3 PASS: test_x"),
+    ('"pass": in JSON', '{"user": "bob", "pass": "Hunter7xyz"}', "Hunter7xyz", '{"bypass": "yes", "compass": "n"}'),
 ]
 
 
@@ -297,6 +321,173 @@ def test_camel_case_and_suffixed_secret_keys() -> None:
     doc = _event(input={"accessToken": "a" * 10, "clientSecret": "b" * 10, "db_password": "c" * 10, "tokens": 5})
     Masker().mask_event(doc)
     assert doc["input"] == {"accessToken": MASK, "clientSecret": MASK, "db_password": MASK, "tokens": 5}
+
+
+SECRET_KEYS = [
+    "api_keys",
+    "secrets",
+    "tokens",
+    "cookies",
+    "password2",
+    "token_1",
+    "passwordConfirmation",
+    "tokenValue",
+    "pass",
+    "pwd",
+    "db_pass",
+    "dbPass",
+    "DB_PASS",
+    "secret_key",
+    "SECRET_KEY",
+]
+#: Near misses of the rules above: other words, and (under the plural and
+#: camelCase forms) numbers and flags, which are counts and settings.
+PLAIN_KEYS = {
+    "passage": "x",
+    "compass": "north",
+    "bypass": "yes",
+    "passes": "x",
+    "passport": "x",
+    "passwordless": "x",
+    "password_policy": "strict",
+    "tokenizer": "gpt2",
+    "secretary": "bob",
+    "tokens": 5,
+    "max_tokens": 4096,
+    "tokenCount": 5,
+    "passwordRequired": True,
+}
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_plural_numbered_camel_case_and_pass_keys_are_secret(key: str) -> None:
+    doc = _event(input={"call": {"arguments": {key: "Hunter7xyz", "note": "was Hunter7xyz"}}})
+    assert Masker().mask_event(doc) == sorted([f"/input/call/arguments/{key}", "/input/call/arguments/note"])
+    assert "Hunter7xyz" not in json.dumps(doc)
+
+
+def test_near_misses_of_the_key_rules_stay_readable() -> None:
+    doc = _event(input={"call": {"arguments": dict(PLAIN_KEYS)}})
+    assert Masker().mask_event(doc) == []
+    assert doc["input"]["call"]["arguments"] == PLAIN_KEYS
+
+
+def test_a_number_under_a_strictly_secret_key_is_still_masked() -> None:
+    doc = _event(input={"pin_password": 7392, "password2": 1234, "tokens": 5})
+    Masker().mask_event(doc)
+    assert doc["input"] == {"pin_password": MASK, "password2": MASK, "tokens": 5}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Any duplicate key makes a call malformed: its arguments are
+        # recorded as text, where parsed keys' masking never ran.
+        ('{"code":"1","cookie":"Zq7hunter2SECRET","code":"2"}', '{"code":"1","cookie":"**masked**","code":"2"}'),
+        ('{"credentials": "Zq7hunter2SECRET", "a": 1, "a": 2}', '{"credentials": "**masked**", "a": 1, "a": 2}'),
+        ('{"private_key": "Zq7hunter2SECRET", "a": 1, "a": 2}', '{"private_key": "**masked**", "a": 1, "a": 2}'),
+        ('{"\\u0070assword": "Zq7hunter2SECRET", "a": 1, "a": 2}', '{"\\u0070assword": "**masked**", "a": 1, "a": 2}'),
+        ('{"p\\u00e4ssword": "Zq7hunter2SECRET", "a": 1, "a": 2}', '{"p\\u00e4ssword": "**masked**", "a": 1, "a": 2}'),
+        ('{"api_keys": ["Zq7hunter2SECRET", "k2"], "a": 1, "a": 2}', '{"api_keys": **masked**, "a": 1, "a": 2}'),
+        (
+            '{"auth": {"user": "u", "pwd": "Zq7hunter2SECRET"}, "a": 1, "a": 2}',
+            '{"auth": {"user": "u", "pwd": "**masked**"}, "a": 1, "a": 2}',
+        ),
+        ('{"tokens": 5, "max_tokens": 99, "a": 1, "a": 2}', '{"tokens": 5, "max_tokens": 99, "a": 1, "a": 2}'),
+        # Cut (or otherwise broken) inside the value: masked to the end.
+        ('{"a": 1, "a": 2, "cookie": "Zq7hunter2SECRET', '{"a": 1, "a": 2, "cookie": **masked**'),
+    ],
+)
+def test_raw_json_arguments_are_masked_by_key_name(raw: str, expected: str) -> None:
+    doc = _event(input={"call": {"tool": "python", "arguments_raw": raw}})
+    Masker().mask_event(doc)
+    assert doc["input"]["call"]["arguments_raw"] == expected
+
+
+def test_an_unparsed_observation_item_is_masked_by_key_name() -> None:
+    item = '{"type": "mcp_call", "n": NaN, "credentials": {"user": "u", "secret": "Zq7hunter2SECRET"}}'
+    doc = _event(input={"item": {"item_json": item, "status": "completed"}})
+    Masker().mask_event(doc)
+    assert doc["input"]["item"]["item_json"] == '{"type": "mcp_call", "n": NaN, "credentials": **masked**}'
+
+
+def test_a_string_with_too_many_matches_is_masked_whole() -> None:
+    """Each match costs work in the audit writer every principal shares (60
+    KB of ``password=a `` took 0.2-0.4 s): past MAX_MATCHES_PER_STRING the
+    string is masked whole, so a string's cost stays linear in its length."""
+    many = "password=a " * (MAX_MATCHES_PER_STRING + 1)
+    fewer = "password=a " * MAX_MATCHES_PER_STRING
+    doc = _event(input={"many": many, "fewer": fewer})
+    Masker().mask_event(doc)
+    assert doc["input"]["many"] == MASK
+    assert doc["input"]["fewer"] == f"password={MASK} " * MAX_MATCHES_PER_STRING
+
+
+def test_a_long_match_is_masked_whole() -> None:
+    """Reading a match's groups costs RE2's NFA time in proportion to the
+    match: past _SUBMATCH_BYTES the whole match goes, keyword included."""
+    value = "v" * (_SUBMATCH_BYTES + 1)
+    doc = _event(input={"long": f'see password="{value}" here', "short": 'see password="vv" here'})
+    Masker().mask_event(doc)
+    assert doc["input"] == {"long": f"see {MASK} here", "short": f'see password="{MASK}" here'}
+
+
+N = 64 * 1024
+
+
+def _repeat(unit: str) -> str:
+    return (unit * (N // len(unit) + 1))[:N]
+
+
+def _scheme_like(seed: int) -> str:
+    """Runs of letters and dots after a match: an overlapping ``{0,30}``
+    count before a URL's ``://`` made RE2's DFA outgrow its cache."""
+    rng = random.Random(seed)
+    runs = ("".join(rng.choices(string.ascii_lowercase, k=rng.randint(1, 3))) + "." for _ in range(N // 3))
+    return ("password=x " + "".join(runs))[:N]
+
+
+def _mysql_gaps(seed: int) -> str:
+    """``mysql`` with irregular gaps: the same with ``{0,200}?`` after it."""
+    rng = random.Random(seed)
+    return "".join("mysql" + " " * rng.randint(1, 12) for _ in range(N // 6))[:N]
+
+
+@pytest.mark.parametrize(
+    ("shape", "text"),
+    [
+        ("password=a", _repeat("password=a ")),
+        ("umlaut and password=a", _repeat("\u00e4password=a ")),
+        ("zero-width space in password", _repeat("p\u200bassword=a ")),
+        ("user:password@", _repeat("a://b:c@ ")),
+        ("scheme-like runs", _scheme_like(1)),
+        ("mysql", _mysql_gaps(2)),
+    ],
+)
+def test_masking_a_crafted_64_kib_string_takes_milliseconds(shape: str, text: str) -> None:
+    """CPU time, best of three, with a wide margin: these took 40-110 ms
+    before on the 2-core development machine (0.2-0.4 s under load, in the
+    audit writer every principal shares); now 1.5-7 ms."""
+    masker = Masker()
+    best = float("inf")
+    for _ in range(3):
+        doc = _event(input={"call": {"arguments": {"code": text}}})
+        started = time.process_time()
+        masker.mask_event(doc)
+        best = min(best, time.process_time() - started)
+    assert best < 0.02, f"{shape}: {best * 1000:.0f} ms"
+
+
+def test_only_the_scanned_ranges_hold_characters_that_normalise() -> None:
+    """_fold_classes looks for normalising characters in _FOLD_RANGES only."""
+    outside = [
+        cp
+        for cp in range(0x80, 0x110000)
+        if not any(low <= cp < high for low, high in _FOLD_RANGES)
+        and not 0xD800 <= cp < 0xE000  # surrogates
+        and (unicodedata.category(chr(cp)) in ("Mn", "Me", "Cf") or unicodedata.decomposition(chr(cp)))
+    ]
+    assert outside == []
 
 
 def test_short_values_are_masked_in_place_only() -> None:

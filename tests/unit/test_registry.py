@@ -87,7 +87,9 @@ def test_shipped_registry_as_policy_data(shipped_registry_path: Path) -> None:
         "runtime",
         "env",
         "limits",
+        "sandbox",
     }
+    assert python["sandbox"] == {"mode": "session", "idle_ttl_ms": 600_000, "max_lifetime_ms": 3_600_000}
     assert python["name"] == "python"
     assert python["image"] == reg.tools["python"].image
     assert python["argv"] == ["python3", "-I", "-c", "{code}"]
@@ -236,7 +238,7 @@ def _set(path: str, value: Any):
             id="float-memory",
         ),
         pytest.param(
-            "python", _set("limits.timeout", "10h"), "tools.python.limits", "expected a duration", id="bad-timeout"
+            "python", _set("limits.timeout", "10d"), "tools.python.limits", "expected a duration", id="bad-timeout"
         ),
         pytest.param("python", _set("limits.cpus", 0), "tools.python.limits", "cpus must be > 0", id="zero-cpus"),
         pytest.param("python", _set("limits.pids", 0), "tools.python.limits", "pids must be > 0", id="zero-pids"),

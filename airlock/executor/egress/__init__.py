@@ -167,15 +167,38 @@ class Egress:
         return self._proxy.address
 
     def open_call(
-        self, run_id: str, tool: str, allowlist: tuple[str, ...], allow_cidrs: tuple[str, ...]
+        self,
+        run_id: str,
+        tool: str,
+        allowlist: tuple[str, ...],
+        allow_cidrs: tuple[str, ...],
+        *,
+        address: str = "",
     ) -> tuple[CallGrant, EgressAttachment]:
         """The call's grant and how its sandbox is wired to the proxy: with a
-        fixed address, reserved here, that the credential is tied to."""
-        address = self._allocate()
-        grant, url = self._proxy.open_call(run_id, tool, allowlist, allow_cidrs, source=address)
+        fixed address, reserved here, that the credential is tied to. A
+        session's sandbox keeps its address (``address``, from reserve())
+        for its life; each of its calls gets a credential of its own, which
+        close_call revokes, and the address stays the session's."""
+        held = ipaddress.IPv4Address(address) if address else None
+        source = held or self._allocate()
+        grant, url = self._proxy.open_call(run_id, tool, allowlist, allow_cidrs, source=source)
+        grant.keeps_address = held is not None
         env = dict.fromkeys(PROXY_ENV_NAMES, url)
         env["NO_PROXY"] = env["no_proxy"] = ""
-        return grant, EgressAttachment(self.network, env, self._gateway_ip, str(address))
+        return grant, EgressAttachment(self.network, env, self._gateway_ip, str(source))
+
+    def reserve(self) -> str:
+        """A fixed address for a session sandbox, until release()."""
+        return str(self._allocate())
+
+    def release(self, address: str) -> None:
+        self._in_use.discard(ipaddress.IPv4Address(address))
+
+    def attachment(self, address: str) -> EgressAttachment:
+        """How a session sandbox with this address is wired: the network and
+        DNS only; each call's proxy environment comes with its exec."""
+        return EgressAttachment(self.network, {}, self._gateway_ip, address)
 
     def readdress(self, grant: CallGrant, attachment: EgressAttachment) -> EgressAttachment:
         """A new address for a call whose address another executor on the
@@ -188,7 +211,7 @@ class Egress:
 
     async def close_call(self, grant: CallGrant) -> EgressUse:
         await self._proxy.close_call(grant)
-        if isinstance(grant.source, ipaddress.IPv4Address):
+        if isinstance(grant.source, ipaddress.IPv4Address) and not grant.keeps_address:
             self._in_use.discard(grant.source)
         return EgressUse(tuple(grant.records), grant.unrecorded)
 

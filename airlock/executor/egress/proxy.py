@@ -137,6 +137,8 @@ class CallGrant:
     records: list[EgressRecord] = field(default_factory=list)
     unrecorded: int = 0
     closed: bool = False
+    #: The address is a session sandbox's, held beyond this call.
+    keeps_address: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     lookups: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LOOKUPS_PER_CALL))
 
