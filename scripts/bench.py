@@ -11,8 +11,8 @@ machine, in this run:
      - the floor: `docker exec` of the same program into one running
        hardened container, as the executor does it (docker SDK) and with
        the docker CLI;
-     - ephemeral Invokes served from the warm pool (a pause between calls
-       lets the pool refill; only pool hits count);
+     - ephemeral Invokes served from the warm pool (each waits until the
+       pool is full again and settled; only pool hits count);
      - a session's second and later Invokes, back to back;
      - cold Invokes on a second stack whose executor has the pool disabled;
      - bursts of concurrent ephemeral Invokes on a third stack whose pool
@@ -76,9 +76,9 @@ ARGUMENTS = '{"code": "print(2+2)"}'
 SANDBOX_USER = "65534:65534"
 KEEPER_USER = "65533:65533"
 KEEPER_COMMAND = ["timeout", "-s", "KILL", "3600", "sleep", "infinity"]
-#: Between two ephemeral calls, so the pool can refill the container the
-#: last one claimed.
-REFILL_PAUSE_S = 0.4
+#: Before each ephemeral call, once the pool is full again: the claimed
+#: container's removal and the refill's start have settled.
+REFILL_PAUSE_S = 0.5
 BURST = 20
 BURST_POOL_SIZE = 4
 POOL_WARM_TIMEOUT_S = 60.0
@@ -278,11 +278,17 @@ def pool_gauges(url: str) -> dict[str, tuple[float, float]]:
     return {pool: (idle.get(pool, 0.0), want) for pool, want in target.items()}
 
 
-def sequential(agent: Agent, n: int, *, session: str = "", pause_s: float = 0.0) -> list[Invoked]:
+def sequential(agent: Agent, n: int, *, session: str = "", pause_s: float = 0.0, refill: bool = False) -> list[Invoked]:
+    """n Invokes one after another. With ``refill``, each waits until the
+    pool is full again and then ``pause_s`` (the claimed container's removal
+    and the refill's start are done), so a sample is a claim on a quiet
+    engine, not a claim racing the last one's clean-up."""
     out = []
     for _ in range(n):
-        out.append(agent.invoke(session))
+        if refill:
+            agent.wait_pool_full()
         time.sleep(pause_s)
+        out.append(agent.invoke(session))
     return out
 
 
@@ -391,7 +397,7 @@ def main() -> int:  # noqa: PLR0915 - one measurement after another reads best
             try:
                 agent.invoke()  # warm-up; the class the calls need is warm after it
                 warm_ok = agent.wait_pool_full()
-                ephemeral = sequential(agent, args.fast_runs, pause_s=REFILL_PAUSE_S)
+                ephemeral = sequential(agent, args.fast_runs, pause_s=REFILL_PAUSE_S, refill=True)
                 session = f"bench-{os.getpid()}"
                 session_calls = sequential(agent, args.fast_runs + 1, session=session)
                 agent.end_session(session)

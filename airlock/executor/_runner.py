@@ -225,6 +225,10 @@ class Runner:
             await asyncio.to_thread(self._runtime.kill, container_id)
         return True
 
+    @staticmethod
+    def _quiet_refills(boxes: Sandboxes) -> contextlib.AbstractContextManager[None]:
+        return boxes.pool.running() if boxes.pool is not None else contextlib.nullcontext()
+
     async def _stop_call(self, sandbox: Sandbox, *, keep: bool) -> None:
         """Ends a call in a long-lived container now. A pool container is
         removed (it would be anyway). A session's container stays, and only
@@ -251,7 +255,8 @@ class Runner:
         if claim.sandbox is None:
             result = await self._run(spec, emit)
             return replace(result, sandbox=replace(result.sandbox, claim_ms=claim.claim_ms))
-        result, _ = await self._exec(spec, limits, claim.sandbox, emit, keep=False)
+        with pool.running():
+            result, _ = await self._exec(spec, limits, claim.sandbox, emit, keep=False)
         use = SandboxUse("ephemeral", claim.sandbox.container_id, pool_hit=True, claim_ms=claim.claim_ms)
         return replace(result, sandbox=use)
 
@@ -281,7 +286,8 @@ class Runner:
                     if not session.ended:
                         try:
                             async with self._slots:
-                                result, swept = await self._exec(spec, limits, session.sandbox, emit, keep=True)
+                                with self._quiet_refills(boxes):
+                                    result, swept = await self._exec(spec, limits, session.sandbox, emit, keep=True)
                         except asyncio.CancelledError:
                             # Abandoned mid-call (the gateway gave up): whether
                             # its processes are gone is unknown, so the

@@ -18,7 +18,7 @@ from airlock.executor._errors import RunRefused
 from airlock.executor._options import KEEPER_PIDS
 from airlock.executor.sandboxes.containers import ContainerClass, ReplaceCause, Sandbox, config_digest
 from airlock.executor.sandboxes.events import EndCause, SessionEvents
-from airlock.executor.sandboxes.pool import PoolLimits, WarmPool
+from airlock.executor.sandboxes.pool import REFILL_DEFER_S, PoolLimits, WarmPool
 from airlock.executor.sandboxes.sessions import SessionKey, SessionLimits, SessionTable
 
 CLS = ContainerClass("img:1", "runc", 1 << 28, 1000, 64, 1 << 26)
@@ -312,6 +312,38 @@ def test_cancelled_claim_removes_the_container_it_popped() -> None:
         assert factory.made == ["pool-0"]
         # It passed its check: used up like a claim, not a replacement.
         assert metrics.replacements == []
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_refills_wait_for_running_calls_unless_a_shelf_is_empty() -> None:
+    """Starting a container costs the engine CPU the running call needs:
+    while a call runs, a shelf that still holds one is refilled only after
+    REFILL_DEFER_S; an empty one at once."""
+    factory, metrics = FakeFactory(), FakePoolMetrics()
+    limits = PoolLimits(size=2, max_classes=1, max_starting=2, max_idle_s=600, class_ttl_s=600, check_interval_s=600)
+    now = [100.0]
+    pool = WarmPool(limits, factory, metrics, clock=lambda: now[0])
+
+    async def scenario() -> None:
+        pool.want(CLS)
+        await pool.maintain()
+        await _until(lambda: pool.idle == 2)
+        first = await pool.claim(CLS)
+        assert first.sandbox is not None
+        with pool.running():
+            await pool.maintain()
+            await asyncio.sleep(0.05)
+            assert len(factory.made) == 2  # one idle left: the refill waits
+            now[0] += REFILL_DEFER_S
+            await pool.maintain()
+            await _until(lambda: len(factory.made) == 3)  # waited long enough
+            await _until(lambda: pool.idle == 2)
+            assert (await pool.claim(CLS)).sandbox is not None
+            assert (await pool.claim(CLS)).sandbox is not None
+            await pool.maintain()
+            await _until(lambda: len(factory.made) == 5)  # an empty shelf: at once
         await pool.close()
 
     asyncio.run(scenario())

@@ -25,13 +25,19 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airlock.executor.sandboxes.containers import ContainerClass, ReplaceCause, Sandbox, check
 
 log = logging.getLogger("airlock.executor.pool")
+
+#: While a call runs, a shelf that still holds an idle container is refilled
+#: only after this long: starting a container takes the engine a few hundred
+#: ms of CPU, which on a small machine slows the running call by a third.
+#: An empty shelf is refilled at once, and so is any shelf once calls end.
+REFILL_DEFER_S = 2.0
 
 
 class SandboxFactory(Protocol):
@@ -69,6 +75,7 @@ class _Shelf:
     idle: deque[Sandbox] = field(default_factory=deque)
     starting: int = 0
     checked: float = 0.0
+    claimed: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,17 @@ class WarmPool:
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._running = 0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Around a call in a sandbox: refills wait for quiet (REFILL_DEFER_S)."""
+        self._running += 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            self._kick.set()
 
     # -- claiming -------------------------------------------------------------
 
@@ -102,6 +120,7 @@ class WarmPool:
         """An idle, checked container of this class, or none (a miss)."""
         t0 = time.monotonic()
         shelf = self._want(cls)
+        shelf.claimed = self._clock()
         sandbox: Sandbox | None = None
         while shelf.idle and not self._closed:
             candidate = shelf.idle.popleft()
@@ -186,6 +205,8 @@ class WarmPool:
                 await self._recheck(shelf)
         for shelf in reversed(self._shelves.values()):  # the most recently wanted first
             missing = self._limits.size - len(shelf.idle) - shelf.starting
+            if self._running and shelf.idle and now - shelf.claimed < REFILL_DEFER_S:
+                missing = 0  # after the running calls (their end kicks this loop)
             while missing > 0 and self._starting < self._limits.max_starting and not self._closed:
                 missing -= 1
                 self._start(shelf)
