@@ -16,6 +16,7 @@ from airlock.agent._terminal import escape_controls
 from airlock.common.client import GatewayClient, GatewayUnavailable
 
 if TYPE_CHECKING:
+    import argparse
     from pathlib import Path
 
     import openai
@@ -112,3 +113,19 @@ def run_cli(
     head = f"--- final answer (session {result.session_id}, {result.turns} turns) ---"
     out.write(f"{escape_controls(head)}\n{escape_controls(result.text, keep_newlines=True)}\n")
     return EXIT_OK
+
+
+def run_args(gateway: GatewayClient, args: argparse.Namespace) -> int:
+    """run_cli with the options both command lines share (``airlock agent
+    run`` and ``python -m airlock.agent run``)."""
+    return run_cli(
+        gateway,
+        args.prompt,
+        model=args.model,
+        max_turns=args.max_turns,
+        max_tool_calls=args.max_tool_calls,
+        parallel=args.parallel,
+        session_id=args.session,
+        stream=args.stream,
+        workspace=getattr(args, "workspace", None),
+    )

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from airlock.cli._layout import Identity, give
 from airlock.gateway import load_registry
 
 BUNDLE_ROOTS = ("airlock", "registry")
@@ -92,3 +93,21 @@ def fingerprint(policies: Path, registry_path: Path) -> tuple[tuple[str, int, in
         st = p.stat()
         out.append((str(p), st.st_size, st.st_mtime_ns))
     return tuple(out)
+
+
+def ensure_signing_key(key: Path, owner: Identity) -> bytes:
+    """The RSA key pair bundles are signed with: the private half is made
+    once (kept after) and held by ``owner`` alone; returns the public half
+    (PEM), the only part OPA gets."""
+    if not key.exists():
+        subprocess.run(  # noqa: S603 - fixed argv
+            ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key)],  # noqa: S607
+            check=True,
+            capture_output=True,
+        )
+    give(key, owner, 0o600)
+    return subprocess.run(  # noqa: S603 - fixed argv
+        ["openssl", "pkey", "-in", str(key), "-pubout"],  # noqa: S607
+        check=True,
+        capture_output=True,
+    ).stdout

@@ -164,6 +164,37 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of co
         help="let policies use a builtin that is off by default (http.send, net.lookup_ip_addr, opa.runtime)",
     )
     pub.set_defaults(handler=_publish)
+    bld = pol_sub.add_parser(
+        "build", help="build and sign a bundle for a deployment's bundle server (the explicit signed step)"
+    )
+    bld.add_argument("--signing-key", type=Path, required=True, help="RSA private key (PEM) the bundle is signed with")
+    bld.add_argument("--out", type=Path, required=True, help="bundle file to write (replaced atomically)")
+    bld.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
+    bld.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+    bld.add_argument("--allow-builtin", action="append", default=[], metavar="NAME")
+    bld.set_defaults(handler=_policy_build)
+    srv = pol_sub.add_parser("serve", help="serve a bundle file to OPA (a deployment's bundle server)")
+    srv.add_argument("--bundle", type=Path, required=True)
+    srv.add_argument("--token-file", type=Path, required=True, help="the bearer token OPA presents (0600, ours)")
+    srv.add_argument("--listen", default="127.0.0.1:8181", help="host:port")
+    srv.set_defaults(handler=_policy_serve)
+
+    dep = sub.add_parser("deploy", help="files for the production shapes (deploy/compose, deploy/kubernetes)")
+    dep_sub = dep.add_subparsers(dest="deploy_command", required=True)
+    ci = dep_sub.add_parser(
+        "compose-init", help="secrets, configs and the signed bundle for deploy/compose (root: files get image uids)"
+    )
+    ci.add_argument(
+        "--state", type=Path, required=True, help="folder for the mounted files (e.g. deploy/compose/state)"
+    )
+    ci.add_argument(
+        "--env-file", type=Path, required=True, help="compose variables to write (e.g. deploy/compose/.env)"
+    )
+    ci.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
+    ci.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+    ci.add_argument("--docker-gid", type=int, default=None, help="group of the Docker socket (default: its gid)")
+    ci.add_argument("--docker-socket", type=Path, default=Path("/var/run/docker.sock"))
+    ci.set_defaults(handler=_compose_init)
 
     chk = sub.add_parser("check", help="validate the registry and policies offline")
     chk.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
@@ -266,21 +297,11 @@ def _sessions(args: argparse.Namespace, home: Path) -> int:
 
 def _agent(args: argparse.Namespace, home: Path) -> int:
     _as_agent(args, home, args.principal)
-    from airlock.agent._cli import run_cli  # noqa: PLC0415
+    from airlock.agent._cli import run_args  # noqa: PLC0415
 
     target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
     with target.client(args.timeout) as gateway:
-        return run_cli(
-            gateway,
-            args.prompt,
-            model=args.model,
-            max_turns=args.max_turns,
-            max_tool_calls=args.max_tool_calls,
-            parallel=args.parallel,
-            session_id=args.session,
-            stream=args.stream,
-            workspace=args.workspace,
-        )
+        return run_args(gateway, args)
 
 
 def _publish(args: argparse.Namespace, home: Path) -> int:
@@ -293,6 +314,57 @@ def _publish(args: argparse.Namespace, home: Path) -> int:
         return _client.EXIT_USAGE
     published = publish(_need_opa(), layout, args.policies, args.registry, allow_builtins=args.allow_builtin)
     print(f"published policy bundle {published.revision} ({args.policies}, {args.registry}); OPA decides with it now")
+    return _client.EXIT_OK
+
+
+def _policy_build(args: argparse.Namespace, _home: Path) -> int:
+    from airlock.cli._deploy import build_signed_bundle  # noqa: PLC0415
+
+    revision = build_signed_bundle(
+        _need_opa(), args.policies, args.registry, args.signing_key, args.out, tuple(args.allow_builtin)
+    )
+    print(f"built signed bundle {revision} at {args.out}")
+    return _client.EXIT_OK
+
+
+def _policy_serve(args: argparse.Namespace, _home: Path) -> int:
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from airlock.cli._bundle_server import BundleServer  # noqa: PLC0415
+    from airlock.common._daemon import split_hostport  # noqa: PLC0415
+    from airlock.common._secrets import read_secret_text  # noqa: PLC0415
+
+    token = read_secret_text(args.token_file, "bundle token file")
+    host, port = split_hostport(args.listen)
+    server = BundleServer(args.bundle, token, host=host, port=port)
+    print(f"serving {args.bundle} at {server.url}/{args.bundle.name}", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    return _client.EXIT_OK
+
+
+def _compose_init(args: argparse.Namespace, _home: Path) -> int:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    from airlock.cli._deploy import ComposeInit, compose_init  # noqa: PLC0415
+
+    gid = args.docker_gid if args.docker_gid is not None else args.docker_socket.stat().st_gid
+    revision = compose_init(
+        _need_opa(),
+        ComposeInit(
+            state=args.state,
+            env_file=args.env_file,
+            policies=args.policies,
+            registry=args.registry,
+            docker_gid=gid,
+            version=version("airlock"),
+        ),
+    )
+    print(f"wrote {args.state} and {args.env_file} (policy revision {revision}); next: docker compose up --wait")
     return _client.EXIT_OK
 
 

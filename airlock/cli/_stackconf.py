@@ -13,7 +13,6 @@ import json
 import os
 import secrets as secrets_module
 import socket
-import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from airlock.cli._layout import (
     Identity,
     Layout,
     LayoutError,
-    ensure_identities,
     give,
     make_dir,
     read_private,
@@ -38,7 +36,6 @@ from airlock.cli._opa import authz_policy, opa_argv, opa_config
 from airlock.cli._paths import DEV_PRINCIPAL, DEV_PROFILE
 from airlock.common import auditlog, parse_config
 from airlock.common._config import to_document
-from airlock.common._daemon import serve_http
 from airlock.common.stackfile import Principal
 
 UNTRUSTED_PRINCIPAL = "dev-untrusted"
@@ -157,19 +154,10 @@ def prepare(layout: Layout, ids: Identities) -> Secrets:
 def _bundle_signing_key(layout: Layout, root: Identity) -> None:
     """An RSA key pair for signing policy bundles: the private half stays
     with the operator (policy/), OPA gets only the public half."""
-    key = layout.bundle_signing_key
-    if not key.exists():
-        subprocess.run(  # noqa: S603 - fixed argv
-            ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key)],  # noqa: S607
-            check=True,
-            capture_output=True,
-        )
-    give(key, root, 0o600)
-    subprocess.run(  # noqa: S603 - fixed argv
-        ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(layout.bundle_public_key)],  # noqa: S607
-        check=True,
-        capture_output=True,
-    )
+    from airlock.cli._bundle import ensure_signing_key  # noqa: PLC0415 - it imports the gateway's registry
+
+    public = ensure_signing_key(layout.bundle_signing_key, root)
+    layout.bundle_public_key.write_bytes(public)
     layout.bundle_public_key.chmod(0o644)
 
 
@@ -383,53 +371,3 @@ def shadow_status(layout: Layout, opa_token: str) -> str:
         return "ON for every deny (report only: nothing is enforced by policy)"
     parts = [f"{key} {shadow[key]}" for key in ("packages", "codes") if shadow.get(key)]
     return "report only for " + ", ".join(parts) if parts else "off"
-
-
-class BundleServer:
-    """Serves the published bundle to OPA on loopback, like a bundle server
-    would: only to OPA's uid (every other local user is closed unread), only
-    with the bundle-server token, with an ETag so OPA only downloads and
-    activates a bundle that changed."""
-
-    def __init__(self, bundle: Path, token: str, *, opa_uid: int | None = None) -> None:
-        """``opa_uid``: the uid OPA runs as; None: the one `airlock up` gives
-        it (airlock-opa as root, else our own)."""
-        target = bundle
-        expected = hashlib.sha256(f"Bearer {token}".encode()).digest()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                presented = hashlib.sha256(self.headers.get("Authorization", "").encode()).digest()
-                if not secrets_module.compare_digest(presented, expected):
-                    self.send_error(401)
-                    return
-                if self.path.split("?")[0] != f"/{target.name}":
-                    self.send_error(404)
-                    return
-                data = target.read_bytes()
-                etag = '"' + hashlib.sha256(data).hexdigest() + '"'
-                if self.headers.get("If-None-Match") == etag:
-                    self.send_response(304)
-                    self.send_header("ETag", etag)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/gzip")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("ETag", etag)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        # Any local user can connect to loopback: OPA's uid alone is served
-        # (a slow client once held every slot while a revocation waited), and
-        # the server is bounded (partial requests once made 2,500 threads).
-        uid = opa_uid if opa_uid is not None else ensure_identities(()).opa.uid
-        self._httpd = serve_http("127.0.0.1", 0, Handler, allowed_uids=(uid,))
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()

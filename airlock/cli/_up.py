@@ -28,6 +28,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from airlock.cli import _stackconf
+from airlock.cli._bundle_server import BundleServer
 from airlock.cli._layout import Identity, Layout, LayoutError, ensure_identities
 from airlock.cli._paths import DEV_PRINCIPAL, find_opa
 from airlock.cli._publish import DevWatcher, publish
@@ -62,7 +63,7 @@ class Stack:
         self.opts = opts
         self.layout = Layout(opts.home)
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.server: _stackconf.BundleServer | None = None
+        self.server: BundleServer | None = None
         self.watcher: DevWatcher | None = None
 
     def _spawn(
@@ -133,7 +134,8 @@ class Stack:
             published = publish(opa, layout, o.policies, o.registry)
         except (RuntimeError, OSError, ValueError) as exc:
             raise StackError(f"the policies or the registry do not build: {exc}") from exc
-        self.server = _stackconf.BundleServer(layout.bundle, secrets.bundle_token, opa_uid=ids.opa.uid)
+        # Any local user can connect to loopback: OPA's uid alone is served.
+        self.server = BundleServer(layout.bundle, secrets.bundle_token, allowed_uids=(ids.opa.uid,))
         opa_diag = f"127.0.0.1:{o.opa_port or _stackconf.free_port()}"
         opa_argv = _stackconf.write_opa_files(
             opa, layout, ids, secrets, bundle_url=self.server.url, diagnostic=opa_diag

@@ -32,22 +32,108 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-def load_yaml_config(path: Path, cls: type[T], *, versions: tuple[int, ...] = (1,)) -> T:
-    """Reads ``path`` and parses it into ``cls``; ``version`` must be supported."""
-    source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML: {exc}") from exc
+def load_yaml_config(
+    path: Path | None,
+    cls: type[T],
+    *,
+    versions: tuple[int, ...] = (1,),
+    env: Mapping[str, str] | None = None,
+    env_prefix: str | None = None,
+) -> T:
+    """Reads ``path`` and parses it into ``cls``; ``version`` must be supported.
+
+    With ``env_prefix`` (12-factor deployments), variables named
+    ``<prefix><KEY>[__<SUBKEY>...]`` in ``env`` override single keys of the
+    file (or make up the whole config when ``path`` is None): each value is
+    read as YAML, and a name that is not a key of the schema is refused like
+    an unknown key in the file, naming the variable."""
+    source = str(path) if path is not None else "environment"
+    raw: Any = {"version": versions[-1]}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(source, "", f"cannot read: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, "", f"not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "expected a mapping at the top level")
+    if env_prefix is not None:
+        overrides = env_overrides(env if env is not None else {}, env_prefix, cls)
+        if overrides:
+            source = f"{source} + environment ({', '.join(sorted(name for name, _, _ in overrides))})"
+            for _name, keys, value in overrides:
+                _set_key(raw, keys, value)
     version = raw.get("version")
     if isinstance(version, bool) or version not in versions:
         expected = " or ".join(str(v) for v in versions)
         raise ConfigError(source, "version", f"expected {expected}, got {version!r}")
     return parse_config(raw, cls, source=source)
+
+
+#: Variables with this suffix after the prefix name the config file itself.
+CONFIG_PATH_VARIABLE = "CONFIG"
+
+
+def env_overrides(env: Mapping[str, str], prefix: str, cls: type[Any]) -> list[tuple[str, tuple[str, ...], Any]]:
+    """(variable, key path, value) for every ``<prefix>...`` variable but the
+    config path; raises ConfigError for a name the schema does not have or a
+    value that is not YAML."""
+    out = []
+    for name in sorted(env):
+        if not name.startswith(prefix) or name == prefix + CONFIG_PATH_VARIABLE:
+            continue
+        keys = tuple(part.lower() for part in name[len(prefix) :].split("__"))
+        where = f"environment variable {name}"
+        if any(not k for k in keys):
+            raise ConfigError(where, "", "empty key; separate levels with exactly two underscores")
+        _check_key_path(cls, keys, where)
+        try:
+            value = yaml.safe_load(env[name]) if env[name].strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(where, ".".join(keys), f"not valid YAML: {exc}") from exc
+        out.append((name, keys, value))
+    return out
+
+
+def _check_key_path(cls: Any, keys: tuple[str, ...], where: str) -> None:
+    tp: Any = cls
+    for depth, part in enumerate(keys):
+        origin = get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            concrete = [o for o in get_args(tp) if o is not type(None)]
+            tp = concrete[0] if len(concrete) == 1 else tp
+        if get_origin(tp) in (dict, Mapping):
+            tp = get_args(tp)[1]  # a mapping's keys are the user's own names
+            continue
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(where, ".".join(keys), f"{'.'.join(keys[:depth])} has no keys below it")
+        hints = get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        if part not in names:
+            raise ConfigError(
+                where, ".".join(keys[: depth + 1]), f"unknown key; expected one of: {', '.join(sorted(names))}"
+            )
+        tp = hints[part]
+
+
+def _set_key(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node = raw
+    for part in keys[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def config_path(explicit: Path | None, env: Mapping[str, str], prefix: str) -> Path | None:
+    """``--config`` if given, else ``<prefix>CONFIG`` from the environment."""
+    if explicit is not None:
+        return explicit
+    named = env.get(prefix + CONFIG_PATH_VARIABLE)
+    return Path(named) if named else None
 
 
 def to_document(obj: Any, *, version: int | None = None) -> Any:

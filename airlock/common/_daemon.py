@@ -302,3 +302,41 @@ def stop_event() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, event.set)
     return event
+
+
+#: How long a health probe waits for the daemon's /metrics.
+HEALTH_TIMEOUT_S = 3.0
+
+
+def probe_health(ready_file: str, *, gauge: str | None = None) -> str | None:
+    """For container healthchecks: None when the daemon that wrote
+    ``ready_file`` is alive and answers on its /metrics (and ``gauge``, when
+    given, reads 1 there); otherwise what is wrong, in one line. The ready
+    file is written only once the daemon serves, so a daemon still starting
+    or stopped on a misconfiguration is never reported healthy."""
+    import urllib.request  # noqa: PLC0415 - only the probe needs it
+
+    try:
+        info = json.loads(Path(ready_file).read_text(encoding="utf-8"))
+        pid = int(info["pid"])
+        url = str(info["metrics"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"not serving: no usable ready file {ready_file} ({exc})"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"not serving: pid {pid} of {ready_file} is gone"
+    except PermissionError:
+        pass  # alive, someone else's
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S) as resp:  # noqa: S310 - our own metrics URL
+            body = resp.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"metrics {url} do not answer: {exc}"
+    if gauge is not None:
+        for line in body.splitlines():
+            name, _, value = line.partition(" ")
+            if name == gauge:
+                return None if float(value) == 1.0 else f"{gauge} is {value}"
+        return f"{gauge} is missing from {url}"
+    return None

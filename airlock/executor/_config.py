@@ -228,6 +228,10 @@ class ExecutorConfig:
     """The warm pool of idle sandbox containers."""
     sessions: SessionSettings = field(default_factory=SessionSettings)
     """Session sandboxes."""
+    instance: str | None = None
+    """Names this executor's sandboxes on the Docker engine (its start-up sweep removes only its own
+    leftovers); None: a digest of ``socket`` or ``listen``. Set it when executors in containers share
+    one engine, where every one has the same socket path (deploy/compose sets the project name)."""
     seccomp_profile: str | None = None
     """Path of the seccomp profile (JSON) every sandbox gets; None = the profile shipped in
     deploy/seccomp/airlock.json (package data ``airlock.deploy``)."""
@@ -249,13 +253,22 @@ class ExecutorConfig:
             raise ValueError("allowed_peer_uids must list at least one uid, each >= 0")
         if self.socket_group is not None and self.socket_group < 0:
             raise ValueError("socket_group must be a gid >= 0")
-        if any(not image.strip() for image in self.allowed_images):
-            raise ValueError("allowed_images entries must be non-empty image references")
+        if (self.instance is not None and not self.instance.strip()) or any(
+            not image.strip() for image in self.allowed_images
+        ):
+            raise ValueError("instance and allowed_images entries must be non-empty")
 
 
-def load_executor_config(path: Path) -> ExecutorConfig:
-    cfg = load_yaml_config(path, ExecutorConfig)
-    base = path.resolve().parent
+#: Environment variables that override executor.yaml keys start with this
+#: (``AIRLOCK_EXECUTOR_POOL__SIZE=4``); ``AIRLOCK_EXECUTOR_CONFIG`` names the file.
+ENV_PREFIX = "AIRLOCK_EXECUTOR_"
+
+
+def load_executor_config(path: Path | None, env: Mapping[str, str] | None = None) -> ExecutorConfig:
+    """Loads executor.yaml (plus ``AIRLOCK_EXECUTOR_*`` overrides from ``env``;
+    None: none); relative paths resolve against the file's folder."""
+    cfg = load_yaml_config(path, ExecutorConfig, env=env, env_prefix=ENV_PREFIX if env is not None else None)
+    base = path.resolve().parent if path is not None else Path.cwd()
     return replace(
         cfg,
         socket=str((base / cfg.socket).resolve()) if cfg.socket else None,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import logging
+import os
 import resource
 import secrets
 import subprocess
@@ -17,10 +18,11 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from airlock.common import ConfigError
-from airlock.common._daemon import start_metrics, stop_event, write_ready_file
+from airlock.common._config import config_path
+from airlock.common._daemon import probe_health, start_metrics, stop_event, write_ready_file
 from airlock.common._grpc_tls import server_credentials
 from airlock.common._secrets import SecretFileError, read_secret_text
-from airlock.executor._config import ExecutorConfig, load_executor_config
+from airlock.executor._config import ENV_PREFIX, ExecutorConfig, load_executor_config
 from airlock.executor._docker import DockerRuntime
 from airlock.executor._images import ImageAllowlist
 from airlock.executor._metrics import ExecutorMetrics
@@ -81,9 +83,15 @@ def _read_token(cfg: ExecutorConfig) -> str:
 
 def _engine(cfg: ExecutorConfig) -> tuple[DockerRuntime, ExecutorConfig]:
     """The Docker engine, and the config with only the runtimes it has."""
-    runtime = DockerRuntime(cfg.docker_url, cfg.max_concurrent_runs)
-    runtime.ping()
-    available = runtime.available_runtimes()
+    try:
+        runtime = DockerRuntime(cfg.docker_url, cfg.max_concurrent_runs)
+        runtime.ping()
+        available = runtime.available_runtimes()
+    # The SDK's errors and OSError alike: one line naming the engine, then exit.
+    except Exception as exc:
+        raise ConfigError(
+            cfg.docker_url, "docker_url", f"the Docker engine does not answer ({type(exc).__name__}: {exc})"
+        ) from exc
     missing = [r for r in cfg.runtimes if r not in available]
     if missing:
         # Runs asking for these are refused (runtime_unavailable), never
@@ -176,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airlock.executor", description="Airlock executor daemon")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", help="run the executor")
-    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--config", type=Path, help="executor.yaml (default: $AIRLOCK_EXECUTOR_CONFIG)")
     run.add_argument("--ready-file")
-    check = sub.add_parser("check", help="validate executor.yaml offline")
-    check.add_argument("--config", required=True, type=Path)
+    check = sub.add_parser("check", help="validate executor.yaml (and the environment) offline")
+    check.add_argument("--config", type=Path)
+    probe = sub.add_parser("health", help="exit 0 when the executor that wrote --ready-file serves (for healthchecks)")
+    probe.add_argument("--ready-file", required=True)
     sub.add_parser("reap", help="(internal) remove overdue sandboxes; started by serve", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["reap"]:
@@ -188,8 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s reaper %(levelname)s %(message)s"))
         return reap_main(argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "health":
+        problem = probe_health(args.ready_file)
+        if problem is not None:
+            print(f"executor: {problem}", file=sys.stderr)  # noqa: T201 - the probe's answer
+            return 1
+        return 0
+    env = dict(os.environ)
     try:
-        cfg = load_executor_config(args.config)
+        cfg = load_executor_config(config_path(args.config, env, ENV_PREFIX), env)
         if args.command == "serve":
             asyncio.run(serve(cfg, args.ready_file))
         else:

@@ -124,9 +124,11 @@ class EgressAttachment(NamedTuple):
 
 
 def executor_instance(cfg: ExecutorConfig) -> str:
-    """A stable id for this executor: a digest of the address it serves on
-    (two executors cannot serve on the same socket or port at once)."""
-    return hashlib.sha256((cfg.socket or cfg.listen or "").encode()).hexdigest()[:16]
+    """A stable id for this executor: a digest of its configured instance
+    name, else of the address it serves on (two executors of one host cannot
+    serve on the same socket or port at once)."""
+    name = f"instance:{cfg.instance}" if cfg.instance is not None else (cfg.socket or cfg.listen or "")
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 def ceilings(cfg: ExecutorConfig) -> EffectiveLimits:

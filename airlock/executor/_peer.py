@@ -67,10 +67,12 @@ def prepare_socket_folders(public: Path, group: int | None) -> Path:
         # not in that group could not set the bit again (the kernel drops
         # it) or chown to the group. chown before chmod: a chown clears it.
         st = folder.stat()
-        if st.st_gid != group:
-            os.chown(folder, -1, group)
-        if stat.S_IMODE(folder.stat().st_mode) != 0o2750:  # noqa: PLR2004 - the mode itself
-            folder.chmod(0o2750)
+        # A failure is reported below, in one line naming what is wrong.
+        with contextlib.suppress(PermissionError):
+            if st.st_gid != group:
+                os.chown(folder, -1, group)
+            if stat.S_IMODE(folder.stat().st_mode) != 0o2750:  # noqa: PLR2004 - the mode itself
+                folder.chmod(0o2750)
         st = folder.stat()
         if stat.S_IMODE(st.st_mode) != 0o2750 or st.st_gid != group:  # noqa: PLR2004 - the mode itself
             # The kernel drops a setgid bit set by a non-member silently.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -422,10 +423,18 @@ class GatewayConfig:
             raise ValueError("limits.max_arguments_bytes must be below limits.max_message_bytes")
 
 
-def load_gateway_config(path: Path) -> GatewayConfig:
-    """Loads gateway.yaml and resolves relative paths against its folder."""
-    cfg = load_yaml_config(path, GatewayConfig)
-    base = path.resolve().parent
+#: Environment variables that override gateway.yaml keys start with this
+#: (``AIRLOCK_GATEWAY_OPA__URL`` sets ``opa.url``); ``AIRLOCK_GATEWAY_CONFIG``
+#: names the file itself.
+ENV_PREFIX = "AIRLOCK_GATEWAY_"
+
+
+def load_gateway_config(path: Path | None, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Loads gateway.yaml (plus ``AIRLOCK_GATEWAY_*`` overrides from ``env``;
+    None: none) and resolves relative paths against the file's folder (the
+    working directory when there is no file)."""
+    cfg = load_yaml_config(path, GatewayConfig, env=env, env_prefix=ENV_PREFIX if env is not None else None)
+    base = path.resolve().parent if path is not None else Path.cwd()
 
     def rel(p: str) -> str:
         return str((base / p).resolve())

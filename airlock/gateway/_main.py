@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import resource
 import sys
 from pathlib import Path
@@ -17,13 +18,14 @@ from grpc_health.v1 import health
 from prometheus_client import CollectorRegistry
 
 from airlock.common import ConfigError, auditlog
-from airlock.common._daemon import start_metrics, stop_event, write_ready_file
+from airlock.common._config import config_path
+from airlock.common._daemon import probe_health, start_metrics, stop_event, write_ready_file
 from airlock.common._grpc_tls import server_credentials
 from airlock.common._secrets import SecretFileError, check_secret_file, read_secret_text
 from airlock.gateway._audit import JsonlAuditSink
 from airlock.gateway._auth import Authenticator
 from airlock.gateway._budget import CallCounters
-from airlock.gateway._config import GatewayConfig, Limits, load_gateway_config
+from airlock.gateway._config import ENV_PREFIX, GatewayConfig, Limits, load_gateway_config
 from airlock.gateway._core import CoreSettings, Gateway
 from airlock.gateway._errors import AuditError, PolicyError
 from airlock.gateway._events import session_event
@@ -49,6 +51,8 @@ REGISTRY_POLL_SECONDS = 1.0
 #: A small document every Airlock bundle defines, read once for its revision.
 REVISION_PROBE_PATH = "airlock/config/shadow"
 HANDSHAKE_TIMEOUT_MS = 10_000
+#: How often OPA is probed for the health of the decision path.
+POLICY_PROBE_SECONDS = 5.0
 #: Descriptors besides client connections: OPA's and the executor's
 #: connections, the audit files, metrics, Python itself.
 FD_HEADROOM = 256
@@ -76,6 +80,31 @@ async def _watch_registry(path: Path, core: Gateway, stop: asyncio.Event) -> Non
             continue
         core.replace_registry(registry)
         log.info("registry reloaded from %s (%d tools)", path, len(registry.tools))
+
+
+async def _probe_policy_engine(policy: OpaClient, metrics: GatewayMetrics, *, was_up: bool | None) -> bool:
+    """One probe of OPA with the gateway's own token: a small document every
+    Airlock bundle defines. Not a decision, so not audited. Logs only when
+    the answer changes (``was_up`` None: the first probe)."""
+    try:
+        probe = await policy.evaluate(REVISION_PROBE_PATH, {})
+    except PolicyError as exc:
+        metrics.policy_engine_up.set(0)
+        if was_up is not False:
+            # One line, no traceback: the operator needs the cause, not our stack.
+            log.error("policy engine unreachable (%s): %s; every call is denied until it answers", exc.code, exc)  # noqa: TRY400
+        return False
+    metrics.policy_engine_up.set(1)
+    metrics.policy_revision(probe.revision)
+    if was_up is False:
+        log.info("policy engine answers again (revision %s)", probe.revision)
+    return True
+
+
+async def _watch_policy_engine(policy: OpaClient, metrics: GatewayMetrics, stop: asyncio.Event, *, up: bool) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(POLICY_PROBE_SECONDS)
+        up = await _probe_policy_engine(policy, metrics, was_up=up)
 
 
 def core_settings(cfg: GatewayConfig) -> CoreSettings:
@@ -270,23 +299,22 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
         raise OSError(f"cannot listen on {cfg.listen}")
     metrics_url = start_metrics(cfg.metrics_listen, prom)
     await server.start()
-    # Best effort: build_info shows the active policy revision from the start,
-    # not only after the first decision. Not a decision, so not audited.
-    try:
-        probe = await policy.evaluate(REVISION_PROBE_PATH, {})
-        metrics.policy_revision(probe.revision)
-    except PolicyError as exc:
-        log.warning("could not read the policy revision at start: %s", exc)
+    # The first probe before serving: build_info shows the active policy
+    # revision from the start, and a gateway that cannot reach OPA (or whose
+    # token OPA refuses) says so in one line and stays unhealthy.
+    engine_up = await _probe_policy_engine(policy, metrics, was_up=None)
     health_state.serving = True
     await health_state.publish()
     host = cfg.listen.rpartition(":")[0]
     write_ready_file(ready_file, {"listen": f"{host}:{port}", "metrics": metrics_url, "audit": cfg.audit.path})
     stop = stop_event()
     watcher = asyncio.get_running_loop().create_task(_watch_registry(Path(cfg.registry), core, stop))
+    engine_watch = asyncio.get_running_loop().create_task(_watch_policy_engine(policy, metrics, stop, up=engine_up))
     # Session starts and ends, reported by the executor, into the audit log.
     session_watch = asyncio.get_running_loop().create_task(sessions.watch())
     await stop.wait()
     watcher.cancel()
+    engine_watch.cancel()
     session_watch.cancel()
     await core.close()
     await health.enter_graceful_shutdown()
@@ -297,30 +325,53 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airlock.gateway", description="Airlock gateway daemon")
+    parser = argparse.ArgumentParser(
+        prog="python -m airlock.gateway",
+        description="Airlock gateway daemon. Config: --config FILE or $AIRLOCK_GATEWAY_CONFIG, and any key "
+        "overridden by $AIRLOCK_GATEWAY_<KEY>[__<SUBKEY>] (docs/configuration.md).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", help="run the gateway")
-    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--config", type=Path)
     run.add_argument("--ready-file", help="write listen addresses here once serving")
-    check = sub.add_parser("check", help="validate gateway.yaml and its registry offline")
+    check = sub.add_parser("check", help="validate gateway.yaml (and the environment) and its registry offline")
     check.add_argument("--config", type=Path)
     check.add_argument("--registry", type=Path)
+    probe = sub.add_parser("health", help="exit 0 when the gateway that wrote --ready-file serves (for healthchecks)")
+    probe.add_argument("--ready-file", required=True)
+    probe.add_argument(
+        "--live",
+        action="store_true",
+        help="liveness only: the process serves its metrics (an OPA outage or audit failure makes it unready, "
+        "and restarting the gateway would not cure either)",
+    )
     bundle = sub.add_parser("registry-data", help="print the registry as OPA data (data.registry)")
     bundle.add_argument("--registry", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(message)s")
+    env = dict(os.environ)
     try:
         if args.command == "serve":
-            cfg = load_gateway_config(args.config)
+            cfg = load_gateway_config(config_path(args.config, env, ENV_PREFIX), env)
             load_registry(Path(cfg.registry))
             asyncio.run(serve(cfg, args.ready_file))
         elif args.command == "check":
-            if args.config:
-                cfg = load_gateway_config(args.config)
+            path = config_path(args.config, env, ENV_PREFIX)
+            if path is not None or args.registry is None:
+                cfg = load_gateway_config(path, env)
                 load_registry(Path(cfg.registry))
             if args.registry:
                 load_registry(args.registry)
             print("ok")  # noqa: T201 - the check command's answer
+        elif args.command == "health":
+            problem = probe_health(args.ready_file)
+            if problem is None and not args.live:
+                problem = probe_health(args.ready_file, gauge="airlock_gateway_audit_healthy") or probe_health(
+                    args.ready_file, gauge="airlock_gateway_policy_engine_up"
+                )
+            if problem is not None:
+                print(f"gateway: {problem}", file=sys.stderr)  # noqa: T201 - the probe's answer
+                return 1
         else:
             print(json.dumps(load_registry(args.registry).as_policy_data(), indent=2, sort_keys=True))  # noqa: T201
     except (ConfigError, SecretFileError) as exc:

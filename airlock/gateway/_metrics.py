@@ -136,6 +136,12 @@ class GatewayMetrics:
             registry=registry,
         )
         self.audit_healthy.set(1)
+        self.policy_engine_up = Gauge(
+            "airlock_gateway_policy_engine_up",
+            "1 while the gateway's periodic probe of OPA succeeds (with its token); 0 before the first success "
+            "and after a failed probe. The container healthcheck needs it (calls fail closed meanwhile).",
+            registry=registry,
+        )
 
     def set_tools(self, tools: Collection[str]) -> None:
         self._tools = frozenset(tools)

@@ -8,18 +8,16 @@ events (arguments in deltas, the call acted on only at output_item.done)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import openai
 import pytest
 from fixtures.responses import fcall, message
+from fixtures.responses_server import DELTA_SIZE, ScriptedResponses, serving
 from helpers import Stack
 from openai.types.responses import FunctionToolParam
 from openai.types.responses.response_input_param import FunctionCallOutput
@@ -32,160 +30,10 @@ from airlock.v1 import executor_pb2
 pytestmark = pytest.mark.integration
 
 
-class ScriptedResponses:
-    """Answers POST /v1/responses with the next scripted output, as a full
-    Response object, and records each request body."""
-
-    def __init__(self, turns: list[list[dict[str, Any]]]) -> None:
-        self.port = 0
-        self.turns = list(turns)
-        self.requests: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-
-    def respond(self, body: dict[str, Any]) -> dict[str, Any]:
-        with self.lock:
-            self.requests.append(body)
-            n = len(self.requests)
-            output = self.turns.pop(0)
-        return {
-            "id": f"resp_{uuid.uuid4().hex}",
-            "object": "response",
-            "created_at": 1_764_300_000 + n,
-            "completed_at": 1_764_300_000 + n,
-            "status": "completed",
-            "error": None,
-            "incomplete_details": None,
-            "instructions": None,
-            "max_output_tokens": None,
-            "model": body["model"],
-            "output": output,
-            "parallel_tool_calls": True,
-            "previous_response_id": body.get("previous_response_id"),
-            "reasoning": {"effort": None, "summary": None},
-            "store": True,
-            "temperature": 1.0,
-            "text": {"format": {"type": "text"}},
-            "tool_choice": "auto",
-            "tools": body.get("tools", []),
-            "top_p": 1.0,
-            "truncation": "disabled",
-            "usage": {
-                "input_tokens": 50,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": 20,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": 70,
-            },
-            "user": None,
-            "metadata": {},
-        }
-
-
-def _handler(script: ScriptedResponses) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            if self.path != "/v1/responses":
-                self.send_error(404)
-                return
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if body.get("stream"):
-                self.stream(script.respond(body))
-                return
-            payload = json.dumps(script.respond(body)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def stream(self, response: dict[str, Any]) -> None:
-            # HTTP/1.0 without Content-Length: the body ends when the connection closes.
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            for event in sse_events(response):
-                self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
-                self.wfile.flush()
-                time.sleep(0.01)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            pass
-
-    return Handler
-
-
-#: How the arguments of a streamed call are cut into deltas: the first
-#: prefix (``{"co``) is not valid JSON, on purpose.
-DELTA_SIZE = 4
-
-
-def sse_events(response: dict[str, Any]) -> list[dict[str, Any]]:
-    """The event sequence a Responses API stream sends for ``response``:
-    created, then per output item added (a function call with EMPTY
-    arguments), argument deltas and arguments.done, output_item.done with the
-    full item; then completed with the full response."""
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": response | {"status": "in_progress", "output": [], "usage": None}}
-    ]
-    for index, item in enumerate(response["output"]):
-        if item["type"] == "function_call":
-            args = item["arguments"]
-            events.append(
-                {
-                    "type": "response.output_item.added",
-                    "output_index": index,
-                    "item": item | {"arguments": "", "status": "in_progress"},
-                }
-            )
-            events.extend(
-                {
-                    "type": "response.function_call_arguments.delta",
-                    "item_id": item["id"],
-                    "output_index": index,
-                    "delta": args[i : i + DELTA_SIZE],
-                }
-                for i in range(0, len(args), DELTA_SIZE)
-            )
-            events.append(
-                {
-                    "type": "response.function_call_arguments.done",
-                    "item_id": item["id"],
-                    "output_index": index,
-                    "arguments": args,
-                }
-            )
-        else:
-            events.append(
-                {
-                    "type": "response.output_item.added",
-                    "output_index": index,
-                    "item": item | {"content": [], "status": "in_progress"},
-                }
-            )
-        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
-    events.append({"type": "response.completed", "response": response})
-    return [e | {"sequence_number": n} for n, e in enumerate(events)]
-
-
 @pytest.fixture
 def ids() -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
     return {k: f"call_{k}_{tag}" for k in ("py1", "py2", "sh1", "del", "web")}
-
-
-@contextlib.contextmanager
-def serving(s: ScriptedResponses) -> Iterator[ScriptedResponses]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(s))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    s.port = server.server_address[1]
-    try:
-        yield s
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from airlock.cli._stackconf import BundleServer
+from airlock.cli._bundle_server import BundleServer
 from airlock.common import _daemon
 from airlock.common._daemon import BoundedHTTPServer, peer_uid, start_metrics
 
@@ -315,7 +315,7 @@ def test_the_bundle_server_serves_opas_uid_only(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.tar.gz"
     bundle.write_bytes(b"signed bundle")
     request = urllib.request.Request("http://x/bundle.tar.gz", headers={"Authorization": "Bearer t0ken"})
-    ours = BundleServer(bundle, "t0ken", opa_uid=os.geteuid())
+    ours = BundleServer(bundle, "t0ken", allowed_uids=(os.geteuid(),))
     try:
         request.full_url = f"{ours.url}/bundle.tar.gz"
         with urllib.request.urlopen(request, timeout=5) as resp:
@@ -323,7 +323,7 @@ def test_the_bundle_server_serves_opas_uid_only(tmp_path: Path) -> None:
             assert resp.headers["ETag"] == '"' + hashlib.sha256(b"signed bundle").hexdigest() + '"'
     finally:
         ours.stop()
-    theirs = BundleServer(bundle, "t0ken", opa_uid=os.geteuid() + 1)
+    theirs = BundleServer(bundle, "t0ken", allowed_uids=(os.geteuid() + 1,))
     try:
         request.full_url = f"{theirs.url}/bundle.tar.gz"
         with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
