@@ -579,3 +579,29 @@ def test_each_node_executor_names_its_sandboxes_by_release_and_node(default: Ren
     env = {e["name"]: e for e in _container(_pod(default, "DaemonSet"), "executor")["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["AIRLOCK_EXECUTOR_INSTANCE"]["value"].endswith("-$(NODE_NAME)")
+
+
+def test_agent_egress_policy_is_opt_in_and_limits_the_pod(
+    default: Render, render: Callable[..., Render], tmp_path: Path
+) -> None:
+    """The agent shares its Pod's network with the gateway and OPA: with
+    networkPolicy.agentEgress on, the Pod reaches DNS, the executors and
+    what is listed, nothing else."""
+    assert _one(default, "NetworkPolicy", "-agent")["spec"]["policyTypes"] == ["Ingress"]
+    objs = render(
+        "--set",
+        "networkPolicy.agentEgress.enabled=true",
+        "--set-json",
+        'networkPolicy.agentEgress.to=[{"ipBlock":{"cidr":"0.0.0.0/0","except":["169.254.169.254/32"]}}]',
+        "--set-json",
+        'networkPolicy.agentEgress.ports=[{"port":443,"protocol":"TCP"}]',
+    )
+    spec = _one(objs, "NetworkPolicy", "-agent")["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    dns, executor, listed = spec["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert executor["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "executor"
+    assert listed["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
+    assert listed["ports"] == [{"port": 443, "protocol": "TCP"}]
+    done = _validate([o for o in objs if o["kind"] not in CRD_KINDS], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
