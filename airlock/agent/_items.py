@@ -160,6 +160,16 @@ def output_text_for(result: ToolResult) -> str:
         doc["output_truncated"] = True
     if result.error:
         doc["error"] = result.error
+    if result.artifacts:
+        # What the run left under /outputs: the model passes an id back in
+        # a later call's inputs to read the file at /inputs/<name>.
+        doc["artifacts"] = [
+            {"id": a.id, "name": a.name, "sha256": a.sha256, "size": a.size, "media_type": a.media_type}
+            for a in result.artifacts
+        ]
+    skipped = result.run.skipped_outputs if result.run is not None else ()
+    if skipped:
+        doc["skipped_outputs"] = [{"name": s.name, "reason": s.reason} for s in skipped]
     return json.dumps(doc)
 
 

@@ -182,10 +182,18 @@ def call(
         out["sandbox_id"] = r.sandbox.sandbox_id
         out["session_started"] = r.sandbox.session_started
         out["session_calls"] = r.sandbox.session_calls
+    if result.artifacts:
+        out["artifacts"] = [_artifact_json(a) for a in result.artifacts]
+    if r.skipped_outputs:
+        out["skipped_outputs"] = [{"name": x.name, "reason": x.reason} for x in r.skipped_outputs]
     if r.error:
         out["error"] = r.error
     _emit(out)
     return EXIT_OK if result.outcome == "ok" else EXIT_TOOL_FAILED
+
+
+def _artifact_json(a: call_pb2.ArtifactRef) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "sha256": a.sha256, "size": a.size, "media_type": a.media_type}
 
 
 def decide(

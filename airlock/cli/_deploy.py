@@ -7,7 +7,8 @@ must belong to the uid that reads it, mode 0600 (airlock/common/_secrets.py),
 so the same OS rule that separates the daemons under ``airlock up`` holds
 between the containers. The agent's folder holds only its token; the
 gateway's holds the digests of agent tokens, the OPA and executor tokens and
-the audit signing key; OPA's holds the digest of the OPA token (in its
+the audit signing key (and, for an S3 artifact store, its credentials file:
+deploy/compose/README.md); OPA's holds the digest of the OPA token (in its
 authorization policy), the bundle token and the bundle's public key; the
 operator's holds the bundle signing key, which no container mounts.
 
@@ -46,6 +47,9 @@ ETC = Path("/etc/airlock")
 OPA_SOCKET = "/run/airlock/opa/opa.sock"
 EXECUTOR_SOCKET = "/run/airlock/executor/executor.sock"
 AUDIT_LOG = "/var/lib/airlock/audit/audit.jsonl"
+#: The artifact store: a named volume only the gateway mounts (its image
+#: makes the folder uid 10001, mode 0700, which a new volume inherits).
+ARTIFACTS_PATH = "/var/lib/airlock/artifacts"
 BUNDLE_URL = "http://bundles:8181"
 GATEWAY_LISTEN = "127.0.0.1:50051"
 AUDIT_KEEP_FILES = 64
@@ -151,6 +155,7 @@ def build_signed_bundle(  # noqa: PLR0917 - opa, inputs, key, output: all needed
 def _gateway_config(state: Path, agent_digest: str) -> None:
     from airlock.gateway._config import (  # noqa: PLC0415 - the CLI sits above the daemons
         Agent,
+        ArtifactsConfig,
         AuditConfig,
         ExecutorLink,
         GatewayConfig,
@@ -171,6 +176,9 @@ def _gateway_config(state: Path, agent_digest: str) -> None:
             retention=RetentionConfig(keep_files=AUDIT_KEEP_FILES),
         ),
         agents=(Agent(id=AGENT_PRINCIPAL, profile=DEV_PROFILE, token_sha256=agent_digest),),
+        # As `airlock up`: the local backend, default quotas and retention.
+        # backend s3 is set by environment overrides (deploy/compose/README.md).
+        artifacts=ArtifactsConfig(path=ARTIFACTS_PATH),
     )
     _config(cfg, GatewayConfig, state / "gateway" / "gateway.yaml", GATEWAY)
 

@@ -61,6 +61,35 @@ def _agent_identity_args(c: argparse.ArgumentParser) -> None:
     )
 
 
+def _artifacts_args(a: argparse.ArgumentParser) -> None:
+    """`airlock artifacts put|get|ls|rm|stat`."""
+    a_sub = a.add_subparsers(dest="artifacts_command", required=True)
+    put = a_sub.add_parser("put", help="store FILE as an artifact")
+    put.add_argument("file", type=Path)
+    put.add_argument("--name", default=None, help="the artifact's name (default: the file's name)")
+    put.add_argument("--session", default="", help="the session it belongs to (default: shared by your sessions)")
+    put.add_argument("--media-type", default="", help="e.g. text/csv")
+    get = a_sub.add_parser("get", help="download an artifact (by id, or the newest with this name)")
+    get.add_argument("ref")
+    get.add_argument("-o", "--output", type=Path, default=None, help="where to write it (default: ./<name>)")
+    ls = a_sub.add_parser("ls", help="list your artifacts, one JSON object per line")
+    ls.add_argument("--session", default="", help="only this session's")
+    ls.add_argument("--shared", action="store_true", help="only the shared ones (put without a session)")
+    ls.add_argument("--prefix", default="", help="only names that start with this")
+    rm = a_sub.add_parser("rm", help="delete an artifact")
+    rm.add_argument("ref")
+    st = a_sub.add_parser("stat", help="one artifact's reference")
+    st.add_argument("ref")
+    for c in (put, get, ls, rm, st):
+        c.add_argument("--gateway", default=None, help="host:port (default: from the running `airlock up`)")
+        c.add_argument("--token-file", type=Path, default=None)
+        c.add_argument("--principal", default=None, help="use this principal's credential from the running stack")
+        _tls_args(c)
+        _agent_identity_args(c)
+        c.add_argument("--timeout", type=float, default=120.0, help="seconds")
+        c.set_defaults(handler=_artifacts)
+
+
 def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of commands reads best
     p = argparse.ArgumentParser(prog="airlock", description="Airlock: a policy gateway for agent tool calls")
     p.add_argument(
@@ -114,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of co
     d.add_argument("--profile", default="default", help="offline only: the principal's profile")
     d.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
     d.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+
+    _artifacts_args(sub.add_parser("artifacts", help="put, get, list, stat and remove artifacts on the gateway"))
 
     t = sub.add_parser("tools", help="list the tools this agent may use")
     t.add_argument("--gateway", default=None)
@@ -276,6 +307,27 @@ def _decide(args: argparse.Namespace, home: Path) -> int:
     _as_agent(args, home, None)
     target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
     return _client.decide(target, args.tool, args.arguments, **_call_fields(args))
+
+
+def _artifacts(args: argparse.Namespace, home: Path) -> int:
+    from airlock.cli import _artifacts_cmd as cmd  # noqa: PLC0415 - keeps `airlock call` light
+
+    _as_agent(args, home, args.principal)
+    target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
+    timeout = args.timeout
+    match args.artifacts_command:
+        case "put":
+            return cmd.put(
+                target, args.file, name=args.name, session=args.session, media_type=args.media_type, timeout_s=timeout
+            )
+        case "get":
+            return cmd.get(target, args.ref, output=args.output, timeout_s=timeout)
+        case "ls":
+            return cmd.ls(target, session=args.session, prefix=args.prefix, shared=args.shared, timeout_s=timeout)
+        case "rm":
+            return cmd.rm(target, args.ref, timeout_s=timeout)
+        case _:
+            return cmd.stat(target, args.ref, timeout_s=timeout)
 
 
 def _tools(args: argparse.Namespace, home: Path) -> int:

@@ -30,9 +30,10 @@ from typing import Any
 #: outside the evaluation (the network, or OPA's own environment and config).
 DENIED_BUILTINS = ("http.send", "net.lookup_ip_addr", "opa.runtime")
 #: The documents the gateway queries (gateway.yaml opa.decision_path,
-#: granted_tools_path, and the revision probe at start).
+#: granted_tools_path, artifacts.decision_path, and the revision probe at start).
 GATEWAY_QUERIES = (
     ("v1", "data", "airlock", "decision"),
+    ("v1", "data", "airlock", "artifacts", "decision"),
     ("v1", "data", "airlock", "granted_tools"),
     ("v1", "data", "airlock", "config", "shadow"),
 )

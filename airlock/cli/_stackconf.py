@@ -118,6 +118,8 @@ def prepare(layout: Layout, ids: Identities) -> Secrets:
     make_dir(layout.home, root, home_mode)
     make_dir(layout.gateway_dir, ids.gateway, 0o700)
     make_dir(layout.audit_dir, ids.gateway, 0o700)
+    # The artifact store: the gateway's alone (no agent, no sandbox reads it).
+    make_dir(layout.gateway_dir / "artifacts", ids.gateway, 0o700)
     make_dir(layout.executor_dir, ids.executor, 0o700)
     make_dir(layout.opa_dir, ids.opa, 0o700)
     make_dir(layout.policy_dir, root, 0o700)
@@ -281,6 +283,7 @@ def write_gateway_config(
 ) -> None:
     """gateway.yaml, built as the gateway's own GatewayConfig."""
     from airlock.gateway._config import (  # noqa: PLC0415 - the CLI sits above the daemons
+        ArtifactsConfig,
         AuditConfig,
         ExecutorLink,
         GatewayConfig,
@@ -309,6 +312,8 @@ def write_gateway_config(
             retention=RetentionConfig(keep_files=AUDIT_KEEP_FILES),
         ),
         agents=_agents(layout),
+        # The local store in the gateway's own folder, default quotas and retention.
+        artifacts=ArtifactsConfig(path=str(layout.gateway_dir / "artifacts")),
     )
     _write_config(layout.gateway_dir / "gateway.yaml", cfg, GatewayConfig, ids.gateway)
 

@@ -83,6 +83,8 @@ class ToolResult:
     """The gateway's Decision as it came (None for a refusal without one)."""
     run: executor_pb2.RunResult | None = None
     """The run's result as it came (None when nothing ran)."""
+    artifacts: tuple[call_pb2.ArtifactRef, ...] = ()
+    """The run's /outputs files, stored as artifacts."""
 
 
 class ToolGateway(Protocol):
@@ -150,6 +152,7 @@ def result_from_response(resp: gateway_pb2.InvokeResponse) -> ToolResult:
         error=r.error,
         decision=resp.decision,
         run=r,
+        artifacts=tuple(resp.artifacts),
     )
 
 

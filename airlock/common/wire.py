@@ -34,6 +34,21 @@ OUTCOME_NUMBERS: Mapping[str, executor_pb2.Outcome] = {
     name: cast("executor_pb2.Outcome", n) for n, name in OUTCOME_NAMES.items()
 }
 OUTCOMES: tuple[str, ...] = tuple(OUTCOME_NAMES.values())
+#: Why the executor refuses a run before it starts (FAILED_PRECONDITION
+#: "code: message"): its metric label set, and the codes the gateway passes
+#: on as the run's own.
+EXECUTOR_REFUSALS = (
+    "egress_unavailable",
+    "runtime_unavailable",
+    "image_missing",
+    "image_not_allowed",
+    "spec_invalid",
+    "session_limit",
+    "inputs_too_many",
+    "inputs_too_large",
+    "input_name_invalid",
+    "input_name_duplicate",
+)
 #: Hosted items: run by the model provider, only observed.
 HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "mcp_call"})
 
@@ -52,6 +67,38 @@ class Limits:
 
 
 LIMIT_KEYS: tuple[str, ...] = tuple(f.name for f in call_pb2.Limits.DESCRIPTOR.fields)
+
+
+@dataclass(frozen=True)
+class ArtifactLimits:
+    """One call's artifact limits (airlock.v1.ArtifactLimits), an obligation
+    of its decision. 0 outputs: nothing under /outputs is collected; 0
+    inputs: the call may name no input artifact."""
+
+    max_outputs: int = 0
+    max_output_bytes: int = 0
+    max_output_file_bytes: int = 0
+    max_inputs: int = 0
+    max_input_bytes: int = 0
+
+
+ARTIFACT_LIMIT_KEYS: tuple[str, ...] = tuple(f.name for f in call_pb2.ArtifactLimits.DESCRIPTOR.fields)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file copied into the sandbox, read-only, at /inputs/<name>."""
+
+    name: str
+    content: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SkippedOutput:
+    """An entry under /outputs that was not collected, and why."""
+
+    name: str
+    reason: str
 
 
 SandboxMode = Literal["ephemeral", "session"]
@@ -157,6 +204,8 @@ class RunSpec:
     principal: str = ""
     session_id: str = ""
     sandbox: SandboxPlan = field(default_factory=SandboxPlan)
+    #: What is collected from /outputs, and how much may come in.
+    artifacts: ArtifactLimits = field(default_factory=ArtifactLimits)
 
 
 def spec_to_proto(spec: RunSpec) -> executor_pb2.RunSpec:
@@ -176,6 +225,7 @@ def spec_to_proto(spec: RunSpec) -> executor_pb2.RunSpec:
         principal=spec.principal,
         session_id=spec.session_id,
         sandbox=sandbox_to_proto(spec.sandbox),
+        artifacts=to_message(call_pb2.ArtifactLimits, spec.artifacts),
     )
 
 
@@ -194,6 +244,7 @@ def spec_from_proto(spec: executor_pb2.RunSpec) -> RunSpec:
         principal=spec.principal,
         session_id=spec.session_id,
         sandbox=sandbox_from_proto(spec.sandbox),
+        artifacts=ArtifactLimits(**{k: max(v, 0) for k, v in from_message(spec.artifacts).items()}),
     )
 
 

@@ -13,6 +13,10 @@ from airlock.executor._model import Chunk
 StreamName = Literal["stdout", "stderr"]
 
 
+#: How much of the end of stderr is kept aside (OutputCapture.stderr_tail).
+STDERR_TAIL_BYTES = 1024
+
+
 class OutputCapture:
     def __init__(self, budget: int) -> None:
         self._head_left = budget // 2
@@ -22,10 +26,15 @@ class OutputCapture:
         self.dropped = 0
         self.first_drop: StreamName | None = None
         self.totals: dict[StreamName, int] = {"stdout": 0, "stderr": 0}
+        #: The last bytes of stderr whatever the budget: where the runtime's
+        #: own message about a failed exec ends up.
+        self.stderr_tail = b""
 
     def add(self, stream: StreamName, data: bytes) -> Chunk | None:
         """Takes a chunk; returns the part to forward now, if any."""
         self.totals[stream] += len(data)
+        if stream == "stderr":
+            self.stderr_tail = (self.stderr_tail + data)[-STDERR_TAIL_BYTES:]
         head: Chunk | None = None
         if self._head_left > 0:
             take = data[: self._head_left]

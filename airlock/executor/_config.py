@@ -175,6 +175,36 @@ class SessionSettings:
             raise ValueError("sessions.max_lifetime must not exceed sessions.max_max_lifetime")
 
 
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """Ceilings of the files a call brings into its sandbox (/inputs) and
+    takes out of it (/outputs); a decision's ArtifactLimits can only ask for
+    less (docs/executor-artifacts.md)."""
+
+    max_inputs: int = 32
+    """Input files one call may bring."""
+    max_input_bytes: int | str = "64Mi"
+    """Their total size; also sizes /inputs and, with some headroom, the largest RunRequest the
+    executor's gRPC server accepts."""
+    max_outputs: int = 256
+    """Files collected from /outputs per call."""
+    max_output_bytes: int | str = "256Mi"
+    """Their total size (the /outputs tmpfs is the container's tmpfs limit in any case)."""
+    max_output_file_bytes: int | str = "256Mi"
+    """The largest single collected file."""
+    transfer_timeout: int | str = "30s"
+    """Wall-clock bound on copying the inputs in, and separately on collecting the outputs."""
+
+    def __post_init__(self) -> None:
+        if self.max_inputs < 0 or self.max_outputs < 0:
+            raise ValueError("artifacts.max_inputs and artifacts.max_outputs must be >= 0")
+        for name in ("max_input_bytes", "max_output_bytes", "max_output_file_bytes"):
+            if parse_size(getattr(self, name)) <= 0:
+                raise ValueError(f"artifacts.{name} must be > 0")
+        if parse_duration_ms(self.transfer_timeout) <= 0:
+            raise ValueError("artifacts.transfer_timeout must be > 0")
+
+
 def _check_subnet(subnet: str) -> None:
     try:
         net = ipaddress.IPv4Network(subnet)
@@ -228,6 +258,8 @@ class ExecutorConfig:
     """The warm pool of idle sandbox containers."""
     sessions: SessionSettings = field(default_factory=SessionSettings)
     """Session sandboxes."""
+    artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
+    """Files copied into sandboxes (/inputs) and collected from them (/outputs)."""
     instance: str | None = None
     """Names this executor's sandboxes on the Docker engine (its start-up sweep removes only its own
     leftovers); None: a digest of ``socket`` or ``listen``. Set it when executors in containers share

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -50,6 +51,9 @@ class ExecRuntime(Protocol):
     def exec_quiet(self, container_id: str, argv: tuple[str, ...], user: str, timeout_s: float) -> int: ...
     def oom_kills(self, container_id: str) -> int | None: ...
     def inspect(self, container_id: str) -> dict[str, Any] | None: ...
+    def exec_socket(
+        self, container_id: str, argv: list[str], user: str, *, stdin: bool, timeout_s: float
+    ) -> tuple[str, socket.socket, object]: ...
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,23 @@ class DockerRuntime:
             return -1, bytes(out)
         code = self.exec_exit_code(exec_id, deadline - time.monotonic())
         return (-1 if code is None else code), bytes(out)
+
+    def exec_socket(
+        self, container_id: str, argv: list[str], user: str, *, stdin: bool, timeout_s: float
+    ) -> tuple[str, socket.socket, object]:
+        """Starts argv in the container and returns the exec's id, its raw
+        (hijacked) socket (stdin when asked for, and the multiplexed output)
+        and a handle to hold while the socket is used (docker-py's response,
+        whose collection would close it). The caller bounds and closes it
+        (airlock/executor/_artifacts.py)."""
+        created = self._client.api.exec_create(
+            container_id, argv, stdout=True, stderr=True, stdin=stdin, tty=False, user=user, workdir="/"
+        )
+        exec_id = str(created["Id"])
+        wrapped = self._client.api.exec_start(exec_id, socket=True)
+        raw: socket.socket = getattr(wrapped, "_sock", wrapped)
+        raw.settimeout(max(timeout_s, 0.1))
+        return exec_id, raw, wrapped
 
     def pids_current(self, container_id: str) -> int | None:
         """Processes in the container's pids cgroup, when readable."""

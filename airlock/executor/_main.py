@@ -22,6 +22,7 @@ from airlock.common._config import config_path
 from airlock.common._daemon import probe_health, start_metrics, stop_event, write_ready_file
 from airlock.common._grpc_tls import server_credentials
 from airlock.common._secrets import SecretFileError, read_secret_text
+from airlock.executor._artifacts import max_receive_bytes
 from airlock.executor._config import ENV_PREFIX, ExecutorConfig, load_executor_config
 from airlock.executor._docker import DockerRuntime
 from airlock.executor._images import ImageAllowlist
@@ -135,7 +136,12 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
     # SIGKILL of this process and removes overdue sandboxes.
     reaper = spawn_reaper(cfg.docker_url, executor_instance(cfg), generation)
     upkeep = sandbox_setup.start(cfg, boxes, images)
-    server = grpc.aio.server(interceptors=[TokenInterceptor(token, metrics)])
+    # A RunRequest carries its input files: the receive limit is the most
+    # input bytes a call may bring plus slack (docs/executor-artifacts.md).
+    receive = max_receive_bytes(cfg)
+    server = grpc.aio.server(
+        interceptors=[TokenInterceptor(token, metrics)], options=[("grpc.max_receive_message_length", receive)]
+    )
     servicer = ExecutorServicer(runner, boxes.sessions if boxes else None, events)
     executor_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server)
     endpoint, gate = _add_transport(cfg, server, metrics)

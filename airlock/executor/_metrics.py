@@ -7,7 +7,8 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
-from airlock.executor._model import OUTCOMES
+from airlock.common import wire
+from airlock.executor._model import OUTCOMES, SKIP_REASONS
 from airlock.executor.sandboxes.containers import REPLACE_CAUSES, ReplaceCause
 from airlock.executor.sandboxes.events import END_CAUSES, EndCause
 
@@ -43,16 +44,9 @@ BUCKETS = (
     300.0,
     600.0,
 )
-REFUSALS = (
-    "egress_unavailable",
-    "runtime_unavailable",
-    "image_missing",
-    "image_not_allowed",
-    "spec_invalid",
-    "session_limit",
-)
+REFUSALS = wire.EXECUTOR_REFUSALS
 #: Why a run that was started ended in outcome "error" (RunResult.error's code).
-RUN_ERRORS = ("docker_error", "deadline_exceeded", "sandbox_lost")
+RUN_ERRORS = ("docker_error", "deadline_exceeded", "sandbox_lost", "inputs_failed")
 METHODS = ("Run", "Cancel", "ListSandboxes", "EndSandboxes", "WatchSandboxes", "other")
 #: Claim latency: a pool claim is a few ms; a miss falls through at once.
 CLAIM_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -156,6 +150,24 @@ class ExecutorMetrics:
         self.session_ends = Counter(
             "airlock_executor_session_ends", "Session sandboxes ended, by cause.", ["cause"], registry=registry
         )
+        self.input_files = Counter(
+            "airlock_executor_input_files", "Files copied into sandboxes at /inputs.", registry=registry
+        )
+        self.input_bytes = Counter(
+            "airlock_executor_input_bytes", "Bytes copied into sandboxes at /inputs.", registry=registry
+        )
+        self.output_files = Counter(
+            "airlock_executor_output_files", "Files collected whole from /outputs.", registry=registry
+        )
+        self.output_bytes = Counter(
+            "airlock_executor_output_bytes", "Bytes of the files collected whole from /outputs.", registry=registry
+        )
+        self.skipped_outputs = Counter(
+            "airlock_executor_skipped_outputs",
+            "Entries under /outputs not collected, by reason (a summed-up rest counts once).",
+            ["reason"],
+            registry=registry,
+        )
         self.build = Info("airlock_executor_build", "Executor version and enabled runtimes.", registry=registry)
         self.build.info({"version": VERSION, "runtimes": ",".join(runtimes)})
         self._preregister(runtimes)
@@ -174,6 +186,7 @@ class ExecutorMetrics:
             (self.pool_claims, ("hit", "miss")),
             (self.pool_replacements, REPLACE_CAUSES),
             (self.session_ends, END_CAUSES),
+            (self.skipped_outputs, SKIP_REASONS),
         ]
         for counter, values in closed:
             for value in values:

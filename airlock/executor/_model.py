@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from airlock.common.wire import Limits, RunSpec, SandboxUse
+from airlock.common.wire import ArtifactLimits, InputFile, Limits, RunSpec, SandboxUse
 
 Outcome = Literal["ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error")
@@ -40,6 +40,57 @@ class EgressRecord:
     cut: str = ""
 
 
+SkipReason = Literal[
+    "not_regular", "too_large", "count_limit", "total_limit", "bad_name", "nested", "collection_failed"
+]
+SKIP_REASONS: tuple[SkipReason, ...] = (
+    "not_regular",
+    "too_large",
+    "count_limit",
+    "total_limit",
+    "bad_name",
+    "nested",
+    "collection_failed",
+)
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """What a call brings into its sandbox and takes out of it: its inputs,
+    and its spec's artifact limits once clamped to the executor's ceilings."""
+
+    limits: ArtifactLimits = field(default_factory=ArtifactLimits)
+    inputs: tuple[InputFile, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        """Whether the call needs /inputs or /outputs (and so a container that
+        outlives its program); a call without either runs as it always did."""
+        return bool(self.inputs) or self.limits.max_outputs > 0
+
+
+NO_FILES = RunFiles()
+
+
+@dataclass(frozen=True)
+class SkippedOutput:
+    """An entry under /outputs that was not collected. ``name`` is sanitised
+    for display; "*" stands for entries not examined at all."""
+
+    name: str
+    reason: SkipReason
+
+
+@dataclass(frozen=True)
+class OutputFileChunk:
+    """One piece of a collected /outputs file; the last has eof and the size."""
+
+    name: str
+    data: bytes
+    eof: bool = False
+    size: int = 0
+
+
 @dataclass(frozen=True)
 class RunResult:
     outcome: Outcome
@@ -56,6 +107,8 @@ class RunResult:
     egress_unrecorded: int = 0
     #: Where it ran: ephemeral or the session's sandbox, the container, the pool claim.
     sandbox: SandboxUse = field(default_factory=SandboxUse)
+    #: Entries under /outputs that were not collected, and why.
+    skipped_outputs: tuple[SkippedOutput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,4 +119,20 @@ class Chunk:
     data: bytes
 
 
-__all__ = ["Chunk", "EffectiveLimits", "EgressRecord", "Outcome", "RunResult", "RunSpec", "SandboxUse"]
+__all__ = [
+    "NO_FILES",
+    "SKIP_REASONS",
+    "ArtifactLimits",
+    "Chunk",
+    "EffectiveLimits",
+    "EgressRecord",
+    "InputFile",
+    "Outcome",
+    "OutputFileChunk",
+    "RunFiles",
+    "RunResult",
+    "RunSpec",
+    "SandboxUse",
+    "SkipReason",
+    "SkippedOutput",
+]

@@ -29,6 +29,12 @@ INSTANCE_LABEL = "airlock.executor"
 #: count, so the cgroup limit gets this headroom on top of the run's own.
 RUNSC_PIDS_OVERHEAD = 64
 WORKDIR = "/work"
+#: Where a call's input files are, read-only, and where it leaves files to
+#: collect (long-lived containers only; airlock/executor/_artifacts.py).
+INPUTS_DIR = "/inputs"
+OUTPUTS_DIR = "/outputs"
+#: /inputs holds the most input bytes plus this (the filesystem's overhead).
+INPUTS_SLACK_BYTES = 1 << 20
 #: The profile shipped as package data (deploy/seccomp/airlock.json in the
 #: source tree, written by deploy/seccomp/generate.py).
 DEFAULT_SECCOMP_PROFILE = Path(str(resources.files("airlock.deploy") / "seccomp" / "airlock.json"))
@@ -209,7 +215,24 @@ def container_options(
         REAP_AT_LABEL: str(reap_at(limits) if reap_deadline is None else reap_deadline),
     }
     lifelong: dict[str, Any] = {}
+    tmpfs_mounts = {
+        # noexec on /tmp: no shipped tool needs to run files from there.
+        "/tmp": f"rw,nosuid,nodev,noexec,size={tmpfs},mode=1777",  # noqa: S108 - the sandbox's own /tmp
+        # Docker mounts a tmpfs noexec unless told otherwise, and we keep
+        # it so: a tool runs what it wrote through an interpreter
+        # (python3 file.py, sh file.sh), never as a binary.
+        WORKDIR: f"rw,nosuid,nodev,size={tmpfs},uid={uid},gid={gid},mode=0700",
+    }
     if keeper is not None:
+        # Files in and out of a call (airlock/executor/_artifacts.py): the
+        # keeper's /inputs, which a call reads but cannot change, and the
+        # call's /outputs. Tmpfs only: no host path is ever mounted.
+        kuid, _, kgid = cfg.keeper_user.partition(":")
+        tmpfs_mounts[INPUTS_DIR] = (
+            f"rw,nosuid,nodev,noexec,size={parse_size(cfg.artifacts.max_input_bytes) + INPUTS_SLACK_BYTES},"
+            f"uid={kuid},gid={kgid},mode=0555"
+        )
+        tmpfs_mounts[OUTPUTS_DIR] = f"rw,nosuid,nodev,noexec,size={tmpfs},uid={uid},gid={gid},mode=0700"
         labels.update(
             {
                 SANDBOX_LABEL: keeper.sandbox_id,
@@ -271,14 +294,7 @@ def container_options(
             Ulimit(name="core", soft=0, hard=0),
             Ulimit(name="nproc", soft=nproc, hard=nproc),
         ],
-        "tmpfs": {
-            # noexec on /tmp: no shipped tool needs to run files from there.
-            "/tmp": f"rw,nosuid,nodev,noexec,size={tmpfs},mode=1777",  # noqa: S108 - the sandbox's own /tmp
-            # Docker mounts a tmpfs noexec unless told otherwise, and we keep
-            # it so: a tool runs what it wrote through an interpreter
-            # (python3 file.py, sh file.sh), never as a binary.
-            WORKDIR: f"rw,nosuid,nodev,size={tmpfs},uid={uid},gid={gid},mode=0700",
-        },
+        "tmpfs": tmpfs_mounts,
         # Output goes straight to us over attach; a log driver would copy a
         # 100 MB flood to the host's disk.
         "log_config": {"type": "none"},

@@ -56,7 +56,7 @@ def sweep(
         # will ever run a call in them), but only those of this executor's
         # start: a restarted executor on the same socket has the same
         # instance and makes containers of its own.
-        mine_and_idle = bool(generation) and c.generation == generation and c.kind in ("pool", "session")
+        mine_and_idle = bool(generation) and c.generation == generation and c.kind in ("pool", "session", "call")
         orphaned = not executor_alive and (not c.running or mine_and_idle)
         if overdue or orphaned:
             if overdue and c.running:

@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -39,13 +41,37 @@ from typing import Any, Protocol
 from docker.errors import APIError, DockerException, ImageNotFound
 from requests.exceptions import RequestException
 
+from airlock.executor._artifacts import (
+    CLEAR_INPUTS_ARGV,
+    CLEAR_OUTPUTS_ARGV,
+    Collected,
+    Skips,
+    Transfer,
+    TransferError,
+    check_inputs,
+    collect,
+    copy_in,
+    run_quiet,
+)
 from airlock.executor._capture import OutputCapture
 from airlock.executor._config import ExecutorConfig
 from airlock.executor._docker import ContainerRuntime, ExecRuntime
 from airlock.executor._errors import RunRefused
 from airlock.executor._images import ImageAllowlist
 from airlock.executor._metrics import ExecutorMetrics
-from airlock.executor._model import Chunk, EffectiveLimits, Outcome, RunResult, RunSpec, SandboxUse
+from airlock.executor._model import (
+    NO_FILES,
+    Chunk,
+    EffectiveLimits,
+    InputFile,
+    Outcome,
+    OutputFileChunk,
+    RunFiles,
+    RunResult,
+    RunSpec,
+    SandboxUse,
+    SkippedOutput,
+)
 from airlock.executor._options import (
     KEEPER_PIDS,
     RUN_GRACE_S,
@@ -67,14 +93,22 @@ from airlock.executor.sandboxes.sessions import SessionKey, SessionTable
 
 log = logging.getLogger("airlock.executor")
 
-Emit = Callable[[Chunk | str], Awaitable[None]]
-"""Receives the container id (str) once started, then output chunks."""
+Emit = Callable[[Chunk | OutputFileChunk | str], Awaitable[None]]
+"""Receives the container id (str) once started, then output chunks, then
+the collected /outputs files' chunks."""
 
 _SENTINEL = object()
 #: 128 + SIGKILL: killed from outside the sandbox, not by us or the OOM
 #: killer; or by the deadline wrapper (GNU timeout reports a SIGKILLed
 #: command as 137 too), which the run's duration tells apart.
 SIGKILL_EXIT = 137
+#: What ``docker exec`` reports when gVisor itself could not run or wait for
+#: the exec's process: the sandbox, not the call, failed. A program can exit
+#: 128 too; runsc's own message on stderr, or a sandbox that no longer runs a
+#: probe, tells them apart. (A program that prints the message and exits 128
+#: only ends its own session, which it could anyway.)
+RUNSC_EXEC_FAILED = 128
+RUNSC_WAIT_FAILED = re.compile(rb'waiting on PID \d+ in sandbox "[0-9a-f]+"')
 #: RunResult.error for a started run that failed: code -> fixed message.
 #: Docker's own text stays in the log: it names host paths and daemon
 #: internals, and the caller's output goes to the model.
@@ -82,6 +116,7 @@ RUN_ERRORS = {
     "docker_error": "the container runtime failed; the details are in the executor's log",
     "deadline_exceeded": "the run did not end within its timeout plus the executor's grace; its container is removed",
     "sandbox_lost": "the sandbox container ended during the call; a session's next call starts a new one",
+    "inputs_failed": "the input files could not be copied into the sandbox; the program did not run",
 }
 #: A sweep (kill -9 -1 in the container) that takes longer than this failed.
 SWEEP_TIMEOUT_S = 10.0
@@ -112,6 +147,16 @@ class _Run:
     start_ms: int = 0
 
 
+class CallFactory(Protocol):
+    """Makes a long-lived container for one call that needs /inputs or
+    /outputs when no pool or session container serves it."""
+
+    def start(
+        self, cls: ContainerClass, kind: str, *, egress_address: str = "", lifetime_ms: int | None = None
+    ) -> Sandbox: ...
+    def remove(self, container_id: str) -> None: ...
+
+
 class Sweeper(Protocol):
     def sweep(self, sandbox: Sandbox, timeout_s: float) -> int: ...
     def pids(self, sandbox: Sandbox) -> int | None: ...
@@ -132,6 +177,7 @@ class Sandboxes:
     max_lifetime_ms: int
     max_idle_ttl_ms: int
     max_max_lifetime_ms: int
+    factory: CallFactory | None = None
 
 
 class Runner:
@@ -151,6 +197,7 @@ class Runner:
         self._runtime = runtime
         self._metrics = metrics
         self._ceilings = ceilings(cfg)
+        self._transfer = Transfer.of(cfg)
         self._seccomp_profile = load_seccomp_profile(cfg)
         if images is None:
             images = ImageAllowlist(cfg.registry_file, cfg.allowed_images)
@@ -193,9 +240,24 @@ class Runner:
     def images(self) -> ImageAllowlist:
         return self._images
 
-    async def run(self, spec: RunSpec, emit: Emit) -> RunResult:
+    def refuse_files(self, spec: RunSpec, files: RunFiles) -> RunFiles:
+        """The call's files with its limits clamped to this executor's
+        ceilings; refuses inputs that break them (one code per reason)."""
+        if not files.active:
+            return files
+        if self._sandboxes is None or self._sandboxes.factory is None:
+            raise RunRefused("spec_invalid", "this executor keeps no sandbox containers: no /inputs or /outputs")
+        limits = self._transfer.clamp(files.limits)
+        # An input larger than the sandbox's file size limit could not be written.
+        check_inputs(files, limits, clamp(spec, self._ceilings).tmpfs_bytes)
+        return replace(files, limits=limits)
+
+    async def run(self, spec: RunSpec, emit: Emit, inputs: tuple[InputFile, ...] = ()) -> RunResult:
+        """Runs one spec; ``inputs`` go to /inputs, and the spec's artifact
+        limits say what comes back from /outputs (docs/executor-artifacts.md)."""
         try:
             self.refuse_if_unsafe(spec)
+            files = self.refuse_files(spec, RunFiles(spec.artifacts, inputs))
         except RunRefused as exc:
             self._metrics.refused.labels(exc.code).inc()
             if exc.code == "image_not_allowed":
@@ -203,14 +265,18 @@ class Runner:
             raise
         boxes = self._sandboxes
         if boxes is not None and boxes.sessions is not None and spec.sandbox.mode == "session" and spec.session_id:
-            return await self._run_in_session(boxes, boxes.sessions, spec, emit)
+            return await self._run_in_session(boxes, boxes.sessions, spec, emit, files)
         async with self._slots:
             # gVisor calls start cold: Debian 12's runsc (0.0~20221219) now
             # and then ends a whole sandbox when processes of an exec'd call
             # are killed (docs/sessions.md, "Limits"); a fresh container per
             # call is what it runs reliably.
             if boxes is not None and boxes.pool is not None and spec.network_mode == "none" and spec.runtime == "runc":
-                return await self._run_pooled(boxes.pool, spec, emit)
+                return await self._run_pooled(boxes, boxes.pool, spec, emit, files)
+            if files.active:
+                # Files need a container that outlives the program.
+                assert boxes is not None  # refuse_files checked it
+                return await self._run_on_demand(boxes, spec, emit, files)
             return await self._run(spec, emit)
 
     async def cancel(self, run_id: str) -> bool:
@@ -247,20 +313,93 @@ class Runner:
 
     # -- warm pool and sessions ----------------------------------------------
 
-    async def _run_pooled(self, pool: WarmPool, spec: RunSpec, emit: Emit) -> RunResult:
+    async def _run_pooled(
+        self, boxes: Sandboxes, pool: WarmPool, spec: RunSpec, emit: Emit, files: RunFiles
+    ) -> RunResult:
         """An ephemeral call: a claimed warm container, removed after the
-        call; on a miss, the one-shot cold path."""
+        call; on a miss, the one-shot cold path (or, for a call with files,
+        a container made for it)."""
         limits = clamp(spec, self._ceilings)
         claim = await pool.claim(ContainerClass.of(spec.image, spec.runtime, limits))
         if claim.sandbox is None:
-            result = await self._run(spec, emit)
+            if files.active:
+                result = await self._run_on_demand(boxes, spec, emit, files)
+            else:
+                result = await self._run(spec, emit)
             return replace(result, sandbox=replace(result.sandbox, claim_ms=claim.claim_ms))
         with pool.running():
-            result, _ = await self._exec(spec, limits, claim.sandbox, emit, keep=False)
+            result, _ = await self._exec(spec, limits, claim.sandbox, emit, keep=False, files=files)
         use = SandboxUse("ephemeral", claim.sandbox.container_id, pool_hit=True, claim_ms=claim.claim_ms)
         return replace(result, sandbox=use)
 
-    async def _run_in_session(self, boxes: Sandboxes, sessions: SessionTable, spec: RunSpec, emit: Emit) -> RunResult:
+    async def _run_on_demand(self, boxes: Sandboxes, spec: RunSpec, emit: Emit, files: RunFiles) -> RunResult:
+        """An ephemeral call with files and no pool container for it (a miss,
+        gVisor, egress, or no pool): a keeper container made for this call,
+        with a lifetime that just covers it, removed after it."""
+        assert boxes.factory is not None
+        factory = boxes.factory
+        limits = clamp(spec, self._ceilings)
+        run = _Run(spec, limits, t0=time.monotonic())
+        address = ""
+        if spec.network_mode == "egress":
+            assert self._egress is not None  # refuse_if_unsafe checked it
+            try:
+                address = self._egress.reserve()
+            except RunRefused as exc:
+                self._metrics.refused.labels(exc.code).inc()
+                raise
+        transfers_s = 2 * self._transfer.timeout_s
+        lifetime_ms = limits.timeout_ms + round((RUN_GRACE_S + transfers_s) * 1000)
+        cls = ContainerClass.of(spec.image, spec.runtime, limits)
+        starting = asyncio.ensure_future(
+            asyncio.to_thread(factory.start, cls, "call", egress_address=address, lifetime_ms=lifetime_ms)
+        )
+        try:
+            sandbox = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            self._spawn_cleanup(self._discard_call(factory, starting, address))
+            raise
+        except ImageNotFound as exc:
+            self._release(address)
+            self._metrics.refused.labels("image_missing").inc()
+            raise RunRefused("image_missing", f"image {spec.image!r} is not present; it is never pulled") from exc
+        except (DockerException, RequestException, RuntimeError) as exc:
+            self._release(address)
+            log.warning("run %s (tool %r): cannot start its sandbox: %s", spec.run_id, spec.tool, exc)
+            return self._failed(run, "docker_error")
+        try:
+            result, _ = await self._exec(spec, limits, sandbox, emit, keep=False, files=files)
+        finally:
+            # The container holds its address until it is gone.
+            cleanup = self._spawn_cleanup(self._discard_call(factory, starting, address))
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(cleanup), RUN_GRACE_S)
+        return replace(result, sandbox=SandboxUse("ephemeral", sandbox.container_id))
+
+    def _spawn_cleanup(self, work: Awaitable[None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return task
+
+    def _release(self, address: str) -> None:
+        if address and self._egress is not None:
+            self._egress.release(address)
+
+    async def _discard_call(self, factory: CallFactory, starting: asyncio.Future[Sandbox], address: str) -> None:
+        """Removes a call's own container once its start ended, then frees its address."""
+        try:
+            sandbox = await starting
+        except Exception:  # noqa: BLE001 - the start removed what it made
+            self._release(address)
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(factory.remove, sandbox.container_id)
+        self._release(address)
+
+    async def _run_in_session(
+        self, boxes: Sandboxes, sessions: SessionTable, spec: RunSpec, emit: Emit, files: RunFiles
+    ) -> RunResult:
         """A session call: the session's container (started or claimed for
         the first call), one call at a time; the container stays."""
         limits = clamp(spec, self._ceilings)
@@ -287,7 +426,9 @@ class Runner:
                         try:
                             async with self._slots:
                                 with self._quiet_refills(boxes):
-                                    result, swept = await self._exec(spec, limits, session.sandbox, emit, keep=True)
+                                    result, swept = await self._exec(
+                                        spec, limits, session.sandbox, emit, keep=True, files=files
+                                    )
                         except asyncio.CancelledError:
                             # Abandoned mid-call (the gateway gave up): whether
                             # its processes are gone is unknown, so the
@@ -318,7 +459,14 @@ class Runner:
         return replace(result, sandbox=use)
 
     async def _exec(
-        self, spec: RunSpec, limits: EffectiveLimits, sandbox: Sandbox, emit: Emit, *, keep: bool
+        self,
+        spec: RunSpec,
+        limits: EffectiveLimits,
+        sandbox: Sandbox,
+        emit: Emit,
+        *,
+        keep: bool,
+        files: RunFiles = NO_FILES,
     ) -> tuple[RunResult, bool]:
         """One call as a ``docker exec`` in a long-lived container. With
         ``keep`` (a session's) the call's processes are swept afterwards,
@@ -326,7 +474,7 @@ class Runner:
         container is removed."""
         cleanup: asyncio.Future[bool] | None = None
         try:
-            result = await self._exec_bounded(spec, limits, sandbox, emit, keep=keep)
+            result = await self._exec_bounded(spec, limits, sandbox, emit, keep=keep, files=files)
         finally:
             cleanup = self._exec_cleanups.pop(spec.run_id, None)
         swept = True
@@ -337,12 +485,22 @@ class Runner:
         return result, swept
 
     async def _exec_bounded(
-        self, spec: RunSpec, limits: EffectiveLimits, sandbox: Sandbox, emit: Emit, *, keep: bool
+        self,
+        spec: RunSpec,
+        limits: EffectiveLimits,
+        sandbox: Sandbox,
+        emit: Emit,
+        *,
+        keep: bool,
+        files: RunFiles,
     ) -> RunResult:
         assert self._sandboxes is not None
         run = _Run(spec, limits, t0=time.monotonic(), container_id=sandbox.container_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.timeout_ms / 1000 + RUN_GRACE_S
+        if files.active:
+            # Copying in and collecting have bounds of their own.
+            deadline += 2 * self._transfer.timeout_s
         env = dict(spec.env)
         if spec.network_mode == "egress":
             assert self._egress is not None  # refuse_if_unsafe checked it
@@ -351,11 +509,13 @@ class Runner:
             )
             # The proxy settings come last so a registry env cannot override them.
             env.update(attachment.env)
-        self._active[spec.run_id] = (sandbox.container_id, sandbox, keep)
+        # A call whose /outputs is collected is stopped by a sweep, never by
+        # removing its container (which would lose them).
+        self._active[spec.run_id] = (sandbox.container_id, sandbox, keep or files.limits.max_outputs > 0)
         outer = asyncio.timeout_at(deadline)
         try:
             async with outer:
-                return await self._exec_lifecycle(run, sandbox, env, emit, deadline, keep=keep)
+                return await self._exec_lifecycle(run, sandbox, env, emit, deadline, keep=keep, files=files)
         except TimeoutError:
             if not outer.expired():
                 raise
@@ -369,7 +529,7 @@ class Runner:
             log.warning("run %s (tool %r) in sandbox %s failed: %s", spec.run_id, spec.tool, sandbox.sandbox_id, exc)
             return self._failed(run, "docker_error" if alive else "sandbox_lost")
         finally:
-            cleanup = asyncio.ensure_future(self._after_exec(sandbox, run.grant, keep=keep))
+            cleanup = asyncio.ensure_future(self._after_exec(sandbox, run.grant, keep=keep, clear=files.active))
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
             if keep:
@@ -386,7 +546,15 @@ class Runner:
                 self._metrics.running.dec()
 
     async def _exec_lifecycle(
-        self, run: _Run, sandbox: Sandbox, env: dict[str, str], emit: Emit, deadline: float, *, keep: bool
+        self,
+        run: _Run,
+        sandbox: Sandbox,
+        env: dict[str, str],
+        emit: Emit,
+        deadline: float,
+        *,
+        keep: bool,
+        files: RunFiles,
     ) -> RunResult:
         assert self._sandboxes is not None
         rt = self._sandboxes.runtime
@@ -394,6 +562,9 @@ class Runner:
         loop = asyncio.get_running_loop()
         capture = OutputCapture(limits.output_bytes)
         cid = sandbox.container_id
+        collects = files.limits.max_outputs > 0
+        if files.active and not await self._prepare(run, sandbox, files, keep=keep):
+            return self._failed(run, "inputs_failed")
         oom_before = await asyncio.to_thread(rt.oom_kills, cid)
         argv = exec_argv(deadline_entrypoint(limits), spec.argv)
         exec_id = await asyncio.to_thread(rt.exec_create, cid, argv, self._cfg.user, env, WORKDIR)
@@ -406,7 +577,7 @@ class Runner:
         await emit(cid)
 
         async def kill() -> None:
-            await self._stop_call(sandbox, keep=keep)
+            await self._stop_call(sandbox, keep=keep or collects)
 
         timed_out = await self._pump(stream, capture, emit, limits.timeout_ms / 1000, kill)
         exit_code = await asyncio.to_thread(rt.exec_exit_code, exec_id, max(deadline - loop.time(), 0.1))
@@ -424,10 +595,84 @@ class Runner:
             return self._failed(run, "deadline_exceeded" if await self._alive(cid) else "sandbox_lost")
         if not stopped and exit_code == SIGKILL_EXIT and not await self._alive(cid):
             return self._failed(run, "sandbox_lost")
+        if (
+            exit_code == RUNSC_EXEC_FAILED
+            and sandbox.cls.runtime == "runsc"
+            and await self._runsc_failed(sandbox, capture)
+        ):
+            # What the call's processes do now is unknown: a session ends
+            # on this error, and a pool or per-call container goes anyway.
+            return self._failed(run, "sandbox_lost")
         oom = oom_before is not None and oom_after is not None and oom_after > oom_before
-        return self._finished(
+        result = self._finished(
             run, capture, exit_code, oom=oom, timed_out=timed_out, started=started, ended=ended, used=used
         )
+        if collects:
+            result = replace(result, skipped_outputs=await self._collect(run, sandbox, files, emit))
+        return result
+
+    async def _prepare(self, run: _Run, sandbox: Sandbox, files: RunFiles, *, keep: bool) -> bool:
+        """Before the program: a session's /outputs emptied of what earlier
+        calls left, and the inputs copied in. False when that failed."""
+        assert self._sandboxes is not None
+        rt, cid, timeout_s = self._sandboxes.runtime, sandbox.container_id, self._transfer.timeout_s
+        try:
+            if keep and files.limits.max_outputs > 0:
+                await asyncio.to_thread(run_quiet, rt, cid, CLEAR_OUTPUTS_ARGV, self._cfg.user, timeout_s)
+            if files.inputs:
+                await asyncio.to_thread(copy_in, rt, cid, self._cfg.keeper_user, files.inputs, timeout_s)
+        except (TransferError, OSError) as exc:
+            log.warning("run %s (tool %r) in sandbox %s: %s", run.spec.run_id, run.spec.tool, sandbox.sandbox_id, exc)
+            return False
+        self._metrics.input_files.inc(len(files.inputs))
+        self._metrics.input_bytes.inc(sum(len(f.content) for f in files.inputs))
+        return True
+
+    async def _collect(self, run: _Run, sandbox: Sandbox, files: RunFiles, emit: Emit) -> tuple[SkippedOutput, ...]:
+        """After the program: once nothing of the call runs (so nothing can
+        change /outputs under the collection), its files, sent through emit
+        before the result."""
+        assert self._sandboxes is not None
+        spec = run.spec
+        try:
+            quiet = await self._settle(sandbox)
+        except Exception:  # noqa: BLE001 - not known to be quiet: nothing is collected
+            quiet = False
+        if not quiet:
+            skips = Skips()
+            skips.rest("collection_failed")
+            collected = Collected(skipped=skips.result(), counts=skips.counts, problem="the call's processes remain")
+        else:
+            loop = asyncio.get_running_loop()
+            timeout_s = self._transfer.timeout_s
+
+            async def send(chunk: OutputFileChunk) -> None:
+                await emit(chunk)
+
+            def deliver(chunk: OutputFileChunk) -> None:
+                try:
+                    asyncio.run_coroutine_threadsafe(send(chunk), loop).result(timeout_s)
+                except Exception as exc:  # noqa: BLE001 - whatever stopped the caller stops the collection
+                    raise TransferError(f"the caller did not take an output file: {exc!r}") from None
+
+            collected = await asyncio.to_thread(
+                functools.partial(
+                    collect,
+                    self._sandboxes.runtime,
+                    sandbox.container_id,
+                    user=self._cfg.user,
+                    limits=files.limits,
+                    deliver=deliver,
+                    timeout_s=timeout_s,
+                )
+            )
+        self._metrics.output_files.inc(collected.files)
+        self._metrics.output_bytes.inc(collected.size)
+        for reason, count in collected.counts.items():
+            self._metrics.skipped_outputs.labels(reason).inc(count)
+        if collected.problem:
+            log.warning("run %s (tool %r): collecting /outputs stopped: %s", spec.run_id, spec.tool, collected.problem)
+        return collected.skipped
 
     async def _alive(self, container_id: str) -> bool:
         assert self._sandboxes is not None
@@ -436,6 +681,28 @@ class Runner:
         except (DockerException, RequestException):
             return False
         return bool(found and (found.get("State") or {}).get("Running"))
+
+    async def _runsc_failed(self, sandbox: Sandbox, capture: OutputCapture) -> bool:
+        if sandbox.cls.runtime != "runsc":
+            return False
+        return bool(RUNSC_WAIT_FAILED.search(capture.stderr_tail)) or not await self._answers(sandbox)
+
+    async def _answers(self, sandbox: Sandbox) -> bool:
+        """Whether a gVisor sandbox still runs an exec (a count from inside
+        as the keeper's uid, which the call cannot fake)."""
+        assert self._sandboxes is not None
+        try:
+            return await asyncio.to_thread(self._sandboxes.sweeper.processes, sandbox) is not None
+        except Exception:  # noqa: BLE001 - any failure means it does not
+            return False
+
+    async def _clear(self, sandbox: Sandbox) -> None:
+        """Empties a session's /outputs (as the sandbox uid, which owns all of
+        it) and /inputs (as the keeper); raises TransferError."""
+        assert self._sandboxes is not None
+        rt, cid, timeout_s = self._sandboxes.runtime, sandbox.container_id, self._transfer.timeout_s
+        await asyncio.to_thread(run_quiet, rt, cid, CLEAR_OUTPUTS_ARGV, self._cfg.user, timeout_s)
+        await asyncio.to_thread(run_quiet, rt, cid, CLEAR_INPUTS_ARGV, self._cfg.keeper_user, timeout_s)
 
     async def _settle(self, sandbox: Sandbox) -> bool:
         """After a session call: nothing of it runs any more. The exec's own
@@ -477,15 +744,18 @@ class Runner:
             await asyncio.sleep(SETTLE_POLL_S * 10)
         return False
 
-    async def _after_exec(self, sandbox: Sandbox, grant: CallGrant | None, *, keep: bool) -> bool:
+    async def _after_exec(self, sandbox: Sandbox, grant: CallGrant | None, *, keep: bool, clear: bool = False) -> bool:
         """Ends every process of the call (a sweep, or removing the
-        container) and revokes its egress; never raises. False when a
-        session's sweep failed."""
+        container) and revokes its egress; never raises. With ``clear``, a
+        session's /inputs and /outputs are emptied, so the next call sees
+        only its own. False when a session's sweep or clearing failed."""
         assert self._sandboxes is not None
         ok = True
         if keep:
             try:
                 ok = await self._settle(sandbox)
+                if ok and clear:
+                    await self._clear(sandbox)
             except Exception:  # noqa: BLE001 - the session is ended by the caller
                 ok = False
             if not ok:

@@ -16,7 +16,7 @@ import grpc
 from airlock.common import wire
 from airlock.executor._errors import RunRefused
 from airlock.executor._metrics import METHODS, ExecutorMetrics
-from airlock.executor._model import Chunk, EgressRecord
+from airlock.executor._model import Chunk, EgressRecord, InputFile, OutputFileChunk
 from airlock.executor._runner import Runner
 from airlock.executor.sandboxes import EventsLost, SessionEvents, SessionTable
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
@@ -74,10 +74,16 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         # A coroutine writing with context.write (not an async generator):
         # the runner emits from callbacks as output arrives.
         spec = wire.spec_from_proto(request.spec)
+        inputs = tuple(InputFile(f.name, f.content) for f in request.inputs)
 
-        async def emit(item: Chunk | str) -> None:
+        async def emit(item: Chunk | OutputFileChunk | str) -> None:
             if isinstance(item, str):
                 await context.write(executor_pb2.RunResponse(started=executor_pb2.Started(container_id=item)))
+                return
+            if isinstance(item, OutputFileChunk):
+                await context.write(
+                    executor_pb2.RunResponse(output_file=wire.to_message(executor_pb2.OutputFileChunk, item))
+                )
                 return
             stream = executor_pb2.STREAM_STDOUT if item.stream == "stdout" else executor_pb2.STREAM_STDERR
             await context.write(
@@ -85,7 +91,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             )
 
         try:
-            result = await self._runner.run(spec, emit)
+            result = await self._runner.run(spec, emit, inputs)
         except RunRefused as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{exc.code}: {exc}")
             return
@@ -103,6 +109,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
                     egress=[egress_to_proto(r) for r in result.egress],
                     egress_unrecorded=result.egress_unrecorded,
                     sandbox=wire.use_to_proto(result.sandbox),
+                    skipped_outputs=[
+                        executor_pb2.SkippedOutput(name=s.name, reason=s.reason) for s in result.skipped_outputs
+                    ],
                 )
             )
         )

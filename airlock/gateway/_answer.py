@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from airlock.common.wire import LIMIT_KEYS, Limits, SandboxPlan
+from airlock.common.wire import ARTIFACT_LIMIT_KEYS, LIMIT_KEYS, ArtifactLimits, Limits, SandboxPlan
 from airlock.gateway._errors import PolicyError
 from airlock.gateway._model import Obligations, Reason
 
@@ -82,7 +82,25 @@ def _obligations(doc: dict[str, Any], *, allow: bool) -> Obligations:
         # acceptable on a deny, where nothing runs.
         raise _bad("an allow must set every obligations.limits key")
     mode, allowlist, cidrs = _network(network, _bad)
-    return Obligations(Limits(**limits), mode, allowlist, cidrs, _sandbox(doc.get("sandbox", {}), allow=allow))
+    sandbox = _sandbox(doc.get("sandbox", {}), allow=allow)
+    return Obligations(Limits(**limits), mode, allowlist, cidrs, sandbox, _artifacts(doc.get("artifacts", {})))
+
+
+def _artifacts(doc: Any) -> ArtifactLimits:
+    """obligations.artifacts; absent (or a key absent) means 0: no outputs
+    collected, no inputs allowed. A policy that wants them says so."""
+    if not isinstance(doc, dict):
+        raise _bad("'obligations.artifacts' must be an object")
+    unknown = sorted(set(doc) - set(ARTIFACT_LIMIT_KEYS))
+    if unknown:
+        raise _bad(f"'obligations.artifacts' has unknown key {unknown[0]!r}")
+    values: dict[str, int] = {}
+    for key in ARTIFACT_LIMIT_KEYS:
+        value = doc.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _bad(f"'obligations.artifacts.{key}' must be a non-negative integer")
+        values[key] = value
+    return ArtifactLimits(**values)
 
 
 def _sandbox(doc: Any, *, allow: bool) -> SandboxPlan:

@@ -10,6 +10,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from airlock.common import load_yaml_config
 from airlock.common._tls import ClientTLS, ServerTLS
@@ -376,6 +377,91 @@ class BudgetConfig:
             raise ValueError(f"budget.window_seconds must be > 0, got {self.window_seconds}")
 
 
+#: Artifact store defaults: per principal, 1 GiB in at most 10,000
+#: artifacts of at most 256 MiB each; kept 30 days; swept hourly.
+DEFAULT_ARTIFACTS_PATH = "artifacts"
+DEFAULT_ARTIFACT_QUOTA_BYTES = 1024**3
+DEFAULT_ARTIFACT_QUOTA_COUNT = 10_000
+DEFAULT_ARTIFACT_MAX_BYTES = 256 * 1024**2
+DEFAULT_ARTIFACT_RETENTION_SECONDS = 30 * 86_400
+DEFAULT_ARTIFACT_SWEEP_SECONDS = 3600
+DEFAULT_ARTIFACTS_DECISION_PATH = "airlock/artifacts/decision"
+DEFAULT_S3_PREFIX = "airlock"
+DEFAULT_S3_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class ArtifactQuotaConfig:
+    """What one principal may hold (the same for every principal)."""
+
+    max_bytes: int = DEFAULT_ARTIFACT_QUOTA_BYTES
+    """Bytes of distinct content a principal may hold; a put beyond it is artifact_quota_exceeded."""
+    max_count: int = DEFAULT_ARTIFACT_QUOTA_COUNT
+    """Artifacts a principal may hold."""
+    max_artifact_bytes: int = DEFAULT_ARTIFACT_MAX_BYTES
+    """The largest single artifact (artifact_too_large)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_count", "max_artifact_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"artifacts.quota.{name} must be >= 1")
+
+
+@dataclass(frozen=True)
+class ArtifactS3Config:
+    """An S3-compatible bucket shared by every gateway that points at it."""
+
+    endpoint_url: str
+    """The S3 endpoint, e.g. https://s3.example.com (http:// only on loopback)."""
+    bucket: str
+    """The bucket (it must exist)."""
+    credentials_file: str
+    """YAML or JSON with access_key_id and secret_access_key; the gateway's own file, mode 0600."""
+    prefix: str = DEFAULT_S3_PREFIX
+    """Key prefix for blobs and metadata inside the bucket."""
+    region: str = DEFAULT_S3_REGION
+    """The region the client signs for."""
+
+    def __post_init__(self) -> None:
+        parsed = urllib.parse.urlsplit(self.endpoint_url)
+        if parsed.scheme == "http" and not _is_loopback(parsed.hostname or ""):
+            raise ValueError(f"artifacts.s3.endpoint_url {self.endpoint_url!r}: plain http only on a loopback address")
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError(
+                f"artifacts.s3.endpoint_url must be https:// (or loopback http://), got {self.endpoint_url!r}"
+            )
+        if not self.bucket:
+            raise ValueError("artifacts.s3.bucket must not be empty")
+
+
+@dataclass(frozen=True)
+class ArtifactsConfig:
+    """The artifact store behind ArtifactService (docs/artifacts.md)."""
+
+    backend: Literal["local", "s3"] = "local"
+    """local: a directory with SQLite (one gateway); s3: an S3-compatible bucket (several gateways)."""
+    path: str = DEFAULT_ARTIFACTS_PATH
+    """The local backend's directory (made 0700; relative to the config file); the s3 backend spools here."""
+    s3: ArtifactS3Config | None = None
+    """Required for backend s3."""
+    quota: ArtifactQuotaConfig = field(default_factory=ArtifactQuotaConfig)
+    """Per-principal quotas, enforced at put."""
+    retention_seconds: int | None = DEFAULT_ARTIFACT_RETENTION_SECONDS
+    """Artifacts older than this are removed by the sweeper (null: kept until deleted)."""
+    sweep_interval_seconds: int = DEFAULT_ARTIFACT_SWEEP_SECONDS
+    """How often the sweeper runs (retention, orphaned blobs, the stored-bytes gauge)."""
+    decision_path: str = DEFAULT_ARTIFACTS_DECISION_PATH
+    """Data API path of the artifact decision document."""
+
+    def __post_init__(self) -> None:
+        if (self.backend == "s3") != (self.s3 is not None):
+            raise ValueError("artifacts.s3 is required for backend s3 and only for it")
+        if self.retention_seconds is not None and self.retention_seconds < 1:
+            raise ValueError("artifacts.retention_seconds must be >= 1 (or null: keep)")
+        if self.sweep_interval_seconds < 1:
+            raise ValueError("artifacts.sweep_interval_seconds must be >= 1")
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """gateway.yaml, version 1."""
@@ -400,6 +486,8 @@ class GatewayConfig:
     """Call counters for budget rules."""
     limits: Limits = field(default_factory=Limits)
     """Input limits."""
+    artifacts: ArtifactsConfig | None = None
+    """The artifact store and ArtifactService (null: none; every artifact call is artifact_store_unavailable)."""
     insecure: bool = False
     """Allow a plaintext listener on a non-loopback address (never do this
     outside a test: tokens would cross the network in clear)."""
@@ -458,6 +546,15 @@ def load_gateway_config(path: Path | None, env: Mapping[str, str] | None = None)
                 archive_dir=rel(cfg.audit.retention.archive_dir) if cfg.audit.retention.archive_dir else None,
             ),
         ),
+        artifacts=replace(
+            cfg.artifacts,
+            path=rel(cfg.artifacts.path),
+            s3=replace(cfg.artifacts.s3, credentials_file=rel(cfg.artifacts.s3.credentials_file))
+            if cfg.artifacts.s3
+            else None,
+        )
+        if cfg.artifacts
+        else None,
         agents=tuple(
             replace(
                 a,

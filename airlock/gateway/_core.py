@@ -30,12 +30,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import mimetypes
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
+from airlock.common.wire import ArtifactLimits, InputFile, SkippedOutput
 from airlock.gateway import _events
 from airlock.gateway._admission import FairSlots, InFlight, RateLimits, SlotTimeoutError
 from airlock.gateway._answer import parse_answer
@@ -56,8 +58,10 @@ from airlock.gateway._json import MalformedJSON
 from airlock.gateway._json import loads as strict_loads
 from airlock.gateway._metrics import GatewayMetrics
 from airlock.gateway._model import (
+    ArtifactRef,
     CallInput,
     Decision,
+    InputArtifact,
     InvokeResult,
     Observation,
     Observed,
@@ -70,6 +74,7 @@ from airlock.gateway._model import (
 from airlock.gateway._policy import PolicyEngine, PolicyResult
 from airlock.gateway._registry import HOSTED_ITEM_TYPES, PLACEHOLDER_RE, Registry
 from airlock.gateway._sessions import SessionView
+from airlock.gateway.artifacts import ArtifactError
 from airlock.v1 import audit_pb2
 
 log = logging.getLogger("airlock.gateway")
@@ -80,9 +85,41 @@ _OBSERVE_CAPS = {"item_type": 64, "item_id": 256, "tool": 128, "status": 64, "se
 
 
 class Executor(Protocol):
-    """The executor seam: run an allowed plan and report its outcome."""
+    """The executor seam: run an allowed plan (with the files for its
+    /inputs) and report its outcome (with what its /outputs held)."""
 
-    async def run(self, plan: RunSpec) -> RunOutcome: ...
+    async def run(self, plan: RunSpec, inputs: Sequence[InputFile] = ()) -> RunOutcome: ...
+
+
+class StoredArtifact(Protocol):
+    """What the artifacts seam returns for one artifact."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def media_type(self) -> str: ...
+
+
+class Artifacts(Protocol):
+    """The artifacts seam (airlock.gateway.artifacts.ArtifactAccess): each
+    use is decided by the policy and audited there; a refusal raises an
+    ArtifactError whose ``code`` is its reason."""
+
+    async def open_inputs(
+        self, principal: Principal, session: str, ids: Sequence[str], max_bytes: int | None = None
+    ) -> Sequence[tuple[StoredArtifact, bytes]]:
+        """Sizes are checked against ``max_bytes`` before any content is read."""
+        ...
+
+    async def save_output(
+        self, principal: Principal, session: str, name: str, content: IO[bytes] | bytes, media_type: str = ""
+    ) -> StoredArtifact: ...
 
 
 @dataclass(frozen=True)
@@ -128,7 +165,11 @@ class Gateway:
         settings: CoreSettings,
         counters: CounterStore | None = None,
         sessions: SessionView | None = None,
+        artifacts: Artifacts | None = None,
     ) -> None:
+        #: Where inputs come from and outputs go; None: no artifact store,
+        #: so nothing is collected and a call naming inputs fails.
+        self._artifacts = artifacts
         self._counters: CounterStore = counters or CallCounters()
         #: The live session sandboxes, for the policy's session facts.
         self._sessions = sessions or SessionView()
@@ -446,9 +487,15 @@ class Gateway:
 
     async def _run(self, inp: CallInput, principal: Principal, decision: Decision, tool_label: str) -> InvokeResult:
         plan = self._plan(inp, decision)
+        inputs: tuple[InputArtifact, ...] = ()
         try:
+            inputs = await self._open_inputs(inp, decision)
             async with self._run_slots.slot(principal.id, self._settings.run_queue_timeout_s):
-                outcome = await self._executor.run(plan)
+                outcome = await self._executor.run(plan, [InputFile(a.ref.name, a.content) for a in inputs])
+        except ArtifactError as exc:
+            # Nothing ran: an input the policy refused, or one that is not
+            # there, is the call's answer, with the refusal's own code.
+            outcome = RunOutcome("error", -1, b"", b"", False, 0, error=f"{exc.code}: {_message(exc)}")
         except SlotTimeoutError:
             outcome = RunOutcome("error", -1, b"", b"", False, 0, error="executor_unavailable: no free run slot")
         except ExecutorError as exc:
@@ -458,9 +505,14 @@ class Gateway:
             # its stream is cancelled; the audit trail still gets the end.
             gone = RunOutcome("killed", -1, b"", b"", False, 0, error="client cancelled or disconnected")
             self._metrics.executions.labels(tool_label, gone.outcome).inc()
+            refs = tuple(a.ref for a in inputs)
             with contextlib.suppress(AuditError):
-                await asyncio.shield(self._write(_events.execution_event(inp, decision, gone)))
+                await asyncio.shield(self._write(_events.execution_event(inp, decision, gone, refs)))
             raise
+        if outcome.outputs or outcome.skipped_outputs:
+            # Stored even if the client has gone: the run happened, and
+            # its artifacts and their audit events are part of it.
+            outcome = await asyncio.shield(self._store_outputs(inp, principal, outcome))
         self._metrics.executions.labels(tool_label, outcome.outcome).inc()
         if outcome.sandbox.mode == "session":
             # The facts the next decision sees are current at once; the
@@ -472,13 +524,70 @@ class Gateway:
         if outcome.output_truncated:
             self._metrics.truncations.labels(tool_label).inc()
         try:
-            await self._write(_events.execution_event(inp, decision, outcome))
+            await self._write(_events.execution_event(inp, decision, outcome, tuple(a.ref for a in inputs)))
         except AuditError:
             # The run has happened and its decision is on disk; hiding the
             # result would not undo it. The failure is counted (in _write)
             # and logged for the operator.
             log.exception("execution audit event for %s was not written", decision.decision_id)
         return InvokeResult(decision, outcome)
+
+    async def _open_inputs(self, inp: CallInput, decision: Decision) -> tuple[InputArtifact, ...]:
+        """The artifacts the call names in its tool's inputs argument, each
+        decided (policy op "input") and read, within the decision's
+        artifact limits. Raises ArtifactError with the refusal's code."""
+        tool = decision.tool_entry
+        name = (tool.get("artifacts") or {}).get("inputs", "") if isinstance(tool, Mapping) else ""
+        args = decision.arguments if isinstance(decision.arguments, Mapping) else {}
+        ids = args.get(name) if name else None
+        if not ids:
+            return ()
+        limits = decision.obligations.artifacts
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InputsError("inputs_invalid", f"{name!r} must be a list of artifact ids")
+        if len(ids) > limits.max_inputs:
+            raise InputsError(
+                "inputs_too_many", f"the call names {len(ids)} input artifacts; at most {limits.max_inputs}"
+            )
+        if len(set(ids)) != len(ids):
+            raise InputsError("inputs_invalid", "an input artifact is named twice")
+        if self._artifacts is None:
+            raise InputsError("artifact_store_unavailable", "this gateway has no artifact store")
+        assert inp.principal is not None  # only an allowed call gets here
+        opened = await self._artifacts.open_inputs(inp.principal, inp.call.session_id, ids, limits.max_input_bytes)
+        found = tuple(InputArtifact(_ref(record), content) for record, content in opened)
+        total = sum(len(a.content) for a in found)
+        if total > limits.max_input_bytes:
+            raise InputsError("inputs_too_large", f"the inputs are {total} bytes; at most {limits.max_input_bytes}")
+        names = [a.ref.name for a in found]
+        if len(set(names)) != len(names):
+            raise InputsError("input_name_duplicate", "two input artifacts have the same name (both /inputs/NAME)")
+        return found
+
+    async def _store_outputs(self, inp: CallInput, principal: Principal, outcome: RunOutcome) -> RunOutcome:
+        """Stores what the run left under /outputs as the principal's
+        artifacts in the call's session (policy op "output", quotas); one
+        that is refused is reported as skipped with the refusal's code."""
+        stored: list[ArtifactRef] = []
+        skipped = list(outcome.skipped_outputs)
+        try:
+            for out in outcome.outputs:
+                if self._artifacts is None:
+                    skipped.append(SkippedOutput(out.name, "artifact_store_unavailable"))
+                    continue
+                media_type = mimetypes.guess_type(out.name, strict=False)[0] or "application/octet-stream"
+                try:
+                    record = await self._artifacts.save_output(
+                        principal, inp.call.session_id, out.name, out.file, media_type
+                    )
+                except ArtifactError as exc:
+                    skipped.append(SkippedOutput(out.name, exc.code))
+                else:
+                    stored.append(_ref(record))
+        finally:
+            for out in outcome.outputs:
+                out.file.close()
+        return replace(outcome, outputs=(), artifacts=tuple(stored), skipped_outputs=tuple(skipped))
 
     def _plan(self, inp: CallInput, decision: Decision) -> RunSpec:
         tool = decision.tool_entry
@@ -501,6 +610,8 @@ class Gateway:
             principal=decision.principal,
             session_id=inp.call.session_id,
             sandbox=decision.obligations.sandbox,
+            # Nothing is collected that could not be stored.
+            artifacts=decision.obligations.artifacts if self._artifacts is not None else ArtifactLimits(),
         )
 
     # -- observing -----------------------------------------------------------
@@ -744,6 +855,24 @@ def _refusal(
         policy_result=policy_result,
         bundles=bundles,
     )
+
+
+class InputsError(ArtifactError):
+    """A call's input artifacts that cannot be used as named."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _message(exc: ArtifactError) -> str:
+    """The refusal's message without its code (some errors' text starts with it)."""
+    text = str(getattr(exc, "message", "") or exc)
+    return text.removeprefix(f"{exc.code}: ")
+
+
+def _ref(record: StoredArtifact) -> ArtifactRef:
+    return ArtifactRef(record.id, record.name, record.sha256, record.size, record.media_type)
 
 
 def _argument_text(value: Any) -> str:

@@ -86,5 +86,7 @@ POLICY_REASON_CODES = (
     "path_too_long",
     "egress_destination_denied",
     "budget_exceeded",
+    "session_call_limit",
+    "inputs_too_many",
 )
 ALL_REASON_LABELS = (*INPUT_REASONS, *FAIL_CLOSED_REASONS, *POLICY_REASON_CODES, "policy_other")

@@ -19,8 +19,17 @@ from airlock.common import wire
 from airlock.gateway._audit import SCHEMA_VERSION
 from airlock.gateway._input import FIELD_CAPS, RAW_AUDIT_CHARS, cut, now, principal_doc
 from airlock.gateway._metrics import VERSION
-from airlock.gateway._model import CallInput, Decision, Obligations, Observation, Reason, RunOutcome, SessionInfo
-from airlock.v1 import audit_pb2, call_pb2
+from airlock.gateway._model import (
+    ArtifactRef,
+    CallInput,
+    Decision,
+    Obligations,
+    Observation,
+    Reason,
+    RunOutcome,
+    SessionInfo,
+)
+from airlock.v1 import audit_pb2, call_pb2, executor_pb2
 
 
 def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
@@ -31,6 +40,7 @@ def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
             mode=mode, egress_allowlist=list(ob.egress_allowlist), egress_allow_cidrs=list(ob.egress_allow_cidrs)
         ),
         sandbox=wire.sandbox_to_proto(ob.sandbox),
+        artifacts=wire.to_message(call_pb2.ArtifactLimits, ob.artifacts),
     )
 
 
@@ -119,7 +129,9 @@ def minimal_decision(inp: CallInput, decision: Decision, why: str) -> audit_pb2.
     return event
 
 
-def execution_event(inp: CallInput, decision: Decision, run: RunOutcome) -> audit_pb2.AuditEvent:
+def execution_event(
+    inp: CallInput, decision: Decision, run: RunOutcome, inputs: tuple[ArtifactRef, ...] = ()
+) -> audit_pb2.AuditEvent:
     event = _base("execution", inp, decision)
     event.execution.CopyFrom(
         audit_pb2.AuditExecution(
@@ -134,6 +146,9 @@ def execution_event(inp: CallInput, decision: Decision, run: RunOutcome) -> audi
             egress=run.egress,
             egress_unrecorded=run.egress_unrecorded,
             sandbox=wire.use_to_proto(run.sandbox),
+            inputs=[wire.to_message(call_pb2.ArtifactRef, a) for a in inputs],
+            artifacts=[wire.to_message(call_pb2.ArtifactRef, a) for a in run.artifacts],
+            skipped_outputs=[wire.to_message(executor_pb2.SkippedOutput, s) for s in run.skipped_outputs],
         )
     )
     return event

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -37,13 +39,15 @@ from airlock.gateway._registry import load_registry
 from airlock.gateway._server import (
     NOT_SERVING,
     SERVING,
+    ArtifactServicer,
     AuthInterceptor,
     GatewayServicer,
     add_standard_services,
     prepare_agent_socket,
 )
 from airlock.gateway._sessions import SessionService, SessionView
-from airlock.v1 import gateway_pb2_grpc
+from airlock.gateway.artifacts import ArtifactRuntime, build_artifacts
+from airlock.v1 import artifacts_pb2_grpc, audit_pb2, gateway_pb2_grpc
 
 log = logging.getLogger("airlock.gateway")
 #: How often the registry file is checked for changes.
@@ -207,7 +211,7 @@ def _grpc_server(limits: Limits, interceptor: AuthInterceptor, max_connections: 
 
 
 async def _agent_servers(
-    cfg: GatewayConfig, authenticator: Authenticator, servicer: GatewayServicer
+    cfg: GatewayConfig, authenticator: Authenticator, servicer: GatewayServicer, artifacts: ArtifactServicer
 ) -> list[grpc.aio.Server]:
     """One gRPC server per agent socket: its own connection cap, so an agent
     that opens connections by the hundred takes only its own; and the
@@ -222,6 +226,7 @@ async def _agent_servers(
         only = AuthInterceptor(authenticator, only=agent.id)
         own = _grpc_server(cfg.limits, only, cfg.limits.max_connections_per_socket)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, own)
+        artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifacts, own)
         if own.add_insecure_port(f"unix:{path}") == 0:
             raise OSError(f"cannot listen on {path}")
         await own.start()
@@ -255,7 +260,57 @@ async def _audit_sink(cfg: GatewayConfig, metrics: GatewayMetrics, health_state:
     return audit
 
 
-async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
+def _artifacts(
+    cfg: GatewayConfig, policy: OpaClient, audit: JsonlAuditSink, metrics: GatewayMetrics
+) -> ArtifactRuntime | None:
+    """The artifact store and its operations (None without ``artifacts:``).
+    Its audit events go into the same chain, counted like the core's."""
+    if cfg.artifacts is None:
+        return None
+
+    async def record(event: audit_pb2.AuditEvent) -> None:
+        started = time.monotonic()
+        try:
+            await audit.write(event)
+        except AuditError:
+            metrics.audit_failures.inc()
+            raise
+        metrics.audit_write_seconds.observe(time.monotonic() - started)
+        metrics.audit_events.labels(event.kind).inc()
+        metrics.audit_last_seq.set(event.seq)
+
+    return build_artifacts(cfg.artifacts, policy=policy, record=record, metrics=metrics, agents=cfg.agents)
+
+
+def _add_artifact_service(
+    server: grpc.aio.Server, artifacts: ArtifactRuntime | None, core: Gateway
+) -> ArtifactServicer:
+    if artifacts is not None:
+        artifacts.ops.bind_admission(core.admitted)
+    servicer = ArtifactServicer(artifacts.ops if artifacts else None)
+    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(servicer, server)
+    return servicer
+
+
+def _start_sweeper(artifacts: ArtifactRuntime | None, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """Retention, orphaned blobs and the stored-bytes gauges, at start and every sweep interval."""
+    if artifacts is None:
+        return None
+    cfg = artifacts.config
+    sweep = artifacts.ops.run_sweeper(cfg.retention_seconds, cfg.sweep_interval_seconds, stop)
+    return asyncio.get_running_loop().create_task(sweep)
+
+
+async def _stop_artifacts(sweeper: asyncio.Task[None] | None, artifacts: ArtifactRuntime | None) -> None:
+    """The sweeper ends (it watches the stop event), then the store closes."""
+    if sweeper is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(sweeper, 5)
+    if artifacts is not None:
+        await artifacts.ops.close()
+
+
+async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PLR0915 - one line per piece of the process, in start order
     _raise_fd_limit(_fds_needed(cfg))
     registry = load_registry(Path(cfg.registry))
     prom = CollectorRegistry()
@@ -270,6 +325,9 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     executor = GrpcExecutor(cfg.executor, cfg.limits.max_message_bytes)
     health_state = _HealthState()
     audit = await _audit_sink(cfg, metrics, health_state)
+    # The artifact store, ArtifactService's operations and the Invoke path's
+    # seam (artifacts.access: ArtifactAccess), built before the core.
+    artifacts = _artifacts(cfg, policy, audit, metrics)
     view = SessionView()
     core = Gateway(
         registry=registry,
@@ -280,6 +338,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
         settings=core_settings(cfg),
         counters=CallCounters(cfg.budget.window_seconds),
         sessions=view,
+        artifacts=artifacts.access if artifacts else None,
     )
     sessions = SessionService(executor, view, core.record, session_event)
     metrics.sessions_live.set_function(lambda: len(view.list()))
@@ -288,7 +347,8 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     servicer = GatewayServicer(core, sessions)
     server = _grpc_server(cfg.limits, AuthInterceptor(authenticator), cfg.limits.max_connections)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
-    own = await _agent_servers(cfg, authenticator, servicer)
+    artifact_servicer = _add_artifact_service(server, artifacts, core)
+    own = await _agent_servers(cfg, authenticator, servicer, artifact_servicer)
     health = add_standard_services(server)
     health_state.bind(health)
     if cfg.tls is not None:
@@ -312,6 +372,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     engine_watch = asyncio.get_running_loop().create_task(_watch_policy_engine(policy, metrics, stop, up=engine_up))
     # Session starts and ends, reported by the executor, into the audit log.
     session_watch = asyncio.get_running_loop().create_task(sessions.watch())
+    sweeper = _start_sweeper(artifacts, stop)
     await stop.wait()
     watcher.cancel()
     engine_watch.cancel()
@@ -321,6 +382,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:
     await asyncio.gather(server.stop(grace=5), *(o.stop(grace=5) for o in own))
     await policy.close()
     await executor.close()
+    await _stop_artifacts(sweeper, artifacts)
     audit.close()
 
 

@@ -22,6 +22,34 @@ UNREGISTERED = "unregistered"
 NO_PROFILE = "none"
 VERSION = "0.1.0"
 OUTCOMES = ("ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error")
+#: Artifact operations (metric label "operation"), outcomes, and the reason
+#: codes an artifact refusal can have; any other (a custom policy code) is
+#: "policy_other".
+ARTIFACT_OPERATIONS = ("put", "get", "stat", "list", "delete", "input", "output", "sweep")
+ARTIFACT_OUTCOMES = ("allow", "deny")
+ARTIFACT_REASONS = (
+    "allowed",
+    "unauthenticated",
+    "rate_limited",
+    "too_many_in_flight",
+    "artifact_name_invalid",
+    "artifact_not_found",
+    "artifact_too_large",
+    "artifact_truncated",
+    "artifact_checksum_mismatch",
+    "artifact_quota_exceeded",
+    "artifact_store_unavailable",
+    "artifact_store_busy",
+    "artifact_header_missing",
+    "artifact_header_invalid",
+    "artifact_operation_unknown",
+    "artifact_operation_not_granted",
+    "artifact_session_denied",
+    "artifact_size_denied",
+    "unknown_profile",
+    "retention",
+    *FAIL_CLOSED_REASONS,
+)
 #: From 100 µs (a local OPA decision) to 10 minutes (a long run).
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -142,6 +170,42 @@ class GatewayMetrics:
             "and after a failed probe. The container healthcheck needs it (calls fail closed meanwhile).",
             registry=registry,
         )
+
+        self.artifact_operations = Counter(
+            "airlock_gateway_artifact_operations",
+            "Artifact operations (ArtifactService, call inputs and outputs, the sweeper) by operation, outcome "
+            "and reason code.",
+            ["operation", "outcome", "reason"],
+            registry=registry,
+        )
+        self.artifact_bytes = Counter(
+            "airlock_gateway_artifact_transfer_bytes",
+            "Artifact content bytes stored (in) and read (out).",
+            ["direction"],
+            registry=registry,
+        )
+        self.artifacts_stored_bytes = Gauge(
+            "airlock_gateway_artifacts_stored_bytes",
+            "Bytes of artifacts the store holds (every principal), as of the last retention sweep.",
+            registry=registry,
+        )
+        self.artifacts_stored = Gauge(
+            "airlock_gateway_artifacts_stored",
+            "Artifacts the store holds (every principal), as of the last retention sweep.",
+            registry=registry,
+        )
+        self.artifacts_swept = Counter(
+            "airlock_gateway_artifacts_swept",
+            "Artifacts removed by the retention sweeper.",
+            registry=registry,
+        )
+        for op in ARTIFACT_OPERATIONS:
+            self.artifact_operations.labels(op, "allow", "allowed")
+        for direction in ("in", "out"):
+            self.artifact_bytes.labels(direction)
+
+    def artifact_reason_label(self, code: str) -> str:
+        return code if code in ARTIFACT_REASONS else "policy_other"
 
     def set_tools(self, tools: Collection[str]) -> None:
         self._tools = frozenset(tools)

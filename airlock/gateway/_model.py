@@ -4,9 +4,9 @@ servicer translates protobuf to these and back."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
-from airlock.common.wire import Limits, RunSpec, SandboxPlan, SandboxUse, SessionInfo
+from airlock.common.wire import ArtifactLimits, Limits, RunSpec, SandboxPlan, SandboxUse, SessionInfo, SkippedOutput
 
 #: The item types a registry entry may have.
 ItemTypeName = Literal[
@@ -84,6 +84,8 @@ class Obligations:
     egress_allow_cidrs: tuple[str, ...] = ()
     #: Where the call runs: its own container, or its session's.
     sandbox: SandboxPlan = field(default_factory=SandboxPlan)
+    #: What the run's /outputs may yield and its /inputs may take.
+    artifacts: ArtifactLimits = field(default_factory=ArtifactLimits)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,41 @@ class RunOutcome:
     egress_unrecorded: int = 0
     #: Where it ran (mode, container, pool claim, session).
     sandbox: SandboxUse = field(default_factory=SandboxUse)
+    #: Files the run left under /outputs, as the executor sent them
+    #: (spooled; the core stores them and closes the files).
+    outputs: tuple[OutputFile, ...] = field(default=(), repr=False)
+    #: Entries not collected (the executor's) or not stored (the gateway's), and why.
+    skipped_outputs: tuple[SkippedOutput, ...] = ()
+    #: The outputs as stored artifacts.
+    artifacts: tuple[ArtifactRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One collected /outputs file, spooled to an unnamed temporary file."""
+
+    name: str
+    size: int
+    file: IO[bytes] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A stored artifact as callers see it (airlock.v1.ArtifactRef)."""
+
+    id: str
+    name: str
+    sha256: str
+    size: int
+    media_type: str = ""
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    """An artifact a call named as input, checked and read, for /inputs."""
+
+    ref: ArtifactRef
+    content: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,22 @@ class ToolSandbox:
 
 
 @dataclass(frozen=True)
+class ToolArtifacts:
+    """Whether the tool takes artifacts as input and leaves artifacts as
+    output. The policy decides per call how many and how large
+    (obligations.artifacts); a tool that declares neither gets neither."""
+
+    inputs: str | None = None
+    """The argument (an array of artifact ids) whose artifacts are copied, read-only, to /inputs/<name>
+    before the run; it must be a parameter of type array."""
+    outputs: bool = False
+    """Whether the files the run leaves under /outputs are stored as artifacts."""
+
+    def as_policy_data(self) -> dict[str, Any]:
+        return {"inputs": self.inputs or "", "outputs": self.outputs}
+
+
+@dataclass(frozen=True)
 class Tool:
     """One registered tool."""
 
@@ -151,6 +167,8 @@ class Tool:
     """The tool's own resource caps."""
     sandbox: ToolSandbox = field(default_factory=ToolSandbox)
     """Where it runs by default: its own container per call, or the session's."""
+    artifacts: ToolArtifacts = field(default_factory=ToolArtifacts)
+    """Artifacts in (/inputs) and out (/outputs)."""
 
     def _check_egress(self) -> None:
         for key in ("egress_allowlist", "egress_allow_cidrs"):
@@ -161,6 +179,18 @@ class Tool:
                 ipaddress.ip_network(cidr, strict=True)
             except ValueError as exc:
                 raise ValueError(f"egress_allow_cidrs: {cidr!r} is not a network in CIDR form ({exc})") from None
+
+    def _check_artifacts(self, schema: Any) -> None:
+        arts = self.artifacts
+        if (arts.inputs or arts.outputs) and self.item_type in HOSTED_ITEM_TYPES:
+            raise ValueError("a hosted tool runs nothing here: it takes no artifacts")
+        if arts.inputs is None:
+            return
+        prop = schema.get("properties", {}).get(arts.inputs) if isinstance(schema, dict) else None
+        if not isinstance(prop, dict) or prop.get("type") != "array":
+            raise ValueError(f"artifacts.inputs: {arts.inputs!r} must be a parameter of type array (of artifact ids)")
+        if any(arts.inputs in PLACEHOLDER_RE.findall(a) for a in self.argv):
+            raise ValueError(f"artifacts.inputs: {arts.inputs!r} cannot also be an argv placeholder")
 
     def __post_init__(self) -> None:
         if self.item_type in HOSTED_ITEM_TYPES:
@@ -180,6 +210,7 @@ class Tool:
         except jsonschema.SchemaError as exc:
             raise ValueError(f"parameters is not a valid JSON Schema: {exc.message}") from exc
         _check_refs(schema)
+        self._check_artifacts(schema)
         required = set(self.parameters.get("required", ()))
         for element in self.argv:
             for name in PLACEHOLDER_RE.findall(element):
@@ -229,6 +260,7 @@ class Registry:
             "env": dict(tool.env),
             "limits": tool.limits.as_policy_limits(),
             "sandbox": tool.sandbox.as_policy_data(),
+            "artifacts": tool.artifacts.as_policy_data(),
         }
 
     def as_policy_data(self) -> dict[str, Any]:

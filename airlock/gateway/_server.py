@@ -29,9 +29,13 @@ from airlock.gateway._errors import ExecutorError, GatewayError, PolicyError
 from airlock.gateway._events import obligations_to_proto
 from airlock.gateway._model import Call, CallInput, Decision, Limits, Observation, Principal, RunOutcome
 from airlock.gateway._sessions import SessionService
-from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
+from airlock.gateway.artifacts import Answer, ArtifactDecision, ArtifactError, ArtifactOp, ArtifactOps
+from airlock.gateway.artifacts._events import ref_to_proto
+from airlock.gateway.artifacts._model import MAX_LISTED, check_header
+from airlock.v1 import artifacts_pb2, artifacts_pb2_grpc, call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 _SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+_ARTIFACT_SERVICE = artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name
 _AUTHN: contextvars.ContextVar[tuple[Principal | None, str]] = contextvars.ContextVar("airlock_authn")
 
 _STATUS = {
@@ -60,6 +64,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method: str = details.method
+        if handler is not None and method.startswith(f"/{_ARTIFACT_SERVICE}/"):
+            return self._artifact_handler(handler, tuple(details.invocation_metadata or ()))
         if handler is None or not method.startswith(f"/{_SERVICE}/") or handler.unary_unary is None:
             return handler
         metadata = tuple(details.invocation_metadata or ())
@@ -82,6 +88,55 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _authenticated(self, metadata: tuple[Any, ...], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        principal, why = self._auth.authenticate(metadata, context.auth_context())
+        if self._only is not None and principal is not None and principal.id != self._only:
+            principal, why = None, f"this socket serves agent {self._only!r} only"
+        return _AUTHN.set((principal, why))
+
+    def _artifact_handler(self, handler: grpc.RpcMethodHandler, metadata: tuple[Any, ...]) -> grpc.RpcMethodHandler:
+        """ArtifactService: the same authentication for its unary, client-
+        streamed (put) and server-streamed (get) methods."""
+        serdes = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                token = self._authenticated(metadata, context)
+                try:
+                    return await unary(request, context)
+                finally:
+                    _AUTHN.reset(token)
+
+            return grpc.unary_unary_rpc_method_handler(unary_behavior, **serdes)
+        if handler.stream_unary is not None:
+            upload = handler.stream_unary
+
+            async def upload_behavior(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                token = self._authenticated(metadata, context)
+                try:
+                    return await upload(requests, context)
+                finally:
+                    _AUTHN.reset(token)
+
+            return grpc.stream_unary_rpc_method_handler(upload_behavior, **serdes)
+        if handler.unary_stream is not None:
+            download = handler.unary_stream
+
+            async def download_behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                token = self._authenticated(metadata, context)
+                try:
+                    async for message in download(request, context):
+                        yield message
+                finally:
+                    _AUTHN.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(download_behavior, **serdes)
+        return handler
 
 
 def decision_to_proto(d: Decision) -> call_pb2.Decision:
@@ -153,6 +208,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             result=_run_to_proto(run),
             stdout=run.stdout,
             stderr=run.stderr,
+            artifacts=[wire.to_message(call_pb2.ArtifactRef, a) for a in run.artifacts],
         )
 
     async def ListTools(  # noqa: N802 - gRPC method name
@@ -278,7 +334,174 @@ def _run_to_proto(run: RunOutcome) -> executor_pb2.RunResult:
         container_start_ms=run.container_start_ms,
         error=run.error,
         sandbox=wire.use_to_proto(run.sandbox),
+        skipped_outputs=[wire.to_message(executor_pb2.SkippedOutput, s) for s in run.skipped_outputs],
     )
+
+
+#: An artifact refusal's status -> gRPC code.
+_ARTIFACT_STATUS = {
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "internal": grpc.StatusCode.INTERNAL,
+}
+
+
+def artifact_decision_to_proto(d: ArtifactDecision) -> call_pb2.Decision:
+    return call_pb2.Decision(
+        decision_id=d.decision_id,
+        verdict=call_pb2.VERDICT_ALLOW if d.allowed else call_pb2.VERDICT_DENY,
+        reasons=[call_pb2.Reason(code=r.code, message=r.message) for r in d.reasons],
+        policy_revision=d.policy_revision,
+        principal=d.principal,
+    )
+
+
+class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
+    """ArtifactService: translation only (airlock/gateway/artifacts/_ops.py
+    decides). A refusal ends the RPC like Invoke's: a status code and the
+    deny Decision as a google.rpc.Status detail."""
+
+    def __init__(self, ops: ArtifactOps | None) -> None:
+        self._ops = ops
+
+    @staticmethod
+    def _op(operation: Any, rpc: str, **fields: Any) -> ArtifactOp:
+        principal, err = _AUTHN.get((None, "not authenticated"))
+        return ArtifactOp(operation, principal, rpc=rpc, authn_error=err, **fields)
+
+    async def _answer(self, context: grpc.aio.ServicerContext[Any, Any], answer: Answer) -> None:
+        decision = answer.decision
+        if decision.allowed:
+            return
+        code = _ARTIFACT_STATUS[decision.status]
+        codes = ", ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+        message = f"deny ({codes}) decision_id={decision.decision_id}"
+        status = wire.decision_status(code.value[0], message, artifact_decision_to_proto(decision))
+        await context.abort_with_status(rpc_status.to_status(status))
+
+    async def _unavailable(self, context: grpc.aio.ServicerContext[Any, Any]) -> ArtifactOps:
+        if self._ops is None:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "artifact_store_unavailable: this gateway has no artifact store"
+            )
+        assert self._ops is not None
+        return self._ops
+
+    async def PutArtifact(  # noqa: N802 - gRPC method name
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> artifacts_pb2.PutArtifactResponse:
+        ops = await self._unavailable(context)
+        first: artifacts_pb2.PutArtifactRequest | None = None
+        async for message in request_iterator:
+            first = message
+            break
+        if first is None or first.WhichOneof("part") != "header":
+            op = self._op("put", "PutArtifact")
+            answer = await ops.refuse(op, "artifact_header_missing", "the first message of a put is its header")
+            await self._answer(context, answer)
+            raise AssertionError("unreachable: a refusal aborts")
+        header = first.header
+
+        async def chunks() -> Any:
+            async for message in request_iterator:
+                if message.WhichOneof("part") == "chunk":
+                    yield message.chunk
+                elif message.WhichOneof("part") == "header":
+                    raise ValueError("a second header")
+
+        op = self._op(
+            "put",
+            "PutArtifact",
+            name=header.name,
+            session=header.session_id,
+            media_type=header.media_type,
+            size=header.size if header.HasField("size") else None,
+            sha256=header.sha256 if header.HasField("sha256") else None,
+        )
+        try:
+            # Before the policy and the audit see them: a 3 MB media type
+            # must not become a policy input or an audit line.
+            check_header(session=op.session, media_type=op.media_type, size=op.size)
+        except ArtifactError as exc:
+            refused = await ops.refuse(op, exc.code, str(exc))
+            await self._answer(context, refused)
+            raise AssertionError("unreachable: a refusal aborts") from exc
+        answer = await ops.put(op, chunks())
+        await self._answer(context, answer)
+        assert answer.record is not None
+        return artifacts_pb2.PutArtifactResponse(
+            artifact=ref_to_proto(answer.record),
+            decision=artifact_decision_to_proto(answer.decision),
+            session_id=answer.record.session,
+        )
+
+    async def GetArtifact(  # noqa: N802 - gRPC method name
+        self, request: artifacts_pb2.GetArtifactRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        ops = await self._unavailable(context)
+        answer = await ops.read(self._op("get", "GetArtifact", artifact_id=request.id))
+        await self._answer(context, answer)
+        assert answer.record is not None
+        assert answer.chunks is not None
+        yield artifacts_pb2.GetArtifactResponse(
+            artifact=ref_to_proto(answer.record), decision=artifact_decision_to_proto(answer.decision)
+        )
+        while (chunk := await ops.next_chunk(answer.chunks)) is not None:
+            yield artifacts_pb2.GetArtifactResponse(chunk=chunk)
+
+    async def StatArtifact(  # noqa: N802 - gRPC method name
+        self, request: artifacts_pb2.StatArtifactRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> artifacts_pb2.StatArtifactResponse:
+        ops = await self._unavailable(context)
+        answer = await ops.stat(self._op("stat", "StatArtifact", artifact_id=request.id))
+        await self._answer(context, answer)
+        assert answer.record is not None
+        return artifacts_pb2.StatArtifactResponse(
+            artifact=ref_to_proto(answer.record),
+            decision=artifact_decision_to_proto(answer.decision),
+            session_id=answer.record.session,
+            created_at=answer.record.created_at,
+        )
+
+    async def ListArtifacts(  # noqa: N802 - gRPC method name
+        self, request: artifacts_pb2.ListArtifactsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> artifacts_pb2.ListArtifactsResponse:
+        ops = await self._unavailable(context)
+        op = self._op(
+            "list",
+            "ListArtifacts",
+            list_session=request.session_id or None,
+            shared_only=request.shared_only,
+            prefix=request.prefix,
+        )
+        answer = await ops.list(op)
+        await self._answer(context, answer)
+        # The newest MAX_LISTED (records come oldest first): a principal with
+        # many artifacts must not push the answer over the message cap.
+        records = answer.records[-MAX_LISTED:]
+        return artifacts_pb2.ListArtifactsResponse(
+            artifacts=[
+                artifacts_pb2.ListedArtifact(artifact=ref_to_proto(r), session_id=r.session, created_at=r.created_at)
+                for r in records
+            ],
+            decision=artifact_decision_to_proto(answer.decision),
+            truncated=len(answer.records) > len(records),
+        )
+
+    async def DeleteArtifact(  # noqa: N802 - gRPC method name
+        self, request: artifacts_pb2.DeleteArtifactRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> artifacts_pb2.DeleteArtifactResponse:
+        ops = await self._unavailable(context)
+        answer = await ops.delete(self._op("delete", "DeleteArtifact", artifact_id=request.id))
+        await self._answer(context, answer)
+        assert answer.record is not None
+        return artifacts_pb2.DeleteArtifactResponse(
+            artifact=ref_to_proto(answer.record), decision=artifact_decision_to_proto(answer.decision)
+        )
 
 
 def add_standard_services(server: grpc.aio.Server) -> health.aio.HealthServicer:
@@ -286,7 +509,13 @@ def add_standard_services(server: grpc.aio.Server) -> health.aio.HealthServicer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (
+            _SERVICE,
+            _ARTIFACT_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
     )
     return health_servicer
 

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEvent(_message.Message):
-    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked", "bundles", "would_deny", "shadow_reasons", "checkpoint", "session")
+    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked", "bundles", "would_deny", "shadow_reasons", "checkpoint", "session", "artifact")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class AuditEvent(_message.Message):
     SHADOW_REASONS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     kind: str
     timestamp: str
@@ -83,7 +84,20 @@ class AuditEvent(_message.Message):
     shadow_reasons: _containers.RepeatedCompositeFieldContainer[_call_pb2.Reason]
     checkpoint: AuditCheckpoint
     session: _executor_pb2.SessionInfo
-    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ..., would_deny: _Optional[bool] = ..., shadow_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., session: _Optional[_Union[_executor_pb2.SessionInfo, _Mapping]] = ...) -> None: ...
+    artifact: AuditArtifact
+    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ..., would_deny: _Optional[bool] = ..., shadow_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., session: _Optional[_Union[_executor_pb2.SessionInfo, _Mapping]] = ..., artifact: _Optional[_Union[AuditArtifact, _Mapping]] = ...) -> None: ...
+
+class AuditArtifact(_message.Message):
+    __slots__ = ("operation", "ref", "artifact_session_id", "listed")
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LISTED_FIELD_NUMBER: _ClassVar[int]
+    operation: str
+    ref: _call_pb2.ArtifactRef
+    artifact_session_id: str
+    listed: int
+    def __init__(self, operation: _Optional[str] = ..., ref: _Optional[_Union[_call_pb2.ArtifactRef, _Mapping]] = ..., artifact_session_id: _Optional[str] = ..., listed: _Optional[int] = ...) -> None: ...
 
 class AuditCheckpoint(_message.Message):
     __slots__ = ("reason", "covers_seq", "covers_hash", "pruned_through_seq", "pruned_through_hash", "pruned_files", "archive_dir", "key_id", "signature", "max_events", "chain_id")
@@ -118,7 +132,7 @@ class BundleInfo(_message.Message):
     def __init__(self, revision: _Optional[str] = ...) -> None: ...
 
 class AuditExecution(_message.Message):
-    __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error", "egress", "egress_unrecorded", "sandbox")
+    __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error", "egress", "egress_unrecorded", "sandbox", "inputs", "artifacts", "skipped_outputs")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +144,9 @@ class AuditExecution(_message.Message):
     EGRESS_FIELD_NUMBER: _ClassVar[int]
     EGRESS_UNRECORDED_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     outcome: str
     exit_code: int
     output_truncated: bool
@@ -141,4 +158,7 @@ class AuditExecution(_message.Message):
     egress: _containers.RepeatedCompositeFieldContainer[_call_pb2.EgressConnection]
     egress_unrecorded: int
     sandbox: _executor_pb2.SandboxUse
-    def __init__(self, outcome: _Optional[str] = ..., exit_code: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., container_start_ms: _Optional[int] = ..., error: _Optional[str] = ..., egress: _Optional[_Iterable[_Union[_call_pb2.EgressConnection, _Mapping]]] = ..., egress_unrecorded: _Optional[int] = ..., sandbox: _Optional[_Union[_executor_pb2.SandboxUse, _Mapping]] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[_call_pb2.ArtifactRef]
+    artifacts: _containers.RepeatedCompositeFieldContainer[_call_pb2.ArtifactRef]
+    skipped_outputs: _containers.RepeatedCompositeFieldContainer[_executor_pb2.SkippedOutput]
+    def __init__(self, outcome: _Optional[str] = ..., exit_code: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., container_start_ms: _Optional[int] = ..., error: _Optional[str] = ..., egress: _Optional[_Iterable[_Union[_call_pb2.EgressConnection, _Mapping]]] = ..., egress_unrecorded: _Optional[int] = ..., sandbox: _Optional[_Union[_executor_pb2.SandboxUse, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[_call_pb2.ArtifactRef, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[_call_pb2.ArtifactRef, _Mapping]]] = ..., skipped_outputs: _Optional[_Iterable[_Union[_executor_pb2.SkippedOutput, _Mapping]]] = ...) -> None: ...

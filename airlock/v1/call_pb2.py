@@ -24,35 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61irlock/v1/call.proto\x12\nairlock.v1\"\xe6\x01\n\x08ToolCall\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\tR\x06\x63\x61llId\x12\x31\n\titem_type\x18\x02 \x01(\x0e\x32\x14.airlock.v1.ItemTypeR\x08itemType\x12\x12\n\x04tool\x18\x03 \x01(\tR\x04tool\x12\x1c\n\targuments\x18\x04 \x01(\tR\targuments\x12\x1d\n\nsession_id\x18\x05 \x01(\tR\tsessionId\x12=\n\x10requested_limits\x18\x06 \x01(\x0b\x32\x12.airlock.v1.LimitsR\x0frequestedLimits\"6\n\x06Reason\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\xc1\x01\n\x06Limits\x12!\n\x0cmemory_bytes\x18\x01 \x01(\x03R\x0bmemoryBytes\x12\x1d\n\ncpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x12\n\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n\ntimeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\x12!\n\x0coutput_bytes\x18\x05 \x01(\x03R\x0boutputBytes\x12\x1f\n\x0btmpfs_bytes\x18\x06 \x01(\x03R\ntmpfsBytes\"\x8f\x01\n\x07Network\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x17.airlock.v1.NetworkModeR\x04mode\x12)\n\x10\x65gress_allowlist\x18\x02 \x03(\tR\x0f\x65gressAllowlist\x12,\n\x12\x65gress_allow_cidrs\x18\x03 \x03(\tR\x10\x65gressAllowCidrs\"\xa3\x02\n\x10\x45gressConnection\x12\x16\n\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n\x04port\x18\x03 \x01(\rR\x04port\x12\x18\n\x07\x61llowed\x18\x04 \x01(\x08R\x07\x61llowed\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x06 \x01(\tR\x07message\x12\x18\n\x07\x61\x64\x64ress\x18\x07 \x01(\tR\x07\x61\x64\x64ress\x12\x1b\n\tbytes_out\x18\x08 \x01(\x03R\x08\x62ytesOut\x12\x19\n\x08\x62ytes_in\x18\t \x01(\x03R\x07\x62ytesIn\x12\x1f\n\x0b\x64uration_ms\x18\n \x01(\x03R\ndurationMs\x12\x10\n\x03\x63ut\x18\x0b \x01(\tR\x03\x63ut\"~\n\x07Sandbox\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x17.airlock.v1.SandboxModeR\x04mode\x12\x1e\n\x0bidle_ttl_ms\x18\x02 \x01(\x03R\tidleTtlMs\x12&\n\x0fmax_lifetime_ms\x18\x03 \x01(\x03R\rmaxLifetimeMs\"\x97\x01\n\x0bObligations\x12*\n\x06limits\x18\x01 \x01(\x0b\x32\x12.airlock.v1.LimitsR\x06limits\x12-\n\x07network\x18\x02 \x01(\x0b\x32\x13.airlock.v1.NetworkR\x07network\x12-\n\x07sandbox\x18\x03 \x01(\x0b\x32\x13.airlock.v1.SandboxR\x07sandbox\"\xc5\x02\n\x08\x44\x65\x63ision\x12\x1f\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\tR\ndecisionId\x12-\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.airlock.v1.VerdictR\x07verdict\x12,\n\x07reasons\x18\x03 \x03(\x0b\x32\x12.airlock.v1.ReasonR\x07reasons\x12\x39\n\x0bobligations\x18\x04 \x01(\x0b\x32\x17.airlock.v1.ObligationsR\x0bobligations\x12\'\n\x0fpolicy_revision\x18\x05 \x01(\tR\x0epolicyRevision\x12\x1c\n\tprincipal\x18\x06 \x01(\tR\tprincipal\x12\x39\n\x0eshadow_reasons\x18\x07 \x03(\x0b\x32\x12.airlock.v1.ReasonR\rshadowReasons*\xb8\x02\n\x08ItemType\x12\x19\n\x15ITEM_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITEM_TYPE_FUNCTION_CALL\x10\x01\x12\x1e\n\x1aITEM_TYPE_CUSTOM_TOOL_CALL\x10\x02\x12\x18\n\x14ITEM_TYPE_SHELL_CALL\x10\x03\x12\x1e\n\x1aITEM_TYPE_LOCAL_SHELL_CALL\x10\x04\x12\x1e\n\x1aITEM_TYPE_APPLY_PATCH_CALL\x10\x05\x12\x1d\n\x19ITEM_TYPE_WEB_SEARCH_CALL\x10\x06\x12\x1e\n\x1aITEM_TYPE_FILE_SEARCH_CALL\x10\x07\x12#\n\x1fITEM_TYPE_CODE_INTERPRETER_CALL\x10\x08\x12\x16\n\x12ITEM_TYPE_MCP_CALL\x10\t*[\n\x0bNetworkMode\x12\x1c\n\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11NETWORK_MODE_NONE\x10\x01\x12\x17\n\x13NETWORK_MODE_EGRESS\x10\x02*a\n\x0bSandboxMode\x12\x1c\n\x18SANDBOX_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SANDBOX_MODE_EPHEMERAL\x10\x01\x12\x18\n\x14SANDBOX_MODE_SESSION\x10\x02*G\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_ALLOW\x10\x01\x12\x10\n\x0cVERDICT_DENY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61irlock/v1/call.proto\x12\nairlock.v1\"\xe6\x01\n\x08ToolCall\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\tR\x06\x63\x61llId\x12\x31\n\titem_type\x18\x02 \x01(\x0e\x32\x14.airlock.v1.ItemTypeR\x08itemType\x12\x12\n\x04tool\x18\x03 \x01(\tR\x04tool\x12\x1c\n\targuments\x18\x04 \x01(\tR\targuments\x12\x1d\n\nsession_id\x18\x05 \x01(\tR\tsessionId\x12=\n\x10requested_limits\x18\x06 \x01(\x0b\x32\x12.airlock.v1.LimitsR\x0frequestedLimits\"|\n\x0b\x41rtifactRef\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x12\n\x04size\x18\x04 \x01(\x03R\x04size\x12\x1d\n\nmedia_type\x18\x05 \x01(\tR\tmediaType\"\xd5\x01\n\x0e\x41rtifactLimits\x12\x1f\n\x0bmax_outputs\x18\x01 \x01(\x03R\nmaxOutputs\x12(\n\x10max_output_bytes\x18\x02 \x01(\x03R\x0emaxOutputBytes\x12\x31\n\x15max_output_file_bytes\x18\x03 \x01(\x03R\x12maxOutputFileBytes\x12\x1d\n\nmax_inputs\x18\x04 \x01(\x03R\tmaxInputs\x12&\n\x0fmax_input_bytes\x18\x05 \x01(\x03R\rmaxInputBytes\"6\n\x06Reason\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\xc1\x01\n\x06Limits\x12!\n\x0cmemory_bytes\x18\x01 \x01(\x03R\x0bmemoryBytes\x12\x1d\n\ncpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x12\n\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n\ntimeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\x12!\n\x0coutput_bytes\x18\x05 \x01(\x03R\x0boutputBytes\x12\x1f\n\x0btmpfs_bytes\x18\x06 \x01(\x03R\ntmpfsBytes\"\x8f\x01\n\x07Network\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x17.airlock.v1.NetworkModeR\x04mode\x12)\n\x10\x65gress_allowlist\x18\x02 \x03(\tR\x0f\x65gressAllowlist\x12,\n\x12\x65gress_allow_cidrs\x18\x03 \x03(\tR\x10\x65gressAllowCidrs\"\xa3\x02\n\x10\x45gressConnection\x12\x16\n\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n\x04port\x18\x03 \x01(\rR\x04port\x12\x18\n\x07\x61llowed\x18\x04 \x01(\x08R\x07\x61llowed\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x06 \x01(\tR\x07message\x12\x18\n\x07\x61\x64\x64ress\x18\x07 \x01(\tR\x07\x61\x64\x64ress\x12\x1b\n\tbytes_out\x18\x08 \x01(\x03R\x08\x62ytesOut\x12\x19\n\x08\x62ytes_in\x18\t \x01(\x03R\x07\x62ytesIn\x12\x1f\n\x0b\x64uration_ms\x18\n \x01(\x03R\ndurationMs\x12\x10\n\x03\x63ut\x18\x0b \x01(\tR\x03\x63ut\"~\n\x07Sandbox\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x17.airlock.v1.SandboxModeR\x04mode\x12\x1e\n\x0bidle_ttl_ms\x18\x02 \x01(\x03R\tidleTtlMs\x12&\n\x0fmax_lifetime_ms\x18\x03 \x01(\x03R\rmaxLifetimeMs\"\xd1\x01\n\x0bObligations\x12*\n\x06limits\x18\x01 \x01(\x0b\x32\x12.airlock.v1.LimitsR\x06limits\x12-\n\x07network\x18\x02 \x01(\x0b\x32\x13.airlock.v1.NetworkR\x07network\x12-\n\x07sandbox\x18\x03 \x01(\x0b\x32\x13.airlock.v1.SandboxR\x07sandbox\x12\x38\n\tartifacts\x18\x04 \x01(\x0b\x32\x1a.airlock.v1.ArtifactLimitsR\tartifacts\"\xc5\x02\n\x08\x44\x65\x63ision\x12\x1f\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\tR\ndecisionId\x12-\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.airlock.v1.VerdictR\x07verdict\x12,\n\x07reasons\x18\x03 \x03(\x0b\x32\x12.airlock.v1.ReasonR\x07reasons\x12\x39\n\x0bobligations\x18\x04 \x01(\x0b\x32\x17.airlock.v1.ObligationsR\x0bobligations\x12\'\n\x0fpolicy_revision\x18\x05 \x01(\tR\x0epolicyRevision\x12\x1c\n\tprincipal\x18\x06 \x01(\tR\tprincipal\x12\x39\n\x0eshadow_reasons\x18\x07 \x03(\x0b\x32\x12.airlock.v1.ReasonR\rshadowReasons*\xb8\x02\n\x08ItemType\x12\x19\n\x15ITEM_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITEM_TYPE_FUNCTION_CALL\x10\x01\x12\x1e\n\x1aITEM_TYPE_CUSTOM_TOOL_CALL\x10\x02\x12\x18\n\x14ITEM_TYPE_SHELL_CALL\x10\x03\x12\x1e\n\x1aITEM_TYPE_LOCAL_SHELL_CALL\x10\x04\x12\x1e\n\x1aITEM_TYPE_APPLY_PATCH_CALL\x10\x05\x12\x1d\n\x19ITEM_TYPE_WEB_SEARCH_CALL\x10\x06\x12\x1e\n\x1aITEM_TYPE_FILE_SEARCH_CALL\x10\x07\x12#\n\x1fITEM_TYPE_CODE_INTERPRETER_CALL\x10\x08\x12\x16\n\x12ITEM_TYPE_MCP_CALL\x10\t*[\n\x0bNetworkMode\x12\x1c\n\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11NETWORK_MODE_NONE\x10\x01\x12\x17\n\x13NETWORK_MODE_EGRESS\x10\x02*a\n\x0bSandboxMode\x12\x1c\n\x18SANDBOX_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SANDBOX_MODE_EPHEMERAL\x10\x01\x12\x18\n\x14SANDBOX_MODE_SESSION\x10\x02*G\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_ALLOW\x10\x01\x12\x10\n\x0cVERDICT_DENY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airlock.v1.call_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMTYPE']._serialized_start=1573
-  _globals['_ITEMTYPE']._serialized_end=1885
-  _globals['_NETWORKMODE']._serialized_start=1887
-  _globals['_NETWORKMODE']._serialized_end=1978
-  _globals['_SANDBOXMODE']._serialized_start=1980
-  _globals['_SANDBOXMODE']._serialized_end=2077
-  _globals['_VERDICT']._serialized_start=2079
-  _globals['_VERDICT']._serialized_end=2150
+  _globals['_ITEMTYPE']._serialized_start=1973
+  _globals['_ITEMTYPE']._serialized_end=2285
+  _globals['_NETWORKMODE']._serialized_start=2287
+  _globals['_NETWORKMODE']._serialized_end=2378
+  _globals['_SANDBOXMODE']._serialized_start=2380
+  _globals['_SANDBOXMODE']._serialized_end=2477
+  _globals['_VERDICT']._serialized_start=2479
+  _globals['_VERDICT']._serialized_end=2550
   _globals['_TOOLCALL']._serialized_start=38
   _globals['_TOOLCALL']._serialized_end=268
-  _globals['_REASON']._serialized_start=270
-  _globals['_REASON']._serialized_end=324
-  _globals['_LIMITS']._serialized_start=327
-  _globals['_LIMITS']._serialized_end=520
-  _globals['_NETWORK']._serialized_start=523
-  _globals['_NETWORK']._serialized_end=666
-  _globals['_EGRESSCONNECTION']._serialized_start=669
-  _globals['_EGRESSCONNECTION']._serialized_end=960
-  _globals['_SANDBOX']._serialized_start=962
-  _globals['_SANDBOX']._serialized_end=1088
-  _globals['_OBLIGATIONS']._serialized_start=1091
-  _globals['_OBLIGATIONS']._serialized_end=1242
-  _globals['_DECISION']._serialized_start=1245
-  _globals['_DECISION']._serialized_end=1570
+  _globals['_ARTIFACTREF']._serialized_start=270
+  _globals['_ARTIFACTREF']._serialized_end=394
+  _globals['_ARTIFACTLIMITS']._serialized_start=397
+  _globals['_ARTIFACTLIMITS']._serialized_end=610
+  _globals['_REASON']._serialized_start=612
+  _globals['_REASON']._serialized_end=666
+  _globals['_LIMITS']._serialized_start=669
+  _globals['_LIMITS']._serialized_end=862
+  _globals['_NETWORK']._serialized_start=865
+  _globals['_NETWORK']._serialized_end=1008
+  _globals['_EGRESSCONNECTION']._serialized_start=1011
+  _globals['_EGRESSCONNECTION']._serialized_end=1302
+  _globals['_SANDBOX']._serialized_start=1304
+  _globals['_SANDBOX']._serialized_end=1430
+  _globals['_OBLIGATIONS']._serialized_start=1433
+  _globals['_OBLIGATIONS']._serialized_end=1642
+  _globals['_DECISION']._serialized_start=1645
+  _globals['_DECISION']._serialized_end=1970
 # @@protoc_insertion_point(module_scope)

@@ -73,6 +73,34 @@ class ToolCall(_message.Message):
     requested_limits: Limits
     def __init__(self, call_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., tool: _Optional[str] = ..., arguments: _Optional[str] = ..., session_id: _Optional[str] = ..., requested_limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
+class ArtifactRef(_message.Message):
+    __slots__ = ("id", "name", "sha256", "size", "media_type")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    sha256: str
+    size: int
+    media_type: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., media_type: _Optional[str] = ...) -> None: ...
+
+class ArtifactLimits(_message.Message):
+    __slots__ = ("max_outputs", "max_output_bytes", "max_output_file_bytes", "max_inputs", "max_input_bytes")
+    MAX_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_outputs: int
+    max_output_bytes: int
+    max_output_file_bytes: int
+    max_inputs: int
+    max_input_bytes: int
+    def __init__(self, max_outputs: _Optional[int] = ..., max_output_bytes: _Optional[int] = ..., max_output_file_bytes: _Optional[int] = ..., max_inputs: _Optional[int] = ..., max_input_bytes: _Optional[int] = ...) -> None: ...
+
 class Reason(_message.Message):
     __slots__ = ("code", "message")
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -144,14 +172,16 @@ class Sandbox(_message.Message):
     def __init__(self, mode: _Optional[_Union[SandboxMode, str]] = ..., idle_ttl_ms: _Optional[int] = ..., max_lifetime_ms: _Optional[int] = ...) -> None: ...
 
 class Obligations(_message.Message):
-    __slots__ = ("limits", "network", "sandbox")
+    __slots__ = ("limits", "network", "sandbox", "artifacts")
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     limits: Limits
     network: Network
     sandbox: Sandbox
-    def __init__(self, limits: _Optional[_Union[Limits, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., sandbox: _Optional[_Union[Sandbox, _Mapping]] = ...) -> None: ...
+    artifacts: ArtifactLimits
+    def __init__(self, limits: _Optional[_Union[Limits, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., sandbox: _Optional[_Union[Sandbox, _Mapping]] = ..., artifacts: _Optional[_Union[ArtifactLimits, _Mapping]] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("decision_id", "verdict", "reasons", "obligations", "policy_revision", "principal", "shadow_reasons")

@@ -35,7 +35,7 @@ STREAM_STDOUT: Stream
 STREAM_STDERR: Stream
 
 class RunSpec(_message.Message):
-    __slots__ = ("run_id", "tool", "image", "argv", "env", "limits", "network", "runtime", "principal", "session_id", "sandbox")
+    __slots__ = ("run_id", "tool", "image", "argv", "env", "limits", "network", "runtime", "principal", "session_id", "sandbox", "artifacts")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class RunSpec(_message.Message):
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     tool: str
     image: str
@@ -65,16 +66,27 @@ class RunSpec(_message.Message):
     principal: str
     session_id: str
     sandbox: _call_pb2.Sandbox
-    def __init__(self, run_id: _Optional[str] = ..., tool: _Optional[str] = ..., image: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[_call_pb2.Limits, _Mapping]] = ..., network: _Optional[_Union[_call_pb2.Network, _Mapping]] = ..., runtime: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., sandbox: _Optional[_Union[_call_pb2.Sandbox, _Mapping]] = ...) -> None: ...
+    artifacts: _call_pb2.ArtifactLimits
+    def __init__(self, run_id: _Optional[str] = ..., tool: _Optional[str] = ..., image: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[_call_pb2.Limits, _Mapping]] = ..., network: _Optional[_Union[_call_pb2.Network, _Mapping]] = ..., runtime: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., sandbox: _Optional[_Union[_call_pb2.Sandbox, _Mapping]] = ..., artifacts: _Optional[_Union[_call_pb2.ArtifactLimits, _Mapping]] = ...) -> None: ...
+
+class InputFile(_message.Message):
+    __slots__ = ("name", "content")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    content: bytes
+    def __init__(self, name: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "inputs")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     spec: RunSpec
-    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[InputFile]
+    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[InputFile, _Mapping]]] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error", "egress", "egress_unrecorded", "sandbox")
+    __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error", "egress", "egress_unrecorded", "sandbox", "skipped_outputs")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +98,7 @@ class RunResult(_message.Message):
     EGRESS_FIELD_NUMBER: _ClassVar[int]
     EGRESS_UNRECORDED_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     exit_code: int
     output_truncated: bool
@@ -97,7 +110,28 @@ class RunResult(_message.Message):
     egress: _containers.RepeatedCompositeFieldContainer[_call_pb2.EgressConnection]
     egress_unrecorded: int
     sandbox: SandboxUse
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., exit_code: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., container_start_ms: _Optional[int] = ..., error: _Optional[str] = ..., egress: _Optional[_Iterable[_Union[_call_pb2.EgressConnection, _Mapping]]] = ..., egress_unrecorded: _Optional[int] = ..., sandbox: _Optional[_Union[SandboxUse, _Mapping]] = ...) -> None: ...
+    skipped_outputs: _containers.RepeatedCompositeFieldContainer[SkippedOutput]
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., exit_code: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., container_start_ms: _Optional[int] = ..., error: _Optional[str] = ..., egress: _Optional[_Iterable[_Union[_call_pb2.EgressConnection, _Mapping]]] = ..., egress_unrecorded: _Optional[int] = ..., sandbox: _Optional[_Union[SandboxUse, _Mapping]] = ..., skipped_outputs: _Optional[_Iterable[_Union[SkippedOutput, _Mapping]]] = ...) -> None: ...
+
+class SkippedOutput(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class OutputFileChunk(_message.Message):
+    __slots__ = ("name", "data", "eof", "size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data: bytes
+    eof: bool
+    size: int
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., size: _Optional[int] = ...) -> None: ...
 
 class SandboxUse(_message.Message):
     __slots__ = ("mode", "container_id", "sandbox_id", "pool_hit", "claim_ms", "session_started", "session_calls")
@@ -132,14 +166,16 @@ class Started(_message.Message):
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("started", "output", "result")
+    __slots__ = ("started", "output", "result", "output_file")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FILE_FIELD_NUMBER: _ClassVar[int]
     started: Started
     output: OutputChunk
     result: RunResult
-    def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[OutputChunk, _Mapping]] = ..., result: _Optional[_Union[RunResult, _Mapping]] = ...) -> None: ...
+    output_file: OutputFileChunk
+    def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[OutputChunk, _Mapping]] = ..., result: _Optional[_Union[RunResult, _Mapping]] = ..., output_file: _Optional[_Union[OutputFileChunk, _Mapping]] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("run_id",)

@@ -26,7 +26,7 @@ from airlock.v1 import call_pb2 as airlock_dot_v1_dot_call__pb2
 from airlock.v1 import executor_pb2 as airlock_dot_v1_dot_executor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61irlock/v1/gateway.proto\x12\nairlock.v1\x1a\x15\x61irlock/v1/call.proto\x1a\x19\x61irlock/v1/executor.proto\"9\n\rDecideRequest\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.airlock.v1.ToolCallR\x04\x63\x61ll\"B\n\x0e\x44\x65\x63ideResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.airlock.v1.DecisionR\x08\x64\x65\x63ision\"9\n\rInvokeRequest\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.airlock.v1.ToolCallR\x04\x63\x61ll\"\xa1\x01\n\x0eInvokeResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.airlock.v1.DecisionR\x08\x64\x65\x63ision\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x15.airlock.v1.RunResultR\x06result\x12\x16\n\x06stdout\x18\x03 \x01(\x0cR\x06stdout\x12\x16\n\x06stderr\x18\x04 \x01(\x0cR\x06stderr\"\x12\n\x10ListToolsRequest\"\xa9\x01\n\x08ToolInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x34\n\x16parameters_json_schema\x18\x03 \x01(\tR\x14parametersJsonSchema\x12\x31\n\titem_type\x18\x04 \x01(\x0e\x32\x14.airlock.v1.ItemTypeR\x08itemType\"\x86\x01\n\x11ListToolsResponse\x12\x1c\n\tprincipal\x18\x01 \x01(\tR\tprincipal\x12*\n\x05tools\x18\x02 \x03(\x0b\x32\x14.airlock.v1.ToolInfoR\x05tools\x12\'\n\x0fpolicy_revision\x18\x03 \x01(\tR\x0epolicyRevision\"\xae\x01\n\x0eObserveRequest\x12\x1b\n\titem_type\x18\x01 \x01(\tR\x08itemType\x12\x17\n\x07item_id\x18\x02 \x01(\tR\x06itemId\x12\x12\n\x04tool\x18\x03 \x01(\tR\x04tool\x12\x16\n\x06status\x18\x04 \x01(\tR\x06status\x12\x1b\n\titem_json\x18\x05 \x01(\tR\x08itemJson\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\",\n\x0fObserveResponse\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\"\'\n\x13ListSessionsRequest\x12\x10\n\x03\x61ll\x18\x01 \x01(\x08R\x03\x61ll\"K\n\x14ListSessionsResponse\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x08sessions\"Q\n\x11\x45ndSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\"C\n\x12\x45ndSessionResponse\x12-\n\x05\x65nded\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x05\x65nded2\xc0\x03\n\x0eGatewayService\x12?\n\x06\x44\x65\x63ide\x12\x19.airlock.v1.DecideRequest\x1a\x1a.airlock.v1.DecideResponse\x12?\n\x06Invoke\x12\x19.airlock.v1.InvokeRequest\x1a\x1a.airlock.v1.InvokeResponse\x12H\n\tListTools\x12\x1c.airlock.v1.ListToolsRequest\x1a\x1d.airlock.v1.ListToolsResponse\x12\x42\n\x07Observe\x12\x1a.airlock.v1.ObserveRequest\x1a\x1b.airlock.v1.ObserveResponse\x12Q\n\x0cListSessions\x12\x1f.airlock.v1.ListSessionsRequest\x1a .airlock.v1.ListSessionsResponse\x12K\n\nEndSession\x12\x1d.airlock.v1.EndSessionRequest\x1a\x1e.airlock.v1.EndSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61irlock/v1/gateway.proto\x12\nairlock.v1\x1a\x15\x61irlock/v1/call.proto\x1a\x19\x61irlock/v1/executor.proto\"9\n\rDecideRequest\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.airlock.v1.ToolCallR\x04\x63\x61ll\"B\n\x0e\x44\x65\x63ideResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.airlock.v1.DecisionR\x08\x64\x65\x63ision\"9\n\rInvokeRequest\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.airlock.v1.ToolCallR\x04\x63\x61ll\"\xd8\x01\n\x0eInvokeResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.airlock.v1.DecisionR\x08\x64\x65\x63ision\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x15.airlock.v1.RunResultR\x06result\x12\x16\n\x06stdout\x18\x03 \x01(\x0cR\x06stdout\x12\x16\n\x06stderr\x18\x04 \x01(\x0cR\x06stderr\x12\x35\n\tartifacts\x18\x05 \x03(\x0b\x32\x17.airlock.v1.ArtifactRefR\tartifacts\"\x12\n\x10ListToolsRequest\"\xa9\x01\n\x08ToolInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x34\n\x16parameters_json_schema\x18\x03 \x01(\tR\x14parametersJsonSchema\x12\x31\n\titem_type\x18\x04 \x01(\x0e\x32\x14.airlock.v1.ItemTypeR\x08itemType\"\x86\x01\n\x11ListToolsResponse\x12\x1c\n\tprincipal\x18\x01 \x01(\tR\tprincipal\x12*\n\x05tools\x18\x02 \x03(\x0b\x32\x14.airlock.v1.ToolInfoR\x05tools\x12\'\n\x0fpolicy_revision\x18\x03 \x01(\tR\x0epolicyRevision\"\xae\x01\n\x0eObserveRequest\x12\x1b\n\titem_type\x18\x01 \x01(\tR\x08itemType\x12\x17\n\x07item_id\x18\x02 \x01(\tR\x06itemId\x12\x12\n\x04tool\x18\x03 \x01(\tR\x04tool\x12\x16\n\x06status\x18\x04 \x01(\tR\x06status\x12\x1b\n\titem_json\x18\x05 \x01(\tR\x08itemJson\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\",\n\x0fObserveResponse\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\"\'\n\x13ListSessionsRequest\x12\x10\n\x03\x61ll\x18\x01 \x01(\x08R\x03\x61ll\"K\n\x14ListSessionsResponse\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x08sessions\"Q\n\x11\x45ndSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\"C\n\x12\x45ndSessionResponse\x12-\n\x05\x65nded\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x05\x65nded2\xc0\x03\n\x0eGatewayService\x12?\n\x06\x44\x65\x63ide\x12\x19.airlock.v1.DecideRequest\x1a\x1a.airlock.v1.DecideResponse\x12?\n\x06Invoke\x12\x19.airlock.v1.InvokeRequest\x1a\x1a.airlock.v1.InvokeResponse\x12H\n\tListTools\x12\x1c.airlock.v1.ListToolsRequest\x1a\x1d.airlock.v1.ListToolsResponse\x12\x42\n\x07Observe\x12\x1a.airlock.v1.ObserveRequest\x1a\x1b.airlock.v1.ObserveResponse\x12Q\n\x0cListSessions\x12\x1f.airlock.v1.ListSessionsRequest\x1a .airlock.v1.ListSessionsResponse\x12K\n\nEndSession\x12\x1d.airlock.v1.EndSessionRequest\x1a\x1e.airlock.v1.EndSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,25 +40,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOKEREQUEST']._serialized_start=217
   _globals['_INVOKEREQUEST']._serialized_end=274
   _globals['_INVOKERESPONSE']._serialized_start=277
-  _globals['_INVOKERESPONSE']._serialized_end=438
-  _globals['_LISTTOOLSREQUEST']._serialized_start=440
-  _globals['_LISTTOOLSREQUEST']._serialized_end=458
-  _globals['_TOOLINFO']._serialized_start=461
-  _globals['_TOOLINFO']._serialized_end=630
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=633
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=767
-  _globals['_OBSERVEREQUEST']._serialized_start=770
-  _globals['_OBSERVEREQUEST']._serialized_end=944
-  _globals['_OBSERVERESPONSE']._serialized_start=946
-  _globals['_OBSERVERESPONSE']._serialized_end=990
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=992
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1031
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1033
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1108
-  _globals['_ENDSESSIONREQUEST']._serialized_start=1110
-  _globals['_ENDSESSIONREQUEST']._serialized_end=1191
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1193
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=1260
-  _globals['_GATEWAYSERVICE']._serialized_start=1263
-  _globals['_GATEWAYSERVICE']._serialized_end=1711
+  _globals['_INVOKERESPONSE']._serialized_end=493
+  _globals['_LISTTOOLSREQUEST']._serialized_start=495
+  _globals['_LISTTOOLSREQUEST']._serialized_end=513
+  _globals['_TOOLINFO']._serialized_start=516
+  _globals['_TOOLINFO']._serialized_end=685
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=688
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=822
+  _globals['_OBSERVEREQUEST']._serialized_start=825
+  _globals['_OBSERVEREQUEST']._serialized_end=999
+  _globals['_OBSERVERESPONSE']._serialized_start=1001
+  _globals['_OBSERVERESPONSE']._serialized_end=1045
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1047
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1086
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1088
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1163
+  _globals['_ENDSESSIONREQUEST']._serialized_start=1165
+  _globals['_ENDSESSIONREQUEST']._serialized_end=1246
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=1248
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1315
+  _globals['_GATEWAYSERVICE']._serialized_start=1318
+  _globals['_GATEWAYSERVICE']._serialized_end=1766
 # @@protoc_insertion_point(module_scope)

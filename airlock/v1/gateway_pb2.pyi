@@ -27,16 +27,18 @@ class InvokeRequest(_message.Message):
     def __init__(self, call: _Optional[_Union[_call_pb2.ToolCall, _Mapping]] = ...) -> None: ...
 
 class InvokeResponse(_message.Message):
-    __slots__ = ("decision", "result", "stdout", "stderr")
+    __slots__ = ("decision", "result", "stdout", "stderr", "artifacts")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     decision: _call_pb2.Decision
     result: _executor_pb2.RunResult
     stdout: bytes
     stderr: bytes
-    def __init__(self, decision: _Optional[_Union[_call_pb2.Decision, _Mapping]] = ..., result: _Optional[_Union[_executor_pb2.RunResult, _Mapping]] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ...) -> None: ...
+    artifacts: _containers.RepeatedCompositeFieldContainer[_call_pb2.ArtifactRef]
+    def __init__(self, decision: _Optional[_Union[_call_pb2.Decision, _Mapping]] = ..., result: _Optional[_Union[_executor_pb2.RunResult, _Mapping]] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., artifacts: _Optional[_Iterable[_Union[_call_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
 
 class ListToolsRequest(_message.Message):
     __slots__ = ()

@@ -40,6 +40,7 @@ decision := {
 		"limits": limits.effective,
 		"network": network.obligation,
 		"sandbox": sandbox_obligation,
+		"artifacts": limits.artifacts,
 	},
 	"tool": tool,
 }
@@ -112,6 +113,8 @@ deny contains reason if some reason in egress.deny
 deny contains reason if some reason in budget.deny
 
 deny contains reason if some reason in sandbox.deny
+
+deny contains reason if some reason in limits.deny
 
 # One message whether the tool is unregistered or merely ungranted, so callers
 # cannot probe the registry for tools they are not allowed to see.

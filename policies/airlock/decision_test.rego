@@ -62,6 +62,11 @@ no_shadow := {"all": false, "packages": [], "codes": []}
 
 ephemeral := {"mode": "ephemeral", "idle_ttl_ms": 0, "max_lifetime_ms": 0}
 
+no_artifacts := {
+	"max_outputs": 0, "max_output_bytes": 0, "max_output_file_bytes": 0,
+	"max_inputs": 0, "max_input_bytes": 0,
+}
+
 # The registry default deploy/tool_registry.yaml gives python and shell.
 ten_minutes_one_hour := {"mode": "session", "idle_ttl_ms": 600000, "max_lifetime_ms": 3600000}
 
@@ -83,6 +88,7 @@ test_allow if {
 			"limits": object.union(caps, {"memory_bytes": 268435456, "timeout_ms": 5000}),
 			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
 			"sandbox": ephemeral, # no session id
+			"artifacts": no_artifacts, # python here declares none
 		},
 		"tool": registry.python,
 	}
@@ -352,6 +358,7 @@ test_decision_defined_for_empty_input if {
 			"limits": {},
 			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
 			"sandbox": ephemeral,
+			"artifacts": no_artifacts,
 		}
 	}
 }
@@ -399,7 +406,8 @@ test_sandbox_obligation_always_present if {
 		d := airlock.decision with input as doc
 			with airlock.grants as grants
 			with data.registry.tools as registry
-		object.keys(d.obligations) == {"limits", "network", "sandbox"}
+		object.keys(d.obligations) == {"limits", "network", "sandbox", "artifacts"}
+		object.keys(d.obligations.artifacts) == object.keys(no_artifacts)
 		object.keys(d.obligations.sandbox) == {"mode", "idle_ttl_ms", "max_lifetime_ms"}
 		d.obligations.sandbox.mode in {"ephemeral", "session"}
 		is_number(d.obligations.sandbox.idle_ttl_ms)

@@ -3,11 +3,12 @@ would: build the images (deploy/images/build.sh), write the mounted files
 (`airlock deploy compose-init`), `docker compose up --wait`, run the agent
 inside its container against a scripted Responses server (the real openai
 SDK), see an allowed call run in a sandbox and a denied call refused, scrape
-all three /metrics through the project's own Prometheus, check what the
-agent container can and cannot reach, verify the audit log with the public
-key alone, `docker compose down`, and find nothing left behind. Then each
-misconfiguration the issue names makes its container fail closed with one
-clear log line."""
+all three /metrics through the project's own Prometheus, put and get an
+artifact through the gateway from the agent container (the store is a
+volume only the gateway mounts), check what the agent container can and
+cannot reach, verify the audit log with the public key alone, `docker
+compose down`, and find nothing left behind. Then each misconfiguration the
+issue names makes its container fail closed with one clear log line."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fixtures.responses import fcall, message
 from fixtures.responses_server import ScriptedResponses, serving
+
+from airlock.gateway._config import ArtifactS3Config, ArtifactsConfig, load_gateway_config
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +39,10 @@ UIDS = {"gateway": "10001", "executor": "10002", "opa": "10003", "agent": "10004
 UP_TIMEOUT_S = 180
 #: How long a misconfigured container has to say what is wrong.
 FAULT_WINDOW_S = 60.0
+#: The gateway's artifact store: the `artifacts` volume, in the gateway container alone.
+ARTIFACTS = "/var/lib/airlock/artifacts"
+#: `airlock artifacts` in the agent container, as the agent: its token, the gateway on loopback.
+AGENT_ARTIFACTS = "airlock artifacts {} --gateway 127.0.0.1:50051 --token-file /etc/airlock/agent/agent.token"
 
 
 def _run(argv: list[str], *, timeout: float = 600, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -226,7 +234,8 @@ def test_compose_end_to_end(project: Project) -> None:  # noqa: PLR0915 - one de
         "-c",
         "import json, os, urllib.request, urllib.error\n"
         "out = {'mounts': [d for d in ('/run/airlock/opa', '/run/airlock/executor', '/var/lib/airlock/audit',"
-        " '/etc/airlock/gateway', '/var/run/docker.sock') if os.path.exists(d)],"
+        f" '{ARTIFACTS}', '/etc/airlock/gateway', '/var/run/docker.sock') if os.path.exists(d)],"
+        " 'store': os.path.exists('/var/lib/airlock'),"
         " 'agent_files': sorted(os.listdir('/etc/airlock/agent'))}\n"
         "for name, url in (('opa', 'http://opa:8282/v1/data/airlock/decision'),"
         " ('opa_local', 'http://127.0.0.1:8282/v1/data/airlock/decision'),"
@@ -242,12 +251,15 @@ def test_compose_end_to_end(project: Project) -> None:  # noqa: PLR0915 - one de
     )
     seen = json.loads(probe.stdout)
     assert seen["mounts"] == []
+    assert seen["store"] is False
     assert seen["agent_files"] == ["agent.token"]
     # OPA and its bundle server are on a network the agent is not on: no
     # address to hold, nothing to ask.
     assert seen["opa"] == "unreachable"
     assert seen["opa_local"] == "unreachable"
     assert seen["bundles"] == "unreachable"
+
+    _artifact_round_trip(p)
 
     # The audit log verifies with the public key alone.
     audit = p.root / "audit"
@@ -260,6 +272,9 @@ def test_compose_end_to_end(project: Project) -> None:  # noqa: PLR0915 - one de
         check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # The put and the get are audit events of their own.
+    events = [json.loads(line) for line in (audit / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert "artifact" in json.dumps(events)
 
     executor_instance = p.container("executor")["Config"]["Env"]
     assert any(e.startswith("AIRLOCK_EXECUTOR_INSTANCE=compose-") for e in executor_instance)
@@ -271,6 +286,51 @@ def test_compose_end_to_end(project: Project) -> None:  # noqa: PLR0915 - one de
         ["docker", "ps", "-a", "--filter", "label=airlock.managed=true", "--format", "{{.ID}} {{.Labels}}"]
     ).stdout
     assert p.name not in sandboxes
+
+
+def _artifact_round_trip(p: Project) -> None:
+    """The agent puts and gets an artifact through the gateway's API with its
+    token; the store is in the gateway's volume (uid 10001, 0700), and no
+    other container mounts that volume."""
+    content = "a,b\n1,2\n"
+    put = p.compose(
+        "exec", "-T", "agent", "sh", "-c",
+        f"printf 'a,b\\n1,2\\n' > /tmp/data.csv && exec {AGENT_ARTIFACTS.format('put')} /tmp/data.csv"
+        " --session s1 --media-type text/csv",
+    )  # fmt: skip
+    answer = json.loads(put.stdout)
+    assert answer["decision"] == "allow", answer
+    ref = answer["artifact"]
+    assert ref["name"] == "data.csv"
+    assert ref["size"] == len(content)
+    got = p.compose(
+        "exec", "-T", "agent", "sh", "-c",
+        f"{AGENT_ARTIFACTS.format('get')} {ref['id']} -o /tmp/back.csv >/dev/null && cat /tmp/back.csv",
+    )  # fmt: skip
+    assert got.stdout == content
+    listed = p.compose("exec", "-T", "agent", "sh", "-c", AGENT_ARTIFACTS.format("ls") + " --session s1")
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [ref["id"]]
+
+    # In the gateway's container: the volume keeps its image's owner and mode,
+    # and holds the database and the content-addressed blob.
+    stat = p.compose(
+        "exec", "-T", "gateway", "python", "-c",
+        "import json, os, sys\n"
+        f"root, sha = {ARTIFACTS!r}, sys.argv[1]\n"
+        "st = os.stat(root)\n"
+        "blob = os.path.join(root, 'blobs', 'sha256', sha[:2], sha[2:4], sha)\n"
+        "print(json.dumps({'uid': st.st_uid, 'mode': oct(st.st_mode & 0o7777),"
+        " 'db': os.path.exists(os.path.join(root, 'artifacts.sqlite3')), 'blob': os.path.exists(blob)}))\n",
+        ref["sha256"],
+    )  # fmt: skip
+    assert json.loads(stat.stdout) == {"uid": 10001, "mode": "0o700", "db": True, "blob": True}
+    volume = f"{p.name}_artifacts"
+    mounted_by = sorted(
+        service
+        for service in ("agent", "gateway", "opa", "bundles", "executor", "prometheus")
+        if any(m.get("Name") == volume for m in p.container(service)["Mounts"])
+    )
+    assert mounted_by == ["gateway"]
 
 
 def _wrong_opa_token(p: Project) -> None:
@@ -382,8 +442,50 @@ def test_compose_init_files_belong_to_their_containers(tmp_path: Path) -> None:
     # The OPA authorization policy holds a digest of the gateway's token, never the token.
     token = (p.state / "gateway" / "opa.token").read_text().strip()
     assert token not in (p.state / "opa" / "authz.rego").read_text()
+    # The gateway has `airlock up`'s artifact store: local, default quotas and
+    # retention, in the volume only it mounts.
+    gateway_yaml = p.state / "gateway" / "gateway.yaml"
+    assert yaml.safe_load(gateway_yaml.read_text(encoding="utf-8"))["artifacts"]["path"] == ARTIFACTS
+    cfg = load_gateway_config(gateway_yaml)
+    assert cfg.artifacts == ArtifactsConfig(backend="local", path=ARTIFACTS)
+    # The README's S3 variant: environment overrides and a credentials file
+    # in the gateway's own folder make a config the gateway accepts.
+    s3 = load_gateway_config(gateway_yaml, env=_readme_s3_environment())
+    assert s3.artifacts == ArtifactsConfig(
+        backend="s3",
+        path=ARTIFACTS,
+        s3=ArtifactS3Config(
+            endpoint_url="https://s3.eu-central-1.amazonaws.com",
+            bucket="my-airlock-artifacts",
+            prefix="airlock",
+            region="eu-central-1",
+            credentials_file="/etc/airlock/gateway/s3-credentials.yaml",
+        ),
+    )
     # A second run keeps the secrets (a restart must not lock out running agents).
     before = (p.state / "agent" / "agent.token").read_bytes()
     p.init()
     assert (p.state / "agent" / "agent.token").read_bytes() == before
     shutil.rmtree(p.state)
+
+
+def _readme_s3_environment() -> dict[str, str]:
+    """The gateway's environment of the S3 override in deploy/compose/README.md."""
+    readme = (REPO / "deploy" / "compose" / "README.md").read_text(encoding="utf-8")
+    block = readme.split("# compose.s3.yaml:", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    env: dict[str, str] = yaml.safe_load(block)["services"]["gateway"]["environment"]
+    assert set(env) >= {"AIRLOCK_GATEWAY_ARTIFACTS__BACKEND", "AIRLOCK_GATEWAY_ARTIFACTS__S3__CREDENTIALS_FILE"}
+    return env
+
+
+def test_only_the_gateway_mounts_the_artifact_store() -> None:
+    """The compose file as written: the `artifacts` volume is the gateway's
+    (at the path its image owns), and no other service mounts it."""
+    services = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["services"]
+    mounts = {
+        name: [v.split(":")[1] for v in svc.get("volumes", []) if v.split(":")[0] == "artifacts"]
+        for name, svc in services.items()
+    }
+    assert {name: m for name, m in mounts.items() if m} == {"gateway": [ARTIFACTS]}
+    dockerfile = (REPO / "deploy" / "images" / "Dockerfile.daemon").read_text(encoding="utf-8")
+    assert ARTIFACTS in dockerfile

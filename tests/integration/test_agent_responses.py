@@ -63,6 +63,7 @@ def assert_declares_only_granted_tools(tools: list[dict[str, Any]]) -> None:
     kinds are checked in test_agent_items_live.py)."""
     assert [(t["type"], t.get("name")) for t in tools] == [
         ("function", "python"),
+        ("function", "python_files"),
         ("custom", "python_script"),
         ("function", "shell"),
         ("shell", None),
@@ -76,6 +77,7 @@ def assert_declares_only_granted_tools(tools: list[dict[str, Any]]) -> None:
         assert t["parameters"]["additionalProperties"] is False
     by_name = {t["name"]: t for t in functions}
     assert by_name["python"]["parameters"]["required"] == ["code"]
+    assert by_name["python_files"]["parameters"]["required"] == ["code", "inputs"]
     assert by_name["shell"]["parameters"]["required"] == ["command"]
     assert "web_fetch" not in json.dumps(tools)
 

@@ -28,6 +28,7 @@ from airlock.gateway.artifacts import (
     QuotaExceededError,
     StoreUnavailableError,
 )
+from airlock.gateway.artifacts._store import owner_digest
 from airlock.gateway.artifacts.s3 import S3Store
 
 pytestmark = pytest.mark.integration
@@ -244,3 +245,45 @@ def test_s3_server_stopped_mid_put_then_back(seaweed: Seaweed, tmp_path: Path) -
     record = store.put(PutRequest(principal="alice", name="report.txt"), [b"first half;second half"], QUOTA)
     assert _read(store, "alice", record.id) == b"first half;second half"
     assert [r.id for r in store.list_artifacts("alice")] == [record.id]
+
+
+def _blobs(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "blobs").rglob("*") if p.is_file())
+
+
+def test_local_blobs_are_per_principal(tmp_path: Path) -> None:
+    """The same bytes from two principals are two blobs (a put's timing
+    cannot tell whether someone else holds them), each under a digest of
+    its principal (no id can spell a path); a delete removes a blob when no
+    record of the same principal names it, and only then."""
+    root = tmp_path / "artifacts"
+    store = LocalStore(root)
+    data = b"the same bytes"
+    sha = hashlib.sha256(data).hexdigest()
+    alice = store.put(PutRequest(principal="alice", name="a"), [data], QUOTA)
+    alice2 = store.put(PutRequest(principal="alice", name="a2"), [data], QUOTA)
+    mallory = store.put(PutRequest(principal="../../mallory", name="m"), [data], QUOTA)
+    assert _blobs(root) == sorted(
+        root / "blobs" / owner_digest(p) / "sha256" / sha[:2] / sha[2:4] / sha for p in ("alice", "../../mallory")
+    )
+    store.delete("alice", alice.id)
+    assert len(_blobs(root)) == 2  # alice's other record still names hers
+    store.delete("alice", alice2.id)
+    assert _blobs(root) == [root / "blobs" / owner_digest("../../mallory") / "sha256" / sha[:2] / sha[2:4] / sha]
+    assert _read(store, "../../mallory", mallory.id) == data
+    assert store.remove_orphans() == 0
+
+
+def test_local_orphan_sweep_knows_whose_blob_it_is(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    store = LocalStore(root)
+    data = b"kept by bob"
+    sha = hashlib.sha256(data).hexdigest()
+    bob = store.put(PutRequest(principal="bob", name="b"), [data], QUOTA)
+    # The same content left by a put of alice's that never got its row.
+    orphan = root / "blobs" / owner_digest("alice") / "sha256" / sha[:2] / sha[2:4] / sha
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(data)
+    assert store.remove_orphans() == 1
+    assert not orphan.exists()
+    assert _read(store, "bob", bob.id) == data

@@ -5,7 +5,8 @@ kubernetes-validate against a pinned Kubernetes version (the CRD objects by
 structural checks here); checkov with the justified skips of
 deploy/kubernetes/checkov*.yaml; and the security properties the chart
 exists for, read from the rendered objects. The daemons' configs the chart
-renders are parsed by the daemons' own config classes.
+renders are parsed by the daemons' own config classes. The artifact store
+is rendered local (an emptyDir, and a claim in the example) and on S3.
 
 The tools are the real ones: helm from $AIRLOCK_TOOLS (or PATH), and
 kubernetes-validate and checkov from the venv scripts/bootstrap-deploy-lint
@@ -31,7 +32,7 @@ from helpers import REPO
 from airlock.cli._opa import authz_policy, opa_config
 from airlock.common import parse_config
 from airlock.executor._config import ExecutorConfig
-from airlock.gateway._config import GatewayConfig
+from airlock.gateway._config import ArtifactS3Config, ArtifactsConfig, GatewayConfig
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,21 @@ EXAMPLE_OPA_TOKEN = "example-opa-token"
 #: has no schema for them, so they are checked structurally below instead.
 CRD_KINDS = {"PodMonitor", "PrometheusRule", "Certificate"}
 UIDS = {"gateway": 10001, "executor": 10002, "opa": 10003, "agent": 10004}
+#: An artifact store on S3, its credentials in a Secret of the operator's.
+S3_SECRET = "airlock-artifacts-s3"
+S3_VALUES = (
+    "--set", "gateway.artifacts.backend=s3",
+    "--set", "gateway.artifacts.s3.endpointUrl=https://s3.example.com",
+    "--set", "gateway.artifacts.s3.bucket=airlock-artifacts",
+    "--set", "gateway.artifacts.s3.prefix=team-a",
+    "--set", "gateway.artifacts.s3.region=eu-central-1",
+    "--set", f"gateway.artifacts.s3.credentialsSecret.name={S3_SECRET}",
+    # Ignored with s3: the volume is only a spool, never a claim.
+    "--set", "gateway.artifacts.persistence.enabled=true",
+)  # fmt: skip
+#: Where the gateway container mounts the store's volume, and the store in it.
+ARTIFACTS_MOUNT = "/var/lib/airlock/artifacts"
+ARTIFACTS_STORE = f"{ARTIFACTS_MOUNT}/store"
 #: What `checkov` must never do here: phone home (guidelines, update check).
 OFFLINE_ENV = {"BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "TRUE"}
 
@@ -120,6 +136,11 @@ def egress(render: Callable[..., Render]) -> Render:
     return render("--set", "executor.egress.enabled=true")
 
 
+@pytest.fixture(scope="session")
+def s3(render: Callable[..., Render]) -> Render:
+    return render(*S3_VALUES)
+
+
 def _one(objs: Render, kind: str, name_suffix: str = "") -> dict[str, Any]:
     found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
     assert len(found) == 1, f"expected one {kind} *{name_suffix}, found {[o['metadata']['name'] for o in found]}"
@@ -148,7 +169,7 @@ def _config(objs: Render, suffix: str, key: str) -> str:
 
 
 def test_helm_lint(helm: str) -> None:
-    for values in ([], ["--values", str(EXAMPLE)], ["--set", "executor.egress.enabled=true"]):
+    for values in ([], ["--values", str(EXAMPLE)], ["--set", "executor.egress.enabled=true"], list(S3_VALUES)):
         done = _run([helm, "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *values])
         assert done.returncode == 0, f"helm lint {values}:\n{done.stdout}\n{done.stderr}"
         assert "0 chart(s) failed" in done.stdout
@@ -168,6 +189,18 @@ def test_helm_lint(helm: str) -> None:
             ["--set", "gateway.audit.persistence.enabled=true", "--set", "agent.replicas=2"],
             "one audit log per gateway",
         ),
+        (
+            ["--set", "gateway.artifacts.persistence.enabled=true", "--set", "agent.replicas=2"],
+            "one gateway per local store",
+        ),
+        (["--set", "gateway.artifacts.backend=nfs"], "/gateway/artifacts/backend"),
+        (["--set", "gateway.artifacts.quota.maxBytes=0"], "/gateway/artifacts/quota/maxBytes"),
+        # backend s3 needs an endpoint and a bucket; plain http only on loopback, as the gateway.
+        (["--set", "gateway.artifacts.backend=s3"], "/gateway/artifacts/s3/bucket"),
+        (
+            [*S3_VALUES, "--set", "gateway.artifacts.s3.endpointUrl=http://s3.example.com"],
+            "/gateway/artifacts/s3/endpointUrl",
+        ),
     ],
 )
 def test_bad_values_are_refused(helm: str, args: list[str], message: str) -> None:
@@ -185,7 +218,7 @@ def _validate(objs: Render, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return _run(_offline([_tool("kubernetes-validate"), "--kubernetes-version", KUBE_VERSION, "--strict", str(path)]))
 
 
-@pytest.mark.parametrize("which", ["default", "example", "egress"])
+@pytest.mark.parametrize("which", ["default", "example", "egress", "s3"])
 def test_manifests_validate(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     objs: Render = request.getfixturevalue(which)
     builtin = [o for o in objs if o["kind"] not in CRD_KINDS]
@@ -265,7 +298,13 @@ def test_crd_objects_are_well_formed(example: Render) -> None:
 
 
 @pytest.mark.parametrize(
-    ("which", "config"), [("default", "checkov.yaml"), ("example", "checkov.yaml"), ("egress", "checkov-egress.yaml")]
+    ("which", "config"),
+    [
+        ("default", "checkov.yaml"),
+        ("example", "checkov.yaml"),
+        ("egress", "checkov-egress.yaml"),
+        ("s3", "checkov.yaml"),
+    ],
 )
 def test_checkov(which: str, config: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     objs: Render = request.getfixturevalue(which)
@@ -304,8 +343,8 @@ def test_chart_files_are_the_repository_files(chart_file: str, source: str) -> N
     assert (CHART / chart_file).read_bytes() == (REPO / source).read_bytes()
 
 
-def test_daemon_configs_parse_as_the_daemons_own(example: Render, default: Render) -> None:
-    for objs in (default, example):
+def test_daemon_configs_parse_as_the_daemons_own(example: Render, default: Render, s3: Render) -> None:
+    for objs in (default, example, s3):
         gw = parse_config(yaml.safe_load(_config(objs, "-gateway", "gateway.yaml")), GatewayConfig, source="chart")
         ex = parse_config(yaml.safe_load(_config(objs, "-executor", "executor.yaml")), ExecutorConfig, source="chart")
         assert gw.executor.address == f"{RELEASE}-airlock-executor.{NAMESPACE}.svc:50052"
@@ -313,6 +352,8 @@ def test_daemon_configs_parse_as_the_daemons_own(example: Render, default: Rende
         assert gw.executor.tls.cert_file  # mutual TLS
         assert gw.listen == "127.0.0.1:50051"
         assert gw.opa.url == "unix:///run/airlock/opa/opa.sock"
+        assert gw.artifacts is not None
+        assert gw.artifacts.path == ARTIFACTS_STORE
         assert ex.listen == "0.0.0.0:50052"
         assert ex.tls is not None
         assert ex.tls.client_ca_file
@@ -443,7 +484,15 @@ def test_agent_sees_nothing_of_the_gateway_or_opa(which: str, request: pytest.Fi
     agent = _container(pod, "agent")
     mounted = {m["name"] for m in agent["volumeMounts"]}
     assert mounted == {"agent-token", "agent-tmp"}
-    for name in ("opa-socket", "audit", "gateway-secrets", "gateway-secrets-in", "opa-secrets", "opa-secrets-in"):
+    for name in (
+        "opa-socket",
+        "audit",
+        "artifacts",
+        "gateway-secrets",
+        "gateway-secrets-in",
+        "opa-secrets",
+        "opa-secrets-in",
+    ):
         assert name not in mounted
     # The agent's volumes are its own: no other container mounts them.
     for c in pod["initContainers"]:
@@ -451,12 +500,93 @@ def test_agent_sees_nothing_of_the_gateway_or_opa(which: str, request: pytest.Fi
     # Its only secret is its token.
     assert volumes["agent-token"]["secret"]["secretName"] == "airlock-agent-token"
     assert [i["path"] for i in volumes["agent-token"]["secret"]["items"]] == ["token"]
-    # OPA's socket is shared by OPA and the gateway alone; the audit log is the gateway's alone.
+    # OPA's socket is shared by OPA and the gateway alone; the audit log and
+    # the artifact store are the gateway's alone.
     users = {
         v: sorted(c["name"] for c in pod["initContainers"] if v in {m["name"] for m in c.get("volumeMounts", [])})
-        for v in ("opa-socket", "audit")
+        for v in ("opa-socket", "audit", "artifacts")
     }
-    assert users == {"opa-socket": ["gateway", "opa"], "audit": ["gateway"]}
+    assert users == {"opa-socket": ["gateway", "opa"], "audit": ["gateway"], "artifacts": ["gateway"]}
+
+
+def _mounters(pod: dict[str, Any], volume: str) -> dict[str, str]:
+    """Container name -> where it mounts ``volume``, over every container of the Pod."""
+    return {
+        c["name"]: m["mountPath"]
+        for c in [*pod.get("initContainers", []), *pod["containers"]]
+        for m in c.get("volumeMounts", [])
+        if m["name"] == volume
+    }
+
+
+def test_artifact_store_is_the_gateways_alone(default: Render, example: Render) -> None:
+    """The store's volume is mounted by the gateway container alone; the
+    rendered artifacts section is `airlock up`'s (local backend, default
+    quotas and retention) with the store in a folder of that volume."""
+    for objs in (default, example):
+        pod = _pod(objs, "Deployment")
+        assert _mounters(pod, "artifacts") == {"gateway": ARTIFACTS_MOUNT}
+        for c in [*pod["initContainers"], *pod["containers"]]:
+            if c["name"] != "gateway":
+                paths = [m["mountPath"] for m in c.get("volumeMounts", [])]
+                assert not [x for x in paths if x.startswith("/var/lib/airlock")], (c["name"], paths)
+        gw = parse_config(yaml.safe_load(_config(objs, "-gateway", "gateway.yaml")), GatewayConfig, source="chart")
+        assert gw.artifacts == ArtifactsConfig(path=ARTIFACTS_STORE)
+        # The Pod's fsGroup makes a fresh volume writable by the gateway (the
+        # store folder it creates is 0700); the gateway runs as its own uid.
+        assert pod["securityContext"]["fsGroup"]
+        assert _container(pod, "gateway")["securityContext"]["runAsUser"] == UIDS["gateway"]
+
+    # Default: an emptyDir, sized; nothing persistent, any rollout strategy.
+    volumes = {v["name"]: v for v in _pod(default, "Deployment")["volumes"]}
+    assert volumes["artifacts"] == {"name": "artifacts", "emptyDir": {"sizeLimit": "10Gi"}}
+    assert not [o for o in default if o["kind"] == "PersistentVolumeClaim"]
+    # The example: a claim of the chart's own, kept on uninstall; one writer.
+    volumes = {v["name"]: v for v in _pod(example, "Deployment")["volumes"]}
+    claim = _one(example, "PersistentVolumeClaim", "-artifacts")
+    assert volumes["artifacts"]["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"]}
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert _one(example, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_artifact_store_on_s3_gives_its_credentials_to_the_gateway_alone(s3: Render, default: Render) -> None:
+    pod = _pod(s3, "Deployment")
+    gw = parse_config(yaml.safe_load(_config(s3, "-gateway", "gateway.yaml")), GatewayConfig, source="chart")
+    assert gw.artifacts == ArtifactsConfig(
+        backend="s3",
+        path=ARTIFACTS_STORE,
+        s3=ArtifactS3Config(
+            endpoint_url="https://s3.example.com",
+            bucket="airlock-artifacts",
+            prefix="team-a",
+            region="eu-central-1",
+            credentials_file="/run/airlock/gateway-secrets/s3-credentials.yaml",
+        ),
+    )
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # The Secret is a source of the gateway's secret volume and of no other.
+    holding = sorted(n for n, v in volumes.items() if S3_SECRET in _secret_names(v))
+    assert holding == ["gateway-secrets-in"]
+    [source] = [
+        s["secret"] for s in volumes["gateway-secrets-in"]["projected"]["sources"] if s["secret"]["name"] == S3_SECRET
+    ]
+    assert source["items"] == [{"key": "s3-credentials.yaml", "path": "s3-credentials.yaml"}]
+    # Mounted by the gateway's copy alone, copied 0600 into the gateway's
+    # memory-backed folder, which the gateway alone mounts besides the copy.
+    assert _mounters(pod, "gateway-secrets-in") == {"gateway-secrets": "/run/airlock/gateway-secrets-in"}
+    copy = _container(pod, "gateway-secrets")
+    assert "/run/airlock/gateway-secrets-in/s3-credentials.yaml" in copy["command"]
+    assert set(_mounters(pod, "gateway-secrets")) == {"gateway-secrets", "gateway"}
+    assert "gateway-secrets" not in {m["name"] for m in _container(pod, "agent")["volumeMounts"]}
+    # The store's volume is a spool in an emptyDir (persistence is for the
+    # local store), still the gateway's alone; no claim, no Recreate.
+    assert _mounters(pod, "artifacts") == {"gateway": ARTIFACTS_MOUNT}
+    assert "emptyDir" in volumes["artifacts"]
+    assert not [o for o in s3 if o["kind"] == "PersistentVolumeClaim"]
+    assert "strategy" not in _one(s3, "Deployment")["spec"]
+    # The local default has no such Secret anywhere.
+    assert not [v for v in _pod(default, "Deployment")["volumes"] if S3_SECRET in _secret_names(v)]
 
 
 def _secret_names(volume: dict[str, Any]) -> list[str]:
@@ -465,9 +595,12 @@ def _secret_names(volume: dict[str, Any]) -> list[str]:
     return [s["secret"]["name"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s]
 
 
+@pytest.mark.parametrize("which", ["example", "s3"])
 @pytest.mark.parametrize("kind", ["Deployment", "DaemonSet"])
-def test_daemons_read_secrets_only_from_their_own_memory_copies(kind: str, example: Render) -> None:
-    pod = _pod(example, kind)
+def test_daemons_read_secrets_only_from_their_own_memory_copies(
+    kind: str, which: str, request: pytest.FixtureRequest
+) -> None:
+    pod = _pod(request.getfixturevalue(which), kind)
     volumes = {v["name"]: v for v in pod["volumes"]}
     secret_volumes = {n for n, v in volumes.items() if _secret_names(v)}
     copies = [c for c in pod["initContainers"] if c["name"].endswith("-secrets")]
@@ -490,12 +623,14 @@ def test_daemons_read_secrets_only_from_their_own_memory_copies(kind: str, examp
             assert not reads, f"{c['name']} mounts a secret volume itself: {reads}"
 
 
-def test_every_secret_file_a_config_names_is_copied(default: Render) -> None:
-    agent_pod, executor_pod = _pod(default, "Deployment"), _pod(default, "DaemonSet")
+@pytest.mark.parametrize("which", ["default", "s3"])
+def test_every_secret_file_a_config_names_is_copied(which: str, request: pytest.FixtureRequest) -> None:
+    objs: Render = request.getfixturevalue(which)
+    agent_pod, executor_pod = _pod(objs, "Deployment"), _pod(objs, "DaemonSet")
     for text, pod, copy in (
-        (_config(default, "-gateway", "gateway.yaml"), agent_pod, "gateway-secrets"),
-        (_config(default, "-opa", "opa.yaml"), agent_pod, "opa-secrets"),
-        (_config(default, "-executor", "executor.yaml"), executor_pod, "executor-secrets"),
+        (_config(objs, "-gateway", "gateway.yaml"), agent_pod, "gateway-secrets"),
+        (_config(objs, "-opa", "opa.yaml"), agent_pod, "opa-secrets"),
+        (_config(objs, "-executor", "executor.yaml"), executor_pod, "executor-secrets"),
     ):
         named = set(re.findall(r"/run/airlock/[\w-]+-secrets/[\w.-]+", text))
         command = _container(pod, copy)["command"]

@@ -326,7 +326,13 @@ def test_no_process_outlives_its_call(ex: Executor, runtime: str) -> None:
     assert started.out == "started\n", started.err
     timed_out = run(ex, "import subprocess, time\nsubprocess.Popen(['sleep', '1004'])\ntime.sleep(60)", session=s,
                     runtime=runtime, timeout_ms=1500)  # fmt: skip
-    assert timed_out.result.outcome == executor_pb2.OUTCOME_TIMEOUT
+    # gVisor now and then fails the exec itself ("waiting on pid N"), and
+    # the sandbox with it: the call says so, and the session goes on in a
+    # new sandbox (docs/sessions.md, "Limits").
+    if runtime == "runsc" and timed_out.result.error.startswith("sandbox_lost"):
+        assert not _container_exists(started.sandbox.container_id)
+    else:
+        assert timed_out.result.outcome == executor_pb2.OUTCOME_TIMEOUT, (timed_out.err, timed_out.result)
     listed = run(ex, PS, session=s, runtime=runtime)
     lost = listed.result.error.startswith("sandbox_lost")
     if runtime == "runsc" and (lost or listed.sandbox.container_id != started.sandbox.container_id):
@@ -344,7 +350,7 @@ def test_no_process_outlives_its_call(ex: Executor, runtime: str) -> None:
     assert not [args for _uid, args in lines if "sleep 100" in args], listed.out
     # What is left: the keeper's processes (another uid), and this call's own.
     theirs = [args for uid, args in lines if uid != "65534"]
-    assert len(theirs) == KEEPER_PIDS, listed.out
+    assert len(theirs) == KEEPER_PIDS, (listed.out, listed.err[-300:], listed.result.error, timed_out.result.error)
     assert all("docker-init" in a or "timeout" in a or "sleep infinity" in a for a in theirs), listed.out
     end(ex, "p1", s)
 

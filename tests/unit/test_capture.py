@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from airlock.executor._capture import OutputCapture
+from airlock.executor._capture import STDERR_TAIL_BYTES, OutputCapture
 from airlock.executor._model import Chunk
+from airlock.executor._runner import RUNSC_WAIT_FAILED
 
 MARKER_RE = re.compile(rb"^\n\[airlock: output truncated, (\d+) bytes omitted\]\n$")
 
@@ -117,3 +118,17 @@ def test_invariants_hold_for_random_output(seed: int) -> None:
         assert not cap.truncated
         assert marker == []
         assert kept == everything
+
+
+def test_stderr_tail_is_kept_whatever_the_budget() -> None:
+    # The runtime's own message about a failed exec is the last thing on
+    # stderr; the executor reads it there even when the output was cut.
+    cap = OutputCapture(16)
+    cap.add("stderr", b"x" * 5000)
+    cap.add("stdout", b"y" * 100)
+    message = b'waiting on pid 20: waiting on PID 20 in sandbox "9ce41e6008": urpc method failed: EOF\n'
+    cap.add("stderr", message)
+    assert cap.stderr_tail.endswith(message)
+    assert len(cap.stderr_tail) == STDERR_TAIL_BYTES
+    assert RUNSC_WAIT_FAILED.search(cap.stderr_tail)
+    assert not RUNSC_WAIT_FAILED.search(b"waiting on pid 20 in my program\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from airlock.common.wire import InputFile
 from airlock.gateway import load_registry
 from airlock.gateway._answer import parse_answer
 from airlock.gateway._core import CoreSettings, Gateway
@@ -136,7 +138,7 @@ class FakeExecutor:
         self.error = error
         self.plans: list[RunSpec] = []
 
-    async def run(self, plan: RunSpec) -> RunOutcome:
+    async def run(self, plan: RunSpec, inputs: Sequence[InputFile] = ()) -> RunOutcome:
         self.plans.append(plan)
         if self.error is not None:
             raise self.error

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from google.protobuf import json_format
 from prometheus_client import CollectorRegistry
 from test_gateway_core import ALICE, DECISION_PATH, GRANTED_PATH, REGISTRY, FakeAudit, FakeExecutor, allow_doc
 
+from airlock.common.wire import InputFile
 from airlock.gateway import _events, load_registry
 from airlock.gateway._core import CoreSettings, Gateway
 from airlock.gateway._metrics import GatewayMetrics
@@ -51,7 +53,7 @@ class BlockingExecutor(FakeExecutor):
         self.release = asyncio.Event()
         self.running: list[str] = []
 
-    async def run(self, plan: RunSpec) -> RunOutcome:
+    async def run(self, plan: RunSpec, inputs: Sequence[InputFile] = ()) -> RunOutcome:
         self.running.append(plan.run_id)
         await self.release.wait()
         return await super().run(plan)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from airlock.common.wire import InputFile
 from airlock.gateway import load_registry
 from airlock.gateway._audit import render
 from airlock.gateway._core import CoreSettings, Gateway
@@ -344,7 +345,7 @@ class OkExecutor:
     def __init__(self) -> None:
         self.plans: list[RunSpec] = []
 
-    async def run(self, plan: RunSpec) -> RunOutcome:
+    async def run(self, plan: RunSpec, inputs: Sequence[InputFile] = ()) -> RunOutcome:
         self.plans.append(plan)
         return RunOutcome("ok", 0, b"", b"", False, 5)
 

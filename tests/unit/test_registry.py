@@ -44,6 +44,7 @@ def test_shipped_registry_loads(shipped_registry_path: Path) -> None:
         "apply_patch",
         "local_shell",
         "python",
+        "python_files",
         "python_script",
         "shell",
         "shell_builtin",
@@ -71,7 +72,17 @@ def test_shipped_registry_as_policy_data(shipped_registry_path: Path) -> None:
     assert json.loads(json.dumps(data)) == data
     assert list(data) == ["tools"]
     assert list(data["tools"]) == sorted(
-        {"apply_patch", "local_shell", "python", "python_script", "shell", "shell_builtin", "web_fetch", "web_search"}
+        {
+            "apply_patch",
+            "local_shell",
+            "python",
+            "python_files",
+            "python_script",
+            "shell",
+            "shell_builtin",
+            "web_fetch",
+            "web_search",
+        }
     )
     python = data["tools"]["python"]
     assert set(python) == {
@@ -88,7 +99,10 @@ def test_shipped_registry_as_policy_data(shipped_registry_path: Path) -> None:
         "env",
         "limits",
         "sandbox",
+        "artifacts",
     }
+    assert python["artifacts"] == {"inputs": "", "outputs": False}
+    assert data["tools"]["python_files"]["artifacts"] == {"inputs": "inputs", "outputs": True}
     assert python["sandbox"] == {"mode": "session", "idle_ttl_ms": 600_000, "max_lifetime_ms": 3_600_000}
     assert python["name"] == "python"
     assert python["image"] == reg.tools["python"].image

@@ -74,10 +74,16 @@ class DockerSandboxes:
             options.pop(key, None)
         return hashlib.sha256(json.dumps(options, sort_keys=True, default=repr).encode()).hexdigest()
 
-    def _options(
-        self, cls: ContainerClass, sandbox_id: str, kind: str, fingerprint: str, egress: EgressAttachment | None
+    def _options(  # noqa: PLR0917 - what one container is made from
+        self,
+        cls: ContainerClass,
+        sandbox_id: str,
+        kind: str,
+        fingerprint: str,
+        egress: EgressAttachment | None,
+        lifetime_ms: int | None = None,
     ) -> dict[str, Any]:
-        limits = cls.limits(self._ceilings, self._lifetime_ms)
+        limits = cls.limits(self._ceilings, lifetime_ms or self._lifetime_ms)
         spec = RunSpec(run_id=sandbox_id, tool="", image=cls.image, argv=KEEPER_ARGV, runtime=cls.runtime)
         keeper = Keeper(
             sandbox_id=sandbox_id, kind=kind, fingerprint=fingerprint, pool=cls.label, generation=self._generation
@@ -87,7 +93,12 @@ class DockerSandboxes:
     def fingerprint(self, cls: ContainerClass) -> str:
         return self._fingerprints.of(cls)
 
-    def start(self, cls: ContainerClass, kind: str, *, egress_address: str = "") -> Sandbox:
+    def start(
+        self, cls: ContainerClass, kind: str, *, egress_address: str = "", lifetime_ms: int | None = None
+    ) -> Sandbox:
+        """Starts one (kind "pool", "session", or "call": made for one call
+        that needs /inputs or /outputs and removed after it, living at most
+        ``lifetime_ms``)."""
         sandbox_id = new_sandbox_id()
         fingerprint = self.fingerprint(cls)
         attachment = None
@@ -95,7 +106,7 @@ class DockerSandboxes:
             if self._egress is None:
                 raise RuntimeError("no egress network to attach to")
             attachment = self._egress(egress_address)
-        options = self._options(cls, sandbox_id, kind, fingerprint, attachment)
+        options = self._options(cls, sandbox_id, kind, fingerprint, attachment, lifetime_ms)
         container_id = self._runtime.create(options)
         try:
             self._runtime.start(container_id)

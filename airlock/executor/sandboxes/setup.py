@@ -33,10 +33,9 @@ def build(
     images: ImageAllowlist,
     events: SessionEvents,
     generation: str = "",
-) -> Sandboxes | None:
-    """The warm pool and the session table, as configured."""
-    if not cfg.pool.enabled and not cfg.sessions.enabled:
-        return None
+) -> Sandboxes:
+    """The warm pool and the session table, as configured, and the factory
+    that makes a container for one call with /inputs or /outputs."""
     settings = cfg.sessions
     factory = DockerSandboxes(
         runtime,
@@ -76,6 +75,7 @@ def build(
         max_lifetime_ms=parse_duration_ms(settings.max_lifetime),
         max_idle_ttl_ms=parse_duration_ms(settings.max_idle_ttl),
         max_max_lifetime_ms=parse_duration_ms(settings.max_max_lifetime),
+        factory=factory,
     )
 
 

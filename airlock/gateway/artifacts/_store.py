@@ -6,6 +6,7 @@ sha256 -- before anything becomes visible."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import uuid
@@ -21,12 +22,30 @@ from airlock.gateway.artifacts._model import (
     PutRequest,
     Quota,
     QuotaExceededError,
+    StoreUnavailableError,
+    check_header,
     check_name,
     check_sha256,
 )
 
+log = logging.getLogger("airlock.gateway.artifacts")
+
 #: Bytes per chunk when reading a blob back.
 CHUNK_BYTES = 256 * 1024
+
+
+def unavailable(what: str, exc: BaseException) -> StoreUnavailableError:
+    """A backend failure as the caller (and the model) sees it: a fixed
+    message and at most an error code -- never a host path, an endpoint, a
+    bucket or a key. The whole error goes to the log."""
+    log.warning("artifact store: %s: %r", what, exc)
+    return StoreUnavailableError(what)
+
+
+def owner_digest(principal: str) -> str:
+    """The principal's folder or key segment: a digest, so no principal id
+    can spell a path."""
+    return hashlib.sha256(principal.encode("utf-8")).hexdigest()[:32]
 
 
 class ArtifactStore(Protocol):
@@ -75,6 +94,7 @@ def spool(
     be exceeded, and at the end on a short upload or a sha256 mismatch. The
     caller closes the file (which removes it)."""
     check_name(req.name)
+    check_header(session=req.session, media_type=req.media_type, size=req.expected_size)
     if req.expected_sha256 is not None:
         check_sha256(req.expected_sha256)
     # The remaining quota is checked by the backend once the content is known
@@ -84,7 +104,10 @@ def spool(
         raise ArtifactTooLargeError(
             f"{req.expected_size} bytes is over the {quota.max_artifact_bytes}-byte artifact limit"
         )
-    file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - handed to the caller, who closes it
+    try:
+        file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - handed to the caller, who closes it
+    except OSError as exc:
+        raise unavailable("cannot spool the artifact", exc) from exc
     digest = hashlib.sha256()
     size = 0
     try:
@@ -92,16 +115,28 @@ def spool(
             size += len(chunk)
             _check_running(req, quota, used_bytes, size, limit)
             digest.update(chunk)
-            file.write(chunk)
+            _write(file, chunk)
         sha = digest.hexdigest()
         _check_whole(req, size, sha)
-        file.flush()
-        os.fsync(file.fileno())
-        file.seek(0)
+        try:
+            file.flush()
+            os.fsync(file.fileno())
+            file.seek(0)
+        except OSError as exc:
+            raise unavailable("cannot spool the artifact", exc) from exc
     except BaseException:
         file.close()
         raise
     return Spooled(file, sha, size)
+
+
+def _write(file: IO[bytes], chunk: bytes) -> None:
+    # Only the spool's own writes: an OSError out of ``chunks`` is the
+    # caller's stream failing, not the store.
+    try:
+        file.write(chunk)
+    except OSError as exc:
+        raise unavailable("cannot spool the artifact", exc) from exc
 
 
 def _check_running(req: PutRequest, quota: Quota, used_bytes: int, size: int, limit: int) -> None:

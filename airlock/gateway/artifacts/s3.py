@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -41,7 +42,7 @@ from airlock.gateway.artifacts._model import (
     StoreUnavailableError,
     check_id,
 )
-from airlock.gateway.artifacts._store import CHUNK_BYTES, make_record, spool
+from airlock.gateway.artifacts._store import CHUNK_BYTES, make_record, owner_digest, spool, unavailable
 
 #: Connect and read timeouts (seconds) and attempts: a stopped server fails a
 #: call within seconds instead of hanging the caller.
@@ -63,8 +64,20 @@ class S3Settings:
     region: str = "us-east-1"
 
 
-def _owner(principal: str) -> str:
-    return hashlib.sha256(principal.encode("utf-8")).hexdigest()[:32]
+_owner = owner_digest
+
+
+def _failure(what: str, exc: BaseException) -> StoreUnavailableError:
+    """A fixed message and the error's code: botocore's own text names the
+    endpoint, the bucket and the keys, and the message reaches the caller
+    (and the model). The whole error goes to the log."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", "")) or "ClientError"
+    else:
+        code = type(exc).__name__
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", code):
+        code = "error"
+    return unavailable(f"{what} ({code})", exc)
 
 
 def _missing(exc: botocore.exceptions.ClientError) -> bool:
@@ -109,7 +122,7 @@ class S3Store:
             for page in pages:
                 yield from page.get("Contents", [])
         except _FAILURES as exc:
-            raise StoreUnavailableError(f"cannot list the bucket: {exc}") from exc
+            raise _failure("cannot list the bucket", exc) from exc
 
     def _holds(self, principal: str, sha256: str) -> bool:
         try:
@@ -117,9 +130,9 @@ class S3Store:
         except botocore.exceptions.ClientError as exc:
             if _missing(exc):
                 return False
-            raise StoreUnavailableError(f"cannot check the bucket: {exc}") from exc
+            raise _failure("cannot check the bucket", exc) from exc
         except _FAILURES as exc:
-            raise StoreUnavailableError(f"cannot check the bucket: {exc}") from exc
+            raise _failure("cannot check the bucket", exc) from exc
         return True
 
     def _record(self, key: str) -> ArtifactRecord:
@@ -128,9 +141,9 @@ class S3Store:
         except botocore.exceptions.ClientError as exc:
             if _missing(exc):
                 raise ArtifactNotFoundError("no such artifact") from exc
-            raise StoreUnavailableError(f"cannot read artifact metadata: {exc}") from exc
+            raise _failure("cannot read artifact metadata", exc) from exc
         except _FAILURES as exc:
-            raise StoreUnavailableError(f"cannot read artifact metadata: {exc}") from exc
+            raise _failure("cannot read artifact metadata", exc) from exc
         return ArtifactRecord(**json.loads(body))
 
     # --- the Protocol ------------------------------------------------------
@@ -168,7 +181,7 @@ class S3Store:
                     ContentType="application/json",
                 )
             except _FAILURES as exc:
-                raise StoreUnavailableError(f"cannot store the artifact: {exc}") from exc
+                raise _failure("cannot store the artifact", exc) from exc
         return record
 
     def stat(self, principal: str, artifact_id: str) -> ArtifactRecord:
@@ -183,7 +196,7 @@ class S3Store:
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=self._blob_key(principal, record.sha256))["Body"]
         except _FAILURES as exc:
-            raise StoreUnavailableError(f"the blob of {artifact_id} cannot be read: {exc}") from exc
+            raise _failure("cannot read the artifact", exc) from exc
 
         def chunks() -> Iterator[bytes]:
             with body:
@@ -205,12 +218,12 @@ class S3Store:
         try:
             self._s3.delete_object(Bucket=self.bucket, Key=self._meta_key(principal, artifact_id))
         except _FAILURES as exc:
-            raise StoreUnavailableError(f"cannot delete the artifact: {exc}") from exc
+            raise _failure("cannot delete the artifact", exc) from exc
         if not any(r.sha256 == record.sha256 for r in self.list_artifacts(principal)):
             try:
                 self._s3.delete_object(Bucket=self.bucket, Key=self._blob_key(principal, record.sha256))
             except _FAILURES as exc:
-                raise StoreUnavailableError(f"cannot delete the artifact's blob: {exc}") from exc
+                raise _failure("cannot delete the artifact's blob", exc) from exc
         return record
 
     def usage(self, principal: str) -> tuple[int, int]:
@@ -235,6 +248,6 @@ class S3Store:
             try:
                 self._s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
             except _FAILURES as exc:
-                raise StoreUnavailableError(f"cannot delete an orphaned blob: {exc}") from exc
+                raise _failure("cannot delete an orphaned blob", exc) from exc
             removed += 1
         return removed

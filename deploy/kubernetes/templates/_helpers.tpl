@@ -103,6 +103,7 @@ default allow := false
 
 gateway_queries := {
 	["v1", "data", "airlock", "decision"],
+	["v1", "data", "airlock", "artifacts", "decision"],
 	["v1", "data", "airlock", "granted_tools"],
 	["v1", "data", "airlock", "config", "shadow"],
 }
