@@ -315,12 +315,13 @@ def _artifact_round_trip(p: Project) -> None:
     # and holds the database and the content-addressed blob.
     stat = p.compose(
         "exec", "-T", "gateway", "python", "-c",
-        "import json, os, sys\n"
+        "import glob, json, os, sys\n"
         f"root, sha = {ARTIFACTS!r}, sys.argv[1]\n"
         "st = os.stat(root)\n"
-        "blob = os.path.join(root, 'blobs', 'sha256', sha[:2], sha[2:4], sha)\n"
+        # blobs/<owner digest>/sha256/ab/cd/<hex>: per principal.
+        "blobs = glob.glob(os.path.join(root, 'blobs', '*', 'sha256', sha[:2], sha[2:4], sha))\n"
         "print(json.dumps({'uid': st.st_uid, 'mode': oct(st.st_mode & 0o7777),"
-        " 'db': os.path.exists(os.path.join(root, 'artifacts.sqlite3')), 'blob': os.path.exists(blob)}))\n",
+        " 'db': os.path.exists(os.path.join(root, 'artifacts.sqlite3')), 'blob': len(blobs) == 1}))\n",
         ref["sha256"],
     )  # fmt: skip
     assert json.loads(stat.stdout) == {"uid": 10001, "mode": "0o700", "db": True, "blob": True}

@@ -247,6 +247,7 @@ def test_list_tools_follows_the_principals_grants(
     assert [(t.name, t.item_type) for t in default.tools] == [
         ("apply_patch", call_pb2.ITEM_TYPE_APPLY_PATCH_CALL),
         ("python", call_pb2.ITEM_TYPE_FUNCTION_CALL),
+        ("python_files", call_pb2.ITEM_TYPE_FUNCTION_CALL),
         ("python_script", call_pb2.ITEM_TYPE_CUSTOM_TOOL_CALL),
         ("shell", call_pb2.ITEM_TYPE_FUNCTION_CALL),
         ("shell_builtin", call_pb2.ITEM_TYPE_SHELL_CALL),

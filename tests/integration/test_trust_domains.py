@@ -279,7 +279,8 @@ def test_a_policy_edit_reaches_opa_only_through_an_operators_publish(tstack: tup
     grants = policies / "airlock" / "grants" / "data.yaml"
     original = grants.read_text()
     try:
-        grants.write_text(original.replace("tools: [python, shell,", "tools: [shell,"))
+        assert "tools: [python, " in original  # the edit below must change something
+        grants.write_text(original.replace("tools: [python, ", "tools: [", 1))
         time.sleep(4)  # longer than the --dev watcher would take
         assert _decide(stack).decision.policy_revision == before.decision.policy_revision, "no watcher without --dev"
         # An agent can neither write the published bundle nor read the signing key.
