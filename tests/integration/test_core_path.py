@@ -313,7 +313,8 @@ def test_concurrent_calls_each_get_their_own_container(stack: Stack) -> None:
 
 
 def _running(client: Any, needle: str) -> str | None:
-    for container in client.containers.list(filters={"label": "airlock.managed=true"}):
+    # sparse: no inspect per container, so one removed meanwhile is no 404.
+    for container in client.containers.list(filters={"label": "airlock.managed=true"}, sparse=True):
         try:
             processes = container.top().get("Processes") or []
         except docker.errors.APIError:  # ended meanwhile
@@ -342,7 +343,7 @@ def test_client_cancel_is_audited_and_the_container_removed(stack: Stack) -> Non
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             events = [e for e in stack.audit_events() if e["call_id"] == call_id]
-            gone = not client.containers.list(all=True, filters={"id": running})
+            gone = not client.containers.list(all=True, filters={"id": running}, sparse=True)
             if len(events) == 2 and gone:
                 break
             time.sleep(0.1)

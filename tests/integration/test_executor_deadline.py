@@ -110,8 +110,15 @@ def _run(d: Daemon, spec: Any) -> tuple[bytes, Any]:
 
 
 def _container(client: docker.DockerClient, run_id: str) -> Any | None:
-    found = client.containers.list(all=True, filters={"label": f"airlock.run_id={run_id}"})
-    return found[0] if found else None
+    # docker-py inspects each listed container: one removed in between is a
+    # 404 from the listing itself, which here means it is gone.
+    for _ in range(3):
+        try:
+            found = client.containers.list(all=True, filters={"label": f"airlock.run_id={run_id}"})
+        except docker.errors.NotFound:
+            continue
+        return found[0] if found else None
+    return None
 
 
 def _wait_for(what: str, check: Any, timeout_s: float) -> Any:
