@@ -132,7 +132,10 @@ class Relay:
         self._thread.start()
 
     def _serve(self) -> None:
-        client, _ = self._listener.accept()
+        try:
+            client, _ = self._listener.accept()
+        except OSError:  # closed before anyone connected
+            return
         pumps = [
             threading.Thread(target=_splice, args=(client, self._conn), daemon=True),
             threading.Thread(target=_splice, args=(self._conn, client), daemon=True),
