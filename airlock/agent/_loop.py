@@ -50,6 +50,7 @@ from airlock.agent._items import (
 from airlock.agent._tools import Declaration, declare
 from airlock.agent._workspace import Workspace
 from airlock.common.client import GatewayUnavailable, ToolGateway
+from airlock.common.names import DEFINE_TOOL
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -340,6 +341,11 @@ def run(
                 response = step.response
                 return AgentResult(response.output_text, tuple(records), response.id, session, turn, tuple(observed))
             records.extend(step.records)
+            if any(r.tool == DEFINE_TOOL and r.result.allowed for r in step.records):
+                # A tool the model just defined is declared from the next turn
+                # on (ListTools lists the session's dynamic tools).
+                listed = gateway.list_tools(session_id=session or "")
+                decl = declare(listed, hosted=hosted_tools, apply_patch=workspace is not None)
             if on_call is not None:
                 for record in step.records:
                     on_call(record)

@@ -215,10 +215,10 @@ def decide(
     return EXIT_OK if result.allowed else EXIT_DENIED
 
 
-def tools(target: Target, timeout_s: float) -> int:
+def tools(target: Target, timeout_s: float, *, session: str = "") -> int:
     with target.client(timeout_s) as client:
         try:
-            resp = client.list_tools()
+            resp = client.list_tools(session_id=session)
         except GatewayUnavailable as exc:
             _emit(_unavailable_json(exc))
             return _exit_for(exc)
@@ -231,6 +231,7 @@ def tools(target: Target, timeout_s: float) -> int:
                     "name": t.name,
                     "description": t.description,
                     "parameters": json.loads(t.parameters_json_schema or "{}"),
+                    **({"definition_id": t.definition_id, "scope": t.scope} if t.definition_id else {}),
                 }
                 for t in resp.tools
             ],

@@ -146,7 +146,14 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of co
 
     _artifacts_args(sub.add_parser("artifacts", help="put, get, list, stat and remove artifacts on the gateway"))
 
-    t = sub.add_parser("tools", help="list the tools this agent may use")
+    t = sub.add_parser("tools", help="list the tools this agent may use; list, show, promote and retire dynamic tools")
+    t.add_argument("action", nargs="?", choices=["ls", "show", "promote", "retire"], default="ls")
+    t.add_argument("id", nargs="?", default="", help="show, promote, retire: the definition id (tool_...)")
+    t.add_argument("--dynamic", action="store_true", help="ls: the dynamic tools (definitions) you see")
+    t.add_argument("--all", action="store_true", help="ls --dynamic: everyone's, retired too (operators only)")
+    t.add_argument("--session", default="", help="ls: include this session's own dynamic tools")
+    t.add_argument("--to", default="", help="promote: 'principal' (its owner's sessions) or 'profile:NAME'")
+    t.add_argument("--json", action="store_true", help="show: print JSON instead of escaped text")
     t.add_argument("--gateway", default=None)
     t.add_argument("--token-file", type=Path, default=None)
     t.add_argument("--principal", default=None, help="use this principal's credential from the running stack")
@@ -331,9 +338,24 @@ def _artifacts(args: argparse.Namespace, home: Path) -> int:
 
 
 def _tools(args: argparse.Namespace, home: Path) -> int:
+    from airlock.cli import _tools_cmd  # noqa: PLC0415 - keeps `airlock call` light
+
+    if (args.action in ("show", "promote", "retire")) != bool(args.id) or (args.action == "promote") != bool(args.to):
+        print("airlock tools: show, promote and retire take an id; promote needs --to", file=sys.stderr)
+        return _client.EXIT_USAGE
     _as_agent(args, home, args.principal)
     target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
-    return _client.tools(target, args.timeout)
+    match args.action:
+        case "show":
+            return _tools_cmd.show(target, args.id, as_json=args.json, timeout_s=args.timeout)
+        case "promote":
+            return _tools_cmd.promote(target, args.id, args.to, args.timeout)
+        case "retire":
+            return _tools_cmd.retire(target, args.id, args.timeout)
+        case _ if args.dynamic:
+            return _tools_cmd.ls_dynamic(target, everyone=args.all, session=args.session, timeout_s=args.timeout)
+        case _:
+            return _client.tools(target, args.timeout, session=args.session)
 
 
 def _sessions(args: argparse.Namespace, home: Path) -> int:

@@ -34,6 +34,7 @@ DENIED_BUILTINS = ("http.send", "net.lookup_ip_addr", "opa.runtime")
 GATEWAY_QUERIES = (
     ("v1", "data", "airlock", "decision"),
     ("v1", "data", "airlock", "artifacts", "decision"),
+    ("v1", "data", "airlock", "tool_definitions", "decision"),
     ("v1", "data", "airlock", "granted_tools"),
     ("v1", "data", "airlock", "config", "shadow"),
 )

@@ -90,7 +90,9 @@ class ToolResult:
 class ToolGateway(Protocol):
     """The seam the loop needs; ``Gateway`` is the real one."""
 
-    def list_tools(self) -> gateway_pb2.ListToolsResponse: ...
+    def list_tools(self, session_id: str = "") -> gateway_pb2.ListToolsResponse:
+        """The tools this principal may call (with the session's dynamic tools)."""
+        ...
 
     def invoke(
         self,
@@ -200,10 +202,10 @@ class GatewayClient:
     ) -> None:
         self.close()
 
-    def list_tools(self) -> gateway_pb2.ListToolsResponse:
+    def list_tools(self, session_id: str = "") -> gateway_pb2.ListToolsResponse:
         try:
             resp: gateway_pb2.ListToolsResponse = self._stub.ListTools(
-                gateway_pb2.ListToolsRequest(), metadata=self._metadata, timeout=self._timeout_s
+                gateway_pb2.ListToolsRequest(session_id=session_id), metadata=self._metadata, timeout=self._timeout_s
             )
         except grpc.RpcError as exc:
             why = f"ListTools failed: {exc.code().name}: {exc.details()}"

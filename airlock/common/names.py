@@ -41,3 +41,7 @@ def name_problem(name: str) -> str | None:  # noqa: PLR0911 - one return per rul
 
 
 __all__ = ["MAX_NAME_BYTES", "name_problem"]
+
+#: The gateway's built-in tool through which a model defines a tool of its
+#: own (docs/dynamic-tools.md); the agent loop re-lists its tools after one.
+DEFINE_TOOL = "define_tool"

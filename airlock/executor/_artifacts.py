@@ -522,6 +522,10 @@ def _list(rt: TransferRuntime, container_id: str, user: str, limits: ArtifactLim
                 planned = plan(records, limits)
                 finished = not planned.skips.more and next(records, None) is None
             except (OSError, TransferError) as exc:
+                # The watchdog's close, or the socket's own timeout, racing
+                # it: either way the listing ran out of time.
+                if watchdog.expired.is_set() or isinstance(exc, TimeoutError):
+                    raise TransferError("listing /outputs did not finish in time") from None
                 raise TransferError(f"listing /outputs failed: {exc}") from None
             if watchdog.expired.is_set():
                 raise TransferError("listing /outputs did not finish in time")

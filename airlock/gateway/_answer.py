@@ -53,6 +53,20 @@ def parse_answer(doc: Any) -> PolicyAnswer:
     )
 
 
+def parse_admission(doc: Any) -> tuple[bool, tuple[Reason, ...]]:
+    """A tool definition's admission (data.airlock.tool_definitions.decision):
+    ``{"allow": bool, "reasons": [...]}``, each field checked as a decision's."""
+    if not isinstance(doc, dict):
+        raise _bad("not an object")
+    allow = doc.get("allow")
+    if not isinstance(allow, bool):
+        raise _bad("'allow' must be true or false")
+    raw_reasons = doc.get("reasons")
+    if not isinstance(raw_reasons, list) or not raw_reasons:
+        raise _bad("'reasons' must be a non-empty list")
+    return allow, parse_reasons(raw_reasons, "reasons")
+
+
 def parse_reasons(raw: Any, what: str) -> tuple[Reason, ...]:
     if not isinstance(raw, list):
         raise _bad(f"'{what}' must be a list")

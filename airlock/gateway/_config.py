@@ -198,6 +198,10 @@ class Agent:
         # EndSandboxes): an agent named "" would see and end everyone's sandboxes.
         if not self.id.strip():
             raise ValueError(f"agent id {self.id!r} is empty: each agent needs a non-blank id (its principal)")
+        if self.id.startswith("airlock:"):
+            # The artifact store's namespaces of the gateway's own (dynamic
+            # tools' definitions) start with it.
+            raise ValueError(f"agent id {self.id!r}: ids starting with 'airlock:' are reserved")
         for role in self.roles:
             if role not in ROLES:
                 raise ValueError(f"agent {self.id!r}: unknown role {role!r} (expected one of {', '.join(ROLES)})")

@@ -40,7 +40,7 @@ from typing import IO, Any, Protocol
 from airlock.common.wire import ArtifactLimits, InputFile, SkippedOutput
 from airlock.gateway import _events
 from airlock.gateway._admission import FairSlots, InFlight, RateLimits, SlotTimeoutError
-from airlock.gateway._answer import parse_answer
+from airlock.gateway._answer import parse_admission, parse_answer
 from airlock.gateway._audit import AuditSink
 from airlock.gateway._budget import CallCounters, CounterStore, Reservation
 from airlock.gateway._errors import FAIL_CLOSED_REASONS, AdmissionError, AuditError, ExecutorError, PolicyError
@@ -72,9 +72,20 @@ from airlock.gateway._model import (
     RunSpec,
 )
 from airlock.gateway._policy import PolicyEngine, PolicyResult
-from airlock.gateway._registry import HOSTED_ITEM_TYPES, PLACEHOLDER_RE, Registry
+from airlock.gateway._registry import BUILTIN_TOOLS, HOSTED_ITEM_TYPES, PLACEHOLDER_RE, Registry
 from airlock.gateway._sessions import SessionView
 from airlock.gateway.artifacts import ArtifactError
+from airlock.gateway.tooldefs import (
+    DECISION_PATH as DEFINITIONS_PATH,
+)
+from airlock.gateway.tooldefs import (
+    DEFINE_TOOL,
+    DefinitionError,
+    Resolved,
+    ToolDefinitions,
+    parse_definition,
+    program,
+)
 from airlock.v1 import audit_pb2
 
 log = logging.getLogger("airlock.gateway")
@@ -82,6 +93,11 @@ log = logging.getLogger("airlock.gateway")
 #: shell_call of a hosted shell (the agent sends only those it did not run).
 OBSERVABLE_ITEM_TYPES = HOSTED_ITEM_TYPES | {"image_generation_call", "shell_call"}
 _OBSERVE_CAPS = {"item_type": 64, "item_id": 256, "tool": 128, "status": 64, "session_id": 256}
+#: A dynamic tool's program travels as one argv string, which Linux caps at
+#: 128 KiB (MAX_ARG_STRLEN); a call whose program would not fit is refused.
+MAX_PROGRAM_BYTES = 120 * 1024
+#: Definition refusals that are the gateway's storage failing, not the input.
+_DEFINITION_UNAVAILABLE = frozenset({"artifact_store_unavailable", "tool_catalog_unavailable", "definition_corrupt"})
 
 
 class Executor(Protocol):
@@ -166,7 +182,10 @@ class Gateway:
         counters: CounterStore | None = None,
         sessions: SessionView | None = None,
         artifacts: Artifacts | None = None,
+        tool_definitions: ToolDefinitions | None = None,
     ) -> None:
+        #: Dynamic tools (define_tool); None: none can be defined or called.
+        self._tooldefs = tool_definitions
         #: Where inputs come from and outputs go; None: no artifact store,
         #: so nothing is collected and a call naming inputs fails.
         self._artifacts = artifacts
@@ -229,6 +248,8 @@ class Gateway:
             if not decision.allowed:
                 return InvokeResult(decision)
             assert principal is not None
+            if inp.call.tool == DEFINE_TOOL:
+                return await asyncio.shield(self._define(inp, principal, decision))
             return await self._run(inp, principal, decision, tool_label)
         finally:
             if entered:
@@ -252,7 +273,7 @@ class Gateway:
         names = result.result
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise PolicyError("granted_tools is not a list of names", code="policy_malformed")
-        return [n for n in names if self._registry.get(n) is not None], result.revision
+        return [n for n in names if self._registry.get(n) is not None or n in BUILTIN_TOOLS], result.revision
 
     async def observe(self, obs: Observation) -> Observed:
         """Records a hosted item in the audit log; nothing is decided or run.
@@ -283,6 +304,10 @@ class Gateway:
     @property
     def registry(self) -> Registry:
         return self._registry
+
+    @property
+    def tool_definitions(self) -> ToolDefinitions | None:
+        return self._tooldefs
 
     def replace_registry(self, registry: Registry) -> None:
         """Swaps in a reloaded registry (one assignment, so a decision sees
@@ -368,7 +393,9 @@ class Gateway:
                 reservation.release()
         return decision
 
-    async def _decide(self, inp: CallInput, *, reserve: bool) -> tuple[Decision, Reservation | None]:
+    async def _decide(  # noqa: PLR0911 - one return per refusal
+        self, inp: CallInput, *, reserve: bool
+    ) -> tuple[Decision, Reservation | None]:
         decision_id = str(uuid.uuid4())
         call = inp.call
         principal = inp.principal
@@ -390,6 +417,10 @@ class Gateway:
             arguments = parse_arguments(call.item_type, call.arguments, max_depth=self._settings.max_arguments_depth)
         except MalformedJSON as exc:
             return _refusal(inp, decision_id, "invalid_argument", Reason("arguments_malformed", str(exc))), None
+        if call.tool == DEFINE_TOOL:
+            # Answered by the gateway (no sandbox): admitted by its own policy
+            # entrypoint, and no call budget is spent (max_definitions bounds it).
+            return await self._decide_definition(inp, principal, decision_id, arguments), None
 
         reservation: Reservation | None = None
         if reserve:
@@ -408,6 +439,37 @@ class Gateway:
     async def _ask_policy(
         self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any, counts: Mapping[str, int]
     ) -> Decision:
+        """A registered tool's decision, or a dynamic tool's: the name
+        resolved to the definition in scope, decided on its base's entry
+        with the definition in the input (its admission re-checked by the
+        current policy), and the audit event naming the definition."""
+        resolved: Resolved | None = None
+        if self._tooldefs is not None and self._registry.get(inp.call.tool) is None:
+            try:
+                resolved = await self._tooldefs.resolve(principal, inp.call.session_id, inp.call.tool)
+            except DefinitionError as exc:
+                refusal: Refusal = "unavailable" if exc.code in _DEFINITION_UNAVAILABLE else "permission_denied"
+                return _refusal(inp, decision_id, refusal, Reason(exc.code, str(exc)))
+        if resolved is None:
+            return await self._policy_decision(inp, principal, decision_id, arguments, counts, resolved=None)
+        audit = {**_definition_audit(resolved), "operation": "call"}
+        if len(program(resolved.definition, arguments).encode()) > MAX_PROGRAM_BYTES:
+            why = f"the tool's program with these arguments is over {MAX_PROGRAM_BYTES} bytes"
+            decision = _refusal(inp, decision_id, "invalid_argument", Reason("arguments_too_large", why))
+        else:
+            decision = await self._policy_decision(inp, principal, decision_id, arguments, counts, resolved=resolved)
+        return replace(decision, tool_definition=audit, dynamic=resolved if decision.allowed else None)
+
+    async def _policy_decision(
+        self,
+        inp: CallInput,
+        principal: Principal,
+        decision_id: str,
+        arguments: Any,
+        counts: Mapping[str, int],
+        *,
+        resolved: Resolved | None,
+    ) -> Decision:
         input_doc = build_policy_input(
             self._registry,
             inp,
@@ -416,6 +478,7 @@ class Gateway:
             arguments=arguments,
             counters=counts,
             session=self._sessions.facts(principal.id, inp.call.session_id),
+            definition=resolved.policy_doc() if resolved is not None else None,
         )
         path = self._settings.decision_path
         asked: dict[str, Any] = {"path": path, "policy_input": input_doc}
@@ -448,17 +511,20 @@ class Gateway:
         # must be exactly our registry's entry for the called tool (a policy
         # cannot invent an image, argv or env); arguments that fail the
         # tool's schema are a policy bug. We fail closed on each.
-        ours = self._registry.tool_data(inp.call.tool) if self._registry.get(inp.call.tool) is not None else None
+        # A dynamic tool is decided on its base's entry, and its arguments
+        # are checked against its own schema (already in the input).
+        name = resolved.record.base if resolved is not None else inp.call.tool
+        ours = self._registry.tool_data(name) if self._registry.get(name) is not None else None
         entry = answer.tool if answer.tool is not None else ours
         if answer.allowed:
             if entry is None:
                 return refuse("permission_denied", "policy_malformed", "policy allowed an unregistered tool", result)
-            if not self._known_entry(inp.call.tool, entry):
-                why = f"the decision's tool entry is not the registry's entry for {inp.call.tool!r}"
+            if not self._known_entry(name, entry):
+                why = f"the decision's tool entry is not the registry's entry for {name!r}"
                 return refuse("permission_denied", "policy_malformed", why, result)
             errors = (
                 input_doc["call"]["arguments_errors"]
-                if ours is not None and entry.get("parameters") == ours["parameters"]
+                if resolved is not None or (ours is not None and entry.get("parameters") == ours["parameters"])
                 else schema_errors(entry.get("parameters", {}), arguments)
             )
             if errors:
@@ -483,10 +549,118 @@ class Gateway:
     def _known_entry(self, tool: str, entry: Mapping[str, Any]) -> bool:
         return any(r.get(tool) is not None and r.tool_data(tool) == entry for r in self._known)
 
+    # -- dynamic tools ---------------------------------------------------------
+
+    async def _decide_definition(
+        self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any
+    ) -> Decision:
+        """A define_tool call: checked by the gateway (shape, name, schema,
+        sizes, collisions), then admitted or refused by the policy's
+        data.airlock.tool_definitions.decision. Nothing runs anywhere."""
+        call = inp.call
+
+        def refuse(refusal: Refusal, code: str, message: str) -> Decision:
+            return _refusal(inp, decision_id, refusal, Reason(code, message))
+
+        if call.item_type != "function_call":
+            return refuse("invalid_argument", "item_type_mismatch", f"{DEFINE_TOOL} is a function tool")
+        if self._tooldefs is None:
+            return refuse("unavailable", "tool_definitions_unavailable", "this gateway has no artifact store")
+        try:
+            definition = parse_definition(arguments, self._registry.tools)
+            prepared = await self._tooldefs.prepare(principal, call.session_id, definition)
+        except DefinitionError as exc:
+            refusal: Refusal = "unavailable" if exc.code in _DEFINITION_UNAVAILABLE else "invalid_argument"
+            return refuse(refusal, exc.code, str(exc))
+        audit = {
+            "operation": "define",
+            "id": prepared.id,
+            "name": definition.name,
+            "base": definition.base,
+            "scope": prepared.existing.scope if prepared.existing else "session",
+            "owner": principal.id,
+            "sha256": definition.sha256,
+        }
+        input_doc = {
+            "op": "define",
+            "principal": principal_doc(principal),
+            "session_id": call.session_id,
+            "definition": definition.policy_doc(),
+            "owner_definitions": prepared.owner_definitions,
+            "request": {"rpc": inp.rpc, "decision_id": decision_id, "time": now()},
+        }
+        try:
+            result = await self._policy.evaluate(DEFINITIONS_PATH, input_doc)
+            allowed, reasons = parse_admission(result.result)
+        except PolicyError as exc:
+            decision = _refusal(
+                inp,
+                decision_id,
+                "permission_denied",
+                Reason(exc.code, str(exc)),
+                path=DEFINITIONS_PATH,
+                policy_input=input_doc,
+            )
+            return replace(decision, tool_definition=audit)
+        self._metrics.policy_revision(result.revision)
+        return Decision(
+            decision_id=decision_id,
+            allowed=allowed,
+            reasons=reasons,
+            refusal="none" if allowed else "permission_denied",
+            policy_revision=result.revision,
+            principal=principal.id,
+            arguments=arguments,
+            path=DEFINITIONS_PATH,
+            policy_input=input_doc,
+            policy_result=result.result,
+            bundles=dict(result.bundles),
+            tool_definition=audit,
+        )
+
+    async def _define(self, inp: CallInput, principal: Principal, decision: Decision) -> InvokeResult:
+        """Stores an admitted definition (or finds this owner's identical
+        one) and answers with its id; the execution event records it."""
+        assert self._tooldefs is not None  # _decide_definition refuses without it
+        started = time.monotonic()
+        audit = dict(decision.tool_definition or {})
+        try:
+            definition = parse_definition(decision.arguments, self._registry.tools)
+            prepared = await self._tooldefs.prepare(principal, inp.call.session_id, definition)
+            record, created = await self._tooldefs.save(
+                principal,
+                prepared,
+                session=inp.call.session_id,
+                call_id=inp.call.call_id,
+                decision_id=decision.decision_id,
+                policy_revision=decision.policy_revision,
+            )
+        except DefinitionError as exc:
+            outcome = RunOutcome("error", -1, b"", b"", False, 0, error=f"{exc.code}: {exc}")
+        else:
+            audit.update(scope=record.scope, created=created)
+            answer = {
+                "defined": record.name,
+                "id": record.id,
+                "base": record.base,
+                "scope": record.scope,
+                "created": created,
+                "next": f"call {record.name} like any other tool from your next turn",
+            }
+            duration = round((time.monotonic() - started) * 1000)
+            outcome = RunOutcome("ok", 0, json.dumps(answer).encode(), b"", False, duration)
+        decision = replace(decision, tool_definition=audit)
+        try:
+            await self._write(_events.execution_event(inp, decision, outcome))
+        except AuditError:
+            log.exception("define_tool execution event for %s was not written", decision.decision_id)
+        return InvokeResult(decision, outcome)
+
     # -- running -------------------------------------------------------------
 
     async def _run(self, inp: CallInput, principal: Principal, decision: Decision, tool_label: str) -> InvokeResult:
         plan = self._plan(inp, decision)
+        await self._count_use(inp, decision)
         inputs: tuple[InputArtifact, ...] = ()
         try:
             inputs = await self._open_inputs(inp, decision)
@@ -531,6 +705,17 @@ class Gateway:
             # and logged for the operator.
             log.exception("execution audit event for %s was not written", decision.decision_id)
         return InvokeResult(decision, outcome)
+
+    async def _count_use(self, inp: CallInput, decision: Decision) -> None:
+        """A dynamic tool's allowed call: counted by scope (metric) and per
+        definition (the catalog's reuse counts)."""
+        if not isinstance(decision.dynamic, Resolved) or self._tooldefs is None:
+            return
+        self._metrics.dynamic_tool_calls.labels(decision.dynamic.record.scope_kind).inc()
+        try:
+            await asyncio.shield(self._tooldefs.used(decision.dynamic.record, inp.call.session_id))
+        except DefinitionError:
+            log.warning("the use of %s was not counted", decision.dynamic.record.id)
 
     async def _open_inputs(self, inp: CallInput, decision: Decision) -> tuple[InputArtifact, ...]:
         """The artifacts the call names in its tool's inputs argument, each
@@ -593,10 +778,16 @@ class Gateway:
         tool = decision.tool_entry
         assert tool is not None, "_decide never allows without a registry entry"
         args = decision.arguments if isinstance(decision.arguments, Mapping) else {}
+        name = inp.call.tool
+        if isinstance(decision.dynamic, Resolved):
+            # The base's argv, its one placeholder (the registry checks that)
+            # filled with the program: source and arguments as literals.
+            name = decision.dynamic.record.base
+            args = {tool["dynamic"]["source"]: program(decision.dynamic.definition, decision.arguments)}
         argv = tuple(PLACEHOLDER_RE.sub(lambda m: _argument_text(args.get(m.group(1))), a) for a in tool["argv"])
         return RunSpec(
             run_id=decision.decision_id,
-            tool=inp.call.tool,
+            tool=name,
             image=tool["image"],
             argv=argv,
             env=dict(tool.get("env", {})),
@@ -744,6 +935,8 @@ class Gateway:
             verdict, reason = "would_deny", decision.shadow[0].code
         profile = self._metrics.profile_label(inp.principal.profile if inp.principal else None)
         self._metrics.decisions.labels(tool_label, verdict, self._metrics.reason_label(reason), profile).inc()
+        if inp.call.tool == DEFINE_TOOL:
+            self._metrics.tool_definitions.labels(verdict, self._metrics.reason_label(reason)).inc()
         if reason in FAIL_CLOSED_REASONS:
             self._metrics.fail_closed.labels(reason).inc()
         return decision
@@ -873,6 +1066,11 @@ def _message(exc: ArtifactError) -> str:
 
 def _ref(record: StoredArtifact) -> ArtifactRef:
     return ArtifactRef(record.id, record.name, record.sha256, record.size, record.media_type)
+
+
+def _definition_audit(resolved: Resolved) -> dict[str, Any]:
+    r = resolved.record
+    return {"id": r.id, "name": r.name, "base": r.base, "scope": r.scope, "owner": r.owner, "sha256": r.sha256}
 
 
 def _argument_text(value: Any) -> str:

@@ -59,6 +59,19 @@ INPUT_REASONS = (
     "rate_limited",
     "item_type_not_hosted",
     "item_malformed",
+    # define_tool and calls to dynamic tools (airlock/gateway/tooldefs)
+    "definition_invalid",
+    "definition_name_invalid",
+    "definition_name_taken",
+    "definition_retired",
+    "schema_invalid",
+    "source_too_large",
+    "base_unknown",
+    "tool_retired",
+    "tool_definitions_unavailable",
+    "artifact_store_unavailable",
+    "tool_catalog_unavailable",
+    "definition_corrupt",
 )
 FAIL_CLOSED_REASONS = (
     "policy_unreachable",
@@ -88,5 +101,16 @@ POLICY_REASON_CODES = (
     "budget_exceeded",
     "session_call_limit",
     "inputs_too_many",
+    # data.airlock.tool_definitions
+    "admitted",
+    "tool_definitions_not_granted",
+    "tool_definitions_not_enabled",
+    "base_not_granted",
+    "base_not_dynamic",
+    "base_not_allowed",
+    "too_many_definitions",
+    "source_imports_network",
+    "source_dynamic_import",
+    "definition_malformed",
 )
 ALL_REASON_LABELS = (*INPUT_REASONS, *FAIL_CLOSED_REASONS, *POLICY_REASON_CODES, "policy_other")

@@ -117,7 +117,31 @@ def decision_event(inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
         json_format.ParseDict(without_tool_entry(decision.policy_result), event.result)
     event.reasons.extend(_reasons(decision.reasons))
     event.obligations.CopyFrom(obligations_to_proto(decision.obligations))
+    _name_definition(event, decision)
     return event
+
+
+def _name_definition(event: audit_pb2.AuditEvent, decision: Decision) -> None:
+    if decision.tool_definition:
+        event.tool_definition.CopyFrom(audit_pb2.AuditToolDefinition(**decision.tool_definition))
+
+
+def tool_definition_event(
+    event_id: str, principal: str, definition: audit_pb2.AuditToolDefinition
+) -> audit_pb2.AuditEvent:
+    """An operator's promote or retire of a dynamic tool."""
+    return audit_pb2.AuditEvent(
+        labels={"component": "gateway", "version": VERSION},
+        schema_version=SCHEMA_VERSION,
+        kind="tool_definition",
+        timestamp=now(),
+        decision_id=event_id,
+        principal=principal,
+        tool=definition.name,
+        decision="allow",
+        reasons=[call_pb2.Reason(code=definition.operation, message=f"{definition.operation} {definition.id}")],
+        tool_definition=definition,
+    )
 
 
 def minimal_decision(inp: CallInput, decision: Decision, why: str) -> audit_pb2.AuditEvent:
@@ -151,6 +175,7 @@ def execution_event(
             skipped_outputs=[wire.to_message(executor_pb2.SkippedOutput, s) for s in run.skipped_outputs],
         )
     )
+    _name_definition(event, decision)
     return event
 
 

@@ -140,14 +140,21 @@ def build_policy_input(
     arguments: Any,
     counters: Mapping[str, int],
     session: Mapping[str, Any] | None = None,
+    definition: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The policy input (policies/schema/input.schema.json). ``session``
-    is the session facts (airlock/gateway/_sessions.py SessionView.facts)."""
+    is the session facts (airlock/gateway/_sessions.py SessionView.facts).
+    ``definition`` is a dynamic tool's (``input.tool_definition``): the
+    entry is then its base's, and its own schema checks the arguments."""
     call = inp.call
-    tool = registry.get(call.tool)
-    data = registry.tool_data(call.tool) if tool is not None else None
-    errors = schema_errors(data["parameters"], arguments) if data is not None else []
+    name = definition["base"] if definition is not None else call.tool
+    tool = registry.get(name)
+    data = registry.tool_data(name) if tool is not None else None
+    schema = definition["parameters"] if definition is not None else data["parameters"] if data is not None else None
+    errors = schema_errors(schema, arguments) if schema is not None else []
+    extra = {"tool_definition": dict(definition)} if definition is not None else {}
     return {
+        **extra,
         "principal": principal_doc(principal),
         # The tool's registry entry (null when unregistered), so rules can
         # read it from the input; data.registry holds the same entries.

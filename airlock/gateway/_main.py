@@ -47,6 +47,7 @@ from airlock.gateway._server import (
 )
 from airlock.gateway._sessions import SessionService, SessionView
 from airlock.gateway.artifacts import ArtifactRuntime, build_artifacts
+from airlock.gateway.tooldefs import Catalog, ToolDefinitions
 from airlock.v1 import artifacts_pb2_grpc, audit_pb2, gateway_pb2_grpc
 
 log = logging.getLogger("airlock.gateway")
@@ -328,6 +329,13 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PL
     # The artifact store, ArtifactService's operations and the Invoke path's
     # seam (artifacts.access: ArtifactAccess), built before the core.
     artifacts = _artifacts(cfg, policy, audit, metrics)
+    # Dynamic tools keep their bodies in the artifact store and their
+    # catalog next to it: no store, no dynamic tools (define_tool refuses).
+    tooldefs = (
+        ToolDefinitions(Catalog(Path(cfg.artifacts.path) / "tool_definitions.sqlite"), artifacts.ops.store)
+        if artifacts is not None and cfg.artifacts is not None
+        else None
+    )
     view = SessionView()
     core = Gateway(
         registry=registry,
@@ -339,6 +347,7 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PL
         counters=CallCounters(cfg.budget.window_seconds),
         sessions=view,
         artifacts=artifacts.access if artifacts else None,
+        tool_definitions=tooldefs,
     )
     sessions = SessionService(executor, view, core.record, session_event)
     metrics.sessions_live.set_function(lambda: len(view.list()))
@@ -383,6 +392,8 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PL
     await policy.close()
     await executor.close()
     await _stop_artifacts(sweeper, artifacts)
+    if tooldefs is not None:
+        tooldefs.close()
     audit.close()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from airlock.gateway._errors import ALL_REASON_LABELS, FAIL_CLOSED_REASONS
+from airlock.gateway._registry import BUILTIN_TOOLS
 
 # The *_created series double every counter and histogram for no dashboard
 # use; Prometheus tracks resets itself.
@@ -59,7 +60,7 @@ LATENCY_BUCKETS = (
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry, tools: Collection[str], profiles: Collection[str] = ()) -> None:
-        self._tools = frozenset(tools)
+        self._tools = frozenset(tools) | BUILTIN_TOOLS
         self._profiles = frozenset(profiles)
         self.decisions = Counter(
             "airlock_gateway_decisions",
@@ -114,6 +115,21 @@ class GatewayMetrics:
             ["tool", "outcome"],
             registry=registry,
         )
+        self.tool_definitions = Counter(
+            "airlock_gateway_tool_definitions",
+            "define_tool decisions (dynamic tools admitted or refused), by verdict and reason code.",
+            ["verdict", "reason"],
+            registry=registry,
+        )
+        self.dynamic_tool_calls = Counter(
+            "airlock_gateway_dynamic_tool_calls",
+            "Allowed calls to dynamic tools, by the scope of the definition (session, principal, profile); "
+            "per-definition counts are in `airlock tools show ID`.",
+            ["scope"],
+            registry=registry,
+        )
+        for scope in ("session", "principal", "profile"):
+            self.dynamic_tool_calls.labels(scope)
         self.invoke_seconds = Histogram(
             "airlock_gateway_invoke_duration_seconds",
             "End-to-end Invoke time (decision plus execution).",
@@ -208,7 +224,8 @@ class GatewayMetrics:
         return code if code in ARTIFACT_REASONS else "policy_other"
 
     def set_tools(self, tools: Collection[str]) -> None:
-        self._tools = frozenset(tools)
+        # The gateway's built-in tools (define_tool) are labelled by name too.
+        self._tools = frozenset(tools) | BUILTIN_TOOLS
 
     def tool_label(self, tool: str) -> str:
         return tool if tool in self._tools else UNREGISTERED

@@ -110,6 +110,12 @@ class Decision:
     shadow: tuple[Reason, ...] = ()
     #: The registry entry the policy decided with, for building the run.
     tool_entry: Any = field(default=None, compare=False, repr=False)
+    #: A call to a dynamic tool: the definition it resolved to
+    #: (airlock.gateway.tooldefs.Resolved), for building the run.
+    dynamic: Any = field(default=None, compare=False, repr=False)
+    #: The dynamic tool the decision is about, for the audit event
+    #: (AuditToolDefinition's fields: operation, id, name, base, ...).
+    tool_definition: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.reasons:

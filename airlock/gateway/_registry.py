@@ -22,6 +22,7 @@ import referencing.exceptions
 from referencing.jsonschema import DRAFT202012
 
 from airlock.common import ConfigError, load_yaml_config, parse_duration_ms, parse_size
+from airlock.common.names import DEFINE_TOOL
 from airlock.gateway._model import ItemTypeName
 
 #: The Responses API allows these characters in a function name; sticking to
@@ -38,6 +39,9 @@ HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_inte
 #: the registry may hold at most one entry of each.
 BUILTIN_ITEM_TYPES = frozenset({"shell_call", "local_shell_call", "apply_patch_call"})
 RuntimeName = Literal["runc", "runsc"]
+#: Tools the gateway itself answers (never registered, never run in a
+#: sandbox): a registry entry or a dynamic tool of this name would shadow it.
+BUILTIN_TOOLS = frozenset({DEFINE_TOOL})
 
 
 #: YAML key -> the integer field the policy and the wire use.
@@ -137,6 +141,16 @@ class ToolArtifacts:
 
 
 @dataclass(frozen=True)
+class ToolDynamic:
+    """The tool can host dynamic tools (tools a model defines, admitted by
+    policy): their Python program runs as this tool's ``source`` argument,
+    with this tool's image, limits and sandbox."""
+
+    source: str
+    """The argument (a string argv placeholder) the generated program goes into."""
+
+
+@dataclass(frozen=True)
 class Tool:
     """One registered tool."""
 
@@ -169,6 +183,23 @@ class Tool:
     """Where it runs by default: its own container per call, or the session's."""
     artifacts: ToolArtifacts = field(default_factory=ToolArtifacts)
     """Artifacts in (/inputs) and out (/outputs)."""
+    dynamic: ToolDynamic | None = None
+    """Whether dynamic tools may run on this tool, and how (docs/dynamic-tools.md)."""
+
+    def _check_dynamic(self) -> None:
+        dyn = self.dynamic
+        if dyn is None:
+            return
+        if self.item_type != "function_call":
+            raise ValueError("dynamic: only a function_call tool can host dynamic tools")
+        if self.artifacts.inputs or self.artifacts.outputs:
+            raise ValueError("dynamic: a tool with artifacts cannot host dynamic tools")
+        required = set(self.parameters.get("required", ()))
+        placeholders = {n for a in self.argv for n in PLACEHOLDER_RE.findall(a)}
+        if dyn.source not in placeholders or dyn.source not in required:
+            raise ValueError(f"dynamic.source: {dyn.source!r} must be a required argument used in argv")
+        if placeholders != {dyn.source}:
+            raise ValueError("dynamic: argv may take no argument besides dynamic.source")
 
     def _check_egress(self) -> None:
         for key in ("egress_allowlist", "egress_allow_cidrs"):
@@ -209,8 +240,9 @@ class Tool:
             jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise ValueError(f"parameters is not a valid JSON Schema: {exc.message}") from exc
-        _check_refs(schema)
+        check_local_refs(schema)
         self._check_artifacts(schema)
+        self._check_dynamic()
         required = set(self.parameters.get("required", ()))
         for element in self.argv:
             for name in PLACEHOLDER_RE.findall(element):
@@ -261,6 +293,7 @@ class Registry:
             "limits": tool.limits.as_policy_limits(),
             "sandbox": tool.sandbox.as_policy_data(),
             "artifacts": tool.artifacts.as_policy_data(),
+            **({"dynamic": {"source": tool.dynamic.source}} if tool.dynamic is not None else {}),
         }
 
     def as_policy_data(self) -> dict[str, Any]:
@@ -274,6 +307,8 @@ def load_registry(path: Path) -> Registry:
     for name in parsed.tools:
         if not TOOL_NAME_RE.match(name):
             raise ConfigError(str(path), f"tools.{name}", "tool names must match [A-Za-z0-9_-]{1,64}")
+        if name in BUILTIN_TOOLS:
+            raise ConfigError(str(path), f"tools.{name}", "is a built-in tool of the gateway; choose another name")
     seen: dict[str, str] = {}
     for name, tool in parsed.tools.items():
         if tool.item_type in BUILTIN_ITEM_TYPES:
@@ -287,7 +322,7 @@ def load_registry(path: Path) -> Registry:
     return Registry(tools=parsed.tools, source=str(path))
 
 
-def _check_refs(schema: Any) -> None:
+def check_local_refs(schema: Any) -> None:
     """Every $ref must point inside the schema itself and resolve.
 
     A well-formed schema can still point at nothing, which would otherwise

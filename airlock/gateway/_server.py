@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +32,9 @@ from airlock.gateway._sessions import SessionService
 from airlock.gateway.artifacts import Answer, ArtifactDecision, ArtifactError, ArtifactOp, ArtifactOps
 from airlock.gateway.artifacts._events import ref_to_proto
 from airlock.gateway.artifacts._model import MAX_LISTED, check_header
+from airlock.gateway.tooldefs import DEFINE_TOOL, DefinitionError, DefinitionRecord, ToolDefinitions, rfc3339
+from airlock.gateway.tooldefs import DESCRIPTION as DEFINE_DESCRIPTION
+from airlock.gateway.tooldefs import PARAMETERS as DEFINE_PARAMETERS
 from airlock.v1 import artifacts_pb2, artifacts_pb2_grpc, call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 _SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -212,7 +215,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     async def ListTools(  # noqa: N802 - gRPC method name
-        self, _request: gateway_pb2.ListToolsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: gateway_pb2.ListToolsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.ListToolsResponse:
         principal, err = _AUTHN.get((None, "not authenticated"))
         if principal is None:
@@ -226,6 +229,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         registry = self._gw.registry
         tools = []
         for name in names:
+            if name == DEFINE_TOOL:
+                tools.append(
+                    gateway_pb2.ToolInfo(
+                        name=DEFINE_TOOL,
+                        description=DEFINE_DESCRIPTION,
+                        parameters_json_schema=_json(DEFINE_PARAMETERS),
+                        item_type=wire.ITEM_TYPE_NUMBERS["function_call"],
+                    )
+                )
+                continue
             data = registry.tool_data(name)
             tools.append(
                 gateway_pb2.ToolInfo(
@@ -235,6 +248,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     item_type=wire.ITEM_TYPE_NUMBERS[data["item_type"]],
                 )
             )
+        tools.extend(await self._dynamic_tools(context, principal, request.session_id[:MAX_ID_CHARS], set(names)))
         return gateway_pb2.ListToolsResponse(principal=principal.id, tools=tools, policy_revision=revision)
 
     async def Observe(  # noqa: N802 - gRPC method name
@@ -294,6 +308,98 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise  # unreachable: abort raises
         return gateway_pb2.EndSessionResponse(ended=[wire.session_to_proto(s) for s in ended])
 
+    async def _dynamic_tools(
+        self, context: grpc.aio.ServicerContext[Any, Any], principal: Principal, session: str, granted: set[str]
+    ) -> list[gateway_pb2.ToolInfo]:
+        """The dynamic tools in scope whose base the principal is granted
+        (a call to any other would be denied)."""
+        defs = self._gw.tool_definitions
+        if defs is None:
+            return []
+        try:
+            found = await defs.visible(principal, session)
+        except DefinitionError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc.code}: {exc}")
+            raise  # unreachable: abort raises
+        return [
+            gateway_pb2.ToolInfo(
+                name=r.record.name,
+                description=r.definition.description,
+                parameters_json_schema=_json(r.definition.parameters),
+                item_type=wire.ITEM_TYPE_NUMBERS["function_call"],
+                definition_id=r.record.id,
+                scope=r.record.scope,
+            )
+            for r in found
+            if r.record.base in granted
+        ]
+
+    async def ListToolDefinitions(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListToolDefinitionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.ListToolDefinitionsResponse:
+        principal = await self._principal(context)
+        defs = await self._definitions(context)
+        session = request.session_id[:MAX_ID_CHARS]
+        found = await self._definition_op(
+            context, principal, lambda: defs.listed(principal, everyone=request.all, session=session)
+        )
+        return gateway_pb2.ListToolDefinitionsResponse(definitions=[_definition_info(r) for r in found])
+
+    async def GetToolDefinition(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.GetToolDefinitionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.GetToolDefinitionResponse:
+        principal = await self._principal(context)
+        defs = await self._definitions(context)
+        found = await self._definition_op(context, principal, lambda: defs.shown(principal, request.id[:64]))
+        info = _definition_info(found.record)
+        info.source = found.definition.source
+        info.parameters_json_schema = _json(found.definition.parameters)
+        return gateway_pb2.GetToolDefinitionResponse(definition=info)
+
+    async def PromoteToolDefinition(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.PromoteToolDefinitionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.PromoteToolDefinitionResponse:
+        principal = await self._principal(context)
+        defs = await self._definitions(context)
+        done = await self._definition_op(
+            context, principal, lambda: defs.promote(principal, request.id[:64], request.to[:80], self._gw.record)
+        )
+        return gateway_pb2.PromoteToolDefinitionResponse(definition=_definition_info(done))
+
+    async def RetireToolDefinition(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.RetireToolDefinitionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.RetireToolDefinitionResponse:
+        principal = await self._principal(context)
+        defs = await self._definitions(context)
+        done = await self._definition_op(
+            context, principal, lambda: defs.retire(principal, request.id[:64], self._gw.record)
+        )
+        return gateway_pb2.RetireToolDefinitionResponse(definition=_definition_info(done))
+
+    async def _definitions(self, context: grpc.aio.ServicerContext[Any, Any]) -> ToolDefinitions:
+        defs = self._gw.tool_definitions
+        if defs is None:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "tool_definitions_unavailable: this gateway has no artifact store"
+            )
+        assert defs is not None
+        return defs
+
+    async def _definition_op(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        principal: Principal,
+        op: Callable[[], Awaitable[_T]],
+    ) -> _T:
+        """One tool-definition operation under the principal's rate and
+        in-flight cap; its refusal as a status with the reason code."""
+        try:
+            with self._gw.admitted(principal):
+                return await op()
+        except GatewayError as exc:
+            await context.abort(_DEFINITION_STATUS.get(exc.code, grpc.StatusCode.UNAVAILABLE), f"{exc.code}: {exc}")
+            raise  # unreachable: abort raises
+
     @staticmethod
     async def _principal(context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         principal, err = _AUTHN.get((None, "not authenticated"))
@@ -317,6 +423,36 @@ _ERROR_STATUS = {
 }
 #: The longest session or sandbox id EndSession takes (as ToolCall.session_id).
 MAX_ID_CHARS = 256
+#: Tool-definition operations' errors -> gRPC status.
+_DEFINITION_STATUS = {
+    **_ERROR_STATUS,
+    "definition_not_found": grpc.StatusCode.NOT_FOUND,
+    "scope_invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "definition_retired": grpc.StatusCode.FAILED_PRECONDITION,
+}
+_T = TypeVar("_T")
+
+
+def _definition_info(r: DefinitionRecord) -> gateway_pb2.ToolDefinitionInfo:
+    return gateway_pb2.ToolDefinitionInfo(
+        id=r.id,
+        name=r.name,
+        description=r.description,
+        base=r.base,
+        scope=r.scope,
+        owner=r.owner,
+        sha256=r.sha256,
+        network=r.network,
+        created_at=rfc3339(r.created_at),
+        session_id=r.session_id,
+        call_id=r.call_id,
+        policy_revision=r.policy_revision,
+        retired=r.retired,
+        calls=r.calls,
+        sessions=r.sessions,
+        decision_id=r.decision_id,
+        artifact_id=r.artifact_id,
+    )
 
 
 def _json(value: Any) -> str:

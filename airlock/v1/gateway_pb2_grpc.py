@@ -66,6 +66,26 @@ class GatewayServiceStub:
                 request_serializer=airlock_dot_v1_dot_gateway__pb2.EndSessionRequest.SerializeToString,
                 response_deserializer=airlock_dot_v1_dot_gateway__pb2.EndSessionResponse.FromString,
                 _registered_method=True)
+        self.ListToolDefinitions = channel.unary_unary(
+                '/airlock.v1.GatewayService/ListToolDefinitions',
+                request_serializer=airlock_dot_v1_dot_gateway__pb2.ListToolDefinitionsRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_gateway__pb2.ListToolDefinitionsResponse.FromString,
+                _registered_method=True)
+        self.GetToolDefinition = channel.unary_unary(
+                '/airlock.v1.GatewayService/GetToolDefinition',
+                request_serializer=airlock_dot_v1_dot_gateway__pb2.GetToolDefinitionRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_gateway__pb2.GetToolDefinitionResponse.FromString,
+                _registered_method=True)
+        self.PromoteToolDefinition = channel.unary_unary(
+                '/airlock.v1.GatewayService/PromoteToolDefinition',
+                request_serializer=airlock_dot_v1_dot_gateway__pb2.PromoteToolDefinitionRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_gateway__pb2.PromoteToolDefinitionResponse.FromString,
+                _registered_method=True)
+        self.RetireToolDefinition = channel.unary_unary(
+                '/airlock.v1.GatewayService/RetireToolDefinition',
+                request_serializer=airlock_dot_v1_dot_gateway__pb2.RetireToolDefinitionRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_gateway__pb2.RetireToolDefinitionResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -127,6 +147,39 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListToolDefinitions(self, request, context):
+        """ListToolDefinitions lists dynamic tools (defined by a model through the
+        built-in define_tool, admitted by policy): the ones the caller owns or
+        may call, or with all (operators only) everyone's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetToolDefinition(self, request, context):
+        """GetToolDefinition returns one dynamic tool with its source: one the
+        caller owns or may call, or (operators) any.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteToolDefinition(self, request, context):
+        """PromoteToolDefinition widens a dynamic tool's scope to its owner's later
+        sessions or to a whole profile. Operators only; audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireToolDefinition(self, request, context):
+        """RetireToolDefinition retires a dynamic tool: it is listed no more and
+        calls to it are refused (tool_retired). Operators only; audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +212,26 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.EndSession,
                     request_deserializer=airlock_dot_v1_dot_gateway__pb2.EndSessionRequest.FromString,
                     response_serializer=airlock_dot_v1_dot_gateway__pb2.EndSessionResponse.SerializeToString,
+            ),
+            'ListToolDefinitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListToolDefinitions,
+                    request_deserializer=airlock_dot_v1_dot_gateway__pb2.ListToolDefinitionsRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_gateway__pb2.ListToolDefinitionsResponse.SerializeToString,
+            ),
+            'GetToolDefinition': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetToolDefinition,
+                    request_deserializer=airlock_dot_v1_dot_gateway__pb2.GetToolDefinitionRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_gateway__pb2.GetToolDefinitionResponse.SerializeToString,
+            ),
+            'PromoteToolDefinition': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteToolDefinition,
+                    request_deserializer=airlock_dot_v1_dot_gateway__pb2.PromoteToolDefinitionRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_gateway__pb2.PromoteToolDefinitionResponse.SerializeToString,
+            ),
+            'RetireToolDefinition': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireToolDefinition,
+                    request_deserializer=airlock_dot_v1_dot_gateway__pb2.RetireToolDefinitionRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_gateway__pb2.RetireToolDefinitionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,6 +398,114 @@ class GatewayService:
             '/airlock.v1.GatewayService/EndSession',
             airlock_dot_v1_dot_gateway__pb2.EndSessionRequest.SerializeToString,
             airlock_dot_v1_dot_gateway__pb2.EndSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListToolDefinitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.GatewayService/ListToolDefinitions',
+            airlock_dot_v1_dot_gateway__pb2.ListToolDefinitionsRequest.SerializeToString,
+            airlock_dot_v1_dot_gateway__pb2.ListToolDefinitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetToolDefinition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.GatewayService/GetToolDefinition',
+            airlock_dot_v1_dot_gateway__pb2.GetToolDefinitionRequest.SerializeToString,
+            airlock_dot_v1_dot_gateway__pb2.GetToolDefinitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteToolDefinition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.GatewayService/PromoteToolDefinition',
+            airlock_dot_v1_dot_gateway__pb2.PromoteToolDefinitionRequest.SerializeToString,
+            airlock_dot_v1_dot_gateway__pb2.PromoteToolDefinitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireToolDefinition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.GatewayService/RetireToolDefinition',
+            airlock_dot_v1_dot_gateway__pb2.RetireToolDefinitionRequest.SerializeToString,
+            airlock_dot_v1_dot_gateway__pb2.RetireToolDefinitionResponse.FromString,
             options,
             channel_credentials,
             insecure,

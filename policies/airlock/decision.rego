@@ -4,7 +4,8 @@
 #
 # This package owns the core checks (grant, profile, item type, schema errors,
 # network) and combines them with the deny reasons of airlock.arguments,
-# airlock.egress, airlock.budget and airlock.sandbox. Each reason names the
+# airlock.egress, airlock.budget, airlock.sandbox and, for a call of a dynamic
+# tool (input.tool_definition), airlock.tool_definitions' admission checks. Each reason names the
 # package that made it, so it can be rolled out in shadow mode
 # (data.airlock.config.shadow).
 package airlock
@@ -15,6 +16,7 @@ import data.airlock.egress
 import data.airlock.limits
 import data.airlock.network
 import data.airlock.sandbox
+import data.airlock.tool_definitions
 import data.airlock.tools
 
 default allow := false
@@ -47,9 +49,11 @@ decision := {
 
 # METADATA
 # title: Tools granted to the principal
-# description: Sorted names of the registered tools the calling principal may use.
+# description: >-
+#   Sorted names of the registered tools the calling principal may use, and of
+#   the granted built-ins (define_tool). Dynamic tools are the gateway's to list.
 # entrypoint: true
-granted_tools := sort(tools.available)
+granted_tools := sort(tools.listed)
 
 reasons := [{"code": "allowed", "message": msg}] if {
 	allow
@@ -86,8 +90,9 @@ shadowed contains reason if {
 
 # Report-only mode is for rolling out new rules, never for running a tool the
 # principal was not granted (or with no profile, hence no caps): these codes
-# are enforced whatever the shadow config says.
-unshadowable := {"tool_not_granted", "unknown_profile"}
+# are enforced whatever the shadow config says. base_not_granted is the same
+# rule for a dynamic tool: it never runs on a base the principal lacks.
+unshadowable := {"tool_not_granted", "unknown_profile", "base_not_granted"}
 
 default shadow_config := {}
 
@@ -115,6 +120,13 @@ deny contains reason if some reason in budget.deny
 deny contains reason if some reason in sandbox.deny
 
 deny contains reason if some reason in limits.deny
+
+# A dynamic tool's admission, re-checked on every call under the current
+# policy (only the checks that concern the definition, not who may define).
+deny contains reason if {
+	tools.dynamic
+	some reason in tool_definitions.deny
+}
 
 # One message whether the tool is unregistered or merely ungranted, so callers
 # cannot probe the registry for tools they are not allowed to see.

@@ -73,6 +73,7 @@ def web_search(item_id: str) -> dict[str, Any]:
 
 EXPECTED_TOOLS = [
     # ListTools order (sorted names) for functions and custom tools, then the built-ins, then hosted.
+    ("function", "define_tool"),
     ("function", "python"),
     ("function", "python_files"),
     ("custom", "python_script"),

@@ -62,6 +62,7 @@ def assert_declares_only_granted_tools(tools: list[dict[str, Any]]) -> None:
     their registry schemas (no workspace here, so no apply_patch; the other
     kinds are checked in test_agent_items_live.py)."""
     assert [(t["type"], t.get("name")) for t in tools] == [
+        ("function", "define_tool"),
         ("function", "python"),
         ("function", "python_files"),
         ("custom", "python_script"),
@@ -226,7 +227,7 @@ class RecordingGateway:
         self.invoked: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
 
-    def list_tools(self) -> Any:
+    def list_tools(self, session_id: str = "") -> Any:
         return self.inner.list_tools()
 
     def invoke(

@@ -246,6 +246,7 @@ def test_list_tools_follows_the_principals_grants(
     assert default.principal == "dev-agent"
     assert [(t.name, t.item_type) for t in default.tools] == [
         ("apply_patch", call_pb2.ITEM_TYPE_APPLY_PATCH_CALL),
+        ("define_tool", call_pb2.ITEM_TYPE_FUNCTION_CALL),  # the gateway's built-in (docs/dynamic-tools.md)
         ("python", call_pb2.ITEM_TYPE_FUNCTION_CALL),
         ("python_files", call_pb2.ITEM_TYPE_FUNCTION_CALL),
         ("python_script", call_pb2.ITEM_TYPE_CUSTOM_TOOL_CALL),
@@ -253,7 +254,7 @@ def test_list_tools_follows_the_principals_grants(
         ("shell_builtin", call_pb2.ITEM_TYPE_SHELL_CALL),
         ("web_search", call_pb2.ITEM_TYPE_WEB_SEARCH_CALL),
     ]
-    schema = json.loads(default.tools[1].parameters_json_schema)
+    schema = json.loads(default.tools[2].parameters_json_schema)
     assert schema["required"] == ["code"]
     untrusted = gateway_stub.ListTools(gateway_pb2.ListToolsRequest(), metadata=auth(stack.untrusted_token), timeout=10)
     assert [t.name for t in untrusted.tools] == ["python"]
@@ -273,7 +274,18 @@ def test_grpc_health_and_reflection(stack: Stack) -> None:
         # A client with no local protos can rebuild the service from the server.
         service = descriptor_pool.DescriptorPool(db).FindServiceByName("airlock.v1.GatewayService")
         methods = sorted(m.name for m in service.methods)
-        assert methods == ["Decide", "EndSession", "Invoke", "ListSessions", "ListTools", "Observe"]
+        assert methods == [
+            "Decide",
+            "EndSession",
+            "GetToolDefinition",
+            "Invoke",
+            "ListSessions",
+            "ListToolDefinitions",
+            "ListTools",
+            "Observe",
+            "PromoteToolDefinition",
+            "RetireToolDefinition",
+        ]
 
 
 def test_a_generic_grpc_client_can_invoke_with_only_the_protos(stack: Stack) -> None:

@@ -136,3 +136,47 @@ def test_a_change_that_does_not_build_is_not_published(live: tuple[Stack, Path, 
         assert after.policy_revision == before.policy_revision
     finally:
         broken.unlink()
+
+
+def test_a_dynamic_tool_is_rechecked_by_the_current_policy(live: tuple[Stack, Path, Path]) -> None:
+    """Admitted under one revision, refused under the next: a definition an
+    older policy admitted does not run once the current one refuses it."""
+    stack, policies, _ = live
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    definition = {
+        "name": "double_it",
+        "description": "Print twice n.",
+        "parameters": json.dumps(schema),
+        "source": "print(ARGS['n'] * 2)\n",
+        "base": "python",
+        "network": False,
+    }
+
+    def call(tool: str, arguments: dict[str, object]) -> call_pb2.Decision:
+        c = tool_call(tool, json.dumps(arguments))
+        c.session_id = "recheck"
+        with grpc.insecure_channel(stack.gateway) as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            return stub.Decide(gateway_pb2.DecideRequest(call=c), metadata=auth(stack.token), timeout=10).decision
+
+    with grpc.insecure_channel(stack.gateway) as channel:
+        c = tool_call("define_tool", json.dumps(definition))
+        c.session_id = "recheck"
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        defined = stub.Invoke(gateway_pb2.InvokeRequest(call=c), metadata=auth(stack.token), timeout=30)
+    assert json.loads(defined.stdout)["defined"] == "double_it"
+    before = call("double_it", {"n": 21})
+    assert before.verdict == call_pb2.VERDICT_ALLOW
+
+    grants = policies / "airlock" / "grants" / "data.yaml"
+    doc = yaml.safe_load(grants.read_text())
+    doc["profiles"]["default"]["tool_definitions"]["bases"] = []
+    grants.write_text(yaml.safe_dump(doc))
+    deadline = time.monotonic() + 30
+    after = before
+    while time.monotonic() < deadline and after.verdict == call_pb2.VERDICT_ALLOW:
+        time.sleep(0.1)
+        after = call("double_it", {"n": 21})
+    assert after.verdict == call_pb2.VERDICT_DENY, "the policy change never took effect"
+    assert after.policy_revision != before.policy_revision
+    assert [r.code for r in after.reasons] == ["base_not_allowed"]

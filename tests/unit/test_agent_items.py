@@ -42,7 +42,7 @@ class ScriptedGateway:
         self.observed: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def list_tools(self) -> gateway_pb2.ListToolsResponse:
+    def list_tools(self, session_id: str = "") -> gateway_pb2.ListToolsResponse:
         def info(name: str, item_type: int) -> gateway_pb2.ToolInfo:
             return gateway_pb2.ToolInfo(name=name, description=name, item_type=item_type)
 

@@ -59,7 +59,7 @@ class FakeGateway:
         self.ended: list[str] = []
         self.end_fails = False
 
-    def list_tools(self) -> gateway_pb2.ListToolsResponse:
+    def list_tools(self, session_id: str = "") -> gateway_pb2.ListToolsResponse:
         return gateway_pb2.ListToolsResponse(
             tools=[
                 gateway_pb2.ToolInfo(

@@ -100,7 +100,10 @@ def test_shipped_registry_as_policy_data(shipped_registry_path: Path) -> None:
         "limits",
         "sandbox",
         "artifacts",
+        "dynamic",
     }
+    assert python["dynamic"] == {"source": "code"}
+    assert "dynamic" not in data["tools"]["shell"]
     assert python["artifacts"] == {"inputs": "", "outputs": False}
     assert data["tools"]["python_files"]["artifacts"] == {"inputs": "inputs", "outputs": True}
     assert python["sandbox"] == {"mode": "session", "idle_ttl_ms": 600_000, "max_lifetime_ms": 3_600_000}
@@ -374,3 +377,43 @@ def test_one_entry_per_builtin_item_type(tmp_path: Path) -> None:
         load_registry(path)
     assert info.value.key == "tools.sh_b.item_type"
     assert "at most one shell_call tool (already 'sh_a')" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"argv": ["python3", "-c", "{code}"], "dynamic": {"source": "src"}}, "must be a required argument"),
+        (
+            {"argv": ["python3", "-c", "{code}", "{other}"], "dynamic": {"source": "code"}, "two": True},
+            "no argument besides",
+        ),
+        ({"argv": ["python3", "-c", "{code}"], "dynamic": {"source": "code"}, "outputs": True}, "with artifacts"),
+    ],
+)
+def test_a_dynamic_base_is_checked(tmp_path: Path, entry: dict[str, Any], message: str) -> None:
+    props: dict[str, Any] = {"code": {"type": "string"}}
+    required = ["code"]
+    if entry.pop("two", False):
+        props["other"] = {"type": "string"}
+        required.append("other")
+    tool: dict[str, Any] = {
+        "description": "d",
+        "image": "img",
+        "argv": entry["argv"],
+        "parameters": {"type": "object", "properties": props, "required": required},
+        "dynamic": entry["dynamic"],
+    }
+    if entry.get("outputs"):
+        tool["artifacts"] = {"outputs": True}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "tools": {"t": tool}}))
+    with pytest.raises(ConfigError, match=message):
+        load_registry(path)
+
+
+def test_a_registered_tool_cannot_shadow_a_built_in(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    tool = {"description": "d", "image": "i", "argv": ["true"]}
+    path.write_text(yaml.safe_dump({"version": 1, "tools": {"define_tool": tool}}))
+    with pytest.raises(ConfigError, match="built-in"):
+        load_registry(path)

@@ -65,6 +65,10 @@ class StoreBusyError(ArtifactError):
     code = "artifact_store_busy"
 
 
+#: Store namespaces of the gateway's own (airlock:tools:<owner>, dynamic
+#: tools' definitions): no agent id starts with it (gateway config).
+RESERVED_PREFIX = "airlock:"
+
 log = logging.getLogger("airlock.gateway.artifacts")
 
 Operation = Literal["put", "get", "stat", "list", "delete", "input", "output"]
@@ -639,6 +643,9 @@ class ArtifactOps:
         if retention_seconds is not None:
             cutoff = (time.time() if now is None else now) - retention_seconds
             for record in await self._in_thread(self.store.older_than, cutoff):
+                if record.principal.startswith(RESERVED_PREFIX):
+                    # Dynamic tools' definitions: kept while the catalog names them.
+                    continue
                 try:
                     await self._in_thread(self.store.delete, record.principal, record.id)
                 except ArtifactError as exc:

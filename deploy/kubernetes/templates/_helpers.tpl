@@ -104,6 +104,7 @@ default allow := false
 gateway_queries := {
 	["v1", "data", "airlock", "decision"],
 	["v1", "data", "airlock", "artifacts", "decision"],
+	["v1", "data", "airlock", "tool_definitions", "decision"],
 	["v1", "data", "airlock", "granted_tools"],
 	["v1", "data", "airlock", "config", "shadow"],
 }

@@ -15,6 +15,14 @@ import data.airlock.tools
 # Every deny below needs tools.entry (through shell_rule or path_arguments), so
 # an ungranted tool yields nothing here and stays indistinguishable from an
 # unknown one.
+#
+# Rules are keyed by tools.registry_name and read tools.arguments: for a call of
+# a dynamic tool that is its base, with the definition's source as the base's
+# dynamic.source argument, i.e. exactly what the base runs. So a shell-like
+# base would still have its deny patterns matched against the generated
+# program, while the dynamic tool's own arguments ({"path": ...} for a CSV
+# summarizer) are never misread as the base's (python's `code`); they are only
+# data for the program, checked against the definition's schema in the gateway.
 
 deny contains reason(
 	"argument_denied",
@@ -79,7 +87,7 @@ deny contains reason(
 	sprintf("argument %q of tool %q must be a path string", [name, tools.name]),
 ) if {
 	some name in path_arguments
-	path := object.get(input, ["call", "arguments", name], null)
+	path := object.get(tools.arguments, name, null)
 	path != null
 	not is_string(path)
 }
@@ -147,19 +155,19 @@ shell_defaults := {"argument": "command", "programs": [], "argv": false}
 # The granted tool's shell settings with the defaults filled in; undefined
 # when the tool has no shell rules. A tool listed with no settings at all
 # (`shell:` alone is null in YAML) gets the defaults rather than no checks.
-shell_rule := object.union(shell_defaults, shell_tools[tools.name]) if {
+shell_rule := object.union(shell_defaults, shell_tools[tools.registry_name]) if {
 	tools.entry
-	is_object(shell_tools[tools.name])
+	is_object(shell_tools[tools.registry_name])
 } else := shell_defaults if {
 	tools.entry
-	tools.name in object.keys(shell_tools)
+	tools.registry_name in object.keys(shell_tools)
 }
 
 shell_argument := shell_rule.argument
 
 # The command, when the granted tool has shell rules and the argument is present.
 # A missing argument is left to the JSON-Schema check (arguments_invalid).
-command := object.get(input, ["call", "arguments", shell_argument], null)
+command := object.get(tools.arguments, shell_argument, null)
 
 # `argv: true`: the argument is an argv list run without a shell (the legacy
 # local_shell action's `command`), not a command line.
@@ -256,13 +264,13 @@ workdir := normalize(workdir_setting)
 
 path_arguments contains name if {
 	tools.entry
-	some name in object.get(file_tools, tools.name, [])
+	some name in object.get(file_tools, tools.registry_name, [])
 }
 
 # Argument name -> path, for the path arguments that are strings.
 string_paths[name] := path if {
 	some name in path_arguments
-	path := input.call.arguments[name]
+	path := tools.arguments[name]
 	is_string(path)
 }
 

@@ -119,8 +119,8 @@ entry_kind(host) := "name" if {
 
 deny contains reason(sprintf("argument %q of tool %q %s", [name, tools.name, problem])) if {
 	tools.entry
-	some name in data.airlock.egress.url_arguments[tools.name]
-	value := object.get(input, ["call", "arguments", name], null)
+	some name in data.airlock.egress.url_arguments[tools.registry_name]
+	value := object.get(tools.arguments, name, null)
 	value != null
 	problem := url_problem(value)
 }

@@ -33,7 +33,7 @@ tool_declares("inputs") if tools.entry.artifacts.inputs != ""
 
 # The artifact ids the call names in the tool's inputs argument (the schema
 # check makes it an array; anything else names none here and fails there).
-named_inputs := input.call.arguments[tools.entry.artifacts.inputs] if tool_declares("inputs")
+named_inputs := tools.arguments[tools.entry.artifacts.inputs] if tool_declares("inputs")
 
 deny contains {"code": "inputs_too_many", "message": msg, "package": "airlock.limits"} if {
 	is_array(named_inputs)

@@ -8,7 +8,22 @@ import data.airlock.tools
 # Only an explicit `true` grants network; a missing or non-boolean flag does not.
 permitted if tools.profile.network == true
 
-needed if tools.entry.allowed_network == true
+# Whether a registry entry's tool may have egress at all; airlock.tool_definitions
+# asks the same of a dynamic tool's base.
+needs_network(entry) if entry.allowed_network == true
+
+needed if {
+	not tools.dynamic
+	needs_network(tools.entry)
+}
+
+# A dynamic tool gets its base's egress only if its definition asks for
+# network: code that was admitted without network never runs with it.
+needed if {
+	tools.dynamic
+	needs_network(tools.entry)
+	tools.definition.network == true
+}
 
 default obligation := {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}
 

@@ -85,3 +85,25 @@ test_needed_and_permitted if {
 		with data.airlock.grants as grants
 		with data.registry.tools as registry
 }
+
+# A dynamic tool on a base with egress gets it only when its definition asks.
+test_dynamic_tool_network if {
+	cases := [
+		{"profile": "open", "network": true, "want": {
+			"mode": "egress", "egress_allowlist": ["api.example.com:443"],
+			"egress_allow_cidrs": [],
+		}},
+		{"profile": "open", "network": false, "want": none},
+		{"profile": "open", "network": "true", "want": none},
+		{"profile": "closed", "network": true, "want": none},
+	]
+	every c in cases {
+		network.obligation == c.want with input as {
+			"principal": {"id": "agent", "profile": c.profile},
+			"call": {"tool": "summarize"},
+			"tool_definition": {"name": "summarize", "base": "fetch", "network": c.network},
+		}
+			with data.airlock.grants as grants
+			with data.registry.tools as registry
+	}
+}
