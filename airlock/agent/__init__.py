@@ -11,7 +11,7 @@ streamed (``run(..., stream=True)``)."""
 
 from __future__ import annotations
 
-from airlock.agent._errors import AgentError, LoopLimitError, StreamError, UnsupportedItemError
+from airlock.agent._errors import AgentError, ComputerUseError, LoopLimitError, StreamError, UnsupportedItemError
 from airlock.agent._items import (
     CallRecord,
     ItemContext,
@@ -65,6 +65,7 @@ __all__ = [
     "AgentError",
     "AgentResult",
     "CallRecord",
+    "ComputerUseError",
     "Declaration",
     "GatewayClient",
     "GatewayUnavailable",

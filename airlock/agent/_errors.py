@@ -33,3 +33,10 @@ class StreamError(AgentError):
     (e.g. the completed response's calls differ from the items streamed)."""
 
     code = "stream_error"
+
+
+class ComputerUseError(AgentError):
+    """A computer_call cannot go on: its pending safety checks were not
+    acknowledged by the policy, or no screenshot could be taken."""
+
+    code = "computer_use"

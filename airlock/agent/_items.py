@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from openai.types.responses import (
     ResponseApplyPatchToolCall,
+    ResponseComputerToolCall,
     ResponseCustomToolCall,
     ResponseFunctionShellToolCall,
     ResponseFunctionToolCall,
 )
 from openai.types.responses.response_output_item import LocalShellCall
 
+from airlock.agent._errors import ComputerUseError
 from airlock.agent._workspace import MAX_ORIGINAL_BYTES, PathRefusal, Workspace
 from airlock.common.client import ToolGateway, ToolResult
 
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     )
     from openai.types.responses.response_input_param import (
         ApplyPatchCallOutput,
+        ComputerCallOutput,
         FunctionCallOutput,
         LocalShellCallOutput,
         ShellCallOutput,
@@ -64,6 +67,7 @@ ClientCall = (
     | ResponseFunctionShellToolCall
     | LocalShellCall
     | ResponseApplyPatchToolCall
+    | ResponseComputerToolCall
 )
 #: Hosted item type -> the hosted tool it belongs to (the audit event's tool).
 _HOSTED = {
@@ -75,7 +79,9 @@ _HOSTED = {
 }
 #: Client-executed items we do not run: nothing declares them, so seeing one
 #: means something is wrong, and the loop stops rather than leave it unanswered.
-UNSUPPORTED_CALL_ITEMS = frozenset({"computer_call"})
+UNSUPPORTED_CALL_ITEMS: frozenset[str] = frozenset()
+#: What a refused computer call's follow-up screenshot asks for.
+_SCREENSHOT_ONLY = json.dumps({"actions": [{"type": "screenshot"}]})
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,9 @@ class CallRecord:
     """One per gateway call (one per command for shell_call)."""
     output_item: ResponseInputItemParam | None = None
     """The output item sent back to the model."""
+    notes: tuple[ResponseInputItemParam, ...] = ()
+    """Items sent after the output item (a refused computer call's refusal,
+    which its screenshot output cannot carry)."""
 
 
 def is_client_call(item: ResponseOutputItem) -> bool:
@@ -108,7 +117,14 @@ def is_client_call(item: ResponseOutputItem) -> bool:
     if isinstance(item, ResponseFunctionShellToolCall):
         return item.environment is None or item.environment.type == "local"
     return isinstance(
-        item, (ResponseFunctionToolCall, ResponseCustomToolCall, LocalShellCall, ResponseApplyPatchToolCall)
+        item,
+        (
+            ResponseFunctionToolCall,
+            ResponseCustomToolCall,
+            LocalShellCall,
+            ResponseApplyPatchToolCall,
+            ResponseComputerToolCall,
+        ),
     )
 
 
@@ -135,6 +151,8 @@ def call_key(item: ClientCall) -> tuple[str, str, str]:
         payload = [item.name, item.input]
     elif isinstance(item, ResponseApplyPatchToolCall):
         payload = item.operation.model_dump(mode="json")
+    elif isinstance(item, ResponseComputerToolCall):
+        payload = computer_arguments(item)
     else:
         payload = item.action.model_dump(mode="json")
     return (item.type, item.call_id, json.dumps(payload, sort_keys=True))
@@ -227,7 +245,70 @@ def execute_item(ctx: ItemContext, item: ClientCall) -> CallRecord:
         return _shell(ctx, item)
     if isinstance(item, LocalShellCall):
         return _local_shell(ctx, item)
+    if isinstance(item, ResponseComputerToolCall):
+        return _computer(ctx, item)
     return _apply_patch(ctx, item)
+
+
+def computer_arguments(item: ResponseComputerToolCall) -> dict[str, Any]:
+    """What the gateway decides for a computer_call: its action(s) as one
+    batch (``computer_use_preview`` sends one ``action``, ``computer`` a list
+    of ``actions``) and its pending safety checks."""
+    actions = [item.action] if item.action is not None else list(item.actions or [])
+    doc: dict[str, Any] = {"actions": [a.model_dump(mode="json", exclude_none=True) for a in actions]}
+    if item.pending_safety_checks:
+        doc["pending_safety_checks"] = [
+            c.model_dump(mode="json", exclude_none=True) for c in item.pending_safety_checks
+        ]
+    return doc
+
+
+def _screenshot_url(result: ToolResult) -> str | None:
+    """The run's screenshot as a data URL (act.py prints the PNG base64)."""
+    text = result.stdout.strip()
+    if not result.allowed or result.outcome != "ok" or not text:
+        return None
+    return f"data:image/png;base64,{text}"
+
+
+def _computer(ctx: ItemContext, item: ResponseComputerToolCall) -> CallRecord:
+    """One decision for the whole batch; the output is the screenshot taken
+    after it. A refused batch runs nothing: the model gets the current
+    screen (a screenshot-only call, decided and audited too) and the
+    refusal as a note. A call whose pending safety checks the policy did
+    not acknowledge stops the loop (ComputerUseError)."""
+    tool = _builtin_tool(ctx, "computer_call")
+    arguments = json.dumps(computer_arguments(item))
+    result = ctx.gateway.invoke(item.call_id, "computer_call", tool, arguments, ctx.session_id)
+    if not result.allowed and any(r.code == "safety_checks_not_acknowledged" for r in result.reasons):
+        raise ComputerUseError(
+            f"computer_call {item.call_id} carries pending safety checks the policy does not acknowledge "
+            f"(decision {result.decision_id}); stopping",
+            code="safety_checks_not_acknowledged",
+        )
+    shown = result
+    notes: tuple[ResponseInputItemParam, ...] = ()
+    if not result.allowed:
+        shown = ctx.gateway.invoke(item.call_id, "computer_call", tool, _SCREENSHOT_ONLY, ctx.session_id)
+        note = "The computer action was not run: " + refusal_text(result)
+        notes = ({"role": "developer", "content": note},)
+    url = _screenshot_url(shown)
+    if url is None:
+        why = refusal_text(shown) if not shown.allowed else f"{shown.outcome}: {shown.error or shown.stderr[-500:]}"
+        raise ComputerUseError(f"computer_call {item.call_id}: no screenshot ({why})", code="no_screenshot")
+    out: ComputerCallOutput = {
+        "type": "computer_call_output",
+        "call_id": item.call_id,
+        "output": {"type": "computer_screenshot", "image_url": url},
+    }
+    acknowledged = result.decision is not None and result.decision.obligations.computer.acknowledge_safety_checks
+    if result.allowed and acknowledged and item.pending_safety_checks:
+        out["acknowledged_safety_checks"] = [
+            {"id": c.id, "code": c.code, "message": c.message} for c in item.pending_safety_checks
+        ]
+    declared = "computer_call" in ctx.decl.declared_items
+    text = output_text_for(result) if not result.allowed else json.dumps({"screenshot_bytes": len(url)})
+    return CallRecord(ctx.turn, item.call_id, tool, arguments, declared, result, text, item.type, (result,), out, notes)
 
 
 def _function(ctx: ItemContext, item: ResponseFunctionToolCall) -> CallRecord:

@@ -47,7 +47,7 @@ from airlock.agent._items import (
     hosted_tool,
     is_client_call,
 )
-from airlock.agent._tools import Declaration, declare
+from airlock.agent._tools import ComputerShape, Declaration, declare
 from airlock.agent._workspace import Workspace
 from airlock.common.client import GatewayUnavailable, ToolGateway
 from airlock.common.names import DEFINE_TOOL
@@ -292,6 +292,7 @@ def run(
     workspace: Path | Workspace | None = None,
     hosted_tools: Sequence[ToolParam] = (),
     end_session: bool = True,
+    computer: ComputerShape = "computer",
 ) -> AgentResult:
     """Runs the loop to a final text answer.
 
@@ -307,6 +308,13 @@ def run(
     (streaming: calls of it that arrived before the limit was hit may have
     run).
 
+    ``computer`` is the shape a granted computer-use tool is declared in:
+    ``computer`` (a batch of actions per call) or ``computer_use_preview``
+    (one action, with the display size). Each computer_call is decided as a
+    whole and answered with the screenshot after it
+    (docs/computer-use.md); one whose pending safety checks the policy does
+    not acknowledge raises ``ComputerUseError``.
+
     ``workspace`` is the directory apply_patch edits (a ``Workspace`` to
     protect more files than ``DEFAULT_PROTECTED``); without one the
     apply_patch tool is not declared. ``hosted_tools`` are hosted tool
@@ -321,7 +329,7 @@ def run(
     a stream fails or ends without ``response.completed``."""
     if workspace is not None and not isinstance(workspace, Workspace):
         workspace = Workspace(workspace)
-    decl = declare(gateway.list_tools(), hosted=hosted_tools, apply_patch=workspace is not None)
+    decl = declare(gateway.list_tools(), hosted=hosted_tools, apply_patch=workspace is not None, computer=computer)
     records: list[CallRecord] = []
     observed: list[ObservedItem] = []
     next_input: str | ResponseInputParam = prompt
@@ -345,11 +353,11 @@ def run(
                 # A tool the model just defined is declared from the next turn
                 # on (ListTools lists the session's dynamic tools).
                 listed = gateway.list_tools(session_id=session or "")
-                decl = declare(listed, hosted=hosted_tools, apply_patch=workspace is not None)
+                decl = declare(listed, hosted=hosted_tools, apply_patch=workspace is not None, computer=computer)
             if on_call is not None:
                 for record in step.records:
                     on_call(record)
-            next_input = [_output_item(r) for r in step.records]
+            next_input = [item for r in step.records for item in (_output_item(r), *r.notes)]
             previous = step.response.id
     finally:
         if end_session and session:

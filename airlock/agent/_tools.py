@@ -17,10 +17,12 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from openai.types.responses import (
     ApplyPatchToolParam,
+    ComputerToolParam,
+    ComputerUsePreviewToolParam,
     CustomToolParam,
     FunctionShellToolParam,
     FunctionToolParam,
@@ -135,7 +137,12 @@ BUILTIN_ITEMS: dict[int, str] = {
     call_pb2.ITEM_TYPE_SHELL_CALL: "shell_call",
     call_pb2.ITEM_TYPE_LOCAL_SHELL_CALL: "local_shell_call",
     call_pb2.ITEM_TYPE_APPLY_PATCH_CALL: "apply_patch_call",
+    call_pb2.ITEM_TYPE_COMPUTER_CALL: "computer_call",
 }
+#: The two shapes of the computer-use tool the SDK defines: ``computer``
+#: (a batch of ``actions`` per call) and ``computer_use_preview`` (one
+#: ``action``, with the display declared).
+ComputerShape = Literal["computer", "computer_use_preview"]
 #: Wire enum -> the hosted tool ``type`` whose items it grants.
 HOSTED_TOOL_TYPES: dict[int, str] = {
     call_pb2.ITEM_TYPE_WEB_SEARCH_CALL: "web_search",
@@ -196,17 +203,39 @@ def _hosted_tools(granted: set[str], hosted: Sequence[ToolParam]) -> list[ToolPa
     return out
 
 
+def computer_tool(info: gateway_pb2.ToolInfo, shape: ComputerShape) -> ToolParam:
+    """The computer-use tool in the shape asked for."""
+    if shape == "computer_use_preview":
+        env = info.environment if info.environment in ("browser", "linux") else "browser"
+        preview: ComputerUsePreviewToolParam = {
+            "type": "computer_use_preview",
+            "display_width": info.display.width,
+            "display_height": info.display.height,
+            "environment": env,  # type: ignore[typeddict-item]
+        }
+        return preview
+    computer: ComputerToolParam = {"type": "computer"}
+    return computer
+
+
 def declare(
-    listed: gateway_pb2.ListToolsResponse, *, hosted: Sequence[ToolParam] = (), apply_patch: bool = True
+    listed: gateway_pb2.ListToolsResponse,
+    *,
+    hosted: Sequence[ToolParam] = (),
+    apply_patch: bool = True,
+    computer: ComputerShape = "computer",
 ) -> Declaration:
     """Builds the ``tools`` array from the listing. ``hosted`` are the
     application's hosted tool configurations (e.g. a file_search with its
     vector stores); each is declared only when the gateway lists a grant of
-    its type. ``apply_patch=False`` (no workspace) leaves apply_patch out."""
+    its type. ``apply_patch=False`` (no workspace) leaves apply_patch out.
+    A listed computer_call tool is declared in the ``computer`` shape."""
     tools: list[ToolParam] = []
     names: set[str] = set()
     builtin: dict[str, str] = {}
     granted_hosted: set[str] = set()
+    declared_items: set[str] = set()
+    desktop: gateway_pb2.ToolInfo | None = None
     for info in listed.tools:
         if (fn := function_tool(info)) is not None:
             tools.append(fn)
@@ -216,9 +245,10 @@ def declare(
             names.add(custom["name"])
         elif info.item_type in BUILTIN_ITEMS:
             builtin.setdefault(BUILTIN_ITEMS[info.item_type], info.name)
+            if info.item_type == call_pb2.ITEM_TYPE_COMPUTER_CALL:
+                desktop = desktop or info
         elif info.item_type in HOSTED_TOOL_TYPES:
             granted_hosted.add(HOSTED_TOOL_TYPES[info.item_type])
-    declared_items: set[str] = set()
     if "shell_call" in builtin:
         # Local environment only: commands come back to us and go through the
         # gateway. A hosted shell (container_auto) would run unseen.
@@ -229,5 +259,8 @@ def declare(
         patch: ApplyPatchToolParam = {"type": "apply_patch"}
         tools.append(patch)
         declared_items.add("apply_patch_call")
+    if desktop is not None:
+        tools.append(computer_tool(desktop, computer))
+        declared_items.add("computer_call")
     tools.extend(_hosted_tools(granted_hosted, hosted))
     return Declaration(tools, frozenset(names), builtin, frozenset(declared_items))

@@ -34,7 +34,7 @@ def _stub(target: Target) -> tuple[grpc.Channel, gateway_pb2_grpc.GatewayService
     return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
 
 
-def escape(text: str, *, keep_lines: bool = False) -> str:
+def escape(text: str, *, keep_lines: bool = False, backslashes: bool = True) -> str:
     """``text`` with control and format characters (ANSI escapes, carriage
     returns, bidi overrides, zero-width characters, C1 controls) shown as
     ``\\xNN``/``\\uNNNN``: what a model wrote cannot move the cursor,
@@ -44,7 +44,7 @@ def escape(text: str, *, keep_lines: bool = False) -> str:
     for ch in text:
         if keep_lines and ch in "\n\t":
             out.append(ch)
-        elif ch == "\\":
+        elif ch == "\\" and backslashes:
             out.append("\\\\")
         elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
             out.append(ascii(ch)[1:-1] if ch != "'" else ch)
@@ -128,7 +128,12 @@ def show(target: Target, definition_id: str, *, as_json: bool, timeout_s: float)
         f"stored as:   {d.artifact_id} sha256 {d.sha256}",
         f"used:        {d.calls} calls in {d.sessions} sessions",
         "parameters:",
-        escape(json.dumps(json.loads(d.parameters_json_schema or "{}"), indent=2, ensure_ascii=False), keep_lines=True),
+        # JSON escapes its own control characters and backslashes already.
+        escape(
+            json.dumps(json.loads(d.parameters_json_schema or "{}"), indent=2, ensure_ascii=False),
+            keep_lines=True,
+            backslashes=False,
+        ),
         "source:",
         escape(d.source, keep_lines=True),
     ]

@@ -48,6 +48,7 @@ EXECUTOR_REFUSALS = (
     "inputs_too_large",
     "input_name_invalid",
     "input_name_duplicate",
+    "desktop_needs_session",
 )
 #: Hosted items: run by the model provider, only observed.
 HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "mcp_call"})
@@ -117,6 +118,13 @@ class SandboxPlan:
     mode: SandboxMode = "ephemeral"
     idle_ttl_ms: int = 0
     max_lifetime_ms: int = 0
+    #: A desktop sandbox's display (0 x 0: not a desktop).
+    desktop_width: int = 0
+    desktop_height: int = 0
+
+    @property
+    def desktop(self) -> bool:
+        return self.desktop_width > 0 and self.desktop_height > 0
 
 
 @dataclass(frozen=True)
@@ -152,14 +160,20 @@ class SessionInfo:
 
 
 def sandbox_to_proto(plan: SandboxPlan) -> call_pb2.Sandbox:
-    return call_pb2.Sandbox(
+    msg = call_pb2.Sandbox(
         mode=SANDBOX_MODE_NUMBERS[plan.mode], idle_ttl_ms=plan.idle_ttl_ms, max_lifetime_ms=plan.max_lifetime_ms
     )
+    if plan.desktop:
+        msg.desktop.CopyFrom(call_pb2.Display(width=plan.desktop_width, height=plan.desktop_height))
+    return msg
 
 
 def sandbox_from_proto(message: call_pb2.Sandbox) -> SandboxPlan:
     mode: SandboxMode = "session" if message.mode == call_pb2.SANDBOX_MODE_SESSION else "ephemeral"
-    return SandboxPlan(mode, max(message.idle_ttl_ms, 0), max(message.max_lifetime_ms, 0))
+    width, height = (message.desktop.width, message.desktop.height) if message.HasField("desktop") else (0, 0)
+    return SandboxPlan(
+        mode, max(message.idle_ttl_ms, 0), max(message.max_lifetime_ms, 0), max(width, 0), max(height, 0)
+    )
 
 
 def use_to_proto(use: SandboxUse) -> executor_pb2.SandboxUse:

@@ -118,8 +118,13 @@ def _digests_of(raw: dict[str, Any]) -> dict[str, str]:
 
 
 def _warm_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    # A desktop tool (one with a display) runs in its session's own container,
+    # whose keeper is the display: the pool's sleeping containers are no use to it.
     return [
         {"image": e["image"], "runtime": e.get("runtime", "runc"), "limits": e.get("limits") or {}}
         for e in raw["tools"].values()
-        if isinstance(e, dict) and isinstance(e.get("image"), str) and not e.get("allowed_network")
+        if isinstance(e, dict)
+        and isinstance(e.get("image"), str)
+        and not e.get("allowed_network")
+        and not e.get("display")
     ]

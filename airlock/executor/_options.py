@@ -107,6 +107,8 @@ class Keeper:
     """The container class's label."""
     generation: str = ""
     """Which start of the executor made it: its reaper removes exactly these once the executor is gone."""
+    desktop: bool = False
+    """A desktop sandbox: its keeper runs a display and a browser (DESKTOP_KEEPER_PIDS)."""
 
 
 #: Labels of long-lived sandbox containers.
@@ -117,6 +119,12 @@ POOL_LABEL = "airlock.pool"
 GENERATION_LABEL = "airlock.generation"
 #: The keeper's processes in the pids cgroup (docker-init, timeout, sleep).
 KEEPER_PIDS = 3
+#: A desktop keeper's tasks (the pids cgroup counts threads): Xvfb, the
+#: keeper's python and chromium's processes with their threads, about 150 on
+#: the test page, with room for heavier pages. On top of the call's own pids,
+#: so a call gets what its decision says whatever the browser uses; a browser
+#: that needs more than this fails to start tabs, and the calls see it.
+DESKTOP_KEEPER_PIDS = 384
 
 
 class EgressAttachment(NamedTuple):
@@ -250,7 +258,7 @@ def container_options(
             "name": f"airlock-{keeper.sandbox_id}",
             "environment": {},
             "pids_limit": limits.pids
-            + KEEPER_PIDS
+            + (DESKTOP_KEEPER_PIDS if keeper.desktop else KEEPER_PIDS)
             + WRAPPER_PIDS
             + (RUNSC_PIDS_OVERHEAD if spec.runtime == "runsc" else 0),
         }

@@ -87,7 +87,7 @@ from airlock.executor._options import (
 )
 from airlock.executor.egress import Egress, EgressUse
 from airlock.executor.egress.proxy import CallGrant
-from airlock.executor.sandboxes.containers import ContainerClass, Sandbox, exec_argv
+from airlock.executor.sandboxes.containers import DESKTOP_DISPLAY, ContainerClass, Sandbox, exec_argv
 from airlock.executor.sandboxes.pool import WarmPool
 from airlock.executor.sandboxes.sessions import SessionKey, SessionTable
 
@@ -127,6 +127,11 @@ DRAIN_AFTER_KILL_S = 2.0
 #: keeper (killed processes take a moment to be reaped) before a sweep.
 SETTLE_POLLS = 10
 SETTLE_POLL_S = 0.005
+#: A desktop's check after a call is an exec each time (no cgroup count
+#: tells its keeper's processes from the call's): fewer, longer polls.
+DESKTOP_SETTLE_POLLS = 5
+#: A desktop's width and height, each (the keeper takes 3 or 4 digits).
+DESKTOP_SIZE = (200, 4096)
 #: A fixed egress address another executor on the same network took first:
 #: the run gets a fresh address this many times before it fails.
 ADDRESS_ATTEMPTS = 3
@@ -161,6 +166,7 @@ class Sweeper(Protocol):
     def sweep(self, sandbox: Sandbox, timeout_s: float) -> int: ...
     def pids(self, sandbox: Sandbox) -> int | None: ...
     def processes(self, sandbox: Sandbox) -> int | None: ...
+    def user_processes(self, sandbox: Sandbox) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -230,11 +236,35 @@ class Runner:
             raise RunRefused("runtime_unavailable", f"runtime {spec.runtime!r} is not enabled on this executor")
         if not spec.run_id or not spec.image or not spec.argv:
             raise RunRefused("spec_invalid", "run_id, image and argv are required")
+        if spec.sandbox.desktop:
+            self._refuse_desktop(spec)
         if not self._images.allows(spec.image):
             raise RunRefused(
                 "image_not_allowed",
                 f"image {spec.image!r} is not named by the tool registry; this executor runs no other",
             )
+
+    def _refuse_desktop(self, spec: RunSpec) -> None:
+        """A desktop lives in its session's container (its keeper runs the
+        display and the browser the calls act on): never an ephemeral one."""
+        plan = spec.sandbox
+        boxes = self._sandboxes
+        if plan.mode != "session" or not spec.session_id:
+            raise RunRefused(
+                "desktop_needs_session",
+                "a desktop sandbox runs only in a session (sandbox mode session and a session id)",
+            )
+        if boxes is None or boxes.sessions is None:
+            raise RunRefused("desktop_needs_session", "this executor keeps no session sandboxes, which a desktop needs")
+        if spec.runtime != "runc":
+            # Debian 12's runsc refuses chromium's posix_spawn of its crash
+            # handler (EPERM), and the browser aborts: no desktop comes up.
+            raise RunRefused(
+                "runtime_unavailable", "a desktop sandbox runs under runc only (chromium fails under gVisor)"
+            )
+        low, high = DESKTOP_SIZE
+        if not (low <= plan.desktop_width <= high and low <= plan.desktop_height <= high):
+            raise RunRefused("spec_invalid", f"a desktop's width and height must be in {low}..{high}")
 
     @property
     def images(self) -> ImageAllowlist:
@@ -406,7 +436,10 @@ class Runner:
         network: tuple[str, ...] = ()
         if spec.network_mode == "egress":
             network = ("egress", *spec.egress_allowlist, "|", *spec.egress_allow_cidrs)
-        key = SessionKey(spec.principal, spec.session_id, ContainerClass.of(spec.image, spec.runtime, limits), network)
+        plan = spec.sandbox
+        desktop = f"{plan.desktop_width}x{plan.desktop_height}" if plan.desktop else ""
+        cls = ContainerClass.of(spec.image, spec.runtime, limits, desktop)
+        key = SessionKey(spec.principal, spec.session_id, cls, network)
         idle_ms = min(spec.sandbox.idle_ttl_ms or boxes.idle_ttl_ms, boxes.max_idle_ttl_ms)
         life_ms = min(spec.sandbox.max_lifetime_ms or boxes.max_lifetime_ms, boxes.max_max_lifetime_ms)
         while True:
@@ -502,6 +535,9 @@ class Runner:
             # Copying in and collecting have bounds of their own.
             deadline += 2 * self._transfer.timeout_s
         env = dict(spec.env)
+        if sandbox.cls.desktop:
+            # The keeper's display (after the registry's env: not overridable).
+            env["DISPLAY"] = DESKTOP_DISPLAY
         if spec.network_mode == "egress":
             assert self._egress is not None  # refuse_if_unsafe checked it
             run.grant, attachment = self._egress.open_call(
@@ -726,6 +762,8 @@ class Runner:
         ``strict`` under gVisor a count from inside as the keeper's uid."""
         assert self._sandboxes is not None
         sweeper = self._sandboxes.sweeper
+        if sandbox.cls.desktop:
+            return await self._no_call_left(sandbox)
         for _ in range(SETTLE_POLLS):
             count = await asyncio.to_thread(sweeper.pids, sandbox)
             if count is None:
@@ -742,6 +780,18 @@ class Runner:
             if count is not None and count <= KEEPER_PIDS:
                 return True
             await asyncio.sleep(SETTLE_POLL_S * 10)
+        return False
+
+    async def _no_call_left(self, sandbox: Sandbox) -> bool:
+        """A desktop's check: no process of the sandbox uid is left (the
+        keeper's display and browser, of the keeper uid, stay). Counted from
+        inside as the keeper uid, under runc and gVisor alike; killed
+        processes take a moment to be reaped. Raises when it cannot count."""
+        assert self._sandboxes is not None
+        for _ in range(DESKTOP_SETTLE_POLLS):
+            if await asyncio.to_thread(self._sandboxes.sweeper.user_processes, sandbox) == 0:
+                return True
+            await asyncio.sleep(SETTLE_POLL_S * 4)
         return False
 
     async def _after_exec(self, sandbox: Sandbox, grant: CallGrant | None, *, keep: bool, clear: bool = False) -> bool:

@@ -97,7 +97,18 @@ def _obligations(doc: dict[str, Any], *, allow: bool) -> Obligations:
         raise _bad("an allow must set every obligations.limits key")
     mode, allowlist, cidrs = _network(network, _bad)
     sandbox = _sandbox(doc.get("sandbox", {}), allow=allow)
-    return Obligations(Limits(**limits), mode, allowlist, cidrs, sandbox, _artifacts(doc.get("artifacts", {})))
+    computer = doc.get("computer", {})
+    if not isinstance(computer, dict) or not isinstance(computer.get("acknowledge_safety_checks", False), bool):
+        raise _bad("'obligations.computer.acknowledge_safety_checks' must be true or false")
+    return Obligations(
+        Limits(**limits),
+        mode,
+        allowlist,
+        cidrs,
+        sandbox,
+        _artifacts(doc.get("artifacts", {})),
+        acknowledge_safety_checks=computer.get("acknowledge_safety_checks", False),
+    )
 
 
 def _artifacts(doc: Any) -> ArtifactLimits:

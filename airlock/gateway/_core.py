@@ -27,7 +27,11 @@ Modules it orchestrates: _input (fields, arguments, policy input), _answer
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import contextlib
+import hashlib
 import json
 import logging
 import mimetypes
@@ -37,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any, Protocol
 
-from airlock.common.wire import ArtifactLimits, InputFile, SkippedOutput
+from airlock.common.wire import ArtifactLimits, InputFile, SandboxPlan, SkippedOutput
 from airlock.gateway import _events
 from airlock.gateway._admission import FairSlots, InFlight, RateLimits, SlotTimeoutError
 from airlock.gateway._answer import parse_admission, parse_answer
@@ -186,6 +190,10 @@ class Gateway:
     ) -> None:
         #: Dynamic tools (define_tool); None: none can be defined or called.
         self._tooldefs = tool_definitions
+        #: Actions allowed computer calls ran, per principal and session.
+        self._computer_actions = ActionCounts()
+        #: One define_tool at a time per owner (_define_serially).
+        self._define_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         #: Where inputs come from and outputs go; None: no artifact store,
         #: so nothing is collected and a call naming inputs fails.
         self._artifacts = artifacts
@@ -243,13 +251,13 @@ class Gateway:
                 return InvokeResult(await asyncio.shield(self._refuse_busy(inp, principal)))
             if principal is None:
                 decision = await asyncio.shield(self._decide_and_record(inp, reserve=True))
+            elif inp.call.tool == DEFINE_TOOL:
+                return await asyncio.shield(self._define_serially(inp, principal))
             else:
                 decision = await asyncio.shield(self._slotted_decision(inp, principal, reserve=True))
             if not decision.allowed:
                 return InvokeResult(decision)
             assert principal is not None
-            if inp.call.tool == DEFINE_TOOL:
-                return await asyncio.shield(self._define(inp, principal, decision))
             return await self._run(inp, principal, decision, tool_label)
         finally:
             if entered:
@@ -393,7 +401,7 @@ class Gateway:
                 reservation.release()
         return decision
 
-    async def _decide(  # noqa: PLR0911 - one return per refusal
+    async def _decide(  # noqa: C901, PLR0911 - one return per refusal
         self, inp: CallInput, *, reserve: bool
     ) -> tuple[Decision, Reservation | None]:
         decision_id = str(uuid.uuid4())
@@ -421,35 +429,53 @@ class Gateway:
             # Answered by the gateway (no sandbox): admitted by its own policy
             # entrypoint, and no call budget is spent (max_definitions bounds it).
             return await self._decide_definition(inp, principal, decision_id, arguments), None
-
+        resolved, refused = await self._resolve(inp, principal, decision_id)
+        if refused is not None:
+            return refused, None
+        # A dynamic tool's calls count as its base's: per-tool budgets must
+        # not multiply with every tool a model defines on the same base.
+        counted = resolved.record.base if resolved is not None else call.tool
         reservation: Reservation | None = None
         if reserve:
-            reservation = await self._counters.reserve(principal.id, call.session_id, call.tool)
+            reservation = await self._counters.reserve(principal.id, call.session_id, counted)
             counts = reservation.counts
         else:
-            counts = await self._counters.snapshot(principal.id, call.session_id, call.tool)
+            counts = await self._counters.snapshot(principal.id, call.session_id, counted)
+        counts = self._with_actions(inp, principal, counts)
         try:
-            decision = await self._ask_policy(inp, principal, decision_id, arguments, counts)
+            decision = await self._ask_policy(inp, principal, decision_id, arguments, counts, resolved)
         except BaseException:
             if reservation is not None:
                 reservation.release()
             raise
         return decision, reservation
 
-    async def _ask_policy(
-        self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any, counts: Mapping[str, int]
+    async def _resolve(
+        self, inp: CallInput, principal: Principal, decision_id: str
+    ) -> tuple[Resolved | None, Decision | None]:
+        """The dynamic tool a call names (None for a registered or unknown
+        name), or the refusal when its name is a retired one's or the
+        catalog fails."""
+        if self._tooldefs is None or self._registry.get(inp.call.tool) is not None:
+            return None, None
+        try:
+            return await self._tooldefs.resolve(principal, inp.call.session_id, inp.call.tool), None
+        except DefinitionError as exc:
+            refusal: Refusal = "unavailable" if exc.code in _DEFINITION_UNAVAILABLE else "permission_denied"
+            return None, _refusal(inp, decision_id, refusal, Reason(exc.code, str(exc)))
+
+    async def _ask_policy(  # noqa: PLR0917 - the decision's parts, in order
+        self,
+        inp: CallInput,
+        principal: Principal,
+        decision_id: str,
+        arguments: Any,
+        counts: Mapping[str, int],
+        resolved: Resolved | None,
     ) -> Decision:
-        """A registered tool's decision, or a dynamic tool's: the name
-        resolved to the definition in scope, decided on its base's entry
-        with the definition in the input (its admission re-checked by the
-        current policy), and the audit event naming the definition."""
-        resolved: Resolved | None = None
-        if self._tooldefs is not None and self._registry.get(inp.call.tool) is None:
-            try:
-                resolved = await self._tooldefs.resolve(principal, inp.call.session_id, inp.call.tool)
-            except DefinitionError as exc:
-                refusal: Refusal = "unavailable" if exc.code in _DEFINITION_UNAVAILABLE else "permission_denied"
-                return _refusal(inp, decision_id, refusal, Reason(exc.code, str(exc)))
+        """A registered tool's decision, or a dynamic tool's: decided on its
+        base's entry with the definition in the input (its admission
+        re-checked by the current policy), the audit event naming it."""
         if resolved is None:
             return await self._policy_decision(inp, principal, decision_id, arguments, counts, resolved=None)
         audit = {**_definition_audit(resolved), "operation": "call"}
@@ -551,7 +577,7 @@ class Gateway:
 
     # -- dynamic tools ---------------------------------------------------------
 
-    async def _decide_definition(
+    async def _decide_definition(  # noqa: PLR0911 - one return per refusal
         self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any
     ) -> Decision:
         """A define_tool call: checked by the gateway (shape, name, schema,
@@ -562,6 +588,17 @@ class Gateway:
         def refuse(refusal: Refusal, code: str, message: str) -> Decision:
             return _refusal(inp, decision_id, refusal, Reason(code, message))
 
+        # Who may define at all comes first: a principal without define_tool
+        # learns nothing from the gateway's own checks (names, bases).
+        try:
+            granted = await self._policy.evaluate(
+                self._settings.granted_tools_path, {"principal": principal_doc(principal)}
+            )
+        except PolicyError as exc:
+            return refuse("permission_denied", exc.code, str(exc))
+        if not isinstance(granted.result, list) or DEFINE_TOOL not in granted.result:
+            why = f"tool {DEFINE_TOOL!r} is not available to principal {principal.id!r}"
+            return refuse("permission_denied", "tool_not_granted", why)
         if call.item_type != "function_call":
             return refuse("invalid_argument", "item_type_mismatch", f"{DEFINE_TOOL} is a function tool")
         if self._tooldefs is None:
@@ -617,6 +654,27 @@ class Gateway:
             bundles=dict(result.bundles),
             tool_definition=audit,
         )
+
+    async def _define_serially(self, inp: CallInput, principal: Principal) -> InvokeResult:
+        """One owner's definitions one at a time, from the checks to the
+        save: the policy's count of the owner's definitions and the name
+        checks hold when the definition is stored (concurrent defines went
+        past max_definitions, and stored one name twice in a session)."""
+        lock, users = self._define_locks.get(principal.id, (asyncio.Lock(), 0))
+        self._define_locks[principal.id] = (lock, users + 1)
+        try:
+            async with lock:
+                decision = await self._slotted_decision(inp, principal, reserve=True)
+                if not decision.allowed:
+                    return InvokeResult(decision)
+                return await self._define(inp, principal, decision)
+        finally:
+            # Forget an owner's lock once nobody holds or waits for it.
+            lock, users = self._define_locks[principal.id]
+            if users <= 1:
+                del self._define_locks[principal.id]
+            else:
+                self._define_locks[principal.id] = (lock, users - 1)
 
     async def _define(self, inp: CallInput, principal: Principal, decision: Decision) -> InvokeResult:
         """Stores an admitted definition (or finds this owner's identical
@@ -687,18 +745,14 @@ class Gateway:
             # Stored even if the client has gone: the run happened, and
             # its artifacts and their audit events are part of it.
             outcome = await asyncio.shield(self._store_outputs(inp, principal, outcome))
-        self._metrics.executions.labels(tool_label, outcome.outcome).inc()
         if outcome.sandbox.mode == "session":
             # The facts the next decision sees are current at once; the
             # executor's own report of the session follows on its stream.
             self._sessions.used(principal.id, inp.call.session_id, outcome.sandbox, plan.image, plan.runtime)
-        if outcome.container_start_ms or outcome.duration_ms:
-            # Only runs that happened: an unreachable executor is not a 0 s run.
-            self._metrics.execution_seconds.labels(tool_label).observe(outcome.duration_ms / 1000)
-        if outcome.output_truncated:
-            self._metrics.truncations.labels(tool_label).inc()
+        screenshot = self._count_run(inp, outcome, tool_label)
         try:
-            await self._write(_events.execution_event(inp, decision, outcome, tuple(a.ref for a in inputs)))
+            event = _events.execution_event(inp, decision, outcome, tuple(a.ref for a in inputs), screenshot)
+            await self._write(event)
         except AuditError:
             # The run has happened and its decision is on disk; hiding the
             # result would not undo it. The failure is counted (in _write)
@@ -706,9 +760,33 @@ class Gateway:
             log.exception("execution audit event for %s was not written", decision.decision_id)
         return InvokeResult(decision, outcome)
 
+    def _count_run(self, inp: CallInput, outcome: RunOutcome, tool_label: str) -> tuple[str, int] | None:
+        """The run's metrics; returns a computer call's screenshot digest and size."""
+        self._metrics.executions.labels(tool_label, outcome.outcome).inc()
+        if outcome.container_start_ms or outcome.duration_ms:
+            # Only runs that happened: an unreachable executor is not a 0 s run.
+            self._metrics.execution_seconds.labels(tool_label).observe(outcome.duration_ms / 1000)
+        if outcome.output_truncated:
+            self._metrics.truncations.labels(tool_label).inc()
+        screenshot = _screenshot(inp, outcome)
+        if screenshot is not None:
+            self._metrics.computer_screenshot_seconds.observe(outcome.duration_ms / 1000)
+        return screenshot
+
+    def _with_actions(self, inp: CallInput, principal: Principal, counts: Mapping[str, int]) -> Mapping[str, int]:
+        """The session's action budget (airlock.computer) counts actions, not
+        calls: a batch of 16 is 16."""
+        if inp.call.item_type != "computer_call":
+            return counts
+        return {**counts, "session_computer_actions": self._computer_actions.get(principal.id, inp.call.session_id)}
+
     async def _count_use(self, inp: CallInput, decision: Decision) -> None:
-        """A dynamic tool's allowed call: counted by scope (metric) and per
-        definition (the catalog's reuse counts)."""
+        """What an allowed run uses: a computer call's actions (its session's
+        budget); a dynamic tool's call, by scope (metric) and per definition
+        (the catalog's reuse counts)."""
+        if inp.call.item_type == "computer_call" and inp.principal is not None:
+            actions = decision.arguments.get("actions") if isinstance(decision.arguments, Mapping) else None
+            self._computer_actions.add(inp.principal.id, inp.call.session_id, len(actions or ()))
         if not isinstance(decision.dynamic, Resolved) or self._tooldefs is None:
             return
         self._metrics.dynamic_tool_calls.labels(decision.dynamic.record.scope_kind).inc()
@@ -800,7 +878,7 @@ class Gateway:
             # executor keys session sandboxes by it.
             principal=decision.principal,
             session_id=inp.call.session_id,
-            sandbox=decision.obligations.sandbox,
+            sandbox=_with_desktop(decision.obligations.sandbox, tool),
             # Nothing is collected that could not be stored.
             artifacts=decision.obligations.artifacts if self._artifacts is not None else ArtifactLimits(),
         )
@@ -937,6 +1015,8 @@ class Gateway:
         self._metrics.decisions.labels(tool_label, verdict, self._metrics.reason_label(reason), profile).inc()
         if inp.call.tool == DEFINE_TOOL:
             self._metrics.tool_definitions.labels(verdict, self._metrics.reason_label(reason)).inc()
+        if inp.call.item_type == "computer_call" and isinstance(decision.arguments, Mapping):
+            self._metrics.count_computer_actions(decision.arguments.get("actions"), verdict)
         if reason in FAIL_CLOSED_REASONS:
             self._metrics.fail_closed.labels(reason).inc()
         return decision
@@ -1066,6 +1146,47 @@ def _message(exc: ArtifactError) -> str:
 
 def _ref(record: StoredArtifact) -> ArtifactRef:
     return ArtifactRef(record.id, record.name, record.sha256, record.size, record.media_type)
+
+
+def _with_desktop(sandbox: SandboxPlan, tool: Mapping[str, Any]) -> SandboxPlan:
+    """A computer_call tool's session container runs its desktop, of the
+    registry's display size (the entry the policy decided with)."""
+    display = tool.get("display")
+    if not isinstance(display, Mapping):
+        return sandbox
+    return replace(sandbox, desktop_width=int(display["width"]), desktop_height=int(display["height"]))
+
+
+def _screenshot(inp: CallInput, outcome: RunOutcome) -> tuple[str, int] | None:
+    """A computer call's screenshot as the audit log names it: the PNG's
+    SHA-256 and size (act.py prints it base64 on one line)."""
+    if inp.call.item_type != "computer_call" or outcome.outcome != "ok":
+        return None
+    try:
+        png = base64.b64decode(outcome.stdout.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return hashlib.sha256(png).hexdigest(), len(png)
+
+
+class ActionCounts:
+    """Actions per (principal, session), for the computer action budget.
+    Bounded: the oldest sessions are forgotten first (their budget then
+    starts over, which only matters for a session idle that long)."""
+
+    def __init__(self, max_sessions: int = 10_000) -> None:
+        self._counts: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        self._max = max_sessions
+
+    def get(self, principal: str, session: str) -> int:
+        return self._counts.get((principal, session), 0)
+
+    def add(self, principal: str, session: str, n: int) -> None:
+        key = (principal, session)
+        self._counts[key] = self._counts.get(key, 0) + n
+        self._counts.move_to_end(key)
+        while len(self._counts) > self._max:
+            self._counts.popitem(last=False)
 
 
 def _definition_audit(resolved: Resolved) -> dict[str, Any]:

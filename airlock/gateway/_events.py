@@ -41,6 +41,7 @@ def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
         ),
         sandbox=wire.sandbox_to_proto(ob.sandbox),
         artifacts=wire.to_message(call_pb2.ArtifactLimits, ob.artifacts),
+        computer=call_pb2.ComputerObligation(acknowledge_safety_checks=ob.acknowledge_safety_checks),
     )
 
 
@@ -126,10 +127,28 @@ def _name_definition(event: audit_pb2.AuditEvent, decision: Decision) -> None:
         event.tool_definition.CopyFrom(audit_pb2.AuditToolDefinition(**decision.tool_definition))
 
 
+def tool_definition_refusal(
+    event_id: str, principal: str, *, rpc: str, definition_id: str, code: str, why: str
+) -> audit_pb2.AuditEvent:
+    """A refused tool-definition RPC (an agent promoting, an id it may not
+    see, a bad scope)."""
+    definition = audit_pb2.AuditToolDefinition(operation=rpc, id=definition_id[:64])
+    event = _tool_definition_base(event_id, principal, definition, "deny", code=code, why=why[:512])
+    event.rpc = rpc
+    return event
+
+
 def tool_definition_event(
     event_id: str, principal: str, definition: audit_pb2.AuditToolDefinition
 ) -> audit_pb2.AuditEvent:
     """An operator's promote or retire of a dynamic tool."""
+    why = f"{definition.operation} {definition.id}"
+    return _tool_definition_base(event_id, principal, definition, "allow", code=definition.operation, why=why)
+
+
+def _tool_definition_base(
+    event_id: str, principal: str, definition: audit_pb2.AuditToolDefinition, verdict: str, *, code: str, why: str
+) -> audit_pb2.AuditEvent:
     return audit_pb2.AuditEvent(
         labels={"component": "gateway", "version": VERSION},
         schema_version=SCHEMA_VERSION,
@@ -138,8 +157,8 @@ def tool_definition_event(
         decision_id=event_id,
         principal=principal,
         tool=definition.name,
-        decision="allow",
-        reasons=[call_pb2.Reason(code=definition.operation, message=f"{definition.operation} {definition.id}")],
+        decision=verdict,
+        reasons=[call_pb2.Reason(code=code, message=why)],
         tool_definition=definition,
     )
 
@@ -154,7 +173,11 @@ def minimal_decision(inp: CallInput, decision: Decision, why: str) -> audit_pb2.
 
 
 def execution_event(
-    inp: CallInput, decision: Decision, run: RunOutcome, inputs: tuple[ArtifactRef, ...] = ()
+    inp: CallInput,
+    decision: Decision,
+    run: RunOutcome,
+    inputs: tuple[ArtifactRef, ...] = (),
+    screenshot: tuple[str, int] | None = None,
 ) -> audit_pb2.AuditEvent:
     event = _base("execution", inp, decision)
     event.execution.CopyFrom(
@@ -175,6 +198,8 @@ def execution_event(
             skipped_outputs=[wire.to_message(executor_pb2.SkippedOutput, s) for s in run.skipped_outputs],
         )
     )
+    if screenshot is not None:
+        event.execution.screenshot_sha256, event.execution.screenshot_bytes = screenshot
     _name_definition(event, decision)
     return event
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import referencing
 
 from airlock.common.wire import LIMIT_KEYS
 from airlock.gateway import _json
@@ -77,7 +78,10 @@ def parse_arguments(item_type: str, raw: str, *, max_depth: int = _json.DEFAULT_
 
 @functools.lru_cache(maxsize=256)
 def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(schema_json))
+    # An empty registry: a reference that is not inside the schema fails
+    # (an error, so a deny) instead of jsonschema fetching it over HTTP or
+    # from a file, as its deprecated default retrieval would.
+    return jsonschema.Draft202012Validator(json.loads(schema_json), registry=referencing.Registry())
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

@@ -20,6 +20,10 @@ from airlock.gateway._registry import BUILTIN_TOOLS
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 UNREGISTERED = "unregistered"
+#: The Responses API's computer action types (a closed label set).
+COMPUTER_ACTIONS = frozenset(
+    {"click", "double_click", "scroll", "type", "keypress", "wait", "screenshot", "move", "drag"}
+)
 NO_PROFILE = "none"
 VERSION = "0.1.0"
 OUTCOMES = ("ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error")
@@ -130,6 +134,19 @@ class GatewayMetrics:
         )
         for scope in ("session", "principal", "profile"):
             self.dynamic_tool_calls.labels(scope)
+        self.computer_actions = Counter(
+            "airlock_gateway_computer_actions",
+            "Actions of computer_call calls by type and verdict (a batch is decided as a whole: every action of a "
+            "denied batch counts as denied).",
+            ["action", "verdict"],
+            registry=registry,
+        )
+        self.computer_screenshot_seconds = Histogram(
+            "airlock_gateway_computer_screenshot_seconds",
+            "Executor time of a computer call: its actions, then the screenshot.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.invoke_seconds = Histogram(
             "airlock_gateway_invoke_duration_seconds",
             "End-to-end Invoke time (decision plus execution).",
@@ -219,6 +236,13 @@ class GatewayMetrics:
             self.artifact_operations.labels(op, "allow", "allowed")
         for direction in ("in", "out"):
             self.artifact_bytes.labels(direction)
+
+    def count_computer_actions(self, actions: object, verdict: str) -> None:
+        if not isinstance(actions, list):
+            return
+        for action in actions[:64]:
+            kind = action.get("type") if isinstance(action, dict) else None
+            self.computer_actions.labels(kind if kind in COMPUTER_ACTIONS else "other", verdict).inc()
 
     def artifact_reason_label(self, code: str) -> str:
         return code if code in ARTIFACT_REASONS else "policy_other"

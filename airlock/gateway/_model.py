@@ -20,6 +20,8 @@ ItemTypeName = Literal[
     "file_search_call",
     "code_interpreter_call",
     "mcp_call",
+    # The computer-use tool: actions run in the session's desktop sandbox.
+    "computer_call",
 ]
 #: A call's item type; "" when the caller did not say.
 ItemType = ItemTypeName | Literal[""]
@@ -86,6 +88,8 @@ class Obligations:
     sandbox: SandboxPlan = field(default_factory=SandboxPlan)
     #: What the run's /outputs may yield and its /inputs may take.
     artifacts: ArtifactLimits = field(default_factory=ArtifactLimits)
+    #: A computer_call's pending safety checks are acknowledged.
+    acknowledge_safety_checks: bool = False
 
 
 @dataclass(frozen=True)

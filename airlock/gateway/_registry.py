@@ -8,6 +8,7 @@ the policy and the gateway always judge the same entries.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "mcp_call"})
 #: Built-in client-executed items: the agent finds the entry by item type, so
 #: the registry may hold at most one entry of each.
-BUILTIN_ITEM_TYPES = frozenset({"shell_call", "local_shell_call", "apply_patch_call"})
+BUILTIN_ITEM_TYPES = frozenset({"shell_call", "local_shell_call", "apply_patch_call", "computer_call"})
 RuntimeName = Literal["runc", "runsc"]
 #: Tools the gateway itself answers (never registered, never run in a
 #: sandbox): a registry entry or a dynamic tool of this name would shadow it.
@@ -141,6 +142,27 @@ class ToolArtifacts:
 
 
 @dataclass(frozen=True)
+class ToolDisplay:
+    """A computer_call tool's desktop: what the model is told (the
+    computer_use_preview tool's display size and environment) and what the
+    desktop sandbox's virtual display is."""
+
+    width: int = 1024
+    """Display width in pixels."""
+    height: int = 768
+    """Display height in pixels."""
+    environment: Literal["browser", "linux"] = "browser"
+    """What the model is told it drives: a browser (kiosk) or a Linux desktop."""
+
+    def __post_init__(self) -> None:
+        if not (_MIN_DISPLAY <= self.width <= _MAX_DISPLAY and _MIN_DISPLAY <= self.height <= _MAX_DISPLAY):
+            raise ValueError(f"display: width and height must be {_MIN_DISPLAY}..{_MAX_DISPLAY} pixels")
+
+
+_MIN_DISPLAY, _MAX_DISPLAY = 200, 4096
+
+
+@dataclass(frozen=True)
 class ToolDynamic:
     """The tool can host dynamic tools (tools a model defines, admitted by
     policy): their Python program runs as this tool's ``source`` argument,
@@ -185,6 +207,18 @@ class Tool:
     """Artifacts in (/inputs) and out (/outputs)."""
     dynamic: ToolDynamic | None = None
     """Whether dynamic tools may run on this tool, and how (docs/dynamic-tools.md)."""
+    display: ToolDisplay | None = None
+    """A computer_call tool's desktop (required for one, refused for any other; docs/computer-use.md)."""
+
+    def _check_display(self) -> None:
+        if self.item_type != "computer_call":
+            if self.display is not None:
+                raise ValueError("display: only a computer_call tool has a desktop")
+            return
+        if self.display is None:
+            raise ValueError("a computer_call tool needs display: {width, height, environment}")
+        if self.sandbox.mode != "session":
+            raise ValueError("a computer_call tool's desktop lives for the session: sandbox.mode must be session")
 
     def _check_dynamic(self) -> None:
         dyn = self.dynamic
@@ -243,6 +277,7 @@ class Tool:
         check_local_refs(schema)
         self._check_artifacts(schema)
         self._check_dynamic()
+        self._check_display()
         required = set(self.parameters.get("required", ()))
         for element in self.argv:
             for name in PLACEHOLDER_RE.findall(element):
@@ -294,6 +329,7 @@ class Registry:
             "sandbox": tool.sandbox.as_policy_data(),
             "artifacts": tool.artifacts.as_policy_data(),
             **({"dynamic": {"source": tool.dynamic.source}} if tool.dynamic is not None else {}),
+            **({"display": dataclasses.asdict(tool.display)} if tool.display is not None else {}),
         }
 
     def as_policy_data(self) -> dict[str, Any]:
@@ -333,6 +369,8 @@ def check_local_refs(schema: Any) -> None:
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
+            if "$dynamicRef" in node:
+                raise ValueError("parameters: $dynamicRef is not supported")
             ref = node.get("$ref")
             if isinstance(ref, str):
                 if not ref.startswith("#"):

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import os
 import stat
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +29,7 @@ from airlock.common import ConfigError, wire
 from airlock.gateway._auth import Authenticator
 from airlock.gateway._core import Gateway
 from airlock.gateway._errors import ExecutorError, GatewayError, PolicyError
-from airlock.gateway._events import obligations_to_proto
+from airlock.gateway._events import obligations_to_proto, tool_definition_refusal
 from airlock.gateway._model import Call, CallInput, Decision, Limits, Observation, Principal, RunOutcome
 from airlock.gateway._sessions import SessionService
 from airlock.gateway.artifacts import Answer, ArtifactDecision, ArtifactError, ArtifactOp, ArtifactOps
@@ -36,6 +39,8 @@ from airlock.gateway.tooldefs import DEFINE_TOOL, DefinitionError, DefinitionRec
 from airlock.gateway.tooldefs import DESCRIPTION as DEFINE_DESCRIPTION
 from airlock.gateway.tooldefs import PARAMETERS as DEFINE_PARAMETERS
 from airlock.v1 import artifacts_pb2, artifacts_pb2_grpc, call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger("airlock.gateway")
 
 _SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 _ARTIFACT_SERVICE = artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name
@@ -240,14 +245,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 )
                 continue
             data = registry.tool_data(name)
-            tools.append(
-                gateway_pb2.ToolInfo(
-                    name=name,
-                    description=data["description"],
-                    parameters_json_schema=_json(data["parameters"]),
-                    item_type=wire.ITEM_TYPE_NUMBERS[data["item_type"]],
-                )
+            info = gateway_pb2.ToolInfo(
+                name=name,
+                description=data["description"],
+                parameters_json_schema=_json(data["parameters"]),
+                item_type=wire.ITEM_TYPE_NUMBERS[data["item_type"]],
             )
+            if "display" in data:
+                info.display.CopyFrom(
+                    call_pb2.Display(width=data["display"]["width"], height=data["display"]["height"])
+                )
+                info.environment = data["display"]["environment"]
+            tools.append(info)
         tools.extend(await self._dynamic_tools(context, principal, request.session_id[:MAX_ID_CHARS], set(names)))
         return gateway_pb2.ListToolsResponse(principal=principal.id, tools=tools, policy_revision=revision)
 
@@ -341,17 +350,26 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         defs = await self._definitions(context)
         session = request.session_id[:MAX_ID_CHARS]
         found = await self._definition_op(
-            context, principal, lambda: defs.listed(principal, everyone=request.all, session=session)
+            context,
+            principal,
+            lambda: defs.listed(principal, everyone=request.all, session=session),
+            rpc="ListToolDefinitions",
         )
-        return gateway_pb2.ListToolDefinitionsResponse(definitions=[_definition_info(r) for r in found])
+        return gateway_pb2.ListToolDefinitionsResponse(definitions=[_definition_info(r, principal) for r in found])
 
     async def GetToolDefinition(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.GetToolDefinitionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.GetToolDefinitionResponse:
         principal = await self._principal(context)
         defs = await self._definitions(context)
-        found = await self._definition_op(context, principal, lambda: defs.shown(principal, request.id[:64]))
-        info = _definition_info(found.record)
+        found = await self._definition_op(
+            context,
+            principal,
+            lambda: defs.shown(principal, request.id[:64]),
+            rpc="GetToolDefinition",
+            definition_id=request.id[:64],
+        )
+        info = _definition_info(found.record, principal)
         info.source = found.definition.source
         info.parameters_json_schema = _json(found.definition.parameters)
         return gateway_pb2.GetToolDefinitionResponse(definition=info)
@@ -362,9 +380,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context)
         defs = await self._definitions(context)
         done = await self._definition_op(
-            context, principal, lambda: defs.promote(principal, request.id[:64], request.to[:80], self._gw.record)
+            context,
+            principal,
+            lambda: defs.promote(principal, request.id[:64], request.to[:80], self._gw.record),
+            rpc="PromoteToolDefinition",
+            definition_id=request.id[:64],
         )
-        return gateway_pb2.PromoteToolDefinitionResponse(definition=_definition_info(done))
+        return gateway_pb2.PromoteToolDefinitionResponse(definition=_definition_info(done, principal))
 
     async def RetireToolDefinition(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.RetireToolDefinitionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -372,9 +394,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context)
         defs = await self._definitions(context)
         done = await self._definition_op(
-            context, principal, lambda: defs.retire(principal, request.id[:64], self._gw.record)
+            context,
+            principal,
+            lambda: defs.retire(principal, request.id[:64], self._gw.record),
+            rpc="RetireToolDefinition",
+            definition_id=request.id[:64],
         )
-        return gateway_pb2.RetireToolDefinitionResponse(definition=_definition_info(done))
+        return gateway_pb2.RetireToolDefinitionResponse(definition=_definition_info(done, principal))
 
     async def _definitions(self, context: grpc.aio.ServicerContext[Any, Any]) -> ToolDefinitions:
         defs = self._gw.tool_definitions
@@ -390,13 +416,26 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
         principal: Principal,
         op: Callable[[], Awaitable[_T]],
+        *,
+        rpc: str,
+        definition_id: str = "",
     ) -> _T:
         """One tool-definition operation under the principal's rate and
-        in-flight cap; its refusal as a status with the reason code."""
+        in-flight cap; its refusal as a status with the reason code, and
+        (but for the rate and in-flight refusals a flood repeats at will,
+        which are counted) an audit event."""
         try:
             with self._gw.admitted(principal):
                 return await op()
         except GatewayError as exc:
+            if exc.code not in ("rate_limited", "too_many_in_flight"):
+                event = tool_definition_refusal(
+                    str(uuid.uuid4()), principal.id, rpc=rpc, definition_id=definition_id, code=exc.code, why=str(exc)
+                )
+                try:
+                    await self._gw.record(event)
+                except GatewayError:
+                    log.exception("the refusal of %s was not recorded", rpc)
             await context.abort(_DEFINITION_STATUS.get(exc.code, grpc.StatusCode.UNAVAILABLE), f"{exc.code}: {exc}")
             raise  # unreachable: abort raises
 
@@ -433,7 +472,12 @@ _DEFINITION_STATUS = {
 _T = TypeVar("_T")
 
 
-def _definition_info(r: DefinitionRecord) -> gateway_pb2.ToolDefinitionInfo:
+def _definition_info(r: DefinitionRecord, viewer: Principal) -> gateway_pb2.ToolDefinitionInfo:
+    """A definition as ``viewer`` may see it: where it was defined (session,
+    call, decision, artifact) only for its owner and operators, not for the
+    other principals of a profile it was promoted to."""
+    if r.owner != viewer.id and "operator" not in viewer.roles:
+        r = replace(r, session_id="", call_id="", decision_id="", artifact_id="")
     return gateway_pb2.ToolDefinitionInfo(
         id=r.id,
         name=r.name,

@@ -156,7 +156,7 @@ class BundleInfo(_message.Message):
     def __init__(self, revision: _Optional[str] = ...) -> None: ...
 
 class AuditExecution(_message.Message):
-    __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error", "egress", "egress_unrecorded", "sandbox", "inputs", "artifacts", "skipped_outputs")
+    __slots__ = ("outcome", "exit_code", "output_truncated", "stdout_bytes", "stderr_bytes", "duration_ms", "container_start_ms", "error", "egress", "egress_unrecorded", "sandbox", "inputs", "artifacts", "skipped_outputs", "screenshot_sha256", "screenshot_bytes")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +171,8 @@ class AuditExecution(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    SCREENSHOT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SCREENSHOT_BYTES_FIELD_NUMBER: _ClassVar[int]
     outcome: str
     exit_code: int
     output_truncated: bool
@@ -185,4 +187,6 @@ class AuditExecution(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[_call_pb2.ArtifactRef]
     artifacts: _containers.RepeatedCompositeFieldContainer[_call_pb2.ArtifactRef]
     skipped_outputs: _containers.RepeatedCompositeFieldContainer[_executor_pb2.SkippedOutput]
-    def __init__(self, outcome: _Optional[str] = ..., exit_code: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., container_start_ms: _Optional[int] = ..., error: _Optional[str] = ..., egress: _Optional[_Iterable[_Union[_call_pb2.EgressConnection, _Mapping]]] = ..., egress_unrecorded: _Optional[int] = ..., sandbox: _Optional[_Union[_executor_pb2.SandboxUse, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[_call_pb2.ArtifactRef, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[_call_pb2.ArtifactRef, _Mapping]]] = ..., skipped_outputs: _Optional[_Iterable[_Union[_executor_pb2.SkippedOutput, _Mapping]]] = ...) -> None: ...
+    screenshot_sha256: str
+    screenshot_bytes: int
+    def __init__(self, outcome: _Optional[str] = ..., exit_code: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., container_start_ms: _Optional[int] = ..., error: _Optional[str] = ..., egress: _Optional[_Iterable[_Union[_call_pb2.EgressConnection, _Mapping]]] = ..., egress_unrecorded: _Optional[int] = ..., sandbox: _Optional[_Union[_executor_pb2.SandboxUse, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[_call_pb2.ArtifactRef, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[_call_pb2.ArtifactRef, _Mapping]]] = ..., skipped_outputs: _Optional[_Iterable[_Union[_executor_pb2.SkippedOutput, _Mapping]]] = ..., screenshot_sha256: _Optional[str] = ..., screenshot_bytes: _Optional[int] = ...) -> None: ...

@@ -19,6 +19,7 @@ class ItemType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ITEM_TYPE_FILE_SEARCH_CALL: _ClassVar[ItemType]
     ITEM_TYPE_CODE_INTERPRETER_CALL: _ClassVar[ItemType]
     ITEM_TYPE_MCP_CALL: _ClassVar[ItemType]
+    ITEM_TYPE_COMPUTER_CALL: _ClassVar[ItemType]
 
 class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +48,7 @@ ITEM_TYPE_WEB_SEARCH_CALL: ItemType
 ITEM_TYPE_FILE_SEARCH_CALL: ItemType
 ITEM_TYPE_CODE_INTERPRETER_CALL: ItemType
 ITEM_TYPE_MCP_CALL: ItemType
+ITEM_TYPE_COMPUTER_CALL: ItemType
 NETWORK_MODE_UNSPECIFIED: NetworkMode
 NETWORK_MODE_NONE: NetworkMode
 NETWORK_MODE_EGRESS: NetworkMode
@@ -162,26 +164,44 @@ class EgressConnection(_message.Message):
     def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., address: _Optional[str] = ..., bytes_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cut: _Optional[str] = ...) -> None: ...
 
 class Sandbox(_message.Message):
-    __slots__ = ("mode", "idle_ttl_ms", "max_lifetime_ms")
+    __slots__ = ("mode", "idle_ttl_ms", "max_lifetime_ms", "desktop")
     MODE_FIELD_NUMBER: _ClassVar[int]
     IDLE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_LIFETIME_MS_FIELD_NUMBER: _ClassVar[int]
+    DESKTOP_FIELD_NUMBER: _ClassVar[int]
     mode: SandboxMode
     idle_ttl_ms: int
     max_lifetime_ms: int
-    def __init__(self, mode: _Optional[_Union[SandboxMode, str]] = ..., idle_ttl_ms: _Optional[int] = ..., max_lifetime_ms: _Optional[int] = ...) -> None: ...
+    desktop: Display
+    def __init__(self, mode: _Optional[_Union[SandboxMode, str]] = ..., idle_ttl_ms: _Optional[int] = ..., max_lifetime_ms: _Optional[int] = ..., desktop: _Optional[_Union[Display, _Mapping]] = ...) -> None: ...
+
+class Display(_message.Message):
+    __slots__ = ("width", "height")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class Obligations(_message.Message):
-    __slots__ = ("limits", "network", "sandbox", "artifacts")
+    __slots__ = ("limits", "network", "sandbox", "artifacts", "computer")
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTER_FIELD_NUMBER: _ClassVar[int]
     limits: Limits
     network: Network
     sandbox: Sandbox
     artifacts: ArtifactLimits
-    def __init__(self, limits: _Optional[_Union[Limits, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., sandbox: _Optional[_Union[Sandbox, _Mapping]] = ..., artifacts: _Optional[_Union[ArtifactLimits, _Mapping]] = ...) -> None: ...
+    computer: ComputerObligation
+    def __init__(self, limits: _Optional[_Union[Limits, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., sandbox: _Optional[_Union[Sandbox, _Mapping]] = ..., artifacts: _Optional[_Union[ArtifactLimits, _Mapping]] = ..., computer: _Optional[_Union[ComputerObligation, _Mapping]] = ...) -> None: ...
+
+class ComputerObligation(_message.Message):
+    __slots__ = ("acknowledge_safety_checks",)
+    ACKNOWLEDGE_SAFETY_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    acknowledge_safety_checks: bool
+    def __init__(self, acknowledge_safety_checks: _Optional[bool] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("decision_id", "verdict", "reasons", "obligations", "policy_revision", "principal", "shadow_reasons")

@@ -26,7 +26,7 @@ from airlock.v1 import call_pb2 as airlock_dot_v1_dot_call__pb2
 from airlock.v1 import executor_pb2 as airlock_dot_v1_dot_executor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61irlock/v1/gateway.proto\x12\nairlock.v1\x1a\x15\x61irlock/v1/call.proto\x1a\x19\x61irlock/v1/executor.proto\"9\n\rDecideRequest\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.airlock.v1.ToolCallR\x04\x63\x61ll\"B\n\x0e\x44\x65\x63ideResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.airlock.v1.DecisionR\x08\x64\x65\x63ision\"9\n\rInvokeRequest\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.airlock.v1.ToolCallR\x04\x63\x61ll\"\xd8\x01\n\x0eInvokeResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.airlock.v1.DecisionR\x08\x64\x65\x63ision\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x15.airlock.v1.RunResultR\x06result\x12\x16\n\x06stdout\x18\x03 \x01(\x0cR\x06stdout\x12\x16\n\x06stderr\x18\x04 \x01(\x0cR\x06stderr\x12\x35\n\tartifacts\x18\x05 \x03(\x0b\x32\x17.airlock.v1.ArtifactRefR\tartifacts\"1\n\x10ListToolsRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"\xe4\x01\n\x08ToolInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x34\n\x16parameters_json_schema\x18\x03 \x01(\tR\x14parametersJsonSchema\x12\x31\n\titem_type\x18\x04 \x01(\x0e\x32\x14.airlock.v1.ItemTypeR\x08itemType\x12#\n\rdefinition_id\x18\x05 \x01(\tR\x0c\x64\x65\x66initionId\x12\x14\n\x05scope\x18\x06 \x01(\tR\x05scope\"\x86\x01\n\x11ListToolsResponse\x12\x1c\n\tprincipal\x18\x01 \x01(\tR\tprincipal\x12*\n\x05tools\x18\x02 \x03(\x0b\x32\x14.airlock.v1.ToolInfoR\x05tools\x12\'\n\x0fpolicy_revision\x18\x03 \x01(\tR\x0epolicyRevision\"\xae\x01\n\x0eObserveRequest\x12\x1b\n\titem_type\x18\x01 \x01(\tR\x08itemType\x12\x17\n\x07item_id\x18\x02 \x01(\tR\x06itemId\x12\x12\n\x04tool\x18\x03 \x01(\tR\x04tool\x12\x16\n\x06status\x18\x04 \x01(\tR\x06status\x12\x1b\n\titem_json\x18\x05 \x01(\tR\x08itemJson\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\",\n\x0fObserveResponse\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\"\'\n\x13ListSessionsRequest\x12\x10\n\x03\x61ll\x18\x01 \x01(\x08R\x03\x61ll\"K\n\x14ListSessionsResponse\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x08sessions\"Q\n\x11\x45ndSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\"C\n\x12\x45ndSessionResponse\x12-\n\x05\x65nded\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x05\x65nded\"\xa8\x04\n\x12ToolDefinitionInfo\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x12\n\x04\x62\x61se\x18\x04 \x01(\tR\x04\x62\x61se\x12\x14\n\x05scope\x18\x05 \x01(\tR\x05scope\x12\x14\n\x05owner\x18\x06 \x01(\tR\x05owner\x12\x16\n\x06sha256\x18\x07 \x01(\tR\x06sha256\x12\x18\n\x07network\x18\x08 \x01(\x08R\x07network\x12\x34\n\x16parameters_json_schema\x18\t \x01(\tR\x14parametersJsonSchema\x12\x16\n\x06source\x18\n \x01(\tR\x06source\x12\x1d\n\ncreated_at\x18\x0b \x01(\tR\tcreatedAt\x12\x1d\n\nsession_id\x18\x0c \x01(\tR\tsessionId\x12\x17\n\x07\x63\x61ll_id\x18\r \x01(\tR\x06\x63\x61llId\x12\'\n\x0fpolicy_revision\x18\x0e \x01(\tR\x0epolicyRevision\x12\x18\n\x07retired\x18\x0f \x01(\x08R\x07retired\x12\x14\n\x05\x63\x61lls\x18\x10 \x01(\x03R\x05\x63\x61lls\x12\x1a\n\x08sessions\x18\x11 \x01(\x03R\x08sessions\x12\x1f\n\x0b\x64\x65\x63ision_id\x18\x12 \x01(\tR\ndecisionId\x12\x1f\n\x0b\x61rtifact_id\x18\x13 \x01(\tR\nartifactId\"M\n\x1aListToolDefinitionsRequest\x12\x10\n\x03\x61ll\x18\x01 \x01(\x08R\x03\x61ll\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\"_\n\x1bListToolDefinitionsResponse\x12@\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\x1e.airlock.v1.ToolDefinitionInfoR\x0b\x64\x65\x66initions\"*\n\x18GetToolDefinitionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"[\n\x19GetToolDefinitionResponse\x12>\n\ndefinition\x18\x01 \x01(\x0b\x32\x1e.airlock.v1.ToolDefinitionInfoR\ndefinition\">\n\x1cPromoteToolDefinitionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02to\x18\x02 \x01(\tR\x02to\"_\n\x1dPromoteToolDefinitionResponse\x12>\n\ndefinition\x18\x01 \x01(\x0b\x32\x1e.airlock.v1.ToolDefinitionInfoR\ndefinition\"-\n\x1bRetireToolDefinitionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"^\n\x1cRetireToolDefinitionResponse\x12>\n\ndefinition\x18\x01 \x01(\x0b\x32\x1e.airlock.v1.ToolDefinitionInfoR\ndefinition2\xe3\x06\n\x0eGatewayService\x12?\n\x06\x44\x65\x63ide\x12\x19.airlock.v1.DecideRequest\x1a\x1a.airlock.v1.DecideResponse\x12?\n\x06Invoke\x12\x19.airlock.v1.InvokeRequest\x1a\x1a.airlock.v1.InvokeResponse\x12H\n\tListTools\x12\x1c.airlock.v1.ListToolsRequest\x1a\x1d.airlock.v1.ListToolsResponse\x12\x42\n\x07Observe\x12\x1a.airlock.v1.ObserveRequest\x1a\x1b.airlock.v1.ObserveResponse\x12Q\n\x0cListSessions\x12\x1f.airlock.v1.ListSessionsRequest\x1a .airlock.v1.ListSessionsResponse\x12K\n\nEndSession\x12\x1d.airlock.v1.EndSessionRequest\x1a\x1e.airlock.v1.EndSessionResponse\x12\x66\n\x13ListToolDefinitions\x12&.airlock.v1.ListToolDefinitionsRequest\x1a\'.airlock.v1.ListToolDefinitionsResponse\x12`\n\x11GetToolDefinition\x12$.airlock.v1.GetToolDefinitionRequest\x1a%.airlock.v1.GetToolDefinitionResponse\x12l\n\x15PromoteToolDefinition\x12(.airlock.v1.PromoteToolDefinitionRequest\x1a).airlock.v1.PromoteToolDefinitionResponse\x12i\n\x14RetireToolDefinition\x12\'.airlock.v1.RetireToolDefinitionRequest\x1a(.airlock.v1.RetireToolDefinitionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61irlock/v1/gateway.proto\x12\nairlock.v1\x1a\x15\x61irlock/v1/call.proto\x1a\x19\x61irlock/v1/executor.proto\"9\n\rDecideRequest\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.airlock.v1.ToolCallR\x04\x63\x61ll\"B\n\x0e\x44\x65\x63ideResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.airlock.v1.DecisionR\x08\x64\x65\x63ision\"9\n\rInvokeRequest\x12(\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.airlock.v1.ToolCallR\x04\x63\x61ll\"\xd8\x01\n\x0eInvokeResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.airlock.v1.DecisionR\x08\x64\x65\x63ision\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x15.airlock.v1.RunResultR\x06result\x12\x16\n\x06stdout\x18\x03 \x01(\x0cR\x06stdout\x12\x16\n\x06stderr\x18\x04 \x01(\x0cR\x06stderr\x12\x35\n\tartifacts\x18\x05 \x03(\x0b\x32\x17.airlock.v1.ArtifactRefR\tartifacts\"1\n\x10ListToolsRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"\xb5\x02\n\x08ToolInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x34\n\x16parameters_json_schema\x18\x03 \x01(\tR\x14parametersJsonSchema\x12\x31\n\titem_type\x18\x04 \x01(\x0e\x32\x14.airlock.v1.ItemTypeR\x08itemType\x12#\n\rdefinition_id\x18\x05 \x01(\tR\x0c\x64\x65\x66initionId\x12\x14\n\x05scope\x18\x06 \x01(\tR\x05scope\x12-\n\x07\x64isplay\x18\x07 \x01(\x0b\x32\x13.airlock.v1.DisplayR\x07\x64isplay\x12 \n\x0b\x65nvironment\x18\x08 \x01(\tR\x0b\x65nvironment\"\x86\x01\n\x11ListToolsResponse\x12\x1c\n\tprincipal\x18\x01 \x01(\tR\tprincipal\x12*\n\x05tools\x18\x02 \x03(\x0b\x32\x14.airlock.v1.ToolInfoR\x05tools\x12\'\n\x0fpolicy_revision\x18\x03 \x01(\tR\x0epolicyRevision\"\xae\x01\n\x0eObserveRequest\x12\x1b\n\titem_type\x18\x01 \x01(\tR\x08itemType\x12\x17\n\x07item_id\x18\x02 \x01(\tR\x06itemId\x12\x12\n\x04tool\x18\x03 \x01(\tR\x04tool\x12\x16\n\x06status\x18\x04 \x01(\tR\x06status\x12\x1b\n\titem_json\x18\x05 \x01(\tR\x08itemJson\x12\x1d\n\nsession_id\x18\x06 \x01(\tR\tsessionId\",\n\x0fObserveResponse\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\"\'\n\x13ListSessionsRequest\x12\x10\n\x03\x61ll\x18\x01 \x01(\x08R\x03\x61ll\"K\n\x14ListSessionsResponse\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x08sessions\"Q\n\x11\x45ndSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\"C\n\x12\x45ndSessionResponse\x12-\n\x05\x65nded\x18\x01 \x03(\x0b\x32\x17.airlock.v1.SessionInfoR\x05\x65nded\"\xa8\x04\n\x12ToolDefinitionInfo\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x12\n\x04\x62\x61se\x18\x04 \x01(\tR\x04\x62\x61se\x12\x14\n\x05scope\x18\x05 \x01(\tR\x05scope\x12\x14\n\x05owner\x18\x06 \x01(\tR\x05owner\x12\x16\n\x06sha256\x18\x07 \x01(\tR\x06sha256\x12\x18\n\x07network\x18\x08 \x01(\x08R\x07network\x12\x34\n\x16parameters_json_schema\x18\t \x01(\tR\x14parametersJsonSchema\x12\x16\n\x06source\x18\n \x01(\tR\x06source\x12\x1d\n\ncreated_at\x18\x0b \x01(\tR\tcreatedAt\x12\x1d\n\nsession_id\x18\x0c \x01(\tR\tsessionId\x12\x17\n\x07\x63\x61ll_id\x18\r \x01(\tR\x06\x63\x61llId\x12\'\n\x0fpolicy_revision\x18\x0e \x01(\tR\x0epolicyRevision\x12\x18\n\x07retired\x18\x0f \x01(\x08R\x07retired\x12\x14\n\x05\x63\x61lls\x18\x10 \x01(\x03R\x05\x63\x61lls\x12\x1a\n\x08sessions\x18\x11 \x01(\x03R\x08sessions\x12\x1f\n\x0b\x64\x65\x63ision_id\x18\x12 \x01(\tR\ndecisionId\x12\x1f\n\x0b\x61rtifact_id\x18\x13 \x01(\tR\nartifactId\"M\n\x1aListToolDefinitionsRequest\x12\x10\n\x03\x61ll\x18\x01 \x01(\x08R\x03\x61ll\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\"_\n\x1bListToolDefinitionsResponse\x12@\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\x1e.airlock.v1.ToolDefinitionInfoR\x0b\x64\x65\x66initions\"*\n\x18GetToolDefinitionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"[\n\x19GetToolDefinitionResponse\x12>\n\ndefinition\x18\x01 \x01(\x0b\x32\x1e.airlock.v1.ToolDefinitionInfoR\ndefinition\">\n\x1cPromoteToolDefinitionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02to\x18\x02 \x01(\tR\x02to\"_\n\x1dPromoteToolDefinitionResponse\x12>\n\ndefinition\x18\x01 \x01(\x0b\x32\x1e.airlock.v1.ToolDefinitionInfoR\ndefinition\"-\n\x1bRetireToolDefinitionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"^\n\x1cRetireToolDefinitionResponse\x12>\n\ndefinition\x18\x01 \x01(\x0b\x32\x1e.airlock.v1.ToolDefinitionInfoR\ndefinition2\xe3\x06\n\x0eGatewayService\x12?\n\x06\x44\x65\x63ide\x12\x19.airlock.v1.DecideRequest\x1a\x1a.airlock.v1.DecideResponse\x12?\n\x06Invoke\x12\x19.airlock.v1.InvokeRequest\x1a\x1a.airlock.v1.InvokeResponse\x12H\n\tListTools\x12\x1c.airlock.v1.ListToolsRequest\x1a\x1d.airlock.v1.ListToolsResponse\x12\x42\n\x07Observe\x12\x1a.airlock.v1.ObserveRequest\x1a\x1b.airlock.v1.ObserveResponse\x12Q\n\x0cListSessions\x12\x1f.airlock.v1.ListSessionsRequest\x1a .airlock.v1.ListSessionsResponse\x12K\n\nEndSession\x12\x1d.airlock.v1.EndSessionRequest\x1a\x1e.airlock.v1.EndSessionResponse\x12\x66\n\x13ListToolDefinitions\x12&.airlock.v1.ListToolDefinitionsRequest\x1a\'.airlock.v1.ListToolDefinitionsResponse\x12`\n\x11GetToolDefinition\x12$.airlock.v1.GetToolDefinitionRequest\x1a%.airlock.v1.GetToolDefinitionResponse\x12l\n\x15PromoteToolDefinition\x12(.airlock.v1.PromoteToolDefinitionRequest\x1a).airlock.v1.PromoteToolDefinitionResponse\x12i\n\x14RetireToolDefinition\x12\'.airlock.v1.RetireToolDefinitionRequest\x1a(.airlock.v1.RetireToolDefinitionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,39 +44,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTOOLSREQUEST']._serialized_start=495
   _globals['_LISTTOOLSREQUEST']._serialized_end=544
   _globals['_TOOLINFO']._serialized_start=547
-  _globals['_TOOLINFO']._serialized_end=775
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=778
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=912
-  _globals['_OBSERVEREQUEST']._serialized_start=915
-  _globals['_OBSERVEREQUEST']._serialized_end=1089
-  _globals['_OBSERVERESPONSE']._serialized_start=1091
-  _globals['_OBSERVERESPONSE']._serialized_end=1135
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1137
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1176
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1178
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1253
-  _globals['_ENDSESSIONREQUEST']._serialized_start=1255
-  _globals['_ENDSESSIONREQUEST']._serialized_end=1336
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1338
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=1405
-  _globals['_TOOLDEFINITIONINFO']._serialized_start=1408
-  _globals['_TOOLDEFINITIONINFO']._serialized_end=1960
-  _globals['_LISTTOOLDEFINITIONSREQUEST']._serialized_start=1962
-  _globals['_LISTTOOLDEFINITIONSREQUEST']._serialized_end=2039
-  _globals['_LISTTOOLDEFINITIONSRESPONSE']._serialized_start=2041
-  _globals['_LISTTOOLDEFINITIONSRESPONSE']._serialized_end=2136
-  _globals['_GETTOOLDEFINITIONREQUEST']._serialized_start=2138
-  _globals['_GETTOOLDEFINITIONREQUEST']._serialized_end=2180
-  _globals['_GETTOOLDEFINITIONRESPONSE']._serialized_start=2182
-  _globals['_GETTOOLDEFINITIONRESPONSE']._serialized_end=2273
-  _globals['_PROMOTETOOLDEFINITIONREQUEST']._serialized_start=2275
-  _globals['_PROMOTETOOLDEFINITIONREQUEST']._serialized_end=2337
-  _globals['_PROMOTETOOLDEFINITIONRESPONSE']._serialized_start=2339
-  _globals['_PROMOTETOOLDEFINITIONRESPONSE']._serialized_end=2434
-  _globals['_RETIRETOOLDEFINITIONREQUEST']._serialized_start=2436
-  _globals['_RETIRETOOLDEFINITIONREQUEST']._serialized_end=2481
-  _globals['_RETIRETOOLDEFINITIONRESPONSE']._serialized_start=2483
-  _globals['_RETIRETOOLDEFINITIONRESPONSE']._serialized_end=2577
-  _globals['_GATEWAYSERVICE']._serialized_start=2580
-  _globals['_GATEWAYSERVICE']._serialized_end=3447
+  _globals['_TOOLINFO']._serialized_end=856
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=859
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=993
+  _globals['_OBSERVEREQUEST']._serialized_start=996
+  _globals['_OBSERVEREQUEST']._serialized_end=1170
+  _globals['_OBSERVERESPONSE']._serialized_start=1172
+  _globals['_OBSERVERESPONSE']._serialized_end=1216
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1218
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1257
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1259
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1334
+  _globals['_ENDSESSIONREQUEST']._serialized_start=1336
+  _globals['_ENDSESSIONREQUEST']._serialized_end=1417
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=1419
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1486
+  _globals['_TOOLDEFINITIONINFO']._serialized_start=1489
+  _globals['_TOOLDEFINITIONINFO']._serialized_end=2041
+  _globals['_LISTTOOLDEFINITIONSREQUEST']._serialized_start=2043
+  _globals['_LISTTOOLDEFINITIONSREQUEST']._serialized_end=2120
+  _globals['_LISTTOOLDEFINITIONSRESPONSE']._serialized_start=2122
+  _globals['_LISTTOOLDEFINITIONSRESPONSE']._serialized_end=2217
+  _globals['_GETTOOLDEFINITIONREQUEST']._serialized_start=2219
+  _globals['_GETTOOLDEFINITIONREQUEST']._serialized_end=2261
+  _globals['_GETTOOLDEFINITIONRESPONSE']._serialized_start=2263
+  _globals['_GETTOOLDEFINITIONRESPONSE']._serialized_end=2354
+  _globals['_PROMOTETOOLDEFINITIONREQUEST']._serialized_start=2356
+  _globals['_PROMOTETOOLDEFINITIONREQUEST']._serialized_end=2418
+  _globals['_PROMOTETOOLDEFINITIONRESPONSE']._serialized_start=2420
+  _globals['_PROMOTETOOLDEFINITIONRESPONSE']._serialized_end=2515
+  _globals['_RETIRETOOLDEFINITIONREQUEST']._serialized_start=2517
+  _globals['_RETIRETOOLDEFINITIONREQUEST']._serialized_end=2562
+  _globals['_RETIRETOOLDEFINITIONRESPONSE']._serialized_start=2564
+  _globals['_RETIRETOOLDEFINITIONRESPONSE']._serialized_end=2658
+  _globals['_GATEWAYSERVICE']._serialized_start=2661
+  _globals['_GATEWAYSERVICE']._serialized_end=3528
 # @@protoc_insertion_point(module_scope)

@@ -47,20 +47,24 @@ class ListToolsRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class ToolInfo(_message.Message):
-    __slots__ = ("name", "description", "parameters_json_schema", "item_type", "definition_id", "scope")
+    __slots__ = ("name", "description", "parameters_json_schema", "item_type", "definition_id", "scope", "display", "environment")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     parameters_json_schema: str
     item_type: _call_pb2.ItemType
     definition_id: str
     scope: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json_schema: _Optional[str] = ..., item_type: _Optional[_Union[_call_pb2.ItemType, str]] = ..., definition_id: _Optional[str] = ..., scope: _Optional[str] = ...) -> None: ...
+    display: _call_pb2.Display
+    environment: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json_schema: _Optional[str] = ..., item_type: _Optional[_Union[_call_pb2.ItemType, str]] = ..., definition_id: _Optional[str] = ..., scope: _Optional[str] = ..., display: _Optional[_Union[_call_pb2.Display, _Mapping]] = ..., environment: _Optional[str] = ...) -> None: ...
 
 class ListToolsResponse(_message.Message):
     __slots__ = ("principal", "tools", "policy_revision")

@@ -4,14 +4,16 @@
 #
 # This package owns the core checks (grant, profile, item type, schema errors,
 # network) and combines them with the deny reasons of airlock.arguments,
-# airlock.egress, airlock.budget, airlock.sandbox and, for a call of a dynamic
-# tool (input.tool_definition), airlock.tool_definitions' admission checks. Each reason names the
-# package that made it, so it can be rolled out in shadow mode
+# airlock.egress, airlock.budget, airlock.sandbox, airlock.limits,
+# airlock.computer and, for a call of a dynamic tool (input.tool_definition),
+# airlock.tool_definitions' admission checks. Each reason names the package
+# that made it, so it can be rolled out in shadow mode
 # (data.airlock.config.shadow).
 package airlock
 
 import data.airlock.arguments
 import data.airlock.budget
+import data.airlock.computer
 import data.airlock.egress
 import data.airlock.limits
 import data.airlock.network
@@ -43,6 +45,7 @@ decision := {
 		"network": network.obligation,
 		"sandbox": sandbox_obligation,
 		"artifacts": limits.artifacts,
+		"computer": computer_obligation,
 	},
 	"tool": tool,
 }
@@ -76,6 +79,12 @@ sandbox_obligation := sandbox.obligation if allow
 
 sandbox_obligation := sandbox.ephemeral if not allow
 
+# The same for acknowledging a computer call's pending safety checks: only a
+# call that runs may have them acknowledged on its behalf.
+computer_obligation := computer.obligation if allow
+
+computer_obligation := computer.none if not allow
+
 # --- Shadow mode -------------------------------------------------------------
 
 enforced contains reason if {
@@ -92,7 +101,10 @@ shadowed contains reason if {
 # principal was not granted (or with no profile, hence no caps): these codes
 # are enforced whatever the shadow config says. base_not_granted is the same
 # rule for a dynamic tool: it never runs on a base the principal lacks.
-unshadowable := {"tool_not_granted", "unknown_profile", "base_not_granted"}
+# computer_not_enabled is the same for a computer tool: every other
+# airlock.computer rule needs the profile's computer section, so a shadowed
+# one would run the actions unchecked.
+unshadowable := {"tool_not_granted", "unknown_profile", "base_not_granted", "computer_not_enabled"}
 
 default shadow_config := {}
 
@@ -120,6 +132,8 @@ deny contains reason if some reason in budget.deny
 deny contains reason if some reason in sandbox.deny
 
 deny contains reason if some reason in limits.deny
+
+deny contains reason if some reason in computer.deny
 
 # A dynamic tool's admission, re-checked on every call under the current
 # policy (only the checks that concern the definition, not who may define).

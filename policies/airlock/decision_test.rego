@@ -67,6 +67,9 @@ no_artifacts := {
 	"max_inputs": 0, "max_input_bytes": 0,
 }
 
+# Every decision but a computer call's with acknowledged safety checks.
+no_computer := {"acknowledge_safety_checks": false}
+
 # The registry default deploy/tool_registry.yaml gives python and shell.
 ten_minutes_one_hour := {"mode": "session", "idle_ttl_ms": 600000, "max_lifetime_ms": 3600000}
 
@@ -89,6 +92,7 @@ test_allow if {
 			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
 			"sandbox": ephemeral, # no session id
 			"artifacts": no_artifacts, # python here declares none
+			"computer": no_computer,
 		},
 		"tool": registry.python,
 	}
@@ -359,6 +363,7 @@ test_decision_defined_for_empty_input if {
 			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
 			"sandbox": ephemeral,
 			"artifacts": no_artifacts,
+			"computer": no_computer,
 		}
 	}
 }
@@ -406,7 +411,8 @@ test_sandbox_obligation_always_present if {
 		d := airlock.decision with input as doc
 			with airlock.grants as grants
 			with data.registry.tools as registry
-		object.keys(d.obligations) == {"limits", "network", "sandbox", "artifacts"}
+		object.keys(d.obligations) == {"limits", "network", "sandbox", "artifacts", "computer"}
+		d.obligations.computer == no_computer
 		object.keys(d.obligations.artifacts) == object.keys(no_artifacts)
 		object.keys(d.obligations.sandbox) == {"mode", "idle_ttl_ms", "max_lifetime_ms"}
 		d.obligations.sandbox.mode in {"ephemeral", "session"}

@@ -80,6 +80,7 @@ EXPECTED_TOOLS = [
     ("function", "shell"),
     ("shell", None),
     ("apply_patch", None),
+    ("computer", None),
     ("web_search", None),
 ]
 

@@ -68,6 +68,7 @@ def assert_declares_only_granted_tools(tools: list[dict[str, Any]]) -> None:
         ("custom", "python_script"),
         ("function", "shell"),
         ("shell", None),
+        ("computer", None),
         ("web_search", None),
     ]
     functions = [t for t in tools if t["type"] == "function"]

@@ -246,6 +246,7 @@ def test_list_tools_follows_the_principals_grants(
     assert default.principal == "dev-agent"
     assert [(t.name, t.item_type) for t in default.tools] == [
         ("apply_patch", call_pb2.ITEM_TYPE_APPLY_PATCH_CALL),
+        ("computer", call_pb2.ITEM_TYPE_COMPUTER_CALL),  # the desktop sandbox (docs/computer-use.md)
         ("define_tool", call_pb2.ITEM_TYPE_FUNCTION_CALL),  # the gateway's built-in (docs/dynamic-tools.md)
         ("python", call_pb2.ITEM_TYPE_FUNCTION_CALL),
         ("python_files", call_pb2.ITEM_TYPE_FUNCTION_CALL),
@@ -254,7 +255,7 @@ def test_list_tools_follows_the_principals_grants(
         ("shell_builtin", call_pb2.ITEM_TYPE_SHELL_CALL),
         ("web_search", call_pb2.ITEM_TYPE_WEB_SEARCH_CALL),
     ]
-    schema = json.loads(default.tools[2].parameters_json_schema)
+    schema = json.loads(default.tools[3].parameters_json_schema)
     assert schema["required"] == ["code"]
     untrusted = gateway_stub.ListTools(gateway_pb2.ListToolsRequest(), metadata=auth(stack.untrusted_token), timeout=10)
     assert [t.name for t in untrusted.tools] == ["python"]

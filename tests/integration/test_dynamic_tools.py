@@ -155,6 +155,13 @@ def test_define_call_promote_and_reuse_through_the_agent_loop(stack: Stack) -> N
             )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert (err.value.details() or "").startswith("forbidden: ")
+        (refused,) = [
+            e
+            for e in stack.audit_events()
+            if e["kind"] == "tool_definition" and e["decision"] == "deny" and e["tool_definition"]["id"] == tool_id
+        ]
+        assert refused["principal"] == "dev-agent"
+        assert refused["reasons"][0]["code"] == "forbidden"
         promoted = gw.PromoteToolDefinition(
             gateway_pb2.PromoteToolDefinitionRequest(id=tool_id, to="principal"),
             metadata=auth(operator_token(stack)),
@@ -162,7 +169,9 @@ def test_define_call_promote_and_reuse_through_the_agent_loop(stack: Stack) -> N
         ).definition
     assert promoted.scope == "principal"
     (promote_event,) = [
-        e for e in stack.audit_events() if e["kind"] == "tool_definition" and e["tool_definition"]["id"] == tool_id
+        e
+        for e in stack.audit_events()
+        if e["kind"] == "tool_definition" and e["decision"] == "allow" and e["tool_definition"]["id"] == tool_id
     ]
     assert promote_event["principal"] == "dev-operator"
     assert promote_event["tool_definition"]["previous_scope"] == "session"
@@ -213,6 +222,10 @@ def test_define_call_promote_and_reuse_through_the_agent_loop(stack: Stack) -> N
     assert not gone.allowed
     assert [r.code for r in gone.reasons] == ["tool_retired"]
     assert not [e for e in stack.audit_events(gone.decision_id) if e["kind"] == "execution"]
+    # Nor does a changed body bring the retired name back.
+    back = invoke(stack, stack.token, "define_tool", definition(name, source=SOURCE + "\n"), s2)
+    assert not back.allowed
+    assert [r.code for r in back.reasons] == ["definition_retired"]
 
 
 @pytest.mark.parametrize(
@@ -229,7 +242,10 @@ def test_define_call_promote_and_reuse_through_the_agent_loop(stack: Stack) -> N
         ("agent", {"base": "web_fetch"}, "base_not_granted"),
         ("agent", {"network": True}, "network_not_permitted"),
         ("agent", {"source": "import socket\nprint(socket.gethostname())\n"}, "source_imports_network"),
-        ("untrusted", {}, "tool_definitions_not_granted"),
+        # Who may define comes first: no other check answers a principal without define_tool.
+        ("untrusted", {}, "tool_not_granted"),
+        ("untrusted", {"name": "web_fetch"}, "tool_not_granted"),
+        ("untrusted", {"base": "no_such_tool"}, "tool_not_granted"),
     ],
 )
 def test_a_bad_definition_is_refused_audited_and_never_run(

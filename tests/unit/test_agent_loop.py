@@ -250,11 +250,13 @@ COMPUTER_CALL = {
 }
 
 
-def test_unsupported_client_item_stops_the_loop() -> None:
-    # A computer_call is never declared and we cannot take screenshots.
+def test_a_computer_call_without_a_screenshot_stops_the_loop() -> None:
+    # Not granted here, so refused, and so is the screenshot that would show
+    # the model the screen: nothing to answer the call with.
     item = COMPUTER_CALL
-    with pytest.raises(agent.UnsupportedItemError):
+    with pytest.raises(agent.ComputerUseError) as err:
         agent.run(FakeClient([response("r0", [item])]), "m", "hi", FakeGateway())  # type: ignore[arg-type]
+    assert err.value.code == "no_screenshot"
 
 
 class FakeRpcError(grpc.RpcError):

@@ -291,7 +291,7 @@ def test_max_tool_calls_in_streaming_does_not_run_the_excess_call() -> None:
     assert sorted(c[0] for c in gw.invoked) == ["a", "b"]
 
 
-def test_unsupported_streamed_item_stops_the_loop() -> None:
+def test_a_streamed_computer_call_without_a_screenshot_stops_the_loop() -> None:
     item = {
         "type": "computer_call",
         "id": "cu_1",
@@ -302,7 +302,7 @@ def test_unsupported_streamed_item_stops_the_loop() -> None:
     }
     e = Events("r0")
     events = iter([e.created(), e.done(0, item), e.completed([item])])
-    with pytest.raises(agent.UnsupportedItemError):
+    with pytest.raises(agent.ComputerUseError):
         agent.run(StreamingClient([events]), "m", "hi", FakeGateway(), stream=True)  # type: ignore[arg-type]
 
 

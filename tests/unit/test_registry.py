@@ -42,6 +42,7 @@ def test_shipped_registry_loads(shipped_registry_path: Path) -> None:
     reg = load_registry(shipped_registry_path)
     assert set(reg.tools) == {
         "apply_patch",
+        "computer",
         "local_shell",
         "python",
         "python_files",
@@ -74,6 +75,7 @@ def test_shipped_registry_as_policy_data(shipped_registry_path: Path) -> None:
     assert list(data["tools"]) == sorted(
         {
             "apply_patch",
+            "computer",
             "local_shell",
             "python",
             "python_files",

@@ -60,6 +60,30 @@ def test_a_bad_definition_is_refused_with_its_own_code(arguments: dict[str, Any]
     assert err.value.code == code
 
 
+#: Outside the linear-time subset: fetched, backtracking, quadratic, multiplying.
+OUTSIDE_THE_SUBSET: list[dict[str, Any]] = [
+    {"properties": {"a": {"$dynamicRef": "http://127.0.0.1/x"}}},
+    {"properties": {"a": {"$ref": "#/$defs/d"}}, "$defs": {"d": {}}},
+    {"$id": "http://127.0.0.1/s"},
+    {"properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}},
+    {"patternProperties": {"^(a+)+$": {}}},
+    {"propertyNames": {"maxLength": 3}},
+    {"properties": {"a": {"type": "array", "uniqueItems": True}}},
+    {"allOf": [{}, {}]},
+    {"properties": {"a": {"format": "email"}}},
+    {"properties": {"a": {"items": {"anyOf": [{}]}}}},
+    {"properties": {"a": {"enum": list(range(65))}}},
+    {"$schema": "http://json-schema.org/draft-04/schema#"},
+]
+
+
+@pytest.mark.parametrize("schema", OUTSIDE_THE_SUBSET)
+def test_a_schema_outside_the_subset_is_refused(schema: dict[str, Any]) -> None:
+    with pytest.raises(DefinitionError) as err:
+        parse_definition(args(parameters=json.dumps({"type": "object", **schema})), REGISTERED)
+    assert err.value.code == "schema_invalid"
+
+
 def test_a_good_definition_parses() -> None:
     d = parse_definition(args(), REGISTERED)
     assert d.name == "summarize_csv"
@@ -150,10 +174,13 @@ def test_the_catalog_scopes(tmp_path: Path) -> None:
     cat.set_scope("tool_a", "principal")
     assert [r.id for r in cat.visible("alice", "default", "s9")] == ["tool_a"]
     assert cat.visible("bob", "default", "s1") == []
-    # To a profile: its principals, not another profile's.
+    # To a profile: its principals, not another profile's; its owner keeps it.
     cat.set_scope("tool_a", "profile:default")
     assert [r.id for r in cat.visible("bob", "default", "")] == ["tool_a"]
     assert cat.visible("carol", "untrusted", "") == []
+    cat.set_scope("tool_a", "profile:other")
+    assert [r.id for r in cat.visible("alice", "default", "s7")] == ["tool_a"]
+    cat.set_scope("tool_a", "profile:default")
     # Used twice in one session, once in another.
     cat.used("tool_a", "s1")
     cat.used("tool_a", "s1")
@@ -166,6 +193,9 @@ def test_the_catalog_scopes(tmp_path: Path) -> None:
     assert cat.visible("bob", "default", "") == []
     assert [r.id for r in cat.visible("bob", "default", "", name="t", retired=True)] == ["tool_a"]
     assert cat.owned_live("alice") == 0
+    assert cat.owned_count("alice") == 1
+    assert cat.retired_name("alice", "t")
+    assert not cat.retired_name("alice", "u")
     cat.close()
 
 
@@ -185,3 +215,30 @@ def test_escape_shows_what_a_model_wrote_without_obeying_it() -> None:
     assert shown == "ok\\x1b[2J\\x1b]0;pwned\\x07\\r\\u202egnp.exe\\u200b\\x85\\x7f"
     assert escape("a\n\tb\r", keep_lines=True) == "a\n\tb\\r"
     assert escape("back\\slash é ✓") == "back\\\\slash é ✓"
+
+
+def test_a_subset_schema_parses() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 0, "maximum": 9, "description": "d"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
+            "mode": {"enum": ["a", "b"]},
+            "opts": {"type": "object", "additionalProperties": {"type": "boolean"}},
+        },
+        "required": ["n"],
+        "additionalProperties": False,
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+    }
+    assert parse_definition(args(parameters=json.dumps(schema)), REGISTERED).parameters == schema
+
+
+def test_a_schema_that_points_outside_is_never_fetched() -> None:
+    """Registry schemas too: the validators resolve nothing outside the
+    schema (no retrieval), so such a reference fails instead of fetching."""
+    import referencing.exceptions  # noqa: PLC0415
+
+    from airlock.gateway._input import schema_errors  # noqa: PLC0415
+
+    with pytest.raises(referencing.exceptions.Unresolvable):
+        schema_errors({"type": "object", "properties": {"a": {"$ref": "http://127.0.0.1:9/x.json"}}}, {"a": 1})

@@ -14,6 +14,13 @@ fork, so no child escapes it. Every exec runs that sweep before the call's
 program starts and again when it ended; after a session call the executor
 checks that only the keeper is left (and sweeps itself if not).
 
+A desktop sandbox (computer use, docs/computer-use.md) differs only in its
+keeper: ``airlock-desktop WxH`` (a virtual display and a kiosk browser, as
+the keeper uid) instead of ``sleep infinity``. Its keeper's processes come
+and go, so the check after a call is "no process of the sandbox uid is left"
+(UID_COUNT_ARGV), and its class carries the display's size. Desktops are
+never pooled.
+
 A container is handed out only after check() found it as it was made:
 running with the same PID 1 and start time, no exec running, the same
 configuration (a ``docker update`` or ``pause`` from outside shows), only
@@ -48,6 +55,31 @@ COUNT_ARGV = ("/bin/sh", "-c", "set -- /proc/[0-9]*; echo $#")
 PRELUDE = ("/bin/sh", "-c", 'kill -9 -1 2>/dev/null; "$@"; rc=$?; kill -9 -1 2>/dev/null; exit $rc', "sh")
 #: The keeper's command after the lifetime wrapper.
 KEEPER_ARGV = ("sleep", "infinity")
+#: A desktop sandbox's keeper (deploy/images/desktop/airlock-desktop): Xvfb on
+#: DESKTOP_DISPLAY and a kiosk chromium, as the keeper uid; its size follows.
+DESKTOP_KEEPER = "airlock-desktop"
+DESKTOP_DISPLAY = ":99"
+#: Run as the keeper uid: counts the live processes of the uid given as $1
+#: (any of its real, effective, saved or filesystem uid), from inside, with
+#: shell builtins only. A desktop's keeper has a changing number of processes
+#: (Xvfb, chromium and its helpers), so "nothing of the call is left" is
+#: "no process of the sandbox uid", not a total. Every thread's status is
+#: read (/proc/PID/task/TID/status; not the owner of /proc/PID, which a
+#: process that makes itself non-dumpable turns into root's). Zombies (State
+#: Z, X) are dead and only wait for docker-init to reap them; a live thread
+#: under a zombie leader (the leader called pthread_exit) still counts. The
+#: same under runc and gVisor.
+UID_COUNT_ARGV = (
+    "/bin/sh",
+    "-c",
+    (
+        'n=0; for f in /proc/[0-9]*/task/[0-9]*/status; do z=; { while read -r k a b c d; do case "$k" in '
+        'State:) case "$a" in Z|X) z=1;; esac;; '
+        'Uid:) [ -z "$z" ] && case " $a $b $c $d " in *" $1 "*) n=$((n+1));; esac; break;; esac; done; } '
+        '< "$f" 2>/dev/null; done; echo "$n"'
+    ),
+    "sh",
+)
 
 ReplaceCause = Literal["died", "tampered", "stale", "expired", "evicted", "failed"]
 REPLACE_CAUSES: tuple[ReplaceCause, ...] = ("died", "tampered", "stale", "expired", "evicted", "failed")
@@ -101,19 +133,28 @@ class ContainerClass:
     cpu_millis: int
     pids: int
     tmpfs_bytes: int
+    desktop: str = ""
+    """A desktop sandbox's display, "WIDTHxHEIGHT" ("" for any other): its
+    keeper runs the display and a browser instead of sleeping. Never pooled."""
 
     @classmethod
-    def of(cls, image: str, runtime: str, limits: EffectiveLimits) -> ContainerClass:
-        return cls(image, runtime, limits.memory_bytes, limits.cpu_millis, limits.pids, limits.tmpfs_bytes)
+    def of(cls, image: str, runtime: str, limits: EffectiveLimits, desktop: str = "") -> ContainerClass:
+        return cls(image, runtime, limits.memory_bytes, limits.cpu_millis, limits.pids, limits.tmpfs_bytes, desktop)
 
     @property
     def label(self) -> str:
-        """For metrics and logs: image, runtime and the limits, short."""
+        """For metrics and logs: image, runtime and the limits, short (and
+        the display, for a desktop)."""
         mib = 1 << 20
         return (
             f"{self.image}|{self.runtime}|{self.memory_bytes // mib}Mi|{self.cpu_millis}m"
             f"|{self.pids}p|{self.tmpfs_bytes // mib}Mi"
-        )
+        ) + (f"|desktop={self.desktop}" if self.desktop else "")
+
+    @property
+    def keeper_argv(self) -> tuple[str, ...]:
+        """The keeper's command after the lifetime wrapper."""
+        return (DESKTOP_KEEPER, self.desktop) if self.desktop else KEEPER_ARGV
 
     def limits(self, ceilings: EffectiveLimits, timeout_ms: int) -> EffectiveLimits:
         """The container's limits: the class's, with timeout_ms for its keeper."""

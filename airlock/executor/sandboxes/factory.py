@@ -16,8 +16,8 @@ from airlock.executor._model import EffectiveLimits, RunSpec
 from airlock.executor._options import EgressAttachment, Keeper, container_options
 from airlock.executor.sandboxes.containers import (
     COUNT_ARGV,
-    KEEPER_ARGV,
     SWEEP_ARGV,
+    UID_COUNT_ARGV,
     ContainerClass,
     Fingerprints,
     Sandbox,
@@ -84,9 +84,14 @@ class DockerSandboxes:
         lifetime_ms: int | None = None,
     ) -> dict[str, Any]:
         limits = cls.limits(self._ceilings, lifetime_ms or self._lifetime_ms)
-        spec = RunSpec(run_id=sandbox_id, tool="", image=cls.image, argv=KEEPER_ARGV, runtime=cls.runtime)
+        spec = RunSpec(run_id=sandbox_id, tool="", image=cls.image, argv=cls.keeper_argv, runtime=cls.runtime)
         keeper = Keeper(
-            sandbox_id=sandbox_id, kind=kind, fingerprint=fingerprint, pool=cls.label, generation=self._generation
+            sandbox_id=sandbox_id,
+            kind=kind,
+            fingerprint=fingerprint,
+            pool=cls.label,
+            generation=self._generation,
+            desktop=bool(cls.desktop),
         )
         return container_options(spec, limits, self._cfg, self._seccomp, egress, keeper=keeper)
 
@@ -147,6 +152,20 @@ class DockerSandboxes:
             # Not a container to trust: the caller replaces it.
             raise RuntimeError(f"counting processes in {sandbox.container_id[:12]} failed (exit {code})")
         return int(text) - 1  # the counting shell itself
+
+    def user_processes(self, sandbox: Sandbox) -> int:
+        """Live processes of the sandbox uid in the container, counted from
+        inside as the keeper's uid (which a call cannot signal, trace or
+        fake): what a desktop's check after a call looks at, under runc and
+        gVisor alike. Raises RuntimeError when the count cannot be had."""
+        uid = self._cfg.user.partition(":")[0]
+        code, out = self._runtime.exec_read(
+            sandbox.container_id, (*UID_COUNT_ARGV, uid), self._cfg.keeper_user, COUNT_TIMEOUT_S
+        )
+        text = out.decode("ascii", "replace").strip()
+        if code != 0 or not text.isdigit():
+            raise RuntimeError(f"counting processes in {sandbox.container_id[:12]} failed (exit {code})")
+        return int(text)
 
     def remove(self, container_id: str) -> None:
         self._runtime.remove(container_id)

@@ -4,7 +4,7 @@ reused by that session's calls.
 The key is the whole of what a container was made for: the principal (a
 session id is never shared across principals, whatever id a caller sends),
 the session id, the container class (image, runtime, memory, CPU, pids,
-tmpfs) and the network grant. A call whose decided limits or network
+tmpfs, and a desktop's display size) and the network grant. A call whose decided limits or network
 differ gets a sandbox of its own. An unknown or ended session id simply
 starts a new sandbox.
 
@@ -283,7 +283,8 @@ class SessionTable:
             self._addresses.release(sandbox.egress_address)
 
     async def _start(self, key: SessionKey) -> tuple[Sandbox, bool, int]:
-        if not key.network and self._pool is not None:
+        # A desktop's keeper is not the pool's `sleep infinity`: it is always made fresh.
+        if not key.network and not key.cls.desktop and self._pool is not None:
             claim = await self._pool.claim(key.cls)
             if claim.sandbox is not None:
                 return claim.sandbox, True, claim.claim_ms

@@ -100,6 +100,19 @@ class Catalog:
             (n,) = db.execute("SELECT count(*) FROM definitions WHERE owner = ? AND retired = 0", (owner,)).fetchone()
             return int(n)
 
+    def owned_count(self, owner: str) -> int:
+        """Every definition the owner has, retired ones too."""
+        with self._tx() as db:
+            (n,) = db.execute("SELECT count(*) FROM definitions WHERE owner = ?", (owner,)).fetchone()
+            return int(n)
+
+    def retired_name(self, owner: str, name: str) -> bool:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT 1 FROM definitions WHERE owner = ? AND name = ? AND retired = 1 LIMIT 1", (owner, name)
+            ).fetchone()
+            return row is not None
+
     def visible(
         self, owner: str, profile: str, session: str, *, name: str | None = None, retired: bool = False
     ) -> list[DefinitionRecord]:
@@ -108,8 +121,10 @@ class Catalog:
         sql = (
             f"SELECT {_COLUMNS} FROM definitions WHERE retired = ? AND ("  # noqa: S608 - fixed columns
             " (scope = 'session' AND owner = ? AND id IN (SELECT id FROM definition_sessions WHERE session_id = ?))"
-            " OR (scope = 'principal' AND owner = ?) OR scope = ?)"
+            " OR (scope != 'session' AND owner = ?) OR scope = ?)"
         )
+        # scope != 'session' for the owner: promoting a tool to a profile
+        # its owner is not in does not take it from its owner.
         params: list[object] = [int(retired), owner, session, owner, f"profile:{profile}"]
         if name is not None:
             sql += " AND name = ?"

@@ -75,7 +75,12 @@ class ToolDefinitions:
         existing = await self._in_thread(self._catalog.get, did)
         if existing is not None and existing.retired:
             raise DefinitionError("definition_retired", f"this definition ({did}) was retired by an operator")
-        owned = await self._in_thread(self._catalog.owned_live, principal.id)
+        # A retired name stays retired for its owner: a changed body under
+        # the same name is not a way around an operator's retire.
+        if await self._in_thread(self._catalog.retired_name, principal.id, definition.name):
+            raise DefinitionError("definition_retired", f"{definition.name!r} was retired by an operator")
+        # Retired ones count too: retiring does not hand the quota back.
+        owned = await self._in_thread(self._catalog.owned_count, principal.id)
         return Prepared(definition, did, existing, owned)
 
     async def save(

@@ -18,7 +18,10 @@ import data.airlock.tools
 #
 # Rules are keyed by tools.registry_name and read tools.arguments: for a call of
 # a dynamic tool that is its base, with the definition's source as the base's
-# dynamic.source argument, i.e. exactly what the base runs. So a shell-like
+# dynamic.source argument: the body the base runs (the gateway wraps it with
+# the call's arguments as a string literal, data the body may act on: a body
+# like exec(ARGS["code"]) runs what the arguments say, so argument rules are
+# no boundary for dynamic tools; the sandbox is). So a shell-like
 # base would still have its deny patterns matched against the generated
 # program, while the dynamic tool's own arguments ({"path": ...} for a CSV
 # summarizer) are never misread as the base's (python's `code`); they are only

@@ -61,3 +61,24 @@ test_unknown_profile_has_no_limits if {
 		with data.airlock.grants as grants
 		with data.registry.tools as registry
 }
+
+test_a_profile_sets_other_caps_for_one_tool if {
+	profile := {
+		"tools": ["computer", "python"],
+		"limits": {"memory_bytes": 100, "pids": 10},
+		"tool_limits": {"computer": {"memory_bytes": 500, "pids": "lots"}},
+	}
+	registry := {
+		"computer": {"name": "computer", "limits": {"memory_bytes": 400}},
+		"python": {"name": "python", "limits": {}},
+	}
+	grants := {"profiles": {"p": profile}, "principals": {}}
+	computer := limits.effective with input as {"principal": {"id": "a", "profile": "p"}, "call": {"tool": "computer"}}
+		with data.airlock.grants as grants
+		with data.registry.tools as registry
+	computer == {"memory_bytes": 400, "pids": 10}
+	python := limits.effective with input as {"principal": {"id": "a", "profile": "p"}, "call": {"tool": "python"}}
+		with data.airlock.grants as grants
+		with data.registry.tools as registry
+	python == {"memory_bytes": 100, "pids": 10}
+}
