@@ -26,6 +26,8 @@ names it for ``Observe``."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from dataclasses import dataclass
@@ -263,10 +265,23 @@ def computer_arguments(item: ResponseComputerToolCall) -> dict[str, Any]:
     return doc
 
 
+#: The largest screenshot sent to the model, decoded.
+MAX_SCREENSHOT_BYTES = 8 * 1024 * 1024
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
 def _screenshot_url(result: ToolResult) -> str | None:
-    """The run's screenshot as a data URL (act.py prints the PNG base64)."""
+    """The run's screenshot as a data URL (act.py prints the PNG base64),
+    or None unless it is a whole PNG: a cut or odd output never reaches the
+    model as an image."""
     text = result.stdout.strip()
-    if not result.allowed or result.outcome != "ok" or not text:
+    if not result.allowed or result.outcome != "ok" or not text or result.output_truncated:
+        return None
+    try:
+        png = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not png.startswith(_PNG) or len(png) > MAX_SCREENSHOT_BYTES:
         return None
     return f"data:image/png;base64,{text}"
 
@@ -290,7 +305,10 @@ def _computer(ctx: ItemContext, item: ResponseComputerToolCall) -> CallRecord:
     notes: tuple[ResponseInputItemParam, ...] = ()
     if not result.allowed:
         shown = ctx.gateway.invoke(item.call_id, "computer_call", tool, _SCREENSHOT_ONLY, ctx.session_id)
-        note = "The computer action was not run: " + refusal_text(result)
+        # Fixed wording and the reason codes only: a reason's message may
+        # quote what the model sent, and this goes in as a developer message.
+        codes = ", ".join(sorted({r.code for r in result.reasons}))
+        note = f"The last computer_call was refused by policy ({codes}; decision {result.decision_id}); nothing ran."
         notes = ({"role": "developer", "content": note},)
     url = _screenshot_url(shown)
     if url is None:

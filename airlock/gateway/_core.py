@@ -37,7 +37,7 @@ import logging
 import mimetypes
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any, Protocol
 
@@ -193,7 +193,11 @@ class Gateway:
         #: Actions allowed computer calls ran, per principal and session.
         self._computer_actions = ActionCounts()
         #: One define_tool at a time per owner (_define_serially).
-        self._define_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._define_locks = KeyedLocks()
+        #: One computer decision at a time per session, from reading its
+        #: action count to adding the batch: concurrent calls cannot
+        #: overshoot the session's action budget.
+        self._action_locks = KeyedLocks()
         #: Where inputs come from and outputs go; None: no artifact store,
         #: so nothing is collected and a call naming inputs fails.
         self._artifacts = artifacts
@@ -401,7 +405,7 @@ class Gateway:
                 reservation.release()
         return decision
 
-    async def _decide(  # noqa: C901, PLR0911 - one return per refusal
+    async def _decide(  # noqa: C901, PLR0911, PLR0912 - one return per refusal
         self, inp: CallInput, *, reserve: bool
     ) -> tuple[Decision, Reservation | None]:
         decision_id = str(uuid.uuid4())
@@ -441,9 +445,13 @@ class Gateway:
             counts = reservation.counts
         else:
             counts = await self._counters.snapshot(principal.id, call.session_id, counted)
-        counts = self._with_actions(inp, principal, counts)
         try:
-            decision = await self._ask_policy(inp, principal, decision_id, arguments, counts, resolved)
+            if call.item_type == "computer_call" and reserve and resolved is None:
+                decision = await self._decide_actions(inp, principal, decision_id, arguments, counts)
+            else:
+                decision = await self._ask_policy(
+                    inp, principal, decision_id, arguments, self._with_actions(inp, principal, counts), resolved
+                )
         except BaseException:
             if reservation is not None:
                 reservation.release()
@@ -660,21 +668,11 @@ class Gateway:
         save: the policy's count of the owner's definitions and the name
         checks hold when the definition is stored (concurrent defines went
         past max_definitions, and stored one name twice in a session)."""
-        lock, users = self._define_locks.get(principal.id, (asyncio.Lock(), 0))
-        self._define_locks[principal.id] = (lock, users + 1)
-        try:
-            async with lock:
-                decision = await self._slotted_decision(inp, principal, reserve=True)
-                if not decision.allowed:
-                    return InvokeResult(decision)
-                return await self._define(inp, principal, decision)
-        finally:
-            # Forget an owner's lock once nobody holds or waits for it.
-            lock, users = self._define_locks[principal.id]
-            if users <= 1:
-                del self._define_locks[principal.id]
-            else:
-                self._define_locks[principal.id] = (lock, users - 1)
+        async with self._define_locks.hold(principal.id):
+            decision = await self._slotted_decision(inp, principal, reserve=True)
+            if not decision.allowed:
+                return InvokeResult(decision)
+            return await self._define(inp, principal, decision)
 
     async def _define(self, inp: CallInput, principal: Principal, decision: Decision) -> InvokeResult:
         """Stores an admitted definition (or finds this owner's identical
@@ -773,6 +771,20 @@ class Gateway:
             self._metrics.computer_screenshot_seconds.observe(outcome.duration_ms / 1000)
         return screenshot
 
+    async def _decide_actions(
+        self, inp: CallInput, principal: Principal, decision_id: str, arguments: Any, counts: Mapping[str, int]
+    ) -> Decision:
+        """A computer call that will run: its session's action count read,
+        decided, and its batch added, one call of the session at a time."""
+        session = inp.call.session_id
+        async with self._action_locks.hold(f"{principal.id}\0{session}"):
+            counts = self._with_actions(inp, principal, counts)
+            decision = await self._ask_policy(inp, principal, decision_id, arguments, counts, None)
+            if decision.allowed:
+                actions = arguments.get("actions") if isinstance(arguments, Mapping) else None
+                self._computer_actions.add(principal.id, session, len(actions or ()))
+            return decision
+
     def _with_actions(self, inp: CallInput, principal: Principal, counts: Mapping[str, int]) -> Mapping[str, int]:
         """The session's action budget (airlock.computer) counts actions, not
         calls: a batch of 16 is 16."""
@@ -781,12 +793,9 @@ class Gateway:
         return {**counts, "session_computer_actions": self._computer_actions.get(principal.id, inp.call.session_id)}
 
     async def _count_use(self, inp: CallInput, decision: Decision) -> None:
-        """What an allowed run uses: a computer call's actions (its session's
-        budget); a dynamic tool's call, by scope (metric) and per definition
-        (the catalog's reuse counts)."""
-        if inp.call.item_type == "computer_call" and inp.principal is not None:
-            actions = decision.arguments.get("actions") if isinstance(decision.arguments, Mapping) else None
-            self._computer_actions.add(inp.principal.id, inp.call.session_id, len(actions or ()))
+        """What an allowed run uses: a dynamic tool's call, by scope (metric)
+        and per definition (the catalog's reuse counts). A computer call's
+        actions were added at its decision (_decide)."""
         if not isinstance(decision.dynamic, Resolved) or self._tooldefs is None:
             return
         self._metrics.dynamic_tool_calls.labels(decision.dynamic.record.scope_kind).inc()
@@ -1167,6 +1176,27 @@ def _screenshot(inp: CallInput, outcome: RunOutcome) -> tuple[str, int] | None:
     except (binascii.Error, ValueError):
         return None
     return hashlib.sha256(png).hexdigest(), len(png)
+
+
+class KeyedLocks:
+    """An asyncio lock per key, forgotten once nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class ActionCounts:

@@ -8,13 +8,14 @@
 # installed (no bus ever runs). Our own files come from
 # deploy/images/desktop/: the keeper (/usr/local/bin/airlock-desktop), the
 # per-call program (/usr/local/lib/airlock-desktop/act.py) and the local test
-# page (/opt/airlock-desktop/index.html). No registry pull: the image's
+# page (/opt/airlock-desktop/index.html), and chromium's managed policy
+# (/etc/chromium/policies/managed/airlock.json). No registry pull: the image's
 # provenance is the Debian archive and this repository. The tag is the cache
 # key: bump DESKTOP_REVISION when this script or those files change; an
 # existing tag is left alone (idempotent).
 set -euo pipefail
 
-DESKTOP_REVISION=2
+DESKTOP_REVISION=3
 NAME="${1:-airlock/sandbox-desktop:${DESKTOP_REVISION}}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 FILES="$(cd "$(dirname "$0")/desktop" && pwd)"
@@ -44,6 +45,14 @@ mkdir -p "$root/work"
 install -m 0755 "$FILES/airlock-desktop" "$root/usr/local/bin/airlock-desktop"
 install -D -m 0644 "$FILES/act.py" "$root/usr/local/lib/airlock-desktop/act.py"
 install -D -m 0644 "$FILES/index.html" "$root/opt/airlock-desktop/index.html"
+# The browser's own lock, under the keys and buttons the policy denies: a
+# managed policy (chromium reads /etc/chromium/policies/managed) that allows
+# only the local page (every other URL, file://, chrome://, view-source: and
+# devtools:// included, is blocked), and turns off developer tools,
+# downloads, file dialogs, printing, incognito and guest windows, the task
+# manager's kill, sign-in, sync and extensions. A right-click menu or a key
+# the denylist missed still reaches nothing.
+install -D -m 0644 "$FILES/chromium-policy.json" "$root/etc/chromium/policies/managed/airlock.json"
 
 tar -C "$root" -c . | docker import \
   -c 'USER 65534:65534' \

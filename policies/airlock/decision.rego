@@ -104,7 +104,13 @@ shadowed contains reason if {
 # computer_not_enabled is the same for a computer tool: every other
 # airlock.computer rule needs the profile's computer section, so a shadowed
 # one would run the actions unchecked.
-unshadowable := {"tool_not_granted", "unknown_profile", "base_not_granted", "computer_not_enabled"}
+unshadowable := {
+	"tool_not_granted",
+	"unknown_profile",
+	"base_not_granted",
+	"computer_not_enabled",
+	"safety_checks_not_acknowledged",
+}
 
 default shadow_config := {}
 

@@ -42,7 +42,7 @@ from airlock.executor.sandboxes.containers import UID_COUNT_ARGV
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 
 pytestmark = pytest.mark.integration
-IMAGE = "airlock/sandbox-desktop:2"
+IMAGE = "airlock/sandbox-desktop:3"
 ACT = ["python3", "-I", "/usr/local/lib/airlock-desktop/act.py"]
 WIDTH, HEIGHT = 1024, 768
 SANDBOX_UID = 65534
@@ -275,6 +275,20 @@ def test_typed_text_shows_in_the_label_area(ex: Executor, first: Ran) -> None:
     hits, total = image.count(TARGET, is_red)
     assert hits == total
     assert_only_the_keeper(ran.result.sandbox.container_id)
+
+
+def test_a_click_with_held_keys_and_a_second_click_on_one_spot(ex: Executor, first: Ran) -> None:
+    # A SHIFT-held click (the SDK's `keys`: act.py used to refuse the field),
+    # then a plain click on the same spot (it used to wait 16 s for the
+    # pointer to move: mousemove --sync; bench_computer.py shows the time).
+    held = run(ex, [{"type": "click", "x": 700, "y": 75, "keys": ["SHIFT"]}], session=SESSION)
+    assert held.result.outcome == executor_pb2.OUTCOME_OK, held.err[-500:]
+    again = run(ex, [{"type": "click", "x": 700, "y": 75}], session=SESSION)
+    assert again.result.outcome == executor_pb2.OUTCOME_OK, again.err[-500:]
+    print(f"second click on one spot: {again.seconds:.2f} s")
+    where = run(ex, "", session=SESSION, argv=["sh", "-c", "DISPLAY=:99 xdotool getmouselocation"])
+    assert where.result.outcome == executor_pb2.OUTCOME_OK, where.err[-500:]
+    assert "x:700 y:75" in where.out
 
 
 def test_an_invalid_action_fails_before_any_action_runs(ex: Executor, first: Ran) -> None:

@@ -62,7 +62,7 @@ BROWSER_WINDOW = (XDOTOOL, "search", "--onlyvisible", "--class", "chromium")
 #: After the browser's window first shows, how long the page may take to paint.
 FIRST_PAINT_S = 1.5
 
-BUTTONS = {"left": "1", "wheel": "2", "middle": "2", "right": "3", "back": "8", "forward": "9"}
+BUTTONS = {"left": "1", "wheel": "2", "right": "3", "back": "8", "forward": "9"}
 #: OpenAI key names (upper-cased) -> X keysyms.
 NAMED_KEYS = {
     "CTRL": "ctrl", "CONTROL": "ctrl", "SHIFT": "shift", "ALT": "alt", "OPTION": "alt",
@@ -81,17 +81,25 @@ PUNCTUATION = {
     "+": "plus", "*": "asterisk", "!": "exclam", "?": "question", ":": "colon",
 }  # fmt: skip
 FIELDS = {
-    "click": {"x", "y", "button"},
-    "double_click": {"x", "y"},
-    "scroll": {"x", "y", "scroll_x", "scroll_y"},
+    "click": {"x", "y", "button", "keys"},
+    "double_click": {"x", "y", "keys"},
+    "scroll": {"x", "y", "scroll_x", "scroll_y", "keys"},
     "type": {"text"},
     "keypress": {"keys"},
     "wait": set(),
     "screenshot": set(),
-    "move": {"x", "y"},
-    "drag": {"path"},
+    "move": {"x", "y", "keys"},
+    "drag": {"path", "keys"},
 }
-OPTIONAL = {"click": {"button"}, "scroll": {"scroll_x", "scroll_y"}}
+#: Fields an action may leave out; ``keys`` on a pointer action are the
+#: keys held while it runs (the SDK's shape; the policy decides which).
+OPTIONAL = {
+    "click": {"button", "keys"},
+    "double_click": {"keys"},
+    "scroll": {"scroll_x", "scroll_y", "keys"},
+    "move": {"keys"},
+    "drag": {"keys"},
+}
 
 
 class InvalidActionError(ValueError):
@@ -152,6 +160,26 @@ class Planner:
         if extra or missing:
             raise InvalidActionError(f"{where} ({kind}): unexpected fields {sorted(extra)}, missing {sorted(missing)}")
         steps: list[Step] = getattr(self, f"_{kind}")(action, where)
+        if kind != "keypress" and action.get("keys"):
+            held = self._held(action, where)
+            steps = [[XDOTOOL, "keydown", *held], *steps, [XDOTOOL, "keyup", *held]]
+        return steps
+
+    def _held(self, action: dict[str, Any], where: str) -> list[str]:
+        keys = action.get("keys")
+        if not isinstance(keys, list) or len(keys) > MAX_KEYS:
+            raise InvalidActionError(f"{where}: keys must be a list of at most {MAX_KEYS} keys")
+        return [_keysym(k) for k in keys]
+
+    def release(self, actions: list[Any]) -> list[Step]:
+        """What must be let go of whatever happened: every key a pointer
+        action holds and, after a drag, the button (a failed step must not
+        leave them down for the session's next call)."""
+        holding = [a for a in actions if a.get("type") != "keypress" and a.get("keys")]
+        keys = sorted({k for a in holding for k in self._held(a, "release")})
+        steps = [[XDOTOOL, "keyup", *keys]] if keys else []
+        if any(a.get("type") == "drag" for a in actions):
+            steps.append([XDOTOOL, "mouseup", "1"])
         return steps
 
     def _click(self, action: dict[str, Any], where: str) -> list[Step]:
@@ -256,14 +284,19 @@ def wait_for_desktop() -> bool:
     return True
 
 
-def act(steps: list[list[Step]]) -> bytes:
-    """Runs the steps, then takes the screenshot; raises RuntimeError."""
-    for argvs in steps:
-        for argv in argvs:
-            if argv is PAUSE:
-                time.sleep(WAIT_S)
-            else:
-                run(argv)
+def act(steps: list[list[Step]], release: list[Step] | None = None) -> bytes:
+    """Runs the steps, then takes the screenshot; raises RuntimeError.
+    ``release`` runs whatever happened."""
+    try:
+        for argvs in steps:
+            for argv in argvs:
+                if argv is PAUSE:
+                    time.sleep(WAIT_S)
+                else:
+                    run(argv)
+    finally:
+        for argv in release or []:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=STEP_TIMEOUT_S, check=False)
     time.sleep(SETTLE_S)
     shot = subprocess.run(
         SCREENSHOT, stdin=subprocess.DEVNULL, capture_output=True, timeout=STEP_TIMEOUT_S, check=False
@@ -285,6 +318,7 @@ def main(argv: list[str]) -> int:
         actions = load(argv[1])
         planner = Planner(*display_size())
         steps = [planner.plan(action, n) for n, action in enumerate(actions)]
+        release = planner.release(actions)
     except InvalidActionError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
@@ -292,7 +326,7 @@ def main(argv: list[str]) -> int:
         print(f"cannot read the display's size: {exc}", file=sys.stderr)
         return 1
     try:
-        png = act(steps)
+        png = act(steps, release)
     except (RuntimeError, subprocess.SubprocessError) as exc:
         print(f"action failed: {exc}", file=sys.stderr)
         return 1

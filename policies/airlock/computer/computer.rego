@@ -32,7 +32,7 @@ setting(key) := object.get(settings, key, [])
 array_settings := {
 	"actions": "computer_action_not_allowed",
 	"allowed_held_keys": "computer_key_denied",
-	"denied_buttons": "computer_button_denied",
+	"allowed_buttons": "computer_button_denied",
 	"denied_keys": "computer_key_denied",
 	"denied_single_keys": "computer_key_denied",
 	"text_deny_patterns": "computer_text_denied",
@@ -152,8 +152,8 @@ deny contains reason(
 deny contains reason(
 	"computer_key_denied",
 	sprintf(
-		"actions[%d] (%s) of tool %q holds %s, which profile %q does not allow",
-		[i, action.type, tools.name, key, tools.profile_name],
+		"actions[%d] (%q) of tool %q holds a key that profile %q does not allow",
+		[i, substring(action.type, 0, 32), tools.name, tools.profile_name],
 	),
 ) if {
 	some i, action in action_list
@@ -173,17 +173,20 @@ deny contains reason(
 	not string_list_field(action, "keys")
 }
 
-# The back and forward buttons navigate like ALT+LEFT and ALT+RIGHT.
+# Only the buttons the profile allows (shipped: left). Right opens the
+# browser's context menu (inspect, save, print, open in a new window), the
+# wheel button opens a link in a new tab, back and forward navigate. A click
+# without a button is a left click, as act.py runs it.
 deny contains reason(
 	"computer_button_denied",
 	sprintf(
-		"actions[%d] of tool %q presses mouse button %q, which profile %q denies",
-		[i, tools.name, b, tools.profile_name],
+		"actions[%d] of tool %q presses a mouse button that profile %q does not allow",
+		[i, tools.name, tools.profile_name],
 	),
 ) if {
 	some i, action in action_list
-	b := action.button
-	b in setting("denied_buttons")
+	action.type == "click"
+	not object.get(action, "button", "left") in setting("allowed_buttons")
 }
 
 # A key entry that is not a key list would silently deny nothing: refuse instead.
@@ -206,6 +209,19 @@ deny contains reason(
 	some pattern in setting("text_deny_patterns")
 	is_string(pattern)
 	regex.match(pattern, text)
+}
+
+# The batch's typed text as one string too: "java" then "script:" in two
+# actions types the same as one.
+deny contains reason(
+	"computer_text_denied",
+	sprintf("the typed text of tool %q's batch, joined, matches deny pattern %q", [tools.name, pattern]),
+) if {
+	count(typed_texts) > 1
+	some pattern in setting("text_deny_patterns")
+	is_string(pattern)
+	regex.match(pattern, joined_text)
+	not single_text_match(pattern)
 }
 
 # An invalid pattern makes regex.match undefined, which would read as "no
@@ -353,6 +369,7 @@ key_aliases := {
 	"ARROWUP": "UP",
 	"ARROWDOWN": "DOWN",
 	"ESCAPE": "ESC",
+	"DEL": "DELETE",
 	"RETURN": "ENTER",
 }
 
@@ -416,4 +433,12 @@ max_session_actions := n if {
 	n := settings.max_session_actions
 	is_number(n)
 	n >= 0
+}
+
+# The batch's typed text, in order, as one string.
+joined_text := concat("", [typed_texts[i] | some i in sort(object.keys(typed_texts))])
+
+single_text_match(pattern) if {
+	some text in typed_texts
+	regex.match(pattern, text)
 }

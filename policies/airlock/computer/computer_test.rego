@@ -11,6 +11,7 @@ desk := {
 	"denied_keys": [["CTRL", "L"], ["CTRL", "SHIFT", "N"], ["META", "Q"], ["ALT", "LEFT"], "ctrl+w"],
 	"denied_single_keys": ["F11", "f12"],
 	"allowed_held_keys": ["SHIFT"],
+	"allowed_buttons": ["left"],
 	"text_deny_patterns": [`(?i)(^|\s)javascript:`],
 	"max_session_actions": 20,
 	"acknowledge_safety_checks": false,
@@ -20,7 +21,11 @@ grants := {
 	"profiles": {
 		"desk": {"tools": ["computer", "python"], "computer": desk},
 		"ack": {"tools": ["computer"], "computer": object.union(desk, {"acknowledge_safety_checks": true})},
-		"clicks": {"tools": ["computer"], "computer": {"actions": ["click", "screenshot"], "max_session_actions": 20}},
+		"clicks": {"tools": ["computer"], "computer": {
+			"actions": ["click", "screenshot"],
+			"allowed_buttons": ["left"],
+			"max_session_actions": 20,
+		}},
 		"bare": {"tools": ["computer"]},
 		"other": {"tools": ["python"], "computer": desk},
 	},
@@ -332,7 +337,7 @@ test_settings_that_are_not_lists_refuse_every_call if {
 		{"key": "denied_single_keys", "want": "computer_key_denied"},
 		{"key": "text_deny_patterns", "want": "computer_text_denied"},
 		{"key": "allowed_held_keys", "want": "computer_key_denied"},
-		{"key": "denied_buttons", "want": "computer_button_denied"},
+		{"key": "allowed_buttons", "want": "computer_button_denied"},
 	]
 	every c in cases {
 		c.want in codes with input as actions([])
@@ -362,5 +367,18 @@ test_the_shipped_profile_allows_a_plain_batch if {
 		{"type": "keypress", "keys": ["ENTER"]},
 	]
 	computer.deny == set() with input as call("default", "computer", {"actions": ok})
+		with data.registry.tools as registry
+}
+
+test_the_batch_text_is_matched_joined if {
+	pieces := actions([{"type": "type", "text": "java"}, {"type": "type", "text": "script:alert(1)"}])
+	codes == {"computer_text_denied"} with input as pieces
+		with data.airlock.grants as grants
+		with data.registry.tools as registry
+}
+
+test_del_is_delete if {
+	codes == {"computer_key_denied"} with input as keypress(["CTRL", "SHIFT", "DEL"])
+		with data.airlock.grants as desk_with(object.union(desk, {"denied_keys": [["CTRL", "SHIFT", "DELETE"]]}))
 		with data.registry.tools as registry
 }

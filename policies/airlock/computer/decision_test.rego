@@ -87,13 +87,14 @@ test_computer_not_enabled_is_never_shadowed if {
 
 # Shadowed, the safety rule only reports: the call runs, but nothing tells the
 # agent to acknowledge the checks (the provider then refuses the next turn).
-test_shadowed_safety_check_is_not_acknowledged if {
+test_a_safety_check_is_never_shadowed if {
+	# Shadowing it would run a call a human should look at, unacknowledged.
 	d := airlock.decision with input as safety("desk", [check])
 		with airlock.grants as decision_grants
 		with data.registry.tools as registry
 		with airlock.config.shadow as {"packages": ["airlock.computer"]}
-	d.allow
-	[r.code | some r in d.shadow] == ["safety_checks_not_acknowledged"]
+	not d.allow
+	[r.code | some r in d.reasons] == ["safety_checks_not_acknowledged"]
 	d.obligations.computer == no_ack
 }
 

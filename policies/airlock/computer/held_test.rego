@@ -5,7 +5,7 @@ import data.airlock.computer
 held_grants := {"profiles": {"p": {"tools": ["computer"], "computer": {
 	"actions": ["click"],
 	"allowed_held_keys": ["shift"],
-	"denied_buttons": ["back", "forward"],
+	"allowed_buttons": ["left"],
 	"max_session_actions": 10,
 }}}}
 
@@ -25,6 +25,9 @@ test_held_keys_only_as_allowed if {
 		{"action": held_click({"keys": "CTRL"}), "want": {"computer_action_malformed"}},
 		{"action": held_click({"button": "back"}), "want": {"computer_button_denied"}},
 		{"action": held_click({"button": "forward"}), "want": {"computer_button_denied"}},
+		{"action": held_click({"button": "right"}), "want": {"computer_button_denied"}},
+		{"action": held_click({"button": "wheel"}), "want": {"computer_button_denied"}},
+		{"action": object.remove(held_click({}), ["button"]), "want": set()},
 	]
 	every c in cases {
 		{r.code | some r in computer.deny} == c.want with input as held_doc(c.action)
