@@ -19,7 +19,6 @@ from grpc_status import rpc_status
 
 from airlock.cli._client import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, Target, _decision_json, _emit
 from airlock.common import wire
-from airlock.common._grpc_tls import channel_credentials, channel_options
 from airlock.v1 import artifacts_pb2, artifacts_pb2_grpc, call_pb2
 
 #: Bytes per streamed message.
@@ -36,12 +35,7 @@ class _Refused(Exception):  # noqa: N818 - a control-flow signal, not an error t
 
 
 def _stub(target: Target) -> tuple[grpc.Channel, artifacts_pb2_grpc.ArtifactServiceStub]:
-    if target.tls is None:
-        channel = grpc.insecure_channel(target.address)
-    else:
-        channel = grpc.secure_channel(
-            target.address, channel_credentials(target.tls), options=channel_options(target.tls)
-        )
+    channel = target.channel()
     return channel, artifacts_pb2_grpc.ArtifactServiceStub(channel)
 
 

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from airlock.common import wire
+from airlock.common._grpc_tls import channel_credentials, channel_options
 from airlock.common._tls import ClientTLS
 from airlock.common.client import ITEM_TYPES, GatewayClient, GatewayUnavailable, ToolResult
 from airlock.common.stackfile import StackFile, check_gateway, read_stack
@@ -36,6 +39,13 @@ class Target:
 
     def client(self, timeout_s: float) -> GatewayClient:
         return GatewayClient(self.address, self.token, tls=self.tls, timeout_s=timeout_s)
+
+    def channel(self) -> grpc.Channel:
+        """A channel to the gateway for the services GatewayClient does not
+        wrap (ArtifactService, the tool-definition RPCs): TLS when set."""
+        if self.tls is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, channel_credentials(self.tls), options=channel_options(self.tls))
 
 
 def resolve_target(

@@ -18,19 +18,13 @@ import grpc
 
 from airlock.cli._artifacts_cmd import _metadata
 from airlock.cli._client import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, Target, _emit
-from airlock.common._grpc_tls import channel_credentials, channel_options
 from airlock.v1 import gateway_pb2, gateway_pb2_grpc
 
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
 
 
 def _stub(target: Target) -> tuple[grpc.Channel, gateway_pb2_grpc.GatewayServiceStub]:
-    if target.tls is None:
-        channel = grpc.insecure_channel(target.address)
-    else:
-        channel = grpc.secure_channel(
-            target.address, channel_credentials(target.tls), options=channel_options(target.tls)
-        )
+    channel = target.channel()
     return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
 
 

@@ -32,15 +32,7 @@ def _bad(why: str) -> PolicyError:
 
 def parse_answer(doc: Any) -> PolicyAnswer:
     """The decision document as OPA answered it, validated field by field."""
-    if not isinstance(doc, dict):
-        raise _bad("not an object")
-    allow = doc.get("allow")
-    if not isinstance(allow, bool):
-        raise _bad("'allow' must be true or false")
-    raw_reasons = doc.get("reasons")
-    if not isinstance(raw_reasons, list) or not raw_reasons:
-        raise _bad("'reasons' must be a non-empty list")
-    reasons = parse_reasons(raw_reasons, "reasons")
+    allow, reasons = parse_admission(doc)
     obligations = doc.get("obligations")
     if not isinstance(obligations, dict):
         raise _bad("'obligations' must be an object")
@@ -54,8 +46,8 @@ def parse_answer(doc: Any) -> PolicyAnswer:
 
 
 def parse_admission(doc: Any) -> tuple[bool, tuple[Reason, ...]]:
-    """A tool definition's admission (data.airlock.tool_definitions.decision):
-    ``{"allow": bool, "reasons": [...]}``, each field checked as a decision's."""
+    """``{"allow": bool, "reasons": [...]}``: a tool definition's admission
+    (data.airlock.tool_definitions.decision), and the head of every decision."""
     if not isinstance(doc, dict):
         raise _bad("not an object")
     allow = doc.get("allow")
