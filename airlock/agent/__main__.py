@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from airlock.agent._cli import EXIT_USAGE, run_args
+from airlock.agent._tools import COMPUTER_SHAPES
 from airlock.common.client import GatewayClient
 
 
@@ -30,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--session", default=None)
     run.add_argument("--timeout", type=float, default=120.0, help="seconds per gateway call")
     run.add_argument("--stream", action="store_true")
+    run.add_argument(
+        "--computer",
+        choices=COMPUTER_SHAPES,
+        default="computer",
+        help="how a granted computer tool is declared: computer (a batch of actions) or computer_use_preview",
+    )
     args = parser.parse_args(argv)
     if args.token_file is None:
         print("airlock agent: --token-file or AIRLOCK_AGENT_TOKEN_FILE is required", file=sys.stderr)  # noqa: T201

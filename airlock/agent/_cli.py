@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from airlock.agent._errors import LoopLimitError, StreamError, UnsupportedItemError
+from airlock.agent._errors import ComputerUseError, LoopLimitError, StreamError, UnsupportedItemError
 from airlock.agent._items import CallRecord
 from airlock.agent._loop import run
 from airlock.agent._terminal import escape_controls
+from airlock.agent._tools import ComputerShape
 from airlock.common.client import GatewayClient, GatewayUnavailable
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def run_cli(
     session_id: str | None,
     stream: bool = False,
     workspace: Path | None = None,
+    computer: ComputerShape = "computer",
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -96,9 +98,13 @@ def run_cli(
             on_call=show,
             stream=stream,
             workspace=workspace,
+            computer=computer,
         )
     # Error messages quote the API and the model (stream error events, item types).
-    except LoopLimitError as exc:
+    except (LoopLimitError, ComputerUseError) as exc:
+        # The run stopped before an answer: a limit, or a computer_call
+        # that cannot go on (pending safety checks the policy did not
+        # acknowledge).
         err.write(f"airlock: {exc.code}: {escape_controls(str(exc))}\n")
         return EXIT_LOOP_LIMIT
     except (GatewayUnavailable, UnsupportedItemError, StreamError) as exc:
@@ -128,4 +134,5 @@ def run_args(gateway: GatewayClient, args: argparse.Namespace) -> int:
         session_id=args.session,
         stream=args.stream,
         workspace=getattr(args, "workspace", None),
+        computer=args.computer,
     )

@@ -143,6 +143,8 @@ BUILTIN_ITEMS: dict[int, str] = {
 #: (a batch of ``actions`` per call) and ``computer_use_preview`` (one
 #: ``action``, with the display declared).
 ComputerShape = Literal["computer", "computer_use_preview"]
+#: The shapes, for command lines.
+COMPUTER_SHAPES: tuple[ComputerShape, ...] = ("computer", "computer_use_preview")
 #: Wire enum -> the hosted tool ``type`` whose items it grants.
 HOSTED_TOOL_TYPES: dict[int, str] = {
     call_pb2.ITEM_TYPE_WEB_SEARCH_CALL: "web_search",

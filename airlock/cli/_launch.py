@@ -61,7 +61,7 @@ def launch(home: Path, *extra: str, ports: tuple[str, ...] = FREE_PORTS, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
+            out = proc.communicate()[0].decode() if proc.stdout else ""  # and closes the pipe
             raise LaunchError(f"airlock up exited with {proc.returncode}:\n{out}")
         if stack_file.exists():
             return RunningStack(home, read_stack(stack_file), proc)

@@ -49,6 +49,14 @@ def _agent_args(ag: argparse.ArgumentParser) -> None:
     ar.add_argument("--timeout", type=float, default=120.0, help="seconds per gateway call")
     ar.add_argument("--stream", action="store_true", help="stream responses; calls start at response.output_item.done")
     ar.add_argument(
+        "--computer",
+        # airlock.agent's COMPUTER_SHAPES, spelled out: the agent (and the
+        # openai SDK with it) is imported only once `agent run` starts.
+        choices=("computer", "computer_use_preview"),
+        default="computer",
+        help="how a granted computer tool is declared: computer (a batch of actions) or computer_use_preview",
+    )
+    ar.add_argument(
         "--workspace", type=Path, default=None, help="directory apply_patch edits (default: apply_patch not offered)"
     )
 

@@ -135,6 +135,9 @@ class EgressAttachment(NamedTuple):
     env: dict[str, str]
     dns: str
     address: str
+    #: The proxy's host:port, without a credential: a desktop's browser is
+    #: pointed at it and its calls' grants are found by ``address``.
+    proxy: str = ""
 
 
 def executor_instance(cfg: ExecutorConfig) -> str:
@@ -256,7 +259,13 @@ def container_options(
             "init": True,
             "user": cfg.keeper_user,
             "name": f"airlock-{keeper.sandbox_id}",
-            "environment": {},
+            # Only a desktop's keeper gets anything: where its browser's
+            # proxy is, when the session was granted egress.
+            "environment": (
+                {"AIRLOCK_DESKTOP_PROXY": f"http://{egress.proxy}"}
+                if keeper.desktop and egress and egress.proxy
+                else {}
+            ),
             "pids_limit": limits.pids
             + (DESKTOP_KEEPER_PIDS if keeper.desktop else KEEPER_PIDS)
             + WRAPPER_PIDS

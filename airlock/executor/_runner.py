@@ -543,8 +543,11 @@ class Runner:
             run.grant, attachment = self._egress.open_call(
                 spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs, address=sandbox.egress_address
             )
-            # The proxy settings come last so a registry env cannot override them.
-            env.update(attachment.env)
+            if not sandbox.cls.desktop:
+                # The proxy settings come last so a registry env cannot override them.
+                env.update(attachment.env)
+            # (A desktop's browser has no credential: the proxy finds this
+            # call's grant by the sandbox's address while the call runs.)
         # A call whose /outputs is collected is stopped by a sweep, never by
         # removing its container (which would lose them).
         self._active[spec.run_id] = (sandbox.container_id, sandbox, keep or files.limits.max_outputs > 0)

@@ -15,7 +15,7 @@
 # existing tag is left alone (idempotent).
 set -euo pipefail
 
-DESKTOP_REVISION=3
+DESKTOP_REVISION=4
 NAME="${1:-airlock/sandbox-desktop:${DESKTOP_REVISION}}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 FILES="$(cd "$(dirname "$0")/desktop" && pwd)"
@@ -47,8 +47,9 @@ install -D -m 0644 "$FILES/act.py" "$root/usr/local/lib/airlock-desktop/act.py"
 install -D -m 0644 "$FILES/index.html" "$root/opt/airlock-desktop/index.html"
 # The browser's own lock, under the keys and buttons the policy denies: a
 # managed policy (chromium reads /etc/chromium/policies/managed) that allows
-# only the local page (every other URL, file://, chrome://, view-source: and
-# devtools:// included, is blocked), and turns off developer tools,
+# only the local page and http(s) URLs (every other URL, file://, chrome://,
+# view-source: and devtools:// included, is blocked; http(s) goes only to the
+# egress proxy, which reaches nothing without a grant), and turns off developer tools,
 # downloads, file dialogs, printing, incognito and guest windows, the task
 # manager's kill, sign-in, sync and extensions. A right-click menu or a key
 # the denylist missed still reaches nothing.

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from fixtures.responses import computer_call, message, response
+from fixtures.responses import cli, computer_call, message, response
 from openai.types.responses import ToolParam
 from openai.types.responses.response_input_param import ComputerCallOutput
 from pydantic import TypeAdapter
@@ -118,3 +118,18 @@ def test_pending_safety_checks_stop_the_loop_unless_acknowledged() -> None:
     agent.run(client, "m", "hi", DesktopGateway(acknowledge=True))  # type: ignore[arg-type]
     (out,) = client.responses.requests[1]["input"]
     assert out["acknowledged_safety_checks"] == checks
+
+
+def test_the_command_line_declares_the_chosen_shape_and_a_safety_stop_exits_1() -> None:
+    """`airlock agent run --computer computer_use_preview` declares that shape;
+    a stop on unacknowledged safety checks is a clear message and exit 1
+    (the run ended before an answer), never a traceback."""
+    client = FakeClient([response("r0", [message("ok")])])
+    code, _, _ = cli(DesktopGateway(), "hi", client, computer="computer_use_preview")
+    assert code == 0
+    assert [t["type"] for t in client.responses.requests[0]["tools"]] == ["computer_use_preview"]
+    checks = [{"id": "sc_1", "code": "malicious_instructions", "message": "careful"}]
+    item = computer_call("c1", action={"type": "screenshot"}, checks=checks)
+    code, _, err = cli(DesktopGateway(), "hi", FakeClient([response("r0", [item])]))
+    assert code == 1
+    assert err.startswith("airlock: safety_checks_not_acknowledged: ")

@@ -441,6 +441,42 @@ def test_a_credential_works_only_from_its_sandboxs_address() -> None:
     run(go)
 
 
+def test_a_desktop_source_is_served_without_a_credential_only_while_its_call_runs() -> None:
+    """A desktop's browser presents no credential: its address finds its
+    running call's grant; before and after the call it gets 403 (no
+    challenge, which would show a login dialog); another address without a
+    credential still gets 407; the call's allowlist still applies."""
+
+    async def go() -> None:
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP], "other.test": [UPSTREAM_IP]})
+        async with upstream(lambda _: b"HTTP/1.1 204 No Content\r\n\r\n") as up, proxy(resolver) as (p, seen):
+            desktop = ipaddress.ip_address("127.0.0.2")
+            p.add_source(desktop)
+            request = f"GET http://up.test:{up.port}/ HTTP/1.1\r\n\r\n".encode()
+            idle = await exchange(p, request, source="127.0.0.2")
+            assert idle.startswith(b"HTTP/1.1 403 ")
+            assert b"Proxy-Authenticate" not in idle
+            grant, _ = open_call(p, (f"up.test:{up.port}",), source="127.0.0.2")
+            assert (await exchange(p, request, source="127.0.0.2")).startswith(b"HTTP/1.1 204 ")
+            elsewhere = await exchange(p, request, source="127.0.0.3")
+            assert elsewhere.startswith(b"HTTP/1.1 407 ")
+            other = await exchange(p, f"GET http://other.test:{up.port}/ HTTP/1.1\r\n\r\n".encode(), source="127.0.0.2")
+            assert other.startswith(b"HTTP/1.1 403 ")
+            assert b"X-Airlock-Egress-Reason: host_not_allowed" in other
+            await p.close_call(grant)
+            assert (await exchange(p, request, source="127.0.0.2")).startswith(b"HTTP/1.1 403 ")
+            p.remove_source(desktop)
+            assert (await exchange(p, request, source="127.0.0.2")).startswith(b"HTTP/1.1 407 ")
+            assert len(up.received) == 1
+            assert [(r.host, r.reason or "allowed") for r in grant.records] == [
+                ("up.test", "allowed"),
+                ("other.test", "host_not_allowed"),
+            ]
+            assert [tool for tool, _ in seen].count(None) == 4
+
+    run(go)
+
+
 def test_connections_from_outside_the_sandbox_network_are_dropped() -> None:
     async def go() -> None:
         async with proxy(ScriptedResolver({}), sources=ipaddress.ip_network("127.0.0.2/32")) as (p, seen):

@@ -102,7 +102,7 @@ class FakeAddresses:
         self.in_use: set[str] = set()
         self._next = 10
 
-    def reserve(self) -> str:
+    def reserve(self, *, desktop: bool = False) -> str:
         address = f"10.99.0.{self._next}"
         self._next += 1
         self.in_use.add(address)

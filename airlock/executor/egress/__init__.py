@@ -186,19 +186,27 @@ class Egress:
         grant.keeps_address = held is not None
         env = dict.fromkeys(PROXY_ENV_NAMES, url)
         env["NO_PROXY"] = env["no_proxy"] = ""
-        return grant, EgressAttachment(self.network, env, self._gateway_ip, str(source))
+        return grant, EgressAttachment(self.network, env, self._gateway_ip, str(source), self._proxy.address)
 
-    def reserve(self) -> str:
-        """A fixed address for a session sandbox, until release()."""
-        return str(self._allocate())
+    def reserve(self, *, desktop: bool = False) -> str:
+        """A fixed address for a session sandbox, until release(). A
+        desktop's browser presents no credential: its calls' grants are
+        found by this address (EgressProxy.add_source)."""
+        address = self._allocate()
+        if desktop:
+            self._proxy.add_source(address)
+        return str(address)
 
     def release(self, address: str) -> None:
-        self._in_use.discard(ipaddress.IPv4Address(address))
+        held = ipaddress.IPv4Address(address)
+        self._proxy.remove_source(held)
+        self._in_use.discard(held)
 
     def attachment(self, address: str) -> EgressAttachment:
-        """How a session sandbox with this address is wired: the network and
-        DNS only; each call's proxy environment comes with its exec."""
-        return EgressAttachment(self.network, {}, self._gateway_ip, address)
+        """How a session sandbox with this address is wired: the network,
+        DNS and the proxy's address (for a desktop's browser); each call's
+        proxy environment comes with its exec."""
+        return EgressAttachment(self.network, {}, self._gateway_ip, address, self._proxy.address)
 
     def readdress(self, grant: CallGrant, attachment: EgressAttachment) -> EgressAttachment:
         """A new address for a call whose address another executor on the

@@ -10,6 +10,14 @@ address on the egress network before the container starts, and a credential
 presented from any other address is refused (407) like a wrong one. When the
 call ends its credential is revoked and its open connections are closed.
 
+A desktop sandbox's browser cannot present a credential (it would ask the
+model for one), so a desktop's address is registered as a *source* instead
+(add_source): while one of its calls runs, the call's grant is found by the
+connection's source address alone, and between calls its attempts are
+refused with 403 (never 407, whose challenge would put a login dialog on
+the screen). That address is fixed before the container starts and no other
+sandbox can take it (no sandbox has CAP_NET_ADMIN or CAP_NET_RAW).
+
 No sandbox can starve the others: connections that have not yet sent a
 request head are capped per source address and in total, and open tunnels
 are capped below the process's file-descriptor limit (ProxyLimits).
@@ -205,6 +213,9 @@ class EgressProxy:
         self._observe = observe
         self._connect_upstream = connect
         self._grants: dict[bytes, CallGrant] = {}
+        #: Desktop sandboxes' addresses, each with its running call's grant
+        #: (None between calls).
+        self._by_source: dict[IPAddress, CallGrant | None] = {}
         self._pending = 0
         self._pending_by_source: dict[str, int] = {}
         self._tunnels = 0
@@ -237,11 +248,22 @@ class EgressProxy:
         source: IPAddress | None = None,
     ) -> tuple[CallGrant, str]:
         """Registers a call; returns its grant and the proxy URL (with its
-        credential). ``source`` is the sandbox's address, fixed before it starts."""
+        credential). ``source`` is the sandbox's address, fixed before it
+        starts; for a registered source (add_source) the grant is also found
+        by that address alone while the call runs."""
         grant = CallGrant(run_id, tool, Allowlist(allowlist), parse_networks(allow_cidrs), self._limits, source)
         token = secrets.token_urlsafe(24)
         self._grants[_key(token)] = grant
+        if source is not None and source in self._by_source:
+            self._by_source[source] = grant
         return grant, f"http://airlock:{token}@{self.address}"
+
+    def add_source(self, source: IPAddress) -> None:
+        """A desktop sandbox's address: its calls' grants are found by it."""
+        self._by_source[source] = None
+
+    def remove_source(self, source: IPAddress) -> None:
+        self._by_source.pop(source, None)
 
     async def close_call(self, grant: CallGrant) -> None:
         """Revokes the credential and closes the call's open connections."""
@@ -249,6 +271,8 @@ class EgressProxy:
         for key, g in list(self._grants.items()):
             if g is grant:
                 del self._grants[key]
+        if grant.source is not None and self._by_source.get(grant.source) is grant:
+            self._by_source[grant.source] = None
         tasks = list(grant.tasks)
         for task in tasks:
             task.cancel()
@@ -307,6 +331,14 @@ class EgressProxy:
             # another call): treated exactly like a wrong one.
             log.debug("egress credential of run %s presented from %s, not %s", grant.run_id, peer, grant.source)
             grant = None
+        if grant is None and peer in self._by_source:
+            # A desktop's browser: its running call's grant, if any.
+            grant = self._by_source[peer]
+            if grant is None or grant.closed:
+                self._observe(None, EgressRecord("HTTP", "", 0, reason="unauthenticated"))
+                why = "airlock egress proxy: no call of this desktop is running"
+                await _respond(writer, 403, "unauthenticated", why)
+                return
         if grant is None or grant.closed:
             # Not a live call's credential: nothing to attribute it to.
             self._observe(None, EgressRecord("HTTP", "", 0, reason="unauthenticated"))

@@ -67,7 +67,7 @@ class SessionFactory(Protocol):
 class AddressBook(Protocol):
     """Fixed egress addresses: a session granted egress keeps one for its life."""
 
-    def reserve(self) -> str: ...
+    def reserve(self, *, desktop: bool = False) -> str: ...
     def release(self, address: str) -> None: ...
 
 
@@ -293,7 +293,7 @@ class SessionTable:
         if key.network:
             if self._addresses is None:
                 raise RunRefused("egress_unavailable", "egress was granted but this executor has no egress network")
-            address = self._addresses.reserve()
+            address = self._addresses.reserve(desktop=bool(key.cls.desktop))
         try:
             sandbox = await asyncio.to_thread(self._factory.start, key.cls, "session", egress_address=address)
         except Exception:
