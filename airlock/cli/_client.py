@@ -8,7 +8,7 @@ import json
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,9 @@ def _obligations_json(o: call_pb2.Obligations) -> dict[str, Any]:
         "network": {
             "mode": "egress" if o.network.mode == call_pb2.NETWORK_MODE_EGRESS else "none",
             "egress_allowlist": list(o.network.egress_allowlist),
+            "inspect": list(o.network.inspect_hosts),
+            "http_rules": [asdict(r) for r in wire.http_rules_from_proto(o.network)],
+            "secrets": [asdict(r) for r in wire.secrets_from_proto(o.network)],
         },
         "sandbox": {
             "mode": sandbox.mode,

@@ -14,6 +14,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
+from airlock.common.egress_http import HttpRule, SecretRef
 from airlock.v1 import call_pb2, executor_pb2
 
 
@@ -212,6 +213,12 @@ class RunSpec:
     egress_allowlist: tuple[str, ...] = ()
     #: Always-denied networks the registry explicitly opens for this tool.
     egress_allow_cidrs: tuple[str, ...] = ()
+    #: Allowlist hosts (host:port) whose TLS the egress proxy inspects.
+    egress_inspect: tuple[str, ...] = ()
+    #: Per-request rules for inspected hosts (airlock.common.egress_http).
+    egress_http_rules: tuple[HttpRule, ...] = ()
+    #: Secrets (by name) the egress proxy adds to inspected hosts' requests.
+    egress_secrets: tuple[SecretRef, ...] = ()
     runtime: str = "runc"
     #: The authenticated principal and its session id: a session sandbox is
     #: this pair's alone.
@@ -222,6 +229,39 @@ class RunSpec:
     artifacts: ArtifactLimits = field(default_factory=ArtifactLimits)
 
 
+def network_to_proto(
+    mode: Literal["none", "egress"],
+    allowlist: tuple[str, ...],
+    allow_cidrs: tuple[str, ...],
+    *,
+    inspect: tuple[str, ...] = (),
+    rules: tuple[HttpRule, ...] = (),
+    secrets: tuple[SecretRef, ...] = (),
+) -> call_pb2.Network:
+    """airlock.v1.Network: a run spec's and a decision's obligations alike."""
+    return call_pb2.Network(
+        mode=call_pb2.NETWORK_MODE_EGRESS if mode == "egress" else call_pb2.NETWORK_MODE_NONE,
+        egress_allowlist=list(allowlist),
+        egress_allow_cidrs=list(allow_cidrs),
+        inspect_hosts=list(inspect),
+        http_rules=[
+            call_pb2.HttpRule(
+                host=r.host, methods=list(r.methods), paths=list(r.paths), max_body_bytes=r.max_body_bytes
+            )
+            for r in rules
+        ],
+        secrets=[to_message(call_pb2.SecretRef, s) for s in secrets],
+    )
+
+
+def http_rules_from_proto(network: call_pb2.Network) -> tuple[HttpRule, ...]:
+    return tuple(HttpRule(r.host, tuple(r.methods), tuple(r.paths), r.max_body_bytes) for r in network.http_rules)
+
+
+def secrets_from_proto(network: call_pb2.Network) -> tuple[SecretRef, ...]:
+    return tuple(SecretRef(**from_message(s)) for s in network.secrets)
+
+
 def spec_to_proto(spec: RunSpec) -> executor_pb2.RunSpec:
     return executor_pb2.RunSpec(
         run_id=spec.run_id,
@@ -230,10 +270,13 @@ def spec_to_proto(spec: RunSpec) -> executor_pb2.RunSpec:
         argv=list(spec.argv),
         env=spec.env,
         limits=to_message(call_pb2.Limits, spec.limits),
-        network=call_pb2.Network(
-            mode=call_pb2.NETWORK_MODE_EGRESS if spec.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE,
-            egress_allowlist=list(spec.egress_allowlist),
-            egress_allow_cidrs=list(spec.egress_allow_cidrs),
+        network=network_to_proto(
+            spec.network_mode,
+            spec.egress_allowlist,
+            spec.egress_allow_cidrs,
+            inspect=spec.egress_inspect,
+            rules=spec.egress_http_rules,
+            secrets=spec.egress_secrets,
         ),
         runtime=spec.runtime,
         principal=spec.principal,
@@ -254,6 +297,11 @@ def spec_from_proto(spec: executor_pb2.RunSpec) -> RunSpec:
         network_mode="egress" if spec.network.mode == call_pb2.NETWORK_MODE_EGRESS else "none",
         egress_allowlist=tuple(spec.network.egress_allowlist),
         egress_allow_cidrs=tuple(spec.network.egress_allow_cidrs),
+        # Carried as sent: the executor checks them (spec_invalid) before
+        # anything runs.
+        egress_inspect=tuple(spec.network.inspect_hosts),
+        egress_http_rules=http_rules_from_proto(spec.network),
+        egress_secrets=secrets_from_proto(spec.network),
         runtime=spec.runtime or "runc",
         principal=spec.principal,
         session_id=spec.session_id,

@@ -31,6 +31,10 @@ MAX_EGRESS_PREFIX = 28
 #: The uid:gid of the process that keeps a long-lived sandbox container
 #: alive; any non-root ids other than the sandbox user's.
 DEFAULT_KEEPER_USER = "65533:65533"
+#: The egress CA's folder when egress.ca_dir is not set: beside token_file,
+#: in the folder that holds the executor's own secrets (``executor/``, 0700,
+#: under ``airlock up``).
+DEFAULT_EGRESS_CA_DIR_NAME = "egress-ca"
 
 
 def _own_uid() -> tuple[int, ...]:
@@ -91,6 +95,17 @@ class EgressSettings:
     subnet: str | None = None
     """IPv4 subnet of the egress network when the executor creates it; None = one Docker picks as free.
     Each sandbox gets a fixed address in it, the only one its proxy credential works from."""
+    ca_dir: str | None = None
+    """Folder of the egress CA that signs the proxy's TLS-inspection leaves (ca.key 0600, ca.pem; created
+    0700, and the CA made, when missing). None = ``egress-ca`` beside token_file, the executor's own
+    private folder (ExecutorConfig.egress_ca_dir); set it where that folder is read-only."""
+    trust_anchors: tuple[str, ...] = ()
+    """PEM files of CAs trusted when the proxy verifies an upstream server, besides the system store."""
+    secrets_file: str | None = None
+    """YAML ``{version: 1, secrets: {name: value}}`` of secrets the proxy may inject (owned by the executor's
+    uid, mode 0600); read at start, so a change needs a restart. None = no file."""
+    secrets_env: bool = True
+    """Also take secrets from ``AIRLOCK_EGRESS_SECRET_<NAME>`` variables (the file wins for a name in both)."""
 
     def __post_init__(self) -> None:
         if not 0 < len(self.bridge) <= 15:  # noqa: PLR2004 - Linux IFNAMSIZ - 1
@@ -104,12 +119,9 @@ class EgressSettings:
             raise ValueError("egress.max_connections and max_records must be > 0")
         if self.subnet is not None:
             _check_subnet(self.subnet)
-        for name, addresses in self.hosts.items():
-            for address in addresses:
-                try:
-                    ipaddress.ip_address(address)
-                except ValueError:
-                    raise ValueError(f"egress.hosts.{name}: {address!r} is not an IP address") from None
+        _check_hosts(self.hosts)
+        if any(not path.strip() for path in (self.ca_dir, self.secrets_file, *self.trust_anchors) if path is not None):
+            raise ValueError("egress.ca_dir, secrets_file and trust_anchors entries must be non-empty paths")
 
 
 @dataclass(frozen=True)
@@ -205,6 +217,15 @@ class ArtifactSettings:
             raise ValueError("artifacts.transfer_timeout must be > 0")
 
 
+def _check_hosts(hosts: Mapping[str, tuple[str, ...]]) -> None:
+    for name, addresses in hosts.items():
+        for address in addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"egress.hosts.{name}: {address!r} is not an IP address") from None
+
+
 def _check_subnet(subnet: str) -> None:
     try:
         net = ipaddress.IPv4Network(subnet)
@@ -290,6 +311,13 @@ class ExecutorConfig:
         ):
             raise ValueError("instance and allowed_images entries must be non-empty")
 
+    @property
+    def egress_ca_dir(self) -> Path:
+        """egress.ca_dir, or by default ``egress-ca`` beside token_file."""
+        if self.egress.ca_dir is not None:
+            return Path(self.egress.ca_dir)
+        return Path(self.token_file).parent / DEFAULT_EGRESS_CA_DIR_NAME
+
 
 #: Environment variables that override executor.yaml keys start with this
 #: (``AIRLOCK_EXECUTOR_POOL__SIZE=4``); ``AIRLOCK_EXECUTOR_CONFIG`` names the file.
@@ -301,8 +329,15 @@ def load_executor_config(path: Path | None, env: Mapping[str, str] | None = None
     None: none); relative paths resolve against the file's folder."""
     cfg = load_yaml_config(path, ExecutorConfig, env=env, env_prefix=ENV_PREFIX if env is not None else None)
     base = path.resolve().parent if path is not None else Path.cwd()
+    egress = cfg.egress
     return replace(
         cfg,
+        egress=replace(
+            egress,
+            ca_dir=str((base / egress.ca_dir).resolve()) if egress.ca_dir else None,
+            trust_anchors=tuple(str((base / anchor).resolve()) for anchor in egress.trust_anchors),
+            secrets_file=str((base / egress.secrets_file).resolve()) if egress.secrets_file else None,
+        ),
         socket=str((base / cfg.socket).resolve()) if cfg.socket else None,
         token_file=str((base / cfg.token_file).resolve()),
         tls=cfg.tls.resolved(base) if cfg.tls else None,

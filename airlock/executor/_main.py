@@ -116,7 +116,7 @@ async def serve(cfg: ExecutorConfig, ready_file: str | None) -> None:
     prom = CollectorRegistry()
     metrics = ExecutorMetrics(prom, cfg.runtimes)
     fd_limit = raise_fd_limit()
-    egress = Egress(cfg.egress, metrics, fd_limit=fd_limit, max_runs=cfg.max_concurrent_runs)
+    egress = Egress(cfg.egress, metrics, fd_limit=fd_limit, max_runs=cfg.max_concurrent_runs, ca_dir=cfg.egress_ca_dir)
     # Before egress starts: an unreadable registry stops us with nothing set up.
     images = ImageAllowlist(cfg.registry_file, cfg.allowed_images)
     images.load()

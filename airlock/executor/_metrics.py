@@ -17,6 +17,17 @@ EGRESS_CUTS = ("bytes_out_limit", "bytes_in_limit", "call_ended")
 #: Egress refusals no call owns (tool "none"): before a head was read or
 #: without a live credential.
 EGRESS_UNATTRIBUTED = ("bad_request", "unauthenticated", "overloaded")
+#: How a request on an inspected connection ended (egress/inspect.py).
+EGRESS_REQUEST_OUTCOMES = (
+    "relayed",
+    "request_not_allowed",
+    "body_too_large",
+    "host_mismatch",
+    "secret_wrong_host",
+    "bad_request",
+    "bytes_out_limit",
+    "bytes_in_limit",
+)
 
 # The *_created series double every counter and histogram for no dashboard
 # use; Prometheus tracks resets itself.
@@ -112,6 +123,12 @@ class ExecutorMetrics:
             ["cut"],
             registry=registry,
         )
+        self.egress_requests = Counter(
+            "airlock_executor_egress_requests",
+            "Requests on inspected egress connections (TLS terminated by the proxy), by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
         self.running = Gauge("airlock_executor_running_containers", "Sandbox containers alive now.", registry=registry)
         self.pool_target = Gauge(
             "airlock_executor_pool_target_containers",
@@ -183,6 +200,7 @@ class ExecutorMetrics:
             (self.requests, METHODS),
             (self.egress_bytes, ("out", "in")),
             (self.egress_cuts, EGRESS_CUTS),
+            (self.egress_requests, EGRESS_REQUEST_OUTCOMES),
             (self.pool_claims, ("hit", "miss")),
             (self.pool_replacements, REPLACE_CAUSES),
             (self.session_ends, END_CAUSES),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from airlock.common.egress_http import HttpRule, SecretRef, obligation_problem
 from airlock.common.wire import ArtifactLimits, InputFile, Limits, RunSpec, SandboxUse
+from airlock.executor._errors import RunRefused
 
 Outcome = Literal["ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "nonzero_exit", "timeout", "oom_killed", "killed", "error")
@@ -20,11 +22,30 @@ class EffectiveLimits(Limits):
 
 
 @dataclass
+class HttpRequestRecord:
+    """One request on an inspected connection (egress/inspect.py): its
+    method, path without the query string, the answer's status, bytes each
+    way, the rule that allowed it (``host:port#index``; "" when the host has
+    no rules), the names of the secrets set on it (never their values), and
+    why it was refused or cut ("" when it was relayed)."""
+
+    method: str
+    path: str
+    status: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    rule: str = ""
+    secret_names: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass
 class EgressRecord:
     """One egress connection attempt through the proxy, as the audit trail shows it.
 
     cut is how an allowed connection ended early: bytes_out_limit,
-    bytes_in_limit or call_ended (EGRESS_CUTS in _metrics).
+    bytes_in_limit or call_ended (EGRESS_CUTS in _metrics). An inspected
+    connection (TLS terminated by the proxy) lists its requests.
     """
 
     method: Literal["CONNECT", "HTTP"]
@@ -38,6 +59,8 @@ class EgressRecord:
     bytes_in: int = 0
     duration_ms: int = 0
     cut: str = ""
+    inspected: bool = False
+    requests: list[HttpRequestRecord] = field(default_factory=list)
 
 
 SkipReason = Literal[
@@ -111,6 +134,28 @@ class RunResult:
     skipped_outputs: tuple[SkippedOutput, ...] = ()
 
 
+def check_egress_http(spec: RunSpec, *, enforced: bool) -> None:
+    """Refuses a spec whose inspection, HTTP rules or secrets are malformed
+    (spec_invalid: the same checks as the registry and the gateway's), or
+    that carries any when this executor's egress proxy cannot enforce them
+    (egress_unavailable): a run is never looser than its decision."""
+    problem = obligation_problem(
+        egress=spec.network_mode == "egress",
+        allowlist=spec.egress_allowlist,
+        inspect=spec.egress_inspect,
+        rules=spec.egress_http_rules,
+        secrets=spec.egress_secrets,
+    )
+    if problem:
+        raise RunRefused("spec_invalid", f"network: {problem}")
+    if not enforced and (spec.egress_inspect or spec.egress_http_rules or spec.egress_secrets):
+        raise RunRefused(
+            "egress_unavailable",
+            "the decision asks for TLS inspection, HTTP rules or secrets, which this executor's egress proxy "
+            "does not enforce; refusing",
+        )
+
+
 @dataclass(frozen=True)
 class Chunk:
     """Output to forward; stream is "stdout" or "stderr"."""
@@ -126,6 +171,7 @@ __all__ = [
     "Chunk",
     "EffectiveLimits",
     "EgressRecord",
+    "HttpRule",
     "InputFile",
     "Outcome",
     "OutputFileChunk",
@@ -133,6 +179,8 @@ __all__ = [
     "RunResult",
     "RunSpec",
     "SandboxUse",
+    "SecretRef",
     "SkipReason",
     "SkippedOutput",
+    "check_egress_http",
 ]

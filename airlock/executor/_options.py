@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from docker.types import Ulimit
+from docker.types import Mount, Ulimit
 
 from airlock.common import ConfigError, parse_duration_ms, parse_size
 from airlock.common.wire import LIMIT_KEYS
@@ -127,6 +127,10 @@ KEEPER_PIDS = 3
 DESKTOP_KEEPER_PIDS = 384
 
 
+#: Where a sandbox granted egress finds its trust bundle (read-only).
+TRUST_MOUNT = "/etc/airlock/egress-trust.pem"
+
+
 class EgressAttachment(NamedTuple):
     """How a run granted egress is wired: network, proxy environment, DNS
     server, and the sandbox's own address on the network."""
@@ -138,6 +142,9 @@ class EgressAttachment(NamedTuple):
     #: The proxy's host:port, without a credential: a desktop's browser is
     #: pointed at it and its calls' grants are found by ``address``.
     proxy: str = ""
+    #: The host file of the trust bundle (the system's CAs and the egress
+    #: CA) mounted read-only at TRUST_PATH; "" when there is none.
+    trust_bundle: str = ""
 
 
 def executor_instance(cfg: ExecutorConfig) -> str:
@@ -294,6 +301,14 @@ def container_options(
         # out of an internal network. Naming the bridge address makes it
         # forward from the sandbox's namespace, where the firewall refuses it.
         **({"dns": [egress.dns]} if egress else {}),
+        # The trust bundle (the system's CAs plus the executor's egress CA,
+        # for inspected hosts), read-only: a public file, the one host path
+        # a sandbox ever sees.
+        **(
+            {"mounts": [Mount(TRUST_MOUNT, egress.trust_bundle, type="bind", read_only=True)]}
+            if egress and egress.trust_bundle
+            else {}
+        ),
         "read_only": True,
         "cap_drop": ["ALL"],
         # Our allowlist profile (deploy/seccomp), stricter than Docker's default.

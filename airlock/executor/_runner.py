@@ -71,6 +71,7 @@ from airlock.executor._model import (
     RunSpec,
     SandboxUse,
     SkippedOutput,
+    check_egress_http,
 )
 from airlock.executor._options import (
     KEEPER_PIDS,
@@ -85,7 +86,7 @@ from airlock.executor._options import (
     load_seccomp_profile,
     reap_at,
 )
-from airlock.executor.egress import Egress, EgressUse
+from airlock.executor.egress import Egress, EgressUse, HttpPlan
 from airlock.executor.egress.proxy import CallGrant
 from airlock.executor.sandboxes.containers import DESKTOP_DISPLAY, ContainerClass, Sandbox, exec_argv
 from airlock.executor.sandboxes.pool import WarmPool
@@ -222,6 +223,13 @@ class Runner:
         self._cancelled: set[str] = set()
 
     def refuse_if_unsafe(self, spec: RunSpec) -> None:
+        # Inspection, HTTP rules and secrets well-formed, and enforceable
+        # here (the proxy has its CA): a run is never looser than its decision.
+        check_egress_http(spec, enforced=self._egress is not None and self._egress.inspects)
+        if spec.sandbox.desktop and (spec.egress_inspect or spec.egress_secrets):
+            raise RunRefused(
+                "egress_unavailable", "a desktop's browser does not trust the egress CA: no inspection for desktops"
+            )
         if spec.network_mode == "egress":
             # A grant of egress gets the filtered network or nothing, never
             # an unfiltered one.
@@ -458,10 +466,16 @@ class Runner:
                     if not session.ended:
                         try:
                             async with self._slots:
-                                with self._quiet_refills(boxes):
-                                    result, swept = await self._exec(
-                                        spec, limits, session.sandbox, emit, keep=True, files=files
-                                    )
+                                # Ended again while this call waited for a
+                                # slot: its address may be another
+                                # sandbox's by now (a desktop's egress is
+                                # found by address). No await from here to
+                                # the grant's opening.
+                                if not session.ended:
+                                    with self._quiet_refills(boxes):
+                                        result, swept = await self._exec(
+                                            spec, limits, session.sandbox, emit, keep=True, files=files
+                                        )
                         except asyncio.CancelledError:
                             # Abandoned mid-call (the gateway gave up): whether
                             # its processes are gone is unknown, so the
@@ -534,20 +548,7 @@ class Runner:
         if files.active:
             # Copying in and collecting have bounds of their own.
             deadline += 2 * self._transfer.timeout_s
-        env = dict(spec.env)
-        if sandbox.cls.desktop:
-            # The keeper's display (after the registry's env: not overridable).
-            env["DISPLAY"] = DESKTOP_DISPLAY
-        if spec.network_mode == "egress":
-            assert self._egress is not None  # refuse_if_unsafe checked it
-            run.grant, attachment = self._egress.open_call(
-                spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs, address=sandbox.egress_address
-            )
-            if not sandbox.cls.desktop:
-                # The proxy settings come last so a registry env cannot override them.
-                env.update(attachment.env)
-            # (A desktop's browser has no credential: the proxy finds this
-            # call's grant by the sandbox's address while the call runs.)
+        env = self._exec_env(run, sandbox)
         # A call whose /outputs is collected is stopped by a sweep, never by
         # removing its container (which would lose them).
         self._active[spec.run_id] = (sandbox.container_id, sandbox, keep or files.limits.max_outputs > 0)
@@ -583,6 +584,34 @@ class Runner:
             self._cancelled.discard(spec.run_id)
             if run.counted:
                 self._metrics.running.dec()
+
+    def _exec_env(self, run: _Run, sandbox: Sandbox) -> dict[str, str]:
+        """An exec's environment: the registry's, then the display (a
+        desktop's) and the egress grant's proxy, trust and placeholders,
+        which a registry env cannot override."""
+        spec = run.spec
+        env = dict(spec.env)
+        if sandbox.cls.desktop:
+            env["DISPLAY"] = DESKTOP_DISPLAY
+        if spec.network_mode == "egress":
+            assert self._egress is not None  # refuse_if_unsafe checked it
+            try:
+                run.grant, attachment = self._egress.open_call(
+                    spec.run_id,
+                    spec.tool,
+                    spec.egress_allowlist,
+                    spec.egress_allow_cidrs,
+                    address=sandbox.egress_address,
+                    http=http_plan(spec),
+                )
+            except RunRefused as exc:  # a secret no store holds, a desktop's running call
+                self._metrics.refused.labels(exc.code).inc()
+                raise
+            if not sandbox.cls.desktop:
+                env.update(attachment.env)
+            # (A desktop's browser has no credential: the proxy finds this
+            # call's grant by the sandbox's address while the call runs.)
+        return env
 
     async def _exec_lifecycle(
         self,
@@ -804,6 +833,11 @@ class Runner:
         only its own. False when a session's sweep or clearing failed."""
         assert self._sandboxes is not None
         ok = True
+        # Egress ends with the call, before the sweep (seconds, at worst):
+        # a desktop's browser, which outlives every call, must not keep it.
+        if grant is not None and self._egress is not None and not grant.closed:
+            with contextlib.suppress(Exception):
+                await self._egress.close_call(grant)
         if keep:
             try:
                 ok = await self._settle(sandbox)
@@ -816,9 +850,6 @@ class Runner:
         else:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._runtime.remove, sandbox.container_id)
-        if grant is not None and self._egress is not None and not grant.closed:
-            with contextlib.suppress(Exception):
-                await self._egress.close_call(grant)
         return ok
 
     def remove_leftovers(self) -> int:
@@ -837,9 +868,9 @@ class Runner:
             assert self._egress is not None  # refuse_if_unsafe checked it
             try:
                 run.grant, run.egress = self._egress.open_call(
-                    spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs
+                    spec.run_id, spec.tool, spec.egress_allowlist, spec.egress_allow_cidrs, http=http_plan(spec)
                 )
-            except RunRefused as exc:  # no free address on the egress network
+            except RunRefused as exc:  # no free address, a secret no store holds
                 self._metrics.refused.labels(exc.code).inc()
                 raise
         outer = asyncio.timeout_at(deadline)
@@ -1096,3 +1127,8 @@ async def _drain(pump_task: asyncio.Future[None], stream: object) -> None:
         _close_stream(stream)
         with contextlib.suppress(Exception):
             await pump_task
+
+
+def http_plan(spec: RunSpec) -> HttpPlan:
+    """The run's inspection obligations, as the egress proxy takes them."""
+    return HttpPlan(spec.egress_inspect, spec.egress_http_rules, spec.egress_secrets)

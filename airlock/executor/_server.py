@@ -57,7 +57,14 @@ def _refuse_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandle
 
 
 def egress_to_proto(record: EgressRecord) -> call_pb2.EgressConnection:
-    return wire.to_message(call_pb2.EgressConnection, record)
+    scalars = (f.name for f in call_pb2.EgressConnection.DESCRIPTOR.fields if f.name != "requests")
+    message = call_pb2.EgressConnection(**{name: getattr(record, name) for name in scalars})
+    for r in record.requests:
+        message.requests.add(
+            method=r.method, path=r.path, status=r.status, bytes_out=r.bytes_out, bytes_in=r.bytes_in,
+            rule=r.rule, secret_names=r.secret_names, reason=r.reason,
+        )  # fmt: skip
+    return message
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):

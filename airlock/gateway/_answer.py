@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from airlock.common.egress_http import HttpRule, SecretRef, obligation_problem
 from airlock.common.wire import ARTIFACT_LIMIT_KEYS, LIMIT_KEYS, ArtifactLimits, Limits, SandboxPlan
 from airlock.gateway._errors import PolicyError
 from airlock.gateway._model import Obligations, Reason
@@ -88,6 +89,7 @@ def _obligations(doc: dict[str, Any], *, allow: bool) -> Obligations:
         # acceptable on a deny, where nothing runs.
         raise _bad("an allow must set every obligations.limits key")
     mode, allowlist, cidrs = _network(network, _bad)
+    inspect, rules, secrets = _egress_http(network, mode=mode, allowlist=allowlist)
     sandbox = _sandbox(doc.get("sandbox", {}), allow=allow)
     computer = doc.get("computer", {})
     if not isinstance(computer, dict) or not isinstance(computer.get("acknowledge_safety_checks", False), bool):
@@ -100,6 +102,9 @@ def _obligations(doc: dict[str, Any], *, allow: bool) -> Obligations:
         sandbox,
         _artifacts(doc.get("artifacts", {})),
         acknowledge_safety_checks=computer.get("acknowledge_safety_checks", False),
+        egress_inspect=inspect,
+        egress_http_rules=rules,
+        egress_secrets=secrets,
     )
 
 
@@ -153,6 +158,55 @@ def _network(
             raise bad(f"'obligations.network.{key}' must be a list of strings")
         lists.append(tuple(value))
     return mode, lists[0], lists[1]
+
+
+_RULE_KEYS = frozenset({"host", "methods", "paths", "max_body_bytes"})
+_SECRET_KEYS = frozenset({"name", "host", "header", "format"})
+
+
+def _egress_http(
+    network: dict[str, Any], *, mode: str, allowlist: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[HttpRule, ...], tuple[SecretRef, ...]]:
+    """obligations.network.inspect, http_rules and secrets; absent means none.
+    Every key of a rule or secret is required and no other is allowed: an
+    entry the gateway half understood would be enforced half."""
+    inspect = network.get("inspect", [])
+    if not isinstance(inspect, list) or not all(isinstance(h, str) for h in inspect):
+        raise _bad("'obligations.network.inspect' must be a list of strings")
+    raw_rules, raw_secrets = network.get("http_rules", []), network.get("secrets", [])
+    if not isinstance(raw_rules, list) or not isinstance(raw_secrets, list):
+        raise _bad("'obligations.network.http_rules' and 'obligations.network.secrets' must be lists")
+    rules = []
+    for i, r in enumerate(raw_rules):
+        where = f"'obligations.network.http_rules[{i}]'"
+        if not isinstance(r, dict) or set(r) != _RULE_KEYS:
+            raise _bad(f"{where} must be an object with exactly {', '.join(sorted(_RULE_KEYS))}")
+        size = r["max_body_bytes"]
+        if not (
+            isinstance(r["host"], str)
+            and _strings(r["methods"])
+            and _strings(r["paths"])
+            and isinstance(size, int)
+            and not isinstance(size, bool)
+        ):
+            raise _bad(f"{where} needs a string host, lists of strings methods and paths, an integer max_body_bytes")
+        rules.append(HttpRule(r["host"], tuple(r["methods"]), tuple(r["paths"]), size))
+    secrets = []
+    for i, x in enumerate(raw_secrets):
+        where = f"'obligations.network.secrets[{i}]'"
+        if not isinstance(x, dict) or set(x) != _SECRET_KEYS or not all(isinstance(v, str) for v in x.values()):
+            raise _bad(f"{where} must be an object of strings {', '.join(sorted(_SECRET_KEYS))}")
+        secrets.append(SecretRef(x["name"], x["host"], x["header"], x["format"]))
+    problem = obligation_problem(
+        egress=mode == "egress", allowlist=allowlist, inspect=inspect, rules=rules, secrets=secrets
+    )
+    if problem:
+        raise _bad(f"'obligations.network': {problem}")
+    return tuple(inspect), tuple(rules), tuple(secrets)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _tool(tool: Any) -> Mapping[str, Any] | None:

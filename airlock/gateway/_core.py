@@ -882,6 +882,9 @@ class Gateway:
             network_mode=decision.obligations.network_mode,
             egress_allowlist=decision.obligations.egress_allowlist,
             egress_allow_cidrs=decision.obligations.egress_allow_cidrs,
+            egress_inspect=decision.obligations.egress_inspect,
+            egress_http_rules=decision.obligations.egress_http_rules,
+            egress_secrets=decision.obligations.egress_secrets,
             runtime=tool.get("runtime", "runc"),
             # The authenticated principal, never a caller's field: the
             # executor keys session sandboxes by it.

@@ -33,11 +33,15 @@ from airlock.v1 import audit_pb2, call_pb2, executor_pb2
 
 
 def obligations_to_proto(ob: Obligations) -> call_pb2.Obligations:
-    mode = call_pb2.NETWORK_MODE_EGRESS if ob.network_mode == "egress" else call_pb2.NETWORK_MODE_NONE
     return call_pb2.Obligations(
         limits=wire.to_message(call_pb2.Limits, ob.limits),
-        network=call_pb2.Network(
-            mode=mode, egress_allowlist=list(ob.egress_allowlist), egress_allow_cidrs=list(ob.egress_allow_cidrs)
+        network=wire.network_to_proto(
+            ob.network_mode,
+            ob.egress_allowlist,
+            ob.egress_allow_cidrs,
+            inspect=ob.egress_inspect,
+            rules=ob.egress_http_rules,
+            secrets=ob.egress_secrets,
         ),
         sandbox=wire.sandbox_to_proto(ob.sandbox),
         artifacts=wire.to_message(call_pb2.ArtifactLimits, ob.artifacts),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
+from airlock.common.egress_http import HttpRule, SecretRef
 from airlock.common.wire import ArtifactLimits, Limits, RunSpec, SandboxPlan, SandboxUse, SessionInfo, SkippedOutput
 
 #: The item types a registry entry may have.
@@ -90,6 +91,12 @@ class Obligations:
     artifacts: ArtifactLimits = field(default_factory=ArtifactLimits)
     #: A computer_call's pending safety checks are acknowledged.
     acknowledge_safety_checks: bool = False
+    #: Allowlist hosts whose TLS the egress proxy inspects (network.inspect).
+    egress_inspect: tuple[str, ...] = ()
+    #: Per-request rules for inspected hosts (network.http_rules).
+    egress_http_rules: tuple[HttpRule, ...] = ()
+    #: Secrets by name the egress proxy adds to their requests (network.secrets).
+    egress_secrets: tuple[SecretRef, ...] = ()
 
 
 @dataclass(frozen=True)

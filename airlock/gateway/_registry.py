@@ -23,6 +23,8 @@ import referencing.exceptions
 from referencing.jsonschema import DRAFT202012
 
 from airlock.common import ConfigError, load_yaml_config, parse_duration_ms, parse_size
+from airlock.common.egress_http import DEFAULT_FORMAT, format_problem, header_problem, method_problem, path_problem
+from airlock.common.egress_http import secret_name_problem as _secret_name_problem
 from airlock.common.names import DEFINE_TOOL
 from airlock.gateway._model import ItemTypeName
 
@@ -173,6 +175,116 @@ class ToolDynamic:
 
 
 @dataclass(frozen=True)
+class ToolHttpRule:
+    """Requests to the host may use one of ``methods`` on a path matching one
+    of ``paths``; with rules, a host allows nothing else."""
+
+    methods: tuple[str, ...]
+    """Upper-case method tokens (``GET``, ``POST``); never CONNECT."""
+    paths: tuple[str, ...]
+    """Path patterns starting with ``/``, no query string: ``*`` matches within one segment, ``**`` anything
+    including ``/``."""
+    max_body: int | str | None = None
+    """Largest request body (``1Mi``); absent: no per-request cap beyond the call's egress byte limits."""
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ValueError("methods must not be empty")
+        if not self.paths:
+            raise ValueError("paths must not be empty")
+        for what, values, check in (("methods", self.methods, method_problem), ("paths", self.paths, path_problem)):
+            for i, value in enumerate(values):
+                if problem := check(value):
+                    raise ValueError(f"{what}[{i}]: {problem}")
+        if self.max_body is not None and parse_size(self.max_body) <= 0:
+            raise ValueError(f"max_body must be > 0, got {self.max_body!r} (limit methods to forbid a body)")
+
+    def as_policy_data(self) -> dict[str, Any]:
+        return {
+            "methods": list(self.methods),
+            "paths": list(self.paths),
+            "max_body_bytes": parse_size(self.max_body) if self.max_body is not None else 0,
+        }
+
+
+@dataclass(frozen=True)
+class ToolSecret:
+    """A secret the egress proxy adds to every request to the host. Only its
+    name is here; the value is the executor's (docs/egress.md)."""
+
+    name: str
+    """The secret's name (``^[a-z][a-z0-9_]{0,62}$``); a profile must grant it (grants ``secrets``)."""
+    header: str
+    """The header it goes in; not a hop-by-hop or framing header (Host, Content-Length, Proxy-*, ...)."""
+    format: str = DEFAULT_FORMAT
+    """The header's value: ``{value}`` (exactly once) stands for the secret (``Bearer {value}``)."""
+
+    def __post_init__(self) -> None:
+        for what, problem in (
+            ("name", _secret_name_problem(self.name)),
+            ("header", header_problem(self.header)),
+            ("format", format_problem(self.format)),
+        ):
+            if problem:
+                raise ValueError(f"{what}: {problem}")
+
+    def as_policy_data(self) -> dict[str, Any]:
+        return {"name": self.name, "header": self.header, "format": self.format}
+
+
+@dataclass(frozen=True)
+class ToolEgressHttp:
+    """What the egress proxy does inside one allowlisted host's HTTPS: open
+    it (TLS inspection), check each request against rules, add secrets."""
+
+    inspect: bool | None = None
+    """Open the host's TLS; implied by rules or secrets (which cannot be enforced without it)."""
+    rules: tuple[ToolHttpRule, ...] = ()
+    """Allowed requests; absent or empty: any method and path."""
+    secrets: tuple[ToolSecret, ...] = ()
+    """Secrets added to every request."""
+
+    def __post_init__(self) -> None:
+        if self.inspect is False and (self.rules or self.secrets):
+            raise ValueError("inspect: false, but rules and secrets need TLS inspection")
+        headers: set[str] = set()
+        for i, secret in enumerate(self.secrets):
+            if secret.header.lower() in headers:
+                raise ValueError(f"secrets[{i}]: a second secret for header {secret.header!r}")
+            headers.add(secret.header.lower())
+
+    @property
+    def inspected(self) -> bool:
+        return bool(self.inspect or self.rules or self.secrets)
+
+    def as_policy_data(self) -> dict[str, Any]:
+        return {
+            "inspect": self.inspected,
+            "rules": [r.as_policy_data() for r in self.rules],
+            "secrets": [s.as_policy_data() for s in self.secrets],
+        }
+
+
+#: An egress_allowlist entry as airlock.egress parses it (host[:port]).
+_ENTRY_RE = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_*.-]+)(:[0-9]{1,5})?$")
+
+
+def allowlist_text(raw: str) -> str | None:
+    """``host:port`` as airlock.egress normalizes an allowlist entry (lower
+    case, no trailing dot, port 443 when absent); None when it does not parse."""
+    match = _ENTRY_RE.match(raw.lower())
+    if match is None:
+        return None
+    host, port = match.group(1), match.group(2)
+    if not host.startswith("["):
+        host = host.removesuffix(".")
+    number = int(port[1:]) if port else 443
+    if not host or not 0 < number <= 65535:  # noqa: PLR2004 - the port range
+        return None
+    return f"{host}:{number}"
+
+
+@dataclass(frozen=True)
 class Tool:
     """One registered tool."""
 
@@ -195,6 +307,9 @@ class Tool:
     """Networks (CIDR) the egress proxy may connect to although they are private, loopback or
     link-local (always denied otherwise). An explicit loosening: it shows in the decision's
     obligations and the audit event."""
+    egress_http: Mapping[str, ToolEgressHttp] = field(default_factory=lambda: MappingProxyType({}))
+    """Per allowlist entry (the key, one of ``egress_allowlist``): TLS inspection, HTTP rules and secrets
+    injected by the egress proxy (docs/egress.md)."""
     runtime: RuntimeName = "runc"
     """Container runtime: runc, or runsc (gVisor) for stronger isolation."""
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -323,6 +438,11 @@ class Registry:
             "allowed_network": tool.allowed_network,
             "egress_allowlist": list(tool.egress_allowlist),
             "egress_allow_cidrs": list(tool.egress_allow_cidrs),
+            **(
+                {"egress_http": {key: value.as_policy_data() for key, value in tool.egress_http.items()}}
+                if tool.egress_http
+                else {}
+            ),
             "runtime": tool.runtime,
             "env": dict(tool.env),
             "limits": tool.limits.as_policy_limits(),
@@ -355,7 +475,30 @@ def load_registry(path: Path) -> Registry:
                     f"at most one {tool.item_type} tool (already {seen[tool.item_type]!r})",
                 )
             seen[tool.item_type] = name
+        _check_egress_http(path, name, tool)
     return Registry(tools=parsed.tools, source=str(path))
+
+
+def _check_egress_http(path: Path, name: str, tool: Tool) -> None:
+    """Each egress_http key is one of the tool's own allowlist entries (as
+    airlock.egress reads them), at most once; secrets only for an exact host."""
+    entries = {t for t in map(allowlist_text, tool.egress_allowlist) if t is not None}
+    keys: dict[str, str] = {}
+    for key, value in tool.egress_http.items():
+        where = f"tools.{name}.egress_http.{key}"
+        text = allowlist_text(key)
+        if text is None or text not in entries:
+            listed = ", ".join(repr(e) for e in tool.egress_allowlist) or "none"
+            raise ConfigError(str(path), where, f"must be one of this tool's egress_allowlist entries ({listed})")
+        if text in keys:
+            raise ConfigError(str(path), where, f"names the same entry as {keys[text]!r}")
+        keys[text] = key
+        if value.secrets and "*" in text:
+            raise ConfigError(
+                str(path),
+                f"{where}.secrets",
+                "needs an exact host: a glob would send the secrets to every host it matches",
+            )
 
 
 def check_local_refs(schema: Any) -> None:

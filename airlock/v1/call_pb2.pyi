@@ -128,17 +128,47 @@ class Limits(_message.Message):
     def __init__(self, memory_bytes: _Optional[int] = ..., cpu_millis: _Optional[int] = ..., pids: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., output_bytes: _Optional[int] = ..., tmpfs_bytes: _Optional[int] = ...) -> None: ...
 
 class Network(_message.Message):
-    __slots__ = ("mode", "egress_allowlist", "egress_allow_cidrs")
+    __slots__ = ("mode", "egress_allowlist", "egress_allow_cidrs", "inspect_hosts", "http_rules", "secrets")
     MODE_FIELD_NUMBER: _ClassVar[int]
     EGRESS_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
     EGRESS_ALLOW_CIDRS_FIELD_NUMBER: _ClassVar[int]
+    INSPECT_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_RULES_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     mode: NetworkMode
     egress_allowlist: _containers.RepeatedScalarFieldContainer[str]
     egress_allow_cidrs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, mode: _Optional[_Union[NetworkMode, str]] = ..., egress_allowlist: _Optional[_Iterable[str]] = ..., egress_allow_cidrs: _Optional[_Iterable[str]] = ...) -> None: ...
+    inspect_hosts: _containers.RepeatedScalarFieldContainer[str]
+    http_rules: _containers.RepeatedCompositeFieldContainer[HttpRule]
+    secrets: _containers.RepeatedCompositeFieldContainer[SecretRef]
+    def __init__(self, mode: _Optional[_Union[NetworkMode, str]] = ..., egress_allowlist: _Optional[_Iterable[str]] = ..., egress_allow_cidrs: _Optional[_Iterable[str]] = ..., inspect_hosts: _Optional[_Iterable[str]] = ..., http_rules: _Optional[_Iterable[_Union[HttpRule, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[SecretRef, _Mapping]]] = ...) -> None: ...
+
+class HttpRule(_message.Message):
+    __slots__ = ("host", "methods", "paths", "max_body_bytes")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BODY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    methods: _containers.RepeatedScalarFieldContainer[str]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    max_body_bytes: int
+    def __init__(self, host: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., paths: _Optional[_Iterable[str]] = ..., max_body_bytes: _Optional[int] = ...) -> None: ...
+
+class SecretRef(_message.Message):
+    __slots__ = ("name", "host", "header", "format")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    host: str
+    header: str
+    format: str
+    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., header: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
 
 class EgressConnection(_message.Message):
-    __slots__ = ("method", "host", "port", "allowed", "reason", "message", "address", "bytes_out", "bytes_in", "duration_ms", "cut")
+    __slots__ = ("method", "host", "port", "allowed", "reason", "message", "address", "bytes_out", "bytes_in", "duration_ms", "cut", "inspected", "requests")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +180,8 @@ class EgressConnection(_message.Message):
     BYTES_IN_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     CUT_FIELD_NUMBER: _ClassVar[int]
+    INSPECTED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
     method: str
     host: str
     port: int
@@ -161,7 +193,29 @@ class EgressConnection(_message.Message):
     bytes_in: int
     duration_ms: int
     cut: str
-    def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., address: _Optional[str] = ..., bytes_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cut: _Optional[str] = ...) -> None: ...
+    inspected: bool
+    requests: _containers.RepeatedCompositeFieldContainer[EgressRequest]
+    def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., address: _Optional[str] = ..., bytes_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cut: _Optional[str] = ..., inspected: _Optional[bool] = ..., requests: _Optional[_Iterable[_Union[EgressRequest, _Mapping]]] = ...) -> None: ...
+
+class EgressRequest(_message.Message):
+    __slots__ = ("method", "path", "status", "bytes_out", "bytes_in", "rule", "secret_names", "reason")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_NAMES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    path: str
+    status: int
+    bytes_out: int
+    bytes_in: int
+    rule: str
+    secret_names: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    def __init__(self, method: _Optional[str] = ..., path: _Optional[str] = ..., status: _Optional[int] = ..., bytes_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., rule: _Optional[str] = ..., secret_names: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Sandbox(_message.Message):
     __slots__ = ("mode", "idle_ttl_ms", "max_lifetime_ms", "desktop")

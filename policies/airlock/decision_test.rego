@@ -70,6 +70,11 @@ no_artifacts := {
 # Every decision but a computer call's with acknowledged safety checks.
 no_computer := {"acknowledge_safety_checks": false}
 
+no_network := {
+	"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": [],
+	"inspect": [], "http_rules": [], "secrets": [],
+}
+
 # The registry default deploy/tool_registry.yaml gives python and shell.
 ten_minutes_one_hour := {"mode": "session", "idle_ttl_ms": 600000, "max_lifetime_ms": 3600000}
 
@@ -89,7 +94,7 @@ test_allow if {
 		"shadow": [],
 		"obligations": {
 			"limits": object.union(caps, {"memory_bytes": 268435456, "timeout_ms": 5000}),
-			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
+			"network": no_network,
 			"sandbox": ephemeral, # no session id
 			"artifacts": no_artifacts, # python here declares none
 			"computer": no_computer,
@@ -107,7 +112,10 @@ test_allow_with_egress if {
 	d.tool == registry.web_fetch
 
 	# Normalized, with the loopback literal dropped from the obligation.
-	d.obligations.network == {"mode": "egress", "egress_allowlist": ["api.example.com:443"], "egress_allow_cidrs": []}
+	d.obligations.network == {
+		"mode": "egress", "egress_allowlist": ["api.example.com:443"], "egress_allow_cidrs": [],
+		"inspect": [], "http_rules": [], "secrets": [],
+	}
 }
 
 # Every deny code the policy can produce, each with the package that owns it.
@@ -343,7 +351,7 @@ test_denied_decision_keeps_obligations if {
 		with data.registry.tools as registry
 	d.allow == false
 	d.obligations.limits == caps
-	d.obligations.network == {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}
+	d.obligations.network == no_network
 	d.tool == null
 }
 
@@ -360,7 +368,7 @@ test_decision_defined_for_empty_input if {
 		d.tool == null
 		d.obligations == {
 			"limits": {},
-			"network": {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []},
+			"network": no_network,
 			"sandbox": ephemeral,
 			"artifacts": no_artifacts,
 			"computer": no_computer,

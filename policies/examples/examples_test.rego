@@ -68,7 +68,10 @@ test_example2_fetch_only_from_wikipedia if {
 		with data.airlock.grants as example2_grants
 		with data.registry.tools as example2_tools
 	ok.allow == true
-	ok.obligations.network == {"mode": "egress", "egress_allowlist": ["*.wikipedia.org:443"], "egress_allow_cidrs": []}
+	ok.obligations.network == {
+		"mode": "egress", "egress_allowlist": ["*.wikipedia.org:443"], "egress_allow_cidrs": [],
+		"inspect": [], "http_rules": [], "secrets": [],
+	}
 
 	evil := data.airlock.decision with input as fetch("https://evil.example/")
 		with data.airlock.grants as example2_grants

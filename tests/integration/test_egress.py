@@ -79,7 +79,7 @@ S(("0.0.0.0", 8080), H).serve_forever()
 
 # Runs in the sandbox: each action's result, as one JSON list on stdout.
 PROBE = r"""
-import errno, http.client, json, os, socket, ssl, urllib.error, urllib.request
+import base64, errno, http.client, json, os, socket, ssl, urllib.error, urllib.parse, urllib.request
 results = []
 ctx = ssl.create_default_context(cadata=CA) if CA else None
 for action in ACTIONS:
@@ -111,6 +111,20 @@ for action in ACTIONS:
                 results.append({"status": r.status})
         elif kind == "proxy_env":
             results.append(sorted(k for k in os.environ if k.lower().endswith("_proxy")))
+        elif kind == "fronted":
+            # CONNECT one name, then a ClientHello (and Host) for another.
+            connect, sni = arg
+            proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+            token = base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
+            raw = socket.create_connection((proxy.hostname, proxy.port), timeout=10)
+            raw.sendall(f"CONNECT {connect} HTTP/1.1\r\nProxy-Authorization: Basic {token}\r\n\r\n".encode())
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += raw.recv(1)
+            tls = ctx.wrap_socket(raw, server_hostname=sni)
+            tls.sendall(f"GET /fronted HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+            answer = b"".join(iter(lambda: tls.recv(4096), b"")).decode()
+            results.append({"tunnel": head.split(b"\r\n")[0].decode(), "answer": answer})
     except urllib.error.HTTPError as e:
         reason = e.headers.get("X-Airlock-Egress-Reason")
         results.append({"status": e.code, "reason": reason, "body": e.read().decode()})
@@ -352,6 +366,23 @@ def test_host_not_on_the_allowlist_gets_a_clear_proxy_error(estack: Stack, upstr
 
 
 # -- 3, 4: addresses ------------------------------------------------------------------
+
+
+def test_a_tunnel_cannot_front_another_name_on_the_same_address(estack: Stack, upstream: Upstream) -> None:
+    """a.allowed.test and b.allowed.test are one address with one
+    certificate for both: a tunnel allowed for a.allowed.test whose TLS asks
+    for b.allowed.test is refused before a byte goes upstream."""
+    call = probe(estack, "fetch_a", [["fronted", ["a.allowed.test:8443", "b.allowed.test"]]], ca=upstream.ca)
+    (result,) = call.results
+    assert "error" in result, result  # the tunnel opened (200), then closed at the ClientHello
+    (record,) = egress_records(estack, call.decision_id)
+    assert (record["host"], record["allowed"], record["reason"]) == ("a.allowed.test", False, "host_mismatch")
+    assert int(record["bytes_out"]) == 0
+    # The same tunnel with its own name goes through.
+    call = probe(estack, "fetch_a", [["fronted", ["a.allowed.test:8443", "a.allowed.test"]]], ca=upstream.ca)
+    (result,) = call.results
+    assert result["tunnel"] == "HTTP/1.1 200 Connection established"
+    assert "host=a.allowed.test path=/fronted" in result["answer"]
 
 
 def test_allowed_name_resolving_to_loopback_is_denied(estack: Stack) -> None:

@@ -30,6 +30,11 @@ REPO = Path(__file__).resolve().parents[2]
             "tools.python: argv placeholder {code} must be a required parameter",
         ),
         (
+            ["airlock.gateway", "check", "--registry"],
+            "registry_egress_http_bad_header.yaml",
+            "tools.github_api.egress_http.api.github.com.secrets[0]: header: 'Host' is a hop-by-hop or framing header",
+        ),
+        (
             ["airlock.executor", "check", "--config"],
             "executor_tcp_without_tls.yaml",
             "listen needs tls with client_ca_file",
@@ -56,3 +61,14 @@ def test_check_accepts_the_shipped_registry() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_airlock_check_reports_a_bad_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    """`airlock check` (registry and policies together) fails on the same
+    error, naming file and key."""
+    from airlock.cli._main import main  # noqa: PLC0415 - the CLI only for this test
+
+    path = DATA / "registry_egress_http_bad_header.yaml"
+    assert main(["check", "--registry", str(path), "--policies", str(REPO / "policies")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: tools.github_api.egress_http.api.github.com.secrets[0]: header:" in err

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from airlock.executor._errors import RunRefused
 from airlock.executor.egress.proxy import CallGrant, EgressProxy, ProxyLimits
 from airlock.executor.egress.rules import IPAddress, IPNetwork
 
@@ -109,14 +112,36 @@ def open_call(
     return grant, url.removeprefix("http://").split("@")[0].split(":")[1]
 
 
+def client_hello(server_name: str | None) -> bytes:
+    """A real TLS ClientHello (OpenSSL's, through memory BIOs) for server_name."""
+    context = ssl.create_default_context()
+    context.check_hostname = server_name is not None
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
+
+
 async def tunnel(
-    p: EgressProxy, token: str, port: int, source: str = "127.0.0.1", host: str = "up.test"
+    p: EgressProxy,
+    token: str,
+    port: int,
+    source: str = "127.0.0.1",
+    host: str = "up.test",
+    hello: bytes | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """Opens a CONNECT tunnel to host:port; returns the streams and the proxy's answer head."""
+    """Opens a CONNECT tunnel to host:port and, once it is open, sends
+    ``hello`` (default: a ClientHello for ``host``; b"" sends nothing);
+    returns the streams and the proxy's answer head."""
     phost, pport = p.address.split(":")
     reader, writer = await asyncio.open_connection(phost, int(pport), local_addr=(source, 0))
     writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\n{auth(token)}\r\n".encode())
-    return reader, writer, await reader.readuntil(b"\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    if head.startswith(b"HTTP/1.1 200 "):
+        writer.write(client_hello(host) if hello is None else hello)
+        await writer.drain()
+    return reader, writer, head
 
 
 async def exchange(p: EgressProxy, request: bytes, source: str = "127.0.0.1") -> bytes:
@@ -180,14 +205,61 @@ def test_connect_tunnels_bytes_both_ways() -> None:
         resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
         async with upstream(lambda data: b"echo:" + data) as up, proxy(resolver) as (p, _):
             grant, token = open_call(p, (f"up.test:{up.port}",))
-            reader, writer, head = await tunnel(p, token, up.port)
+            hello = client_hello("up.test")
+            reader, writer, head = await tunnel(p, token, up.port, hello=hello)
             assert head == b"HTTP/1.1 200 Connection established\r\n\r\n"
-            writer.write(b"opaque-tls-bytes")
-            assert await asyncio.wait_for(reader.read(), 5) == b"echo:opaque-tls-bytes"
+            assert await asyncio.wait_for(reader.read(), 5) == b"echo:" + hello
             writer.close()
             await p.close_call(grant)
-            assert up.received == [b"opaque-tls-bytes"]
+            assert up.received == [hello]
             assert grant.records[0].method == "CONNECT"
+
+    run(go)
+
+
+@pytest.mark.parametrize(
+    ("hello", "reason"),
+    [
+        (lambda: client_hello("other.test"), "host_mismatch"),  # fronting: another name on the same address
+        (lambda: client_hello(None), "host_mismatch"),  # a name was asked for: the hello must name it
+        (lambda: b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n", "tls_required"),
+        (lambda: b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", "tls_required"),  # a hello OpenSSL refuses
+        (lambda: b"", "tls_required"),  # nothing within the header timeout
+    ],
+)
+def test_a_tunnel_whose_client_hello_does_not_name_its_host_never_reaches_upstream(
+    hello: Callable[[], bytes], reason: str
+) -> None:
+    async def go() -> None:
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
+        async with upstream(lambda data: b"echo:" + data) as up, proxy(resolver) as (p, seen):
+            grant, token = open_call(p, (f"up.test:{up.port}",))
+            reader, writer, head = await tunnel(p, token, up.port, hello=hello())
+            assert head.startswith(b"HTTP/1.1 200 ")
+            with contextlib.suppress(ConnectionError):
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            await p.close_call(grant)
+            assert b"".join(up.received) == b""  # connected (before the hello), but not a byte sent
+            (record,) = grant.records
+            assert (record.allowed, record.reason) == (False, reason)
+            assert seen[-1][1].reason == reason
+
+    run(go)
+
+
+@pytest.mark.parametrize(("connect", "sni"), [("UP.test.", "up.test"), ("up.test", "Up.Test"), ("203.0.113.7", None)])
+def test_a_client_hello_naming_the_tunnels_host_passes_in_any_spelling(connect: str, sni: str | None) -> None:
+    async def go() -> None:
+        resolver = ScriptedResolver({"up.test": [UPSTREAM_IP]})
+        async with upstream(lambda data: b"echo:" + data) as up, proxy(resolver) as (p, _):
+            grant, token = open_call(p, (f"up.test:{up.port}", f"203.0.113.7:{up.port}"))
+            hello = client_hello(sni)
+            reader, writer, _ = await tunnel(p, token, up.port, host=connect, hello=hello)
+            assert await asyncio.wait_for(reader.read(), 5) == b"echo:" + hello
+            writer.close()
+            await p.close_call(grant)
+            assert grant.records[0].allowed
 
     run(go)
 
@@ -225,6 +297,10 @@ def test_closing_the_call_cuts_its_open_connections() -> None:
         async with proxy(resolver) as (p, _):
             grant, token = open_call(p, (f"up.test:{port}",))
             reader, writer, _ = await tunnel(p, token, port)
+            for _ in range(500):  # the hello went through: the tunnel is open
+                if grant.bytes_out:
+                    break
+                await asyncio.sleep(0.01)
             await p.close_call(grant)
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the proxy
             writer.close()
@@ -465,9 +541,16 @@ def test_a_desktop_source_is_served_without_a_credential_only_while_its_call_run
             assert b"X-Airlock-Egress-Reason: host_not_allowed" in other
             await p.close_call(grant)
             assert (await exchange(p, request, source="127.0.0.2")).startswith(b"HTTP/1.1 403 ")
+            # A second call on the address while one runs is refused, and
+            # never takes the running call's place.
+            running, _ = open_call(p, (f"up.test:{up.port}",), source="127.0.0.2")
+            with pytest.raises(RunRefused):
+                open_call(p, ("other.test:443",), source="127.0.0.2")
+            assert (await exchange(p, request, source="127.0.0.2")).startswith(b"HTTP/1.1 204 ")
+            await p.close_call(running)
             p.remove_source(desktop)
             assert (await exchange(p, request, source="127.0.0.2")).startswith(b"HTTP/1.1 407 ")
-            assert len(up.received) == 1
+            assert len(up.received) == 2
             assert [(r.host, r.reason or "allowed") for r in grant.records] == [
                 ("up.test", "allowed"),
                 ("other.test", "host_not_allowed"),
@@ -603,10 +686,10 @@ def test_a_name_with_a_plain_answer_too_is_dialled_at_the_plain_one() -> None:
         dialler = Dialler()
         async with upstream(lambda data: b"echo:" + data) as up, proxy(resolver, dialler=dialler) as (p, _):
             grant, token = open_call(p, (f"mixed.test:{up.port}",))
-            reader, writer, head = await tunnel(p, token, up.port, host="mixed.test")
+            hello = client_hello("mixed.test")
+            reader, writer, head = await tunnel(p, token, up.port, host="mixed.test", hello=hello)
             assert head.startswith(b"HTTP/1.1 200 ")
-            writer.write(b"ping")
-            assert await asyncio.wait_for(reader.read(), 5) == b"echo:ping"
+            assert await asyncio.wait_for(reader.read(), 5) == b"echo:" + hello
             writer.close()
             await p.close_call(grant)
             assert dialler.dialled == [UPSTREAM_IP]

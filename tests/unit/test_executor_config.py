@@ -66,3 +66,64 @@ def test_bad_values_are_config_errors(tmp_path: Path, body: str, key: str, probl
 def test_the_dataclasses_take_the_keys_directly() -> None:
     assert ExecutorConfig(socket="/x", token_file="/y", allowed_peer_uids=(5,)).allowed_peer_uids == (5,)
     assert EgressSettings(subnet="192.168.77.0/24").subnet == "192.168.77.0/24"
+
+
+# --- issue 17: the egress CA, upstream trust anchors and injected secrets ---
+
+
+def test_egress_tls_keys_default_to_a_ca_beside_the_token_and_env_secrets(tmp_path: Path) -> None:
+    cfg = load_executor_config(_write(tmp_path, ""))
+    assert cfg.egress.ca_dir is None
+    assert cfg.egress_ca_dir == tmp_path.resolve() / "egress-ca"
+    assert cfg.egress.trust_anchors == ()
+    assert cfg.egress.secrets_file is None
+    assert cfg.egress.secrets_env is True
+    direct = ExecutorConfig(socket="/x", token_file="/etc/airlock/executor/executor.token")
+    assert direct.egress_ca_dir == Path("/etc/airlock/executor/egress-ca")
+
+
+def test_egress_tls_keys_parse_and_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    cfg = load_executor_config(
+        _write(
+            tmp_path,
+            "egress:\n  ca_dir: state/ca\n  trust_anchors: [corp-ca.pem, /etc/ssl/extra.pem]\n"
+            "  secrets_file: secrets.yaml\n  secrets_env: false\n",
+        )
+    )
+    base = tmp_path.resolve()
+    assert cfg.egress.ca_dir == str(base / "state" / "ca")
+    assert cfg.egress_ca_dir == base / "state" / "ca"
+    assert cfg.egress.trust_anchors == (str(base / "corp-ca.pem"), "/etc/ssl/extra.pem")
+    assert cfg.egress.secrets_file == str(base / "secrets.yaml")
+    assert cfg.egress.secrets_env is False
+
+
+def test_egress_tls_keys_take_environment_overrides(tmp_path: Path) -> None:
+    env = {
+        "AIRLOCK_EXECUTOR_EGRESS__SECRETS_ENV": "false",
+        "AIRLOCK_EXECUTOR_EGRESS__CA_DIR": "/var/lib/airlock/egress-ca",
+        "AIRLOCK_EXECUTOR_EGRESS__TRUST_ANCHORS": "[/a.pem]",
+    }
+    cfg = load_executor_config(_write(tmp_path, ""), env)
+    assert cfg.egress.secrets_env is False
+    assert cfg.egress_ca_dir == Path("/var/lib/airlock/egress-ca")
+    assert cfg.egress.trust_anchors == ("/a.pem",)
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "problem"),
+    [
+        ("egress: {ca_dir: ''}\n", "egress", "must be non-empty paths"),
+        ("egress: {secrets_file: ' '}\n", "egress", "must be non-empty paths"),
+        ("egress: {trust_anchors: ['']}\n", "egress", "must be non-empty paths"),
+        ("egress: {trust_anchors: a.pem}\n", "egress.trust_anchors", "expected a list of a string"),
+        ("egress: {secrets_env: 'yes'}\n", "egress.secrets_env", "expected true or false"),
+        ("egress: {ca_dir: 5}\n", "egress.ca_dir", "expected a string or null"),
+        ("egress: {secret_file: s.yaml}\n", "egress.secret_file", "unknown key"),
+    ],
+)
+def test_bad_egress_tls_keys_are_config_errors(tmp_path: Path, body: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_executor_config(_write(tmp_path, body))
+    assert info.value.key == key
+    assert problem in info.value.problem

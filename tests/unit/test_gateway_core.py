@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from airlock.common.egress_http import HttpRule, SecretRef
 from airlock.common.wire import InputFile
 from airlock.gateway import load_registry
 from airlock.gateway._answer import parse_answer
@@ -417,6 +418,23 @@ def _doc_with(**changes: Any) -> dict[str, Any]:
     return doc
 
 
+HTTP_RULE = {"host": "api.example.org:443", "methods": ["GET"], "paths": ["/v1/**"], "max_body_bytes": 0}
+SECRET = {"name": "api_key", "host": "api.example.org:443", "header": "X-Api-Key", "format": "{value}"}
+
+
+def _http_network(**changes: Any) -> dict[str, Any]:
+    """An egress obligation with inspection, one rule and one secret."""
+    return {
+        "mode": "egress",
+        "egress_allowlist": ["api.example.org:443"],
+        "egress_allow_cidrs": [],
+        "inspect": ["api.example.org:443"],
+        "http_rules": [HTTP_RULE],
+        "secrets": [SECRET],
+        **changes,
+    }
+
+
 MALFORMED_DECISIONS = [
     pytest.param(None, id="null"),
     pytest.param([allow_doc()], id="list"),
@@ -447,6 +465,29 @@ MALFORMED_DECISIONS = [
         _doc_with(obligations__network={"mode": "egress", "egress_allowlist": "*.org"}), id="allowlist-string"
     ),
     pytest.param(_doc_with(obligations__network={"mode": "egress", "egress_allowlist": [443]}), id="allowlist-int"),
+    *(
+        pytest.param(_doc_with(obligations__network=_http_network(**change)), id=name)
+        for name, change in (
+            ("inspect-string", {"inspect": "api.example.org:443"}),
+            ("inspect-not-allowlisted", {"inspect": ["other.example:443"]}),
+            ("inspect-without-egress", {"mode": "none", "egress_allowlist": []}),
+            ("rules-object", {"http_rules": {}}),
+            ("rule-extra-key", {"http_rules": [{**HTTP_RULE, "priority": 1}]}),
+            ("rule-missing-key", {"http_rules": [{k: v for k, v in HTTP_RULE.items() if k != "max_body_bytes"}]}),
+            ("rule-methods-string", {"http_rules": [{**HTTP_RULE, "methods": "GET"}]}),
+            ("rule-size-bool", {"http_rules": [{**HTTP_RULE, "max_body_bytes": True}]}),
+            ("rule-size-negative", {"http_rules": [{**HTTP_RULE, "max_body_bytes": -1}]}),
+            ("rule-host-not-inspected", {"http_rules": [{**HTTP_RULE, "host": "b.example:443"}]}),
+            ("rule-lower-method", {"http_rules": [{**HTTP_RULE, "methods": ["get"]}]}),
+            ("rule-query", {"http_rules": [{**HTTP_RULE, "paths": ["/a?b"]}]}),
+            ("secrets-object", {"secrets": {}}),
+            ("secret-int-name", {"secrets": [{**SECRET, "name": 7}]}),
+            ("secret-extra-key", {"secrets": [{**SECRET, "value": "x"}]}),
+            ("secret-framing-header", {"secrets": [{**SECRET, "header": "Content-Length"}]}),
+            ("secret-format-crlf", {"secrets": [{**SECRET, "format": "{value}\r\nX: y"}]}),
+            ("secret-host-not-inspected", {"secrets": [{**SECRET, "host": "b.example:443"}]}),
+        )
+    ),
     pytest.param(
         {"allow": False, "reasons": [{"code": "x", "message": "m"}], "obligations": {"limits": {"pids": -1}}},
         id="deny-negative-limit",
@@ -630,6 +671,31 @@ def test_egress_obligation_reaches_the_plan(make) -> None:
     assert result.decision.obligations == Obligations(Limits(**ALLOW_LIMITS), "egress", ("api.example.org:443",))
     (plan,) = h.executor.plans
     assert (plan.network_mode, plan.egress_allowlist) == ("egress", ("api.example.org:443",))
+
+
+def test_egress_http_obligations_reach_the_plan_and_the_decision(make) -> None:
+    h = make(policy=FakePolicy(allow_doc(**_http_network())))
+    result = asyncio.run(h.gateway.invoke(call_input(tool="fetch", arguments='{"url": "https://api.example.org"}')))
+    ob = result.decision.obligations
+    rule = HttpRule("api.example.org:443", ("GET",), ("/v1/**",), 0)
+    secret = SecretRef("api_key", "api.example.org:443", "X-Api-Key", "{value}")
+    want = (("api.example.org:443",), (rule,), (secret,))
+    assert (ob.egress_inspect, ob.egress_http_rules, ob.egress_secrets) == want
+    (plan,) = h.executor.plans
+    assert (plan.egress_inspect, plan.egress_http_rules, plan.egress_secrets) == want
+    # The audit event's decision shows them too (names, never values).
+    network = h.audit.events[0].obligations.network
+    assert list(network.inspect_hosts) == ["api.example.org:443"]
+    assert [(r.host, list(r.methods), list(r.paths)) for r in network.http_rules] == [
+        ("api.example.org:443", ["GET"], ["/v1/**"])
+    ]
+    assert [(x.name, x.header, x.format) for x in network.secrets] == [("api_key", "X-Api-Key", "{value}")]
+
+
+def test_parse_egress_http_absent_is_none() -> None:
+    answer = parse_answer(allow_doc(mode="egress", egress_allowlist=["a.example:443"]))
+    ob = answer.obligations
+    assert (ob.egress_inspect, ob.egress_http_rules, ob.egress_secrets) == ((), (), ())
 
 
 def test_decide_never_runs_anything(make) -> None:

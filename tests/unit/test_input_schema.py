@@ -288,7 +288,12 @@ REGISTRY = {
             "image": "sandbox-python:test",
             "argv": ["fetch", "{url}"],
             "allowed_network": True,
-            "egress_allowlist": ["*.example.org:443"],
+            "egress_allowlist": ["*.example.org:443", "api.example.org"],
+            # Shows in the input's tool entry, which the schema must describe.
+            "egress_http": {
+                "*.example.org:443": {"rules": [{"methods": ["GET"], "paths": ["/**"], "max_body": "1k"}]},
+                "api.example.org": {"secrets": [{"name": "api_key", "header": "X-Api-Key"}]},
+            },
             "parameters": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
         },
     },

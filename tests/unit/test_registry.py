@@ -419,3 +419,174 @@ def test_a_registered_tool_cannot_shadow_a_built_in(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"version": 1, "tools": {"define_tool": tool}}))
     with pytest.raises(ConfigError, match="built-in"):
         load_registry(path)
+
+
+# -- egress_http: inspection, HTTP rules and secrets (issue 17) -----------------
+
+
+def _github(egress_http: dict[str, Any], allowlist: list[str] | None = None) -> dict[str, Any]:
+    tool = _tool()
+    tool.update(
+        allowed_network=True,
+        egress_allowlist=allowlist or ["api.github.com:443", "*.githubusercontent.com"],
+        egress_http=egress_http,
+    )
+    return tool
+
+
+GITHUB_HTTP = {
+    "rules": [{"methods": ["GET", "POST"], "paths": ["/repos/ORG/*"], "max_body": "1Mi"}],
+    "secrets": [{"name": "github_token", "header": "Authorization", "format": "Bearer {value}"}],
+}
+
+
+def test_egress_http_as_policy_data(tmp_path: Path) -> None:
+    reg = load_registry(
+        _write(
+            tmp_path,
+            {
+                "github_api": _github(
+                    # The key is read like an allowlist entry: no port is 443.
+                    {"api.github.com": GITHUB_HTTP, "*.githubusercontent.com": {"inspect": True}}
+                ),
+                "py": _tool(),
+            },
+        )
+    )
+    assert reg.tool_data("github_api")["egress_http"] == {
+        "api.github.com": {
+            "inspect": True,  # implied by rules and secrets
+            "rules": [{"methods": ["GET", "POST"], "paths": ["/repos/ORG/*"], "max_body_bytes": MiB}],
+            "secrets": [{"name": "github_token", "header": "Authorization", "format": "Bearer {value}"}],
+        },
+        "*.githubusercontent.com": {"inspect": True, "rules": [], "secrets": []},
+    }
+    # Absent stays absent, and a secret's format defaults to the bare value.
+    assert "egress_http" not in reg.tool_data("py")
+    one = load_registry(
+        _write(tmp_path, {"t": _github({"api.github.com:443": {"secrets": [{"name": "k", "header": "X-Key"}]}})})
+    )
+    assert one.tool_data("t")["egress_http"]["api.github.com:443"]["secrets"][0]["format"] == "{value}"
+
+
+def _rule(**changes: Any) -> dict[str, Any]:
+    return {"api.github.com": {"rules": [{"methods": ["GET"], "paths": ["/repos/*"], **changes}]}}
+
+
+def _secret(**changes: Any) -> dict[str, Any]:
+    return {"api.github.com": {"secrets": [{"name": "github_token", "header": "Authorization", **changes}]}}
+
+
+HOST = "tools.gh.egress_http.api.github.com"
+
+
+@pytest.mark.parametrize(
+    ("egress_http", "key", "problem"),
+    [
+        pytest.param(
+            {"api.github.com:8443": {"inspect": True}},
+            "tools.gh.egress_http.api.github.com:8443",
+            "must be one of this tool's egress_allowlist entries ('api.github.com:443', '*.githubusercontent.com')",
+            id="key-not-in-allowlist",
+        ),
+        pytest.param(
+            {"api.github.com": {"inspect": True}, "api.github.com:443": {"inspect": True}},
+            "tools.gh.egress_http.api.github.com:443",
+            "names the same entry as 'api.github.com'",
+            id="key-twice",
+        ),
+        pytest.param(
+            {"*.githubusercontent.com": {"secrets": [{"name": "t", "header": "X-T"}]}},
+            "tools.gh.egress_http.*.githubusercontent.com.secrets",
+            "needs an exact host",
+            id="secret-on-a-glob",
+        ),
+        pytest.param(
+            {"api.github.com": {"inspct": True}}, HOST + ".inspct", "unknown key; expected one of", id="unknown-key"
+        ),
+        pytest.param(
+            {"api.github.com": {"inspect": False, "rules": [{"methods": ["GET"], "paths": ["/"]}]}},
+            HOST,
+            "inspect: false, but rules and secrets need TLS inspection",
+            id="inspect-false-with-rules",
+        ),
+        pytest.param(_rule(methods=[]), HOST + ".rules[0]", "methods must not be empty", id="no-methods"),
+        pytest.param(_rule(paths=[]), HOST + ".rules[0]", "paths must not be empty", id="no-paths"),
+        pytest.param(
+            {"api.github.com": {"rules": [{"paths": ["/"]}]}},
+            HOST + ".rules[0].methods",
+            "required key missing",
+            id="methods-missing",
+        ),
+        pytest.param(
+            _rule(methods=["GET", "get"]),
+            HOST + ".rules[0]",
+            "methods[1]: 'get' is not an upper-case HTTP method token",
+            id="lower-case-method",
+        ),
+        pytest.param(
+            _rule(methods=["CONNECT"]), HOST + ".rules[0]", "methods[0]: CONNECT would open a tunnel", id="connect"
+        ),
+        pytest.param(
+            _rule(paths=["repos/*"]), HOST + ".rules[0]", "paths[0]: 'repos/*' must start with '/'", id="relative-path"
+        ),
+        pytest.param(
+            _rule(paths=["/repos?per_page=1"]),
+            HOST + ".rules[0]",
+            "must not contain a query string",
+            id="query-string",
+        ),
+        pytest.param(_rule(paths=["/a/../admin"]), HOST + ".rules[0]", "'.' or '..' segment", id="dot-segment"),
+        pytest.param(_rule(paths=["/a/***"]), HOST + ".rules[0]", "'***' means neither", id="triple-star"),
+        pytest.param(_rule(paths=["/a b"]), HOST + ".rules[0]", "characters outside a URL path", id="space"),
+        pytest.param(_rule(max_body="1 MB"), HOST + ".rules[0]", "expected a size like", id="bad-size"),
+        pytest.param(_rule(max_body=0), HOST + ".rules[0]", "max_body must be > 0", id="zero-size"),
+        pytest.param(
+            _secret(name="GitHub"), HOST + ".secrets[0]", "name: 'GitHub' must match ^[a-z]", id="bad-secret-name"
+        ),
+        pytest.param(
+            _secret(name="a" * 64), HOST + ".secrets[0]", "must match ^[a-z][a-z0-9_]{0,62}$", id="long-secret-name"
+        ),
+        pytest.param(
+            _secret(header="Authori zation"), HOST + ".secrets[0]", "not an HTTP header name", id="header-not-token"
+        ),
+        *(
+            pytest.param(_secret(header=h), HOST + ".secrets[0]", "hop-by-hop or framing header", id=f"header-{h}")
+            for h in (
+                "Host",
+                "content-length",
+                "Transfer-Encoding",
+                "Connection",
+                "Proxy-Authorization",
+                "TE",
+                "Trailer",
+                "Upgrade",
+                "Keep-Alive",
+            )
+        ),
+        pytest.param(_secret(format="Bearer"), HOST + ".secrets[0]", "{value} exactly once", id="format-no-value"),
+        pytest.param(
+            _secret(format="{value}{value}"), HOST + ".secrets[0]", "{value} exactly once", id="format-value-twice"
+        ),
+        *(
+            pytest.param(_secret(format=f"Bearer {{value}}{c}"), HOST + ".secrets[0]", "control", id=f"format-{n}")
+            for n, c in (("cr", "\r"), ("lf", "\n"), ("nul", "\0"))
+        ),
+        pytest.param(
+            {
+                "api.github.com": {
+                    "secrets": [{"name": "a", "header": "X-Key"}, {"name": "b", "header": "x-key"}],
+                }
+            },
+            HOST,
+            "secrets[1]: a second secret for header 'x-key'",
+            id="same-header-twice",
+        ),
+    ],
+)
+def test_bad_egress_http_names_the_key(tmp_path: Path, egress_http, key, problem) -> None:
+    path = _write(tmp_path, {"gh": _github(egress_http)})
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    assert (info.value.source, info.value.key) == (str(path), key)
+    assert problem in info.value.problem

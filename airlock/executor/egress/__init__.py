@@ -19,25 +19,33 @@ import resource
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from airlock.common import parse_duration_ms, parse_size
+from airlock.common.egress_http import HttpRule, SecretRef
 from airlock.executor._config import DEFAULT_MAX_CONCURRENT_RUNS, EgressSettings
 from airlock.executor._errors import EgressSetupError, RunRefused
-from airlock.executor._metrics import ExecutorMetrics
+from airlock.executor._metrics import EGRESS_REQUEST_OUTCOMES, ExecutorMetrics
 from airlock.executor._model import EgressRecord
-from airlock.executor._options import EgressAttachment
+from airlock.executor._options import TRUST_MOUNT, EgressAttachment
+from airlock.executor.egress.ca import EgressCA, LeafIssuer, upstream_context
+from airlock.executor.egress.inspect import Injection
 from airlock.executor.egress.network import HostFirewall, NetworkBackend
 from airlock.executor.egress.proxy import (
     MAX_PENDING,
     MAX_PENDING_PER_SOURCE,
+    TLS,
     CallGrant,
     EgressProxy,
+    Inspection,
     ProxyLimits,
     SystemResolver,
 )
+from airlock.executor.egress.rules import Allowlist
+from airlock.executor.egress.secret_store import ChainedSecrets, EnvSecrets, FileSecrets, SecretStore
 
-__all__ = ["Egress", "EgressRecord", "EgressSetupError", "EgressUse"]
+__all__ = ["NO_HTTP", "Egress", "EgressRecord", "EgressSetupError", "EgressUse", "HttpPlan"]
 
 log = logging.getLogger("airlock.executor.egress")
 #: Every spelling tools look for: curl and most libraries read the lower-case
@@ -51,6 +59,15 @@ FD_HEADROOM = 256
 FDS_PER_RUN = 8
 #: Random picks of a free sandbox address before a linear scan.
 ADDRESS_PICKS = 32
+#: Where a sandbox granted egress finds the trust bundle (the system's CAs
+#: plus the executor's egress CA), mounted read-only, and the variables
+#: that point TLS libraries at it.
+TRUST_PATH = TRUST_MOUNT
+TRUST_ENV_NAMES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+#: The host's CA bundle the sandbox's trust starts from (Debian's path).
+SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: A secret's placeholder in the sandbox: AIRLOCK_SECRET_<NAME>.
+SECRET_ENV_PREFIX = "AIRLOCK_SECRET_"  # noqa: S105 - a variable name, not a secret
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,19 @@ def fd_soft_limit() -> int:
 
 
 @dataclass(frozen=True)
+class HttpPlan:
+    """A run's inspection obligations (RunSpec egress_inspect,
+    egress_http_rules, egress_secrets): allowlist entries, rules, secrets."""
+
+    inspect: tuple[str, ...] = ()
+    rules: tuple[HttpRule, ...] = ()
+    secrets: tuple[SecretRef, ...] = ()
+
+
+NO_HTTP = HttpPlan()
+
+
+@dataclass(frozen=True)
 class EgressUse:
     """What one run's egress produced, for its result and audit event."""
 
@@ -98,6 +128,7 @@ class Egress:
         *,
         fd_limit: int | None = None,
         max_runs: int = DEFAULT_MAX_CONCURRENT_RUNS,
+        ca_dir: Path | None = None,
     ) -> None:
         self._settings = settings
         self._make_firewall = firewall
@@ -115,6 +146,12 @@ class Egress:
             max_tunnels=capacity.max_tunnels,
         )
         self._resolver = SystemResolver(settings.hosts)
+        #: Inspection's parts (issue 17); None until start() set them up.
+        self._ca_dir = ca_dir
+        self._tls: TLS | None = None
+        self._secrets: SecretStore = ChainedSecrets()
+        #: The trust bundle sandboxes granted egress mount (TRUST_PATH).
+        self.trust_bundle: Path | None = None
         self._proxy = EgressProxy(self.limits, self._resolver, self._observe)
         self._firewall: Firewall | None = None
         self._gateway_ip = ""
@@ -135,6 +172,7 @@ class Egress:
                 log.error("%s; runs granted egress will be refused", self.unavailable)
             return
         try:
+            await asyncio.to_thread(self._set_up_inspection)
             net = await asyncio.to_thread(
                 backend.ensure_internal_network, self._settings.network, self._settings.bridge, self._settings.subnet
             )
@@ -156,6 +194,31 @@ class Egress:
             self._proxy.address, self.network, self._subnet, self.limits.max_pending, self.limits.max_tunnels,
         )  # fmt: skip
 
+    def _set_up_inspection(self) -> None:
+        """The CA (made on first start), the trust bundle sandboxes mount,
+        the upstream trust and the secret stores; any failure leaves egress
+        unavailable (EgressSetupError)."""
+        if self._ca_dir is None:
+            return
+        ca = EgressCA.load_or_create(self._ca_dir)
+        system = SYSTEM_BUNDLE.read_bytes() if SYSTEM_BUNDLE.is_file() else b""
+        bundle = self._ca_dir / "trust-bundle.pem"
+        staged = bundle.with_name(".trust-bundle.pem.tmp")
+        staged.write_bytes(system.rstrip(b"\n") + b"\n" + ca.cert_pem if system else ca.cert_pem)
+        staged.chmod(0o644)  # public: every sandbox uid reads it
+        staged.replace(bundle)
+        self.trust_bundle = bundle
+        anchors = tuple(Path(a) for a in self._settings.trust_anchors)
+        self._tls = TLS(LeafIssuer(ca), upstream_context(anchors))
+        stores: list[SecretStore] = []
+        if self._settings.secrets_file:
+            stores.append(FileSecrets(Path(self._settings.secrets_file)))
+        if self._settings.secrets_env:
+            stores.append(EnvSecrets())
+        self._secrets = ChainedSecrets(*stores)
+        self._proxy.set_tls(self._tls)
+        log.info("egress CA sha256 %s in %s", ca.fingerprint_sha256, self._ca_dir)
+
     async def stop(self) -> None:
         if self._firewall is not None:
             await asyncio.to_thread(self._firewall.remove)
@@ -174,19 +237,80 @@ class Egress:
         allow_cidrs: tuple[str, ...],
         *,
         address: str = "",
+        http: HttpPlan = NO_HTTP,
     ) -> tuple[CallGrant, EgressAttachment]:
         """The call's grant and how its sandbox is wired to the proxy: with a
         fixed address, reserved here, that the credential is tied to. A
         session's sandbox keeps its address (``address``, from reserve())
         for its life; each of its calls gets a credential of its own, which
         close_call revokes, and the address stays the session's."""
+        inspect, placeholders = self._inspections(http)
         held = ipaddress.IPv4Address(address) if address else None
         source = held or self._allocate()
-        grant, url = self._proxy.open_call(run_id, tool, allowlist, allow_cidrs, source=source)
+        try:
+            grant, url = self._proxy.open_call(run_id, tool, allowlist, allow_cidrs, source=source, inspect=inspect)
+        except BaseException:
+            if held is None:
+                self._in_use.discard(source)
+            raise
         grant.keeps_address = held is not None
         env = dict.fromkeys(PROXY_ENV_NAMES, url)
         env["NO_PROXY"] = env["no_proxy"] = ""
-        return grant, EgressAttachment(self.network, env, self._gateway_ip, str(source), self._proxy.address)
+        if self.trust_bundle is not None:
+            env.update(dict.fromkeys(TRUST_ENV_NAMES, TRUST_PATH))
+        env.update(placeholders)
+        return grant, EgressAttachment(
+            self.network, env, self._gateway_ip, str(source), self._proxy.address, self.trust_bundle_path
+        )
+
+    @property
+    def inspects(self) -> bool:
+        """Whether TLS inspection, HTTP rules and secrets can be enforced."""
+        return self._tls is not None
+
+    @property
+    def trust_bundle_path(self) -> str:
+        return str(self.trust_bundle) if self.trust_bundle is not None else ""
+
+    def _inspections(self, http: HttpPlan) -> tuple[tuple[Inspection, ...], dict[str, str]]:
+        """The call's inspected entries with their rules and secrets (values
+        from the stores, placeholders made for this call), and the
+        placeholders' environment for the sandbox. A secret no store holds
+        refuses the run (secret_unavailable): never a request without it."""
+        if not http.inspect:
+            return (), {}
+        if self._tls is None:
+            raise RunRefused("egress_unavailable", "this executor's egress proxy cannot inspect TLS (no CA)")
+        placeholders: dict[str, bytes] = {}
+        env: dict[str, str] = {}
+        values: dict[str, str] = {}
+        for ref in http.secrets:
+            value = self._secrets.get(ref.name)
+            if value is None:
+                raise RunRefused("secret_unavailable", f"no secret {ref.name!r} in this executor's secret stores")
+            values[ref.name] = value
+            if ref.name not in placeholders:
+                token = f"airlock-secret-{secrets.token_urlsafe(24)}"
+                placeholders[ref.name] = token.encode()
+                env[SECRET_ENV_PREFIX + ref.name.upper()] = token
+        entries = []
+        for entry in http.inspect:
+            injections = tuple(
+                Injection(
+                    ref.name,
+                    ref.header.lower().encode(),
+                    ref.format.replace("{value}", values[ref.name]).encode(),
+                    values[ref.name].encode(),
+                    placeholders[ref.name],
+                )
+                for ref in http.secrets
+                if ref.host == entry
+            )
+            mine = {ref.name for ref in http.secrets if ref.host == entry}
+            foreign = {token: name for name, token in placeholders.items() if name not in mine}
+            rules = tuple(rule for rule in http.rules if rule.host == entry)
+            entries.append(Inspection(entry, Allowlist((entry,)), rules, injections, foreign))
+        return tuple(entries), env
 
     def reserve(self, *, desktop: bool = False) -> str:
         """A fixed address for a session sandbox, until release(). A
@@ -206,7 +330,9 @@ class Egress:
         """How a session sandbox with this address is wired: the network,
         DNS and the proxy's address (for a desktop's browser); each call's
         proxy environment comes with its exec."""
-        return EgressAttachment(self.network, {}, self._gateway_ip, address, self._proxy.address)
+        return EgressAttachment(
+            self.network, {}, self._gateway_ip, address, self._proxy.address, self.trust_bundle_path
+        )
 
     def readdress(self, grant: CallGrant, attachment: EgressAttachment) -> EgressAttachment:
         """A new address for a call whose address another executor on the
@@ -252,6 +378,9 @@ class Egress:
             self._metrics.egress_bytes.labels("in").inc(record.bytes_in)
         if record.cut:
             self._metrics.egress_cuts.labels(record.cut).inc()
+        for request in record.requests:
+            outcome = request.reason or "relayed"
+            self._metrics.egress_requests.labels(outcome if outcome in EGRESS_REQUEST_OUTCOMES else "bad_request").inc()
         # Attempts no call owns (no or a revoked credential) are counted but
         # logged at debug only: a sandbox must not be able to flood the log.
         log.log(

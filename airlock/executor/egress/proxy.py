@@ -16,7 +16,12 @@ model for one), so a desktop's address is registered as a *source* instead
 connection's source address alone, and between calls its attempts are
 refused with 403 (never 407, whose challenge would put a login dialog on
 the screen). That address is fixed before the container starts and no other
-sandbox can take it (no sandbox has CAP_NET_ADMIN or CAP_NET_RAW).
+sandbox of this executor gets it while the session holds it (no sandbox has
+CAP_NET_ADMIN or CAP_NET_RAW to take it). Docker frees the address when the
+container stops, though: where several executors share one egress network,
+another executor's sandbox could be given it in the moments before this
+executor notices the desktop died, and inherit a call's grant that long.
+Desktops with egress want an egress network per executor (docs/computer-use.md).
 
 No sandbox can starve the others: connections that have not yet sent a
 request head are capped per source address and in total, and open tunnels
@@ -43,14 +48,18 @@ import logging
 import re
 import secrets
 import socket
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
-from airlock.executor._errors import Denied, HostError
+from airlock.common.egress_http import HttpRule
+from airlock.executor._errors import Denied, HostError, RunRefused
 from airlock.executor._model import EgressRecord
+from airlock.executor.egress.ca import LeafIssuer
+from airlock.executor.egress.inspect import HostRules, Injection, relay
 from airlock.executor.egress.rules import (
     Allowlist,
     Host,
@@ -62,6 +71,7 @@ from airlock.executor.egress.rules import (
     parse_networks,
     resolve_order,
 )
+from airlock.executor.egress.sni import MAX_HELLO_BYTES, Hello, read_hello
 
 log = logging.getLogger("airlock.executor.egress")
 
@@ -79,6 +89,11 @@ REASONS = (
     "call_ended",
     "unauthenticated",
     "overloaded",
+    "host_mismatch",
+    "tls_required",
+    "upstream_tls_failed",
+    "client_tls_failed",
+    "secret_wrong_host",
 )
 #: RFC 9110 tchar: what a method or a header name may consist of.
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -149,6 +164,42 @@ class CallGrant:
     keeps_address: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     lookups: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LOOKUPS_PER_CALL))
+    #: Allowlist entries whose connections the proxy terminates (issue 17),
+    #: each with its rules and secrets; the first whose entry matches wins.
+    inspect: tuple[Inspection, ...] = ()
+
+    def placeholders(self) -> set[bytes]:
+        found: set[bytes] = set()
+        for entry in self.inspect:
+            found.update(entry.foreign)
+            found.update(i.placeholder for i in entry.injections)
+        return found
+
+    def inspection_for(self, host: Host, port: int) -> HostRules | None:
+        for entry in self.inspect:
+            if entry.match.check(host, port) is None:
+                return HostRules(host, port, entry.rules, entry.injections, entry.foreign)
+        return None
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """One inspected allowlist entry of a call: its HTTP rules, the secrets
+    set on its requests, and the placeholders that must never go there."""
+
+    entry: str
+    match: Allowlist
+    rules: tuple[HttpRule, ...] = ()
+    injections: tuple[Injection, ...] = ()
+    foreign: Mapping[bytes, str] = field(default_factory=dict)
+
+
+class TLS(NamedTuple):
+    """What inspection needs: leaf certificates for the sandbox side, and
+    the verifying client context for the upstream side."""
+
+    issuer: LeafIssuer
+    upstream: ssl.SSLContext
 
 
 class Resolver(Protocol):
@@ -206,9 +257,15 @@ async def open_connection(host: str, port: int, *, limit: int) -> tuple[asyncio.
 
 class EgressProxy:
     def __init__(
-        self, limits: ProxyLimits, resolver: Resolver, observe: Observer, connect: Connector = open_connection
+        self,
+        limits: ProxyLimits,
+        resolver: Resolver,
+        observe: Observer,
+        connect: Connector = open_connection,
+        tls: TLS | None = None,
     ) -> None:
         self._limits = limits
+        self._tls = tls
         self._resolver = resolver
         self._observe = observe
         self._connect_upstream = connect
@@ -222,6 +279,10 @@ class EgressProxy:
         self._sources: IPNetwork | None = None
         self._server: asyncio.Server | None = None
         self.address = ""
+
+    def set_tls(self, tls: TLS) -> None:
+        """Inspection's parts, once the executor has made its CA."""
+        self._tls = tls
 
     async def start(self, host: str, port: int = 0, sources: IPNetwork | None = None) -> int:
         """Listens on host:port; with ``sources``, connections from any other
@@ -246,12 +307,21 @@ class EgressProxy:
         allowlist: tuple[str, ...],
         allow_cidrs: tuple[str, ...],
         source: IPAddress | None = None,
+        *,
+        inspect: tuple[Inspection, ...] = (),
     ) -> tuple[CallGrant, str]:
         """Registers a call; returns its grant and the proxy URL (with its
         credential). ``source`` is the sandbox's address, fixed before it
         starts; for a registered source (add_source) the grant is also found
         by that address alone while the call runs."""
+        held = self._by_source.get(source) if source is not None else None
+        if held is not None and not held.closed:
+            # Never silently take over a running call's address: fail closed.
+            raise RunRefused("egress_unavailable", f"desktop address {source} already has a running call")
+        if inspect and self._tls is None:
+            raise RunRefused("egress_unavailable", "this executor's egress proxy cannot inspect TLS (no CA)")
         grant = CallGrant(run_id, tool, Allowlist(allowlist), parse_networks(allow_cidrs), self._limits, source)
+        grant.inspect = inspect
         token = secrets.token_urlsafe(24)
         self._grants[_key(token)] = grant
         if source is not None and source in self._by_source:
@@ -374,6 +444,7 @@ class EgressProxy:
                 _count_attempt(grant)
                 host, port, forward = _destination(method, target, headers)
                 record.host, record.port = host.text, port
+                _no_placeholders(grant, forward)
                 up_reader, upstream, address = await self._connect(grant, host, port)
                 record.address = str(address)
             except Denied as exc:
@@ -382,9 +453,7 @@ class EgressProxy:
                 return
             record.allowed = True
             if forward is None:
-                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                await writer.drain()
-                await self._splice(grant, record, client_r=reader, client_w=writer, up_r=up_reader, up_w=upstream)
+                await self._tunnel(grant, record, host, (reader, writer), (up_reader, upstream))
             else:
                 # Exactly one request: the head we built, the body its
                 # Content-Length announced, and nothing more from the sandbox;
@@ -449,6 +518,131 @@ class EgressProxy:
                 ) from exc
             raise
         return up_reader, up_writer, address
+
+    async def _tunnel(
+        self,
+        grant: CallGrant,
+        record: EgressRecord,
+        host: Host,
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        up: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    ) -> None:
+        """A CONNECT tunnel, passed through once its ClientHello checked out."""
+        reader, writer = client
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        rules = grant.inspection_for(host, record.port)
+        if rules is not None:
+            await self._inspect(grant, record, rules, client, up)
+            return
+        hello = await self._client_hello(grant, record, reader, host)
+        if hello is None:
+            writer.transport.abort()  # after the 200 only a close can say no
+            return
+        await self._send(grant, record, up[1], hello)
+        await self._splice(grant, record, client_r=reader, client_w=writer, up_r=up[0], up_w=up[1])
+
+    async def _inspect(
+        self,
+        grant: CallGrant,
+        record: EgressRecord,
+        rules: HostRules,
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        up: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    ) -> None:
+        """An inspected tunnel: the sandbox's TLS ends here with a leaf for
+        the CONNECT host (its SNI must name that host), the proxy's own
+        verified TLS goes upstream, and HTTP/1.1 is relayed request by
+        request (egress/inspect.py)."""
+        assert self._tls is not None  # open_call refused inspection without it
+        host = rules.host
+        record.inspected = True
+        seen: list[str | None] = []
+
+        def sni(obj: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> int | None:
+            seen.append(name)
+            if _sni_host(name) != (None if host.ip is not None else host.name):
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            obj.context = leaf
+            return None
+
+        leaf = self._tls.issuer.server_context(host.text)
+        # A context per connection: its SNI callback knows this tunnel's host.
+        dispatch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        dispatch.minimum_version = ssl.TLSVersion.TLSv1_2
+        dispatch.sni_callback = sni
+        try:
+            await client[1].start_tls(dispatch, ssl_handshake_timeout=grant.limits.header_timeout_s)
+        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
+            mismatch = bool(seen) and _sni_host(seen[0]) != (None if host.ip is not None else host.name)
+            record.allowed = False
+            if mismatch:
+                record.reason = "host_mismatch"
+                record.message = f"the TLS ClientHello asks for {seen[0]!r}, but the tunnel is for {host.text}"
+            elif seen:
+                # Past the hello: the sandbox refused the leaf (it does not
+                # trust the executor's CA, or pins its own).
+                record.reason = "client_tls_failed"
+                record.message = f"the sandbox ended the TLS handshake for {host.text}: {exc}"
+            else:
+                record.reason = "tls_required"
+                record.message = f"no TLS ClientHello for {host.text}: {exc}"
+
+            client[1].transport.abort()
+            return
+        try:
+            await up[1].start_tls(
+                self._tls.upstream,
+                server_hostname=host.name if host.ip is None else str(host.ip),
+                ssl_handshake_timeout=grant.limits.connect_timeout_s,
+            )
+        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
+            record.reason = "upstream_tls_failed"
+            record.message = f"the TLS connection to {host.text} failed: {exc}"
+            record.allowed = False
+            client[1].transport.abort()
+            return
+        ended = await relay(client, up, rules, _GrantMeter(grant, record), record.requests)
+        if ended in {"bytes_out_limit", "bytes_in_limit"}:
+            record.cut = ended
+
+    async def _client_hello(
+        self, grant: CallGrant, record: EgressRecord, reader: asyncio.StreamReader, host: Host
+    ) -> bytes | None:
+        """The tunnel's first bytes, once they are a TLS ClientHello whose SNI
+        names the CONNECT host (none for an IP literal); else None, with the
+        record turned into a refusal. Nothing has gone upstream yet."""
+        data = b""
+        hello = Hello("more")
+        try:
+            async with asyncio.timeout(grant.limits.header_timeout_s):
+                while hello.kind == "more":
+                    chunk = await reader.read(MAX_HELLO_BYTES - len(data))
+                    if not chunk:
+                        break
+                    data += chunk
+                    hello = read_hello(data)
+        except TimeoutError:
+            pass
+        if hello.kind == "tls":
+            asked = _sni_host(hello.server_name)
+            if asked == (None if host.ip is not None else host.name):
+                return data
+            record.message = (
+                f"the TLS ClientHello asks for {hello.server_name!r}, but the tunnel is for {host.text}"
+                if hello.server_name
+                else f"the TLS ClientHello names no server, but the tunnel is for {host.text}"
+            )
+            record.reason = "host_mismatch"
+        elif data:
+            record.reason = "tls_required"
+            record.message = f"a CONNECT tunnel to {host.text} must start with a TLS ClientHello"
+        else:
+            # Closed or silent before a whole hello: nothing was sent on.
+            record.reason = "tls_required"
+            record.message = f"no complete TLS ClientHello for {host.text} within the header timeout"
+        record.allowed = False
+        return None
 
     async def _send(self, grant: CallGrant, record: EgressRecord, dst: asyncio.StreamWriter, data: bytes) -> None:
         room = grant.limits.max_bytes_out - grant.bytes_out
@@ -526,6 +720,46 @@ class EgressProxy:
             for task in (out, back):
                 task.cancel()
             await asyncio.gather(out, back, return_exceptions=True)
+
+
+def _no_placeholders(grant: CallGrant, forward: tuple[bytes, int] | None) -> None:
+    """Plain HTTP is never inspected, so no secret goes there: a forwarded
+    request that carries a placeholder is refused."""
+    if forward is not None and any(token in forward[0] for token in grant.placeholders()):
+        raise Denied("secret_wrong_host", "a secret's placeholder may go only to its own host, over TLS")
+
+
+class _GrantMeter:
+    """An inspected connection's bytes, against its call's budgets."""
+
+    def __init__(self, grant: CallGrant, record: EgressRecord) -> None:
+        self._grant = grant
+        self._record = record
+
+    def take_out(self, n: int) -> bool:
+        if self._grant.bytes_out + n > self._grant.limits.max_bytes_out:
+            return False
+        self._grant.bytes_out += n
+        self._record.bytes_out += n
+        return True
+
+    def take_in(self, n: int) -> bool:
+        if self._grant.bytes_in + n > self._grant.limits.max_bytes_in:
+            return False
+        self._grant.bytes_in += n
+        self._record.bytes_in += n
+        return True
+
+
+def _sni_host(name: str | None) -> str | None:
+    """A ClientHello's SNI as a normalised name (None: none, or not a name)."""
+    if not name:
+        return None
+    try:
+        host = normalize_host(name)
+    except HostError:
+        return f"invalid:{name}"  # never equal to a normalised host
+    return host.name if host.ip is None else f"ip:{host.name}"
 
 
 def _address_to_dial(host: Host, addresses: list[IPAddress], allowed: tuple[IPNetwork, ...]) -> IPAddress:

@@ -16,6 +16,13 @@
 # The policy sees host names, not the addresses they resolve to: the egress
 # filter that enforces the obligation must apply always_denied to the resolved
 # addresses too (DNS rebinding, names pointing at 127.0.0.1).
+#
+# Inside an allowed host, the registry's egress_http (keyed by allowlist entry)
+# asks the egress proxy to open its TLS (inspect), to let through only the
+# requests its rules match, and to add secrets to them. This package turns it
+# into inspect_hosts, http_rules and secrets for the effective allowlist only,
+# passes on only the secrets the principal is granted (grants `secrets`), and
+# denies a call whose tool needs one it is not (secret_not_granted).
 package airlock.egress
 
 import data.airlock.tools
@@ -113,6 +120,86 @@ entry_kind(host) := "name" if {
 	host_kind(host) == "name"
 	labels := split(host, ".")
 	regex.match(`^[a-z0-9-]*[a-z][a-z0-9-]*$`, labels[count(labels) - 1])
+}
+
+# --- HTTP inside allowed hosts ------------------------------------------------
+
+# [entry, config]: an effective entry and the registry's egress_http value for
+# it, found by parsing the key the same way as the allowlist (the registry
+# makes every key one of the tool's own entries).
+http_configs contains [entry, config] if {
+	some entry in effective_entries
+	some key, config in object.get(tools.entry, "egress_http", {})
+	parse_entry(key).text == entry.text
+}
+
+# Rules and secrets cannot be enforced without opening the TLS, so they imply it.
+inspects(config) if config.inspect == true
+
+inspects(config) if count(object.get(config, "rules", [])) > 0
+
+inspects(config) if count(object.get(config, "secrets", [])) > 0
+
+# METADATA
+# title: Hosts whose TLS the egress proxy inspects
+# description: Sorted `host:port` texts of the effective allowlist.
+inspect_hosts := sort({entry.text |
+	some [entry, config] in http_configs
+	inspects(config)
+})
+
+# METADATA
+# title: Per-request HTTP rules
+# description: >-
+#   {host, methods, paths, max_body_bytes} (0 = no per-request cap), sorted by
+#   host, methods, paths, max_body_bytes. An inspected host with rules allows
+#   only requests one of its rules matches; one without any allows every
+#   method and path.
+http_rules := [{"host": host, "methods": methods, "paths": paths, "max_body_bytes": size} |
+	some [host, methods, paths, size] in sort(rule_rows)
+]
+
+rule_rows contains [entry.text, raw.methods, raw.paths, object.get(raw, "max_body_bytes", 0)] if {
+	some [entry, config] in http_configs
+	some raw in object.get(config, "rules", [])
+}
+
+# METADATA
+# title: Secrets the egress proxy injects
+# description: >-
+#   {name, host, header, format}, sorted by host, name, header; only granted
+#   secrets, so a shadowed secret_not_granted never hands one over.
+secrets := [{"name": name, "host": host, "header": header, "format": format} |
+	some [host, name, header, format] in sort(secret_rows)
+]
+
+secret_rows contains [entry.text, raw.name, raw.header, object.get(raw, "format", "{value}")] if {
+	some [entry, config] in http_configs
+	some raw in object.get(config, "secrets", [])
+	raw.name in granted_secrets
+}
+
+# Like tools, secrets are additive: a principal entry can only add to its
+# profile's. Absent means none.
+granted_secrets contains name if {
+	some name in tools.profile.secrets
+	is_string(name)
+}
+
+granted_secrets contains name if {
+	some name in data.airlock.grants.principals[tools.principal_id].secrets
+	is_string(name)
+}
+
+# Names the secret and the profile, never a value (the policy has none).
+deny contains secret_reason(msg) if {
+	some [entry, config] in http_configs
+	some raw in object.get(config, "secrets", [])
+	not raw.name in granted_secrets
+	msg := sprintf(
+		"tool %q injects secret %q into requests to %s; profile %q (principal %q) is not granted it",
+		[tools.name, raw.name, entry.text, tools.profile_name, tools.principal_id],
+	)
 }
 
 # --- URL arguments -----------------------------------------------------------
@@ -259,3 +346,5 @@ display(host, "ipv6") := sprintf("[%s]", [host])
 display(host, kind) := host if kind != "ipv6"
 
 reason(message) := {"code": "egress_destination_denied", "message": message, "package": "airlock.egress"}
+
+secret_reason(message) := {"code": "secret_not_granted", "message": message, "package": "airlock.egress"}

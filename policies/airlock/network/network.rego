@@ -25,12 +25,20 @@ needed if {
 	tools.definition.network == true
 }
 
-default obligation := {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}
+default obligation := {
+	"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": [],
+	"inspect": [], "http_rules": [], "secrets": [],
+}
 
+# inspect, http_rules and secrets (airlock.egress) only ever narrow or
+# authenticate requests to the allowlist's hosts; without egress there are none.
 obligation := {
 	"mode": "egress",
 	"egress_allowlist": egress.effective_allowlist,
 	"egress_allow_cidrs": allow_cidrs,
+	"inspect": egress.inspect_hosts,
+	"http_rules": egress.http_rules,
+	"secrets": egress.secrets,
 } if {
 	needed
 	permitted

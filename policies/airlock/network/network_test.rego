@@ -24,14 +24,17 @@ registry := {
 	"bare": {"allowed_network": true},
 }
 
-none := {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}
+none := {
+	"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": [],
+	"inspect": [], "http_rules": [], "secrets": [],
+}
 
 test_network_obligation if {
 	cases := [
 		# Normalized by airlock.egress: no port means 443.
 		{"profile": "open", "tool": "fetch", "want": {
 			"mode": "egress", "egress_allowlist": ["api.example.com:443"],
-			"egress_allow_cidrs": [],
+			"egress_allow_cidrs": [], "inspect": [], "http_rules": [], "secrets": [],
 		}},
 		{"profile": "open", "tool": "python", "want": none},
 		{"profile": "closed", "tool": "fetch", "want": none},
@@ -55,7 +58,7 @@ test_network_obligation if {
 test_allow_cidrs_from_the_registry if {
 	network.obligation == {
 		"mode": "egress", "egress_allowlist": ["api.internal.test:8080"],
-		"egress_allow_cidrs": ["10.1.0.0/16"],
+		"egress_allow_cidrs": ["10.1.0.0/16"], "inspect": [], "http_rules": [], "secrets": [],
 	} with input as {"principal": {"id": "agent", "profile": "open"}, "call": {"tool": "internal"}}
 		with data.airlock.grants as grants
 		with data.registry.tools as registry
@@ -68,7 +71,10 @@ test_allow_cidrs_from_the_registry if {
 }
 
 test_missing_allowlist_is_empty if {
-	network.obligation == {"mode": "egress", "egress_allowlist": [], "egress_allow_cidrs": []} with input as {
+	network.obligation == {
+		"mode": "egress", "egress_allowlist": [], "egress_allow_cidrs": [],
+		"inspect": [], "http_rules": [], "secrets": [],
+	} with input as {
 		"principal": {"id": "agent", "profile": "open"},
 		"call": {"tool": "bare"},
 	}
@@ -91,7 +97,7 @@ test_dynamic_tool_network if {
 	cases := [
 		{"profile": "open", "network": true, "want": {
 			"mode": "egress", "egress_allowlist": ["api.example.com:443"],
-			"egress_allow_cidrs": [],
+			"egress_allow_cidrs": [], "inspect": [], "http_rules": [], "secrets": [],
 		}},
 		{"profile": "open", "network": false, "want": none},
 		{"profile": "open", "network": "true", "want": none},

@@ -90,7 +90,10 @@ dynamic_call(profile, changes) := object.union(
 	{"tool_definition": object.union(summarize_csv, changes)},
 )
 
-no_network := {"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": []}
+no_network := {
+	"mode": "none", "egress_allowlist": [], "egress_allow_cidrs": [],
+	"inspect": [], "http_rules": [], "secrets": [],
+}
 
 test_dynamic_call_runs_as_its_base if {
 	d := airlock.decision with input as dynamic_call("default", {})
@@ -133,7 +136,10 @@ test_dynamic_call_network if {
 		with airlock.grants as dyn_grants
 		with data.registry.tools as dyn_registry
 	on.allow
-	on.obligations.network == {"mode": "egress", "egress_allowlist": ["api.example.com:443"], "egress_allow_cidrs": []}
+	on.obligations.network == {
+		"mode": "egress", "egress_allowlist": ["api.example.com:443"], "egress_allow_cidrs": [],
+		"inspect": [], "http_rules": [], "secrets": [],
+	}
 
 	# A profile without network: denied by both the core check and the re-check.
 	closed := airlock.decision with input as dynamic_call("default", {"base": "web_fetch", "network": true})
