@@ -62,7 +62,7 @@ from airlock.common import parse_config
 from airlock.executor._config import ExecutorConfig
 from airlock.v1 import call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
 
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 HARDENED = [
     "--network", "none", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
     "--user", "65534:65534", "--pids-limit", "64", "--memory", "256m", "--memory-swap", "256m",

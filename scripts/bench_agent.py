@@ -33,7 +33,7 @@ from openai.types.responses import ResponseFunctionShellToolCall
 from airlock import agent
 from airlock.cli._launch import launch
 
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 COMMAND = "echo hi"
 HARDENED = [
     "--network", "none", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",

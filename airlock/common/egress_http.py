@@ -37,6 +37,8 @@ _PATH_CHARS_RE = re.compile(r"^[A-Za-z0-9\-._~!$&'()+,;=:@%/*]+$")
 _PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 #: Longest path pattern accepted.
 MAX_PATH_CHARS = 2048
+#: Largest per-request body cap (1 TiB): within int64 on the wire.
+MAX_BODY_BYTES = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,8 @@ def rule_problem(rule: HttpRule) -> str | None:
         return "methods must not be empty"
     if not rule.paths:
         return "paths must not be empty"
-    if rule.max_body_bytes < 0:
-        return "max_body_bytes must be >= 0"
+    if not 0 <= rule.max_body_bytes <= MAX_BODY_BYTES:
+        return f"max_body_bytes must be in 0..{MAX_BODY_BYTES}"
     for i, method in enumerate(rule.methods):
         if problem := method_problem(method):
             return f"methods[{i}]: {problem}"
@@ -191,6 +193,8 @@ def _secrets_problem(secrets: tuple[SecretRef, ...], inspected: set[str]) -> str
         problem = secret_problem(secret)
         if secret.host not in inspected:
             problem = f"host {secret.host!r} is not in inspect_hosts"
+        elif "*" in secret.host:
+            problem = f"host {secret.host!r} is a glob: a secret goes to one exact host"
         elif key in seen:
             problem = f"a second secret for header {secret.header!r} of {secret.host!r}"
         if problem:

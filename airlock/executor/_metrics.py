@@ -24,9 +24,13 @@ EGRESS_REQUEST_OUTCOMES = (
     "body_too_large",
     "host_mismatch",
     "secret_wrong_host",
+    "secret_misplaced",
+    "encoded_answer",
     "bad_request",
     "bytes_out_limit",
     "bytes_in_limit",
+    "call_ended",
+    "other",
 )
 
 # The *_created series double every counter and histogram for no dashboard

@@ -61,6 +61,11 @@ class EgressRecord:
     cut: str = ""
     inspected: bool = False
     requests: list[HttpRequestRecord] = field(default_factory=list)
+    #: Requests beyond max_records: counted, not listed.
+    requests_unrecorded: int = 0
+    #: Every request's outcome ("relayed" or its reason) by count, listed
+    #: or not: for the metrics only.
+    request_outcomes: dict[str, int] = field(default_factory=dict)
 
 
 SkipReason = Literal[

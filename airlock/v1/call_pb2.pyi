@@ -168,7 +168,7 @@ class SecretRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., header: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
 
 class EgressConnection(_message.Message):
-    __slots__ = ("method", "host", "port", "allowed", "reason", "message", "address", "bytes_out", "bytes_in", "duration_ms", "cut", "inspected", "requests")
+    __slots__ = ("method", "host", "port", "allowed", "reason", "message", "address", "bytes_out", "bytes_in", "duration_ms", "cut", "inspected", "requests", "requests_unrecorded")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +182,7 @@ class EgressConnection(_message.Message):
     CUT_FIELD_NUMBER: _ClassVar[int]
     INSPECTED_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_UNRECORDED_FIELD_NUMBER: _ClassVar[int]
     method: str
     host: str
     port: int
@@ -195,7 +196,8 @@ class EgressConnection(_message.Message):
     cut: str
     inspected: bool
     requests: _containers.RepeatedCompositeFieldContainer[EgressRequest]
-    def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., address: _Optional[str] = ..., bytes_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cut: _Optional[str] = ..., inspected: _Optional[bool] = ..., requests: _Optional[_Iterable[_Union[EgressRequest, _Mapping]]] = ...) -> None: ...
+    requests_unrecorded: int
+    def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., address: _Optional[str] = ..., bytes_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cut: _Optional[str] = ..., inspected: _Optional[bool] = ..., requests: _Optional[_Iterable[_Union[EgressRequest, _Mapping]]] = ..., requests_unrecorded: _Optional[int] = ...) -> None: ...
 
 class EgressRequest(_message.Message):
     __slots__ = ("method", "path", "status", "bytes_out", "bytes_in", "rule", "secret_names", "reason")

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the sandbox image from Debian packages: minbase plus python3 with its
-# full standard library (agents expect json, urllib, ...) and procps (ps, for
-# agents and for the tests that look inside a session sandbox). No registry pull is
-# possible or wanted: the image's provenance is the Debian archive. The tag
+# full standard library (agents expect json, urllib, ...), procps (ps, for
+# agents and for the tests that look inside a session sandbox), and curl with
+# Debian's CA certificates (the web through the egress proxy, whose trust
+# bundle SSL_CERT_FILE and CURL_CA_BUNDLE point at when egress is granted).
+# No registry pull is possible or wanted: the image's provenance is the Debian archive. The tag
 # is the cache key: bump SANDBOX_REVISION when this script changes so that
 # machines rebuild; an existing tag is left alone (idempotent).
 set -euo pipefail
 
-SANDBOX_REVISION=3
+SANDBOX_REVISION=4
 NAME="${1:-airlock/sandbox-python:${SANDBOX_REVISION}}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
@@ -21,7 +23,7 @@ command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y 
 root="$(mktemp -d /var/tmp/airlock-sandbox.XXXXXX)"
 trap 'rm -rf "$root"' EXIT
 echo "building $NAME in $root (debootstrap, ~40 s)"
-debootstrap --variant=minbase --include=python3,procps bookworm "$root" "$MIRROR" >"$root.log" 2>&1 \
+debootstrap --variant=minbase --include=python3,procps,curl,ca-certificates bookworm "$root" "$MIRROR" >"$root.log" 2>&1 \
   || { tail -20 "$root.log"; exit 1; }
 rm -f "$root.log"
 
@@ -37,6 +39,6 @@ tar -C "$root" -c . | docker import \
   -c 'USER 65534:65534' \
   -c 'WORKDIR /work' \
   -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1' \
-  -m "airlock sandbox (debootstrap bookworm minbase + python3 + procps)" \
+  -m "airlock sandbox (debootstrap bookworm minbase + python3 + procps + curl)" \
   - "$NAME" >/dev/null
 echo "built $NAME"

@@ -380,7 +380,7 @@ def test_network_is_off(cstack: Stack, host_server: tuple[str, int], runtime: st
     client = docker.from_env()
     try:
         control = client.containers.run(
-            "airlock/sandbox-python:3",
+            "airlock/sandbox-python:4",
             [
                 "python3",
                 "-c",

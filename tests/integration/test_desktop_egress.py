@@ -39,7 +39,7 @@ from airlock import agent
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-UPSTREAM_IMAGE = "airlock/sandbox-python:3"
+UPSTREAM_IMAGE = "airlock/sandbox-python:4"
 GREEN = (0, 255, 0)
 #: The page's target area (index.html), and all of it once the green page loaded.
 SCREEN = (0, 300, 1024, 768)

@@ -34,7 +34,7 @@ from airlock.v1 import executor_pb2, gateway_pb2, gateway_pb2_grpc
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 MAX_BYTES_IN = 256 * 1024
 MAX_CONNECTIONS = 12
 OUTCOME = {v.number: v.name.removeprefix("OUTCOME_").lower() for v in executor_pb2.Outcome.DESCRIPTOR.values}

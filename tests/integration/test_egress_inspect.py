@@ -9,8 +9,8 @@ recording every request it gets. The registry's `api` tool allowlists both:
 a.allowed.test with rules (GET under /v1/, POST /v1/upload up to 100 bytes)
 and the secret `test_token` set as `Authorization: Bearer ...`;
 b.allowed.test inspected with no rules and no secret. The secret lives in a
-`secrets.yaml` that only the executor's uid can read. The sandbox is Python
-(urllib) in airlock/sandbox-python: it has no curl.
+`secrets.yaml` that only the executor's uid can read. The sandbox's clients
+are Python's urllib and curl (airlock/sandbox-python has both).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from airlock.v1 import gateway_pb2, gateway_pb2_grpc
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 SECRET = "tok-" + secrets.token_hex(16)
 
 UPSTREAM = r"""
@@ -115,6 +115,11 @@ for kind, arg in ACTIONS:
                     except OSError:
                         pass
             results.append("\n".join(seen))
+        elif kind == "curl":
+            # curl reads HTTPS_PROXY and CURL_CA_BUNDLE from the environment.
+            import subprocess
+            out = subprocess.run(["curl", "-sS", "-i", arg], capture_output=True, text=True, timeout=20)
+            results.append({"code": out.returncode, "out": out.stdout, "err": out.stderr})
         elif kind == "read":
             results.append(open(arg).read())
     except urllib.error.HTTPError as e:
@@ -298,29 +303,35 @@ def test_the_secret_reaches_the_upstream_and_never_the_sandbox(istack: Stack, up
         istack,
         [
             ["get", [f"{A}/v1/echo", {}, ""]],
-            # The sandbox's own placeholder in a header of its choosing.
+            # Its own placeholder in its own header (replaced by the proxy's
+            # value), then in a header of the sandbox's choosing (refused).
+            ["get", [f"{A}/v1/echo", {"Authorization": "Bearer $AIRLOCK_SECRET_TEST_TOKEN"}, ""]],
             ["get", [f"{A}/v1/echo", {"X-Token": "$AIRLOCK_SECRET_TEST_TOKEN"}, ""]],
             # A redirect to the other host: followed by urllib, with no secret.
             ["get", [f"{A}/v1/redirect", {}, ""]],
+            ["curl", f"{A}/v1/echo"],
             ["everything", None],
         ],
     )
-    first, second, redirected, everything = call.results
+    first, second, misplaced, redirected, curl, everything = call.results
     assert first["status"] == 200
     # Echoed back in the body and a header: the sandbox sees the placeholder.
     assert json.loads(first["body"])["authorization"] == f"Bearer {call_placeholder(call)}"
     assert first["echo"] == f"Bearer {call_placeholder(call)}"
     assert second["status"] == 200
+    assert (misplaced["status"], misplaced["reason"]) == (403, "secret_misplaced")
     assert redirected["status"] == 200
+    assert curl["code"] == 0, curl["err"]
+    assert curl["out"].startswith("HTTP/1.1 200")
+    assert f"Bearer {call_placeholder(call)}" in curl["out"]
     assert SECRET not in call.stdout, "the secret reached the sandbox"
     assert SECRET not in everything
     seen = upstream.seen()
     to_a = [s for s in seen if s["host"] == "a.allowed.test:8443"]
     assert to_a
     assert all(s["headers"]["authorization"] == f"Bearer {SECRET}" for s in to_a)
-    # The placeholder put in X-Token by the sandbox became the value upstream...
-    assert any(s["headers"].get("x-token") == SECRET for s in to_a)
-    # ... and the redirect's target on the other host got no secret at all.
+    assert not any("x-token" in s["headers"] for s in to_a)
+    # The redirect's target on the other host got no secret at all.
     landed = [s for s in seen if s["path"] == "/v1/landed"]
     assert landed
     assert all("authorization" not in s["headers"] for s in landed)
@@ -331,8 +342,12 @@ def test_the_secret_reaches_the_upstream_and_never_the_sandbox(istack: Stack, up
     assert a_records
     assert all(r["inspected"] for r in a_records)
     requests = [q for r in a_records for q in r["requests"]]
-    assert [(q["method"], q["path"], q["status"]) for q in requests][:2] == [("GET", "/v1/echo", 200)] * 2
-    assert all(q["secret_names"] == ["test_token"] for q in requests), requests
+    assert [(q["method"], q["path"], q["status"]) for q in requests][:3] == [
+        ("GET", "/v1/echo", 200),
+        ("GET", "/v1/echo", 200),
+        ("GET", "/v1/echo", 403),
+    ]
+    assert [q.get("secret_names", []) for q in requests] == [["test_token"]] * 2 + [[]] + [["test_token"]] * 2, requests
     assert SECRET not in istack.audit_path.read_text()
 
 

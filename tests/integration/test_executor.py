@@ -33,7 +33,7 @@ from airlock.executor._options import executor_instance
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 
 pytestmark = pytest.mark.integration
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from helpers import REPO, scrape, start_daemon, stop_daemon
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 
 pytestmark = pytest.mark.integration
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 NETWORK = "airlock-test-artifacts"
 BRIDGE = "airlock-tart0"
 MiB = 1 << 20

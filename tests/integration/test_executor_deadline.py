@@ -35,7 +35,7 @@ from airlock.executor._runner import RUN_ERRORS
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 
 pytestmark = pytest.mark.integration
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 #: An image whose own ENTRYPOINT would swallow the tool's argv.
 ENTRY_IMAGE = "airlock-test/entrypoint:1"
 #: Slack on top of a deadline for a loaded 2-core CI machine.
@@ -282,7 +282,7 @@ def test_what_runs_is_exactly_argv_whatever_the_images_entrypoint(registry_daemo
 def test_an_image_the_registry_does_not_name_is_refused(
     registry_daemon: Daemon, docker_client: docker.DockerClient
 ) -> None:
-    for image in ("alpine:3.19", f"{IMAGE}-other", "docker.io/airlock/sandbox-python:3"):
+    for image in ("alpine:3.19", f"{IMAGE}-other", "docker.io/airlock/sandbox-python:4"):
         spec = _spec(["true"], image=image)
         with registry_daemon.channel() as channel, pytest.raises(grpc.RpcError) as info:
             list(

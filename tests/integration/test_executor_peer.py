@@ -31,7 +31,7 @@ from helpers import scrape, start_daemon, stop_daemon
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 
 pytestmark = pytest.mark.integration
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 #: The socket's group, an allowed uid (the gateway's stand-in) and a uid
 #: that has the group (so it can open the socket file) but is not allowed.
 GROUP = 4242

@@ -23,7 +23,7 @@ from airlock.executor._model import Limits, RunSpec
 from airlock.executor._options import DEADLINE_WRAPPER, ceilings, clamp, container_options, load_seccomp_profile
 
 pytestmark = pytest.mark.integration
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 TEST_LABEL = "airlock.test"
 
 

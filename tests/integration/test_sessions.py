@@ -49,7 +49,7 @@ from airlock.executor._options import KEEPER_PIDS, WRAPPER_PIDS, executor_instan
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 
 pytestmark = pytest.mark.integration
-IMAGE = "airlock/sandbox-python:3"
+IMAGE = "airlock/sandbox-python:4"
 #: A tag of the test's own, re-pointed by the drain test.
 DRAIN_IMAGE = "airlock-test/sessions-drain:1"
 NETWORK = "airlock-test-sessions"
@@ -465,7 +465,7 @@ def _idle_pool(ex: Executor, want: int = 2, timeout_s: float = 60, pool: str = "
         client.close()
 
 
-POOL = "airlock/sandbox-python:3|runc|256Mi|1000m|64p|64Mi"
+POOL = "airlock/sandbox-python:4|runc|256Mi|1000m|64p|64Mi"
 SELF_AUDIT = """
 import os
 status = dict(line.split(':', 1) for line in open('/proc/self/status'))

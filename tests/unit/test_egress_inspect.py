@@ -76,6 +76,8 @@ async def tls_upstream(tmp: Path) -> AsyncIterator[Upstream]:
                     out = json.dumps(seen).encode()
                     echo = headers.get("authorization", "none")
                     answer = [("content-type", "application/json"), ("content-length", str(len(out))), ("x-echo", echo)]
+                    if event.target.endswith(b"/gz"):
+                        answer.append(("content-encoding", "gzip"))  # whatever was asked for
                     writer.write(conn.send(h11.Response(status_code=200, headers=answer)))
                     writer.write(conn.send(h11.Data(data=out)))
                     writer.write(conn.send(h11.EndOfMessage()))
@@ -184,16 +186,16 @@ def test_a_secret_is_set_upstream_and_never_seen_by_the_sandbox(tmp_path: Path) 
         async with tls_upstream(tmp_path) as up, inspecting_proxy(tmp_path, up.ca_file) as (p, ca):
             grant, token = open_inspected(p, up.port)
             client = await connect(p, token, up.port, ca)
-            # The sandbox's own Authorization is replaced; its placeholder in
-            # another header becomes the value upstream.
-            headers = [("host", f"up.test:{up.port}"), ("authorization", "Bearer mine"),
-                       ("x-token", PLACEHOLDER.decode()), ("accept-encoding", "gzip")]  # fmt: skip
+            # The sandbox's own Authorization (its placeholder, say) is
+            # replaced by the proxy's; encodings and ranges are dropped.
+            headers = [("host", f"up.test:{up.port}"), ("authorization", "Bearer " + PLACEHOLDER.decode()),
+                       ("accept-encoding", "gzip"), ("range", "bytes=0-3")]  # fmt: skip
             status, got, body = await client.request("GET", "/repos/org/a?q=1", headers)
             assert status == 200
             (seen,) = up.seen
             assert seen["headers"]["authorization"] == "Bearer " + SECRET.decode()
-            assert seen["headers"]["x-token"] == SECRET.decode()
             assert seen["headers"]["accept-encoding"] == "identity"
+            assert "range" not in seen["headers"]
             # Echoed back in a header and in the body: scrubbed.
             assert SECRET not in body
             assert SECRET.decode() not in json.dumps(got)
@@ -202,16 +204,27 @@ def test_a_secret_is_set_upstream_and_never_seen_by_the_sandbox(tmp_path: Path) 
             # A second request on the same connection (kept alive).
             status, _, _ = await client.request("GET", "/repos/org/b")
             assert status == 200
+            # The placeholder anywhere but its own header: refused, even here.
+            misplaced = [("host", f"up.test:{up.port}"), ("x-token", PLACEHOLDER.decode())]
+            status, got, _ = await client.request("GET", "/repos/org/c", misplaced)
+            assert (status, got["x-airlock-egress-reason"]) == (403, "secret_misplaced")
+            client.close()
+            client = await connect(p, token, up.port, ca)
+            status, got, _ = await client.request("GET", "/repos/org/" + PLACEHOLDER.decode())
+            assert (status, got["x-airlock-egress-reason"]) == (403, "secret_misplaced")
             client.close()
             await asyncio.sleep(0.1)
             await p.close_call(grant)
-            record = only(grant)
-            assert (record.allowed, record.inspected) == (True, True)
-            assert [(r.method, r.path, r.status, r.secret_names) for r in record.requests] == [
-                ("GET", "/repos/org/a", 200, ["up_token"]),
-                ("GET", "/repos/org/b", 200, ["up_token"]),
+            assert len(up.seen) == 2
+            first, second = grant.records
+            assert (first.allowed, first.inspected) == (True, True)
+            assert [(r.method, r.path, r.status, r.secret_names, r.reason) for r in first.requests] == [
+                ("GET", "/repos/org/a", 200, ["up_token"], ""),
+                ("GET", "/repos/org/b", 200, ["up_token"], ""),
+                ("GET", "/repos/org/c", 403, [], "secret_misplaced"),
             ]
-            assert SECRET.decode() not in repr(record)
+            assert second.requests[0].reason == "secret_misplaced"
+            assert SECRET.decode() not in repr(grant.records)
 
     run(go)
 
@@ -227,6 +240,13 @@ def test_a_secret_is_set_upstream_and_never_seen_by_the_sandbox(tmp_path: Path) 
         ("GET", "/repos/org/a", [("host", "other.test")], b"", "host_mismatch"),  # fronting inside the tunnel
         ("GET", "https://other.test/repos/org/a", None, b"", "host_mismatch"),
         ("GET", "/repos/org/a", "foreign", b"", "secret_wrong_host"),
+        # Paths a server could read as another: only canonical ones match.
+        ("GET", "/repos/org/..;/admin", None, b"", "request_not_allowed"),
+        ("GET", "/repos/org/a;x=1", None, b"", "request_not_allowed"),
+        ("GET", "/repos/org/a\\..\\..\\admin", None, b"", "request_not_allowed"),
+        ("GET", "/repos/org/%252e%252e", None, b"", "request_not_allowed"),
+        ("GET", "/repos/org/%C0%AE%C0%AE", None, b"", "request_not_allowed"),
+        ("GET", "/repos/org/%61", None, b"", "request_not_allowed"),
     ],
 )
 def test_requests_the_rules_refuse_get_403_and_never_reach_upstream(
@@ -313,5 +333,49 @@ def test_an_upstream_the_proxy_cannot_verify_is_refused(tmp_path: Path) -> None:
             record = only(grant)
             assert (record.allowed, record.reason) == (False, "upstream_tls_failed")
             assert up.seen == []
+
+    run(go)
+
+
+def test_an_encoded_answer_to_a_request_with_a_secret_is_refused(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with tls_upstream(tmp_path) as up, inspecting_proxy(tmp_path, up.ca_file) as (p, ca):
+            grant, token = open_inspected(p, up.port)
+            client = await connect(p, token, up.port, ca)
+            status, got, body = await client.request("GET", "/repos/org/gz")
+            assert (status, got["x-airlock-egress-reason"]) == (502, "encoded_answer")
+            assert SECRET not in body
+            client.close()
+            await asyncio.sleep(0.1)
+            await p.close_call(grant)
+            assert only(grant).requests[0].reason == "encoded_answer"
+
+    run(go)
+
+
+def test_an_exact_entry_wins_over_a_glob_and_records_are_capped(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with tls_upstream(tmp_path) as up, inspecting_proxy(tmp_path, up.ca_file) as (p, ca):
+            exact = f"up.test:{up.port}"
+            glob = f"*.test:{up.port}"
+            strict = Inspection(exact, Allowlist((exact,)), (HttpRule(exact, ("GET",), ("/ok",)),))
+            loose = Inspection(glob, Allowlist((glob,)))
+            grant, url = p.open_call(
+                "run-1", "fetch", (glob, exact), ALLOW_CIDRS, ipaddress.ip_address("127.0.0.1"), inspect=(loose, strict)
+            )
+            token = url.removeprefix("http://").split("@")[0].split(":")[1]
+            client = await connect(p, token, up.port, ca)
+            for _ in range(LIMITS.max_records + 2):
+                status, _, _ = await client.request("GET", "/ok")
+                assert status == 200
+            status, got, _ = await client.request("DELETE", "/everything")
+            assert (status, got["x-airlock-egress-reason"]) == (403, "request_not_allowed")
+            client.close()
+            await asyncio.sleep(0.1)
+            await p.close_call(grant)
+            record = only(grant)
+            assert len(record.requests) == LIMITS.max_records
+            assert record.requests_unrecorded == 3
+            assert record.request_outcomes == {"relayed": LIMITS.max_records + 2, "request_not_allowed": 1}
 
     run(go)

@@ -559,13 +559,13 @@ def test_without_a_registry_every_image_is_refused(prom: CollectorRegistry, capl
 
 
 def test_only_images_the_registry_names_run(prom: CollectorRegistry, tmp_path: Path) -> None:
-    registry = _registry(tmp_path / "tool_registry.yaml", "airlock/sandbox-python:3")
+    registry = _registry(tmp_path / "tool_registry.yaml", "airlock/sandbox-python:4")
     runtime = FakeRuntime()
     result, _ = _run(
-        runtime, prom, _spec(image="airlock/sandbox-python:3"), registry_file=str(registry), allowed_images=()
+        runtime, prom, _spec(image="airlock/sandbox-python:4"), registry_file=str(registry), allowed_images=()
     )
     assert result.outcome == "ok"
-    for image in ("img:1", "airlock/sandbox-python:latest", "docker.io/airlock/sandbox-python:3", "alpine"):
+    for image in ("img:1", "airlock/sandbox-python:latest", "docker.io/airlock/sandbox-python:4", "alpine"):
         with pytest.raises(RunRefused) as info:
             _run(FakeRuntime(), CollectorRegistry(), _spec(image=image), registry_file=str(registry), allowed_images=())
         assert info.value.code == "image_not_allowed"

@@ -378,9 +378,9 @@ class Egress:
             self._metrics.egress_bytes.labels("in").inc(record.bytes_in)
         if record.cut:
             self._metrics.egress_cuts.labels(record.cut).inc()
-        for request in record.requests:
-            outcome = request.reason or "relayed"
-            self._metrics.egress_requests.labels(outcome if outcome in EGRESS_REQUEST_OUTCOMES else "bad_request").inc()
+        for outcome, count in record.request_outcomes.items():
+            label = outcome if outcome in EGRESS_REQUEST_OUTCOMES else "other"
+            self._metrics.egress_requests.labels(label).inc(count)
         # Attempts no call owns (no or a revoked credential) are counted but
         # logged at debug only: a sandbox must not be able to flood the log.
         log.log(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,7 +43,7 @@ from airlock.executor._errors import HostError
 from airlock.executor._model import HttpRequestRecord
 from airlock.executor.egress.rules import Host, normalize_host
 
-__all__ = ["HostRules", "Injection", "Meter", "relay"]
+__all__ = ["HostRules", "Injection", "Meter", "Records", "relay"]
 
 #: A request or response head larger than this is refused (as the proxy's
 #: own head cap for plain requests).
@@ -54,7 +55,15 @@ _HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization", b"proxy-authenticate",
      b"te", b"trailer", b"upgrade", b"transfer-encoding", b"content-length"}
 )  # fmt: skip
-_ODD_PATH = re.compile(r"(^|/)\.{1,2}(/|$)|//|%2[fFeE]")
+#: What a path under rules may not hold, since a server could read it as
+#: another path than the pattern saw: dot segments, empty segments, `;`
+#: parameters, backslashes, and any percent-encoding of an unreserved
+#: character, of a slash or backslash, `%` or `;`, or of a byte above 0x7f (double
+#: decoding, overlong UTF-8). Only a canonical path is matched.
+_ODD_PATH = re.compile(
+    r"(^|/)\.{1,2}(/|$)|//|[;\\]|[^\x21-\x7e]"
+    r"|%(2[dDeEfF5]|3[0-9bB]|[46][1-9a-fA-F]|[57][0-9aA]|5[cCfF]|7[eE]|[89a-fA-F][0-9a-fA-F])"
+)
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,10 @@ class Meter(Protocol):
 
 
 class _Refused(Exception):  # noqa: N818 - control flow: a request the rules refuse
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 403) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
 
 
 class _Cut(Exception):  # noqa: N818 - control flow: a byte budget ended the connection
@@ -162,57 +172,102 @@ class _Side:
         return len(data)
 
 
-async def relay(  # noqa: PLR0911 - one answer per way a connection ends
+async def relay(
     client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     rules: HostRules,
     meter: Meter,
-    records: list[HttpRequestRecord],
+    records: Records,
+    *,
+    idle_timeout_s: float,
 ) -> str:
     """Relays requests until either side closes; returns how the connection
-    ended: "" (closed), a refusal's code, ``bad_request``, or
-    ``bytes_out_limit``/``bytes_in_limit``. Each request is appended to
-    ``records`` as soon as it is answered (or refused)."""
+    ended: "" (closed, or idle for ``idle_timeout_s`` between requests), a
+    refusal's code, ``bad_request``, or ``bytes_out_limit``/``bytes_in_limit``.
+    Each request is recorded once it is answered, refused or cut, and also
+    when the connection ends under it (the call ended: ``call_ended``)."""
     down = _Side(h11.SERVER, *client)
     up = _Side(h11.CLIENT, *upstream)
     while True:
         try:
-            event = await down.next_event()
+            async with asyncio.timeout(idle_timeout_s):
+                event = await down.next_event()
+        except TimeoutError:
+            return ""  # an idle keep-alive connection: closed, as servers do
         except h11.RemoteProtocolError:
-            await _refuse(down, None, records, "bad_request", "malformed HTTP/1.1 request", status=400)
+            record = HttpRequestRecord("", "")
+            await _refuse(down, record, "bad_request", "malformed HTTP/1.1 request", status=400)
+            records.add(record)
             return "bad_request"
         if not isinstance(event, h11.Request):
             return ""  # ConnectionClosed, or a client that stopped mid-way
         record = HttpRequestRecord(method=event.method.decode("ascii", "replace"), path="")
-        try:
-            outgoing, body_cap = _check(event, rules, record)
-        except _Refused as refused:
-            await _refuse(down, record, records, refused.code, str(refused))
-            return refused.code
-        try:
-            ended = await _exchange(down, up, outgoing, body_cap, rules, meter, record)
-        except _Cut as cut:
-            record.reason = f"bytes_{cut.direction}_limit"
-            records.append(record)
-            return record.reason
-        except _Refused as refused:
-            # A body over its cap, found while streaming: the upstream has
-            # part of it; the connection ends.
-            record.reason = refused.code
-            records.append(record)
-            return refused.code
-        except (h11.RemoteProtocolError, h11.LocalProtocolError):
-            record.reason = record.reason or "bad_request"
-            records.append(record)
-            return "bad_request"
-        records.append(record)
-        if ended:
-            return ""
+        ended = await _one(down, up, event, rules, meter, records, record)
+        if ended is not None:
+            return ended
         try:
             down.conn.start_next_cycle()
             up.conn.start_next_cycle()
         except h11.LocalProtocolError:
             return ""  # one side asked to close after this exchange
+
+
+async def _one(  # noqa: PLR0917 - one request's relay and its record
+    down: _Side,
+    up: _Side,
+    event: h11.Request,
+    rules: HostRules,
+    meter: Meter,
+    records: Records,
+    record: HttpRequestRecord,
+) -> str | None:
+    """One request, recorded whatever happens; None when the connection
+    goes on, else how it ended."""
+    try:
+        try:
+            outgoing, body_cap = _check(event, rules, record)
+        except _Refused as refused:
+            await _refuse(down, record, refused.code, str(refused), status=refused.status)
+            return refused.code
+        try:
+            if await _exchange(down, up, outgoing, body_cap, rules, meter, record):
+                return ""
+        except _Cut as cut:
+            record.reason = f"bytes_{cut.direction}_limit"
+            return record.reason
+        except _Refused as refused:
+            # A body over its cap found while streaming, or an answer that
+            # cannot be scrubbed: the connection ends.
+            await _refuse(down, record, refused.code, str(refused), status=refused.status)
+            return refused.code
+        except (h11.RemoteProtocolError, h11.LocalProtocolError):
+            record.reason = record.reason or "bad_request"
+            return "bad_request"
+        else:
+            return None
+    except BaseException:
+        record.reason = record.reason or "call_ended"
+        raise
+    finally:
+        records.add(record)
+
+
+class Records:
+    """A connection's request records, at most ``limit`` kept (the call's
+    max_records); the rest only counted."""
+
+    def __init__(self, kept: list[HttpRequestRecord], limit: int) -> None:
+        self.kept = kept
+        self.limit = limit
+        self.unrecorded = 0
+        self.outcomes: Counter[str] = Counter()
+
+    def add(self, record: HttpRequestRecord) -> None:
+        self.outcomes[record.reason or "relayed"] += 1
+        if len(self.kept) < self.limit:
+            self.kept.append(record)
+        else:
+            self.unrecorded += 1
 
 
 def _check(event: h11.Request, rules: HostRules, record: HttpRequestRecord) -> tuple[h11.Request, int | None]:
@@ -227,6 +282,15 @@ def _check(event: h11.Request, rules: HostRules, record: HttpRequestRecord) -> t
     for placeholder, name in rules.foreign.items():
         if placeholder in event.target or any(placeholder in v for _, v in headers):
             raise _Refused("secret_wrong_host", f"the request carries secret {name!r}, which is not for this host")
+    for injection in rules.injections:
+        # Its own host, but only in its own header (which the proxy sets
+        # anyway): anywhere else the sandbox would choose where the value
+        # goes, and could have it echoed back in a form scrubbing misses.
+        if injection.placeholder in event.target or any(
+            injection.placeholder in v for n, v in headers if n != injection.header
+        ):
+            where = injection.header.decode()
+            raise _Refused("secret_misplaced", f"secret {injection.name!r} may go only in its {where} header")
     body_cap = _rule_for(event.method.decode("ascii", "replace"), record, rules)
     declared = [v for n, v in headers if n == b"content-length"]
     if body_cap is not None and declared and int(declared[0]) > body_cap:
@@ -236,7 +300,7 @@ def _check(event: h11.Request, rules: HostRules, record: HttpRequestRecord) -> t
         out.append((b"content-length", declared[0]))
     elif any(n == b"transfer-encoding" for n, _ in headers):
         out.append((b"transfer-encoding", b"chunked"))
-    return h11.Request(method=event.method, target=_with_secrets(bytes(event.target), rules), headers=out), body_cap
+    return h11.Request(method=event.method, target=event.target, headers=out), body_cap
 
 
 def _rewrite(
@@ -246,11 +310,10 @@ def _rewrite(
     host's placeholders replaced, its secrets set (over any the sandbox
     sent), and an identity encoding asked for when a secret is set."""
     set_here = {i.header.lower() for i in rules.injections}
-    out = [
-        (name, _with_secrets(value, rules))
-        for name, value in headers
-        if name not in _HOP and name not in set_here and not (rules.injections and name == b"accept-encoding")
-    ]
+    # With a secret set: no partial answers (a range could carry part of
+    # the value past the scrubber) and no encodings (which it cannot read).
+    dropped = {b"accept-encoding", b"range", b"if-range"} if rules.injections else set()
+    out = [(name, value) for name, value in headers if name not in _HOP and name not in set_here | dropped]
     for injection in rules.injections:
         out.append((injection.header, injection.header_value))
         record.secret_names.append(injection.name)
@@ -258,12 +321,6 @@ def _rewrite(
         # The answer is scrubbed of the secrets: it must come unencoded.
         out.append((b"accept-encoding", b"identity"))
     return out
-
-
-def _with_secrets(value: bytes, rules: HostRules) -> bytes:
-    for injection in rules.injections:
-        value = value.replace(injection.placeholder, injection.secret)
-    return value
 
 
 def _path_of(target: str, rules: HostRules) -> str:
@@ -305,7 +362,8 @@ def _rule_for(method: str, record: HttpRequestRecord, rules: HostRules) -> int |
     if not rules.rules:
         return None
     if _ODD_PATH.search(record.path):
-        raise _Refused("request_not_allowed", f"{record.path!r} has dot segments, '//' or an encoded '/' or '.'")
+        why = "dot segments, '//', ';', a backslash or encoded characters"
+        raise _Refused("request_not_allowed", f"{record.path!r} is not a canonical path ({why})")
     for index, rule in enumerate(rules.rules):
         if method in rule.methods and any(_glob(p).match(record.path) for p in rule.paths):
             record.rule = f"{rules.host.text}:{rules.port}#{index}"
@@ -354,13 +412,18 @@ async def _answer(down: _Side, up: _Side, rules: HostRules, meter: Meter, record
     while True:
         answer = await up.next_event()
         if isinstance(answer, (h11.InformationalResponse, h11.Response)):
+            if scrub and _encoded(answer):
+                # The scrubber reads bytes as sent: a compressed answer
+                # could carry the value past it.
+                raise _Refused("encoded_answer", "the answer is encoded although identity was asked for", 502)
             headers = [
                 (n, scrub.header(v) if scrub else v)
                 for n, v in answer.headers.raw_items()
                 if n.lower() not in _HOP or (n.lower() == b"content-length" and scrub is None)
             ]
             kind = type(answer)
-            await _in(down, kind(status_code=answer.status_code, headers=headers, reason=answer.reason), meter, record)
+            reason = b"" if scrub else answer.reason  # the phrase is the upstream's text too
+            await _in(down, kind(status_code=answer.status_code, headers=headers, reason=reason), meter, record)
             if isinstance(answer, h11.Response):
                 record.status = answer.status_code
         elif isinstance(answer, h11.Data):
@@ -374,6 +437,11 @@ async def _answer(down: _Side, up: _Side, rules: HostRules, meter: Meter, record
             return up.conn.our_state is h11.MUST_CLOSE or down.conn.our_state is h11.MUST_CLOSE
         else:
             return True  # the upstream closed before a whole answer
+
+
+def _encoded(answer: h11.InformationalResponse | h11.Response) -> bool:
+    codings = b",".join(v for n, v in answer.headers.raw_items() if n.lower() == b"content-encoding")
+    return any(c.strip() not in {b"", b"identity"} for c in codings.lower().split(b","))
 
 
 async def _out(side: _Side, event: h11.Event, meter: Meter, record: HttpRequestRecord) -> None:
@@ -396,15 +464,9 @@ async def _in(side: _Side, event: h11.Event, meter: Meter, record: HttpRequestRe
         await side.writer.drain()
 
 
-async def _refuse(
-    down: _Side,
-    record: HttpRequestRecord | None,
-    records: list[HttpRequestRecord],
-    code: str,
-    message: str,
-    *,
-    status: int = 403,
-) -> None:
+async def _refuse(down: _Side, record: HttpRequestRecord, code: str, message: str, *, status: int = 403) -> None:
+    """Answers the refusal (when no answer has started yet) and marks the
+    record; the caller ends the connection."""
     body = f"airlock egress proxy: {message}\n".encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -417,9 +479,7 @@ async def _refuse(
             await down.send(h11.Response(status_code=status, headers=headers))
             await down.send(h11.Data(data=body))
             await down.send(h11.EndOfMessage())
+            record.status = status
     except (h11.LocalProtocolError, ConnectionError, OSError):
         pass
-    if record is not None:
-        record.status = status
-        record.reason = code
-        records.append(record)
+    record.reason = code

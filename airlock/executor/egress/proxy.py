@@ -59,7 +59,7 @@ from airlock.common.egress_http import HttpRule
 from airlock.executor._errors import Denied, HostError, RunRefused
 from airlock.executor._model import EgressRecord
 from airlock.executor.egress.ca import LeafIssuer
-from airlock.executor.egress.inspect import HostRules, Injection, relay
+from airlock.executor.egress.inspect import HostRules, Injection, Records, relay
 from airlock.executor.egress.rules import (
     Allowlist,
     Host,
@@ -94,6 +94,7 @@ REASONS = (
     "upstream_tls_failed",
     "client_tls_failed",
     "secret_wrong_host",
+    "secret_misplaced",
 )
 #: RFC 9110 tchar: what a method or a header name may consist of.
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -176,10 +177,14 @@ class CallGrant:
         return found
 
     def inspection_for(self, host: Host, port: int) -> HostRules | None:
-        for entry in self.inspect:
-            if entry.match.check(host, port) is None:
-                return HostRules(host, port, entry.rules, entry.injections, entry.foreign)
-        return None
+        """The rules of the entry naming this host: an exact entry before
+        any glob (a glob must never shadow an exact host's rules), then the
+        longest glob."""
+        matching = [e for e in self.inspect if e.match.check(host, port) is None]
+        if not matching:
+            return None
+        entry = min(matching, key=lambda e: ("*" in e.entry, -len(e.entry)))
+        return HostRules(host, port, entry.rules, entry.injections, entry.foreign)
 
 
 @dataclass(frozen=True)
@@ -602,7 +607,14 @@ class EgressProxy:
             record.allowed = False
             client[1].transport.abort()
             return
-        ended = await relay(client, up, rules, _GrantMeter(grant, record), record.requests)
+        records = Records(record.requests, grant.limits.max_records)
+        try:
+            ended = await relay(
+                client, up, rules, _GrantMeter(grant, record), records, idle_timeout_s=grant.limits.header_timeout_s
+            )
+        finally:
+            record.requests_unrecorded = records.unrecorded
+            record.request_outcomes = dict(records.outcomes)
         if ended in {"bytes_out_limit", "bytes_in_limit"}:
             record.cut = ended
 

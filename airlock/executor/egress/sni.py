@@ -11,9 +11,11 @@ The ClientHello is parsed by OpenSSL, not by hand: the bytes go into a
 server-side ``SSLObject`` over memory BIOs whose SNI callback records the
 name and aborts the handshake. Nothing is answered to the client and no key
 is involved; OpenSSL only reads the hello. What this cannot see: a second
-ClientHello after a HelloRetryRequest, a renegotiation, or the inner hello of
-Encrypted Client Hello (whose outer SNI then fails the comparison, which is
-the safe side). Inspection (terminating TLS) is the complete answer to those.
+ClientHello after a HelloRetryRequest, a renegotiation, the HTTP Host inside
+the TLS (a server that routes by Host rather than SNI can still be fronted),
+or the inner hello of Encrypted Client Hello (on a provider whose public name
+is the CONNECT host, the inner one can name anything). Inspection
+(terminating TLS) is the complete answer to those.
 """
 
 from __future__ import annotations
