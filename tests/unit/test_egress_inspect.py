@@ -12,6 +12,7 @@ happens when either side's TLS fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import ssl
@@ -310,7 +311,7 @@ def test_a_sandbox_that_names_another_host_or_distrusts_the_ca_gets_nothing(
             await asyncio.sleep(0.1)
             await p.close_call(grant)
             record = only(grant)
-            assert (record.allowed, record.reason) == (False, reason)
+            assert (record.allowed, record.reason) == (False, reason), record.message
             assert up.seen == []
 
     run(go)
@@ -377,5 +378,26 @@ def test_an_exact_entry_wins_over_a_glob_and_records_are_capped(tmp_path: Path) 
             assert len(record.requests) == LIMITS.max_records
             assert record.requests_unrecorded == 3
             assert record.request_outcomes == {"relayed": LIMITS.max_records + 2, "request_not_allowed": 1}
+
+    run(go)
+
+
+def test_plain_bytes_into_an_inspected_tunnel_are_refused(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with tls_upstream(tmp_path) as up, inspecting_proxy(tmp_path, up.ca_file) as (p, _):
+            grant, token = open_inspected(p, up.port)
+            host, pport = p.address.split(":")
+            reader, writer = await asyncio.open_connection(host, int(pport))
+            writer.write(f"CONNECT up.test:{up.port} HTTP/1.1\r\n{auth(token)}\r\n".encode())
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"GET /repos/org/a HTTP/1.1\r\nHost: up.test\r\n\r\n")
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            await asyncio.sleep(0.1)
+            await p.close_call(grant)
+            record = only(grant)
+            assert (record.allowed, record.reason) == (False, "tls_required"), record.message
+            assert up.seen == []
 
     run(go)

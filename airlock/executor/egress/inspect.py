@@ -30,6 +30,7 @@ the rule that matched, the names (never the values) of the secrets set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -146,7 +147,10 @@ class _Scrubber:
 
 
 class _Side:
-    """One h11 connection over one stream pair."""
+    """One h11 connection over one stream pair. What is sent is held back
+    (up to CHUNK) and written in one go before anything is read from either
+    side: a small answer's head and body make one TLS record and one
+    system call, not three."""
 
     def __init__(
         self, role: type[h11.CLIENT | h11.SERVER], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -154,21 +158,36 @@ class _Side:
         self.conn = h11.Connection(role, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.reader = reader
         self.writer = writer
+        self.pending = bytearray()
+        self.other: _Side | None = None
 
     async def next_event(self) -> object:
-        """An h11 event (or PAUSED); reads as much as it needs."""
+        """An h11 event (or PAUSED); reads as much as it needs, after
+        everything held back on both sides went out."""
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            await self.flush()
+            if self.other is not None:
+                await self.other.flush()
             data = await self.reader.read(CHUNK)
             self.conn.receive_data(data)
 
+    async def queue(self, data: bytes) -> None:
+        self.pending += data
+        if len(self.pending) >= CHUNK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.pending:
+            self.writer.write(bytes(self.pending))
+            self.pending.clear()
+            await self.writer.drain()
+
     async def send(self, event: h11.Event) -> int:
         data = self.conn.send(event) or b""
-        if data:
-            self.writer.write(data)
-            await self.writer.drain()
+        await self.queue(data)
         return len(data)
 
 
@@ -188,6 +207,17 @@ async def relay(
     when the connection ends under it (the call ended: ``call_ended``)."""
     down = _Side(h11.SERVER, *client)
     up = _Side(h11.CLIENT, *upstream)
+    down.other, up.other = up, down
+    try:
+        return await _requests(down, up, rules, meter, records, idle_timeout_s)
+    finally:
+        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            await down.flush()  # a refusal's answer, the last answer
+
+
+async def _requests(  # noqa: PLR0917 - relay's loop
+    down: _Side, up: _Side, rules: HostRules, meter: Meter, records: Records, idle_timeout_s: float
+) -> str:
     while True:
         try:
             async with asyncio.timeout(idle_timeout_s):
@@ -449,9 +479,7 @@ async def _out(side: _Side, event: h11.Event, meter: Meter, record: HttpRequestR
     if not meter.take_out(len(data)):
         raise _Cut("out")
     record.bytes_out += len(data)
-    if data:
-        side.writer.write(data)
-        await side.writer.drain()
+    await side.queue(data)
 
 
 async def _in(side: _Side, event: h11.Event, meter: Meter, record: HttpRequestRecord) -> None:
@@ -459,9 +487,7 @@ async def _in(side: _Side, event: h11.Event, meter: Meter, record: HttpRequestRe
     if not meter.take_in(len(data)):
         raise _Cut("in")
     record.bytes_in += len(data)
-    if data:
-        side.writer.write(data)
-        await side.writer.drain()
+    await side.queue(data)
 
 
 async def _refuse(down: _Side, record: HttpRequestRecord, code: str, message: str, *, status: int = 403) -> None:

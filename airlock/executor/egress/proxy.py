@@ -562,37 +562,27 @@ class EgressProxy:
         assert self._tls is not None  # open_call refused inspection without it
         host = rules.host
         record.inspected = True
-        seen: list[str | None] = []
-
-        def sni(obj: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> int | None:
-            seen.append(name)
-            if _sni_host(name) != (None if host.ip is not None else host.name):
-                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-            obj.context = leaf
-            return None
-
         leaf = self._tls.issuer.server_context(host.text)
-        # A context per connection: its SNI callback knows this tunnel's host.
-        dispatch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        dispatch.minimum_version = ssl.TLSVersion.TLSv1_2
-        dispatch.sni_callback = sni
+        if leaf.sni_callback is None:
+            # Set once per host: the leaf's context is cached per host, so
+            # its SNI check knows the one name it may be asked for.
+            leaf.sni_callback = _sni_check(None if host.ip is not None else host.name)
         try:
-            await client[1].start_tls(dispatch, ssl_handshake_timeout=grant.limits.header_timeout_s)
+            await client[1].start_tls(leaf, ssl_handshake_timeout=grant.limits.header_timeout_s)
         except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
-            mismatch = bool(seen) and _sni_host(seen[0]) != (None if host.ip is not None else host.name)
+            why = exc.reason if isinstance(exc, ssl.SSLError) else ""
             record.allowed = False
-            if mismatch:
+            if why == "CALLBACK_FAILED":  # the SNI check said no
                 record.reason = "host_mismatch"
-                record.message = f"the TLS ClientHello asks for {seen[0]!r}, but the tunnel is for {host.text}"
-            elif seen:
-                # Past the hello: the sandbox refused the leaf (it does not
-                # trust the executor's CA, or pins its own).
-                record.reason = "client_tls_failed"
-                record.message = f"the sandbox ended the TLS handshake for {host.text}: {exc}"
-            else:
+                record.message = f"the TLS ClientHello does not name {host.text}, the tunnel's host"
+            elif isinstance(exc, TimeoutError) or why in _NOT_TLS:
                 record.reason = "tls_required"
-                record.message = f"no TLS ClientHello for {host.text}: {exc}"
-
+                record.message = f"no TLS handshake for {host.text}: {why or 'timeout'}"
+            else:
+                # Past the hello: the sandbox refused the leaf (it does not
+                # trust the executor's CA, or pins its own) and closed.
+                record.reason = "client_tls_failed"
+                record.message = f"the sandbox ended the TLS handshake for {host.text}: {type(exc).__name__} {exc}"
             client[1].transport.abort()
             return
         try:
@@ -761,6 +751,22 @@ class _GrantMeter:
         self._grant.bytes_in += n
         self._record.bytes_in += n
         return True
+
+
+#: OpenSSL's reasons for first bytes that are no TLS ClientHello at all.
+_NOT_TLS = frozenset(
+    {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL",
+     "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "UNEXPECTED_MESSAGE", "NO_SHARED_CIPHER"}
+)  # fmt: skip
+
+
+def _sni_check(expected: str | None) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:
+    """An SNI callback that lets only ``expected`` (None: no SNI) through."""
+
+    def check(_obj: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> int | None:
+        return None if _sni_host(name) == expected else ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+
+    return check
 
 
 def _sni_host(name: str | None) -> str | None:
