@@ -50,6 +50,7 @@ EXECUTOR_REFUSALS = (
     "input_name_invalid",
     "input_name_duplicate",
     "desktop_needs_session",
+    "secret_unavailable",
 )
 #: Hosted items: run by the model provider, only observed.
 HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "mcp_call"})

@@ -226,10 +226,6 @@ class Runner:
         # Inspection, HTTP rules and secrets well-formed, and enforceable
         # here (the proxy has its CA): a run is never looser than its decision.
         check_egress_http(spec, enforced=self._egress is not None and self._egress.inspects)
-        if spec.sandbox.desktop and (spec.egress_inspect or spec.egress_secrets):
-            raise RunRefused(
-                "egress_unavailable", "a desktop's browser does not trust the egress CA: no inspection for desktops"
-            )
         if spec.network_mode == "egress":
             # A grant of egress gets the filtered network or nothing, never
             # an unfiltered one.
@@ -303,7 +299,13 @@ class Runner:
             raise
         boxes = self._sandboxes
         if boxes is not None and boxes.sessions is not None and spec.sandbox.mode == "session" and spec.session_id:
-            return await self._run_in_session(boxes, boxes.sessions, spec, emit, files)
+            try:
+                return await self._run_in_session(boxes, boxes.sessions, spec, emit, files)
+            except ImageNotFound as exc:
+                # The session's container could not be made: a refusal with
+                # its own code, as for a call's own container.
+                self._metrics.refused.labels("image_missing").inc()
+                raise RunRefused("image_missing", f"image {spec.image!r} is not on this executor's engine") from exc
         async with self._slots:
             # gVisor calls start cold: Debian 12's runsc (0.0~20221219) now
             # and then ends a whole sandbox when processes of an exec'd call

@@ -3,7 +3,9 @@
 # Debian packages: minbase plus Xvfb (the virtual display), xdotool (the
 # actions), chromium (the browser the keeper shows), ImageMagick's import
 # (the screenshots), DejaVu fonts, python3 (the keeper and act.py), procps and
-# x11-utils (for looking inside a sandbox); dbus-x11 only because debootstrap
+# x11-utils (for looking inside a sandbox), libnss3-tools (certutil: the
+# keeper adds the egress CA to chromium's NSS store when the session was
+# granted egress); dbus-x11 only because debootstrap
 # does not pick a provider of dbus-session-bus, which chromium's GTK needs
 # installed (no bus ever runs). Our own files come from
 # deploy/images/desktop/: the keeper (/usr/local/bin/airlock-desktop), the
@@ -15,7 +17,7 @@
 # existing tag is left alone (idempotent).
 set -euo pipefail
 
-DESKTOP_REVISION=4
+DESKTOP_REVISION=5
 NAME="${1:-airlock/sandbox-desktop:${DESKTOP_REVISION}}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 FILES="$(cd "$(dirname "$0")/desktop" && pwd)"
@@ -32,7 +34,7 @@ trap 'rm -rf "$root" "$root.log"' EXIT
 echo "building $NAME in $root (debootstrap with chromium, a few minutes the first time)"
 start=$SECONDS
 debootstrap --variant=minbase \
-  --include=python3,procps,xvfb,xdotool,chromium,dbus-x11,imagemagick-6.q16,fonts-dejavu-core,x11-utils \
+  --include=python3,procps,xvfb,xdotool,chromium,dbus-x11,imagemagick-6.q16,fonts-dejavu-core,x11-utils,libnss3-tools \
   bookworm "$root" "$MIRROR" >"$root.log" 2>&1 \
   || { tail -20 "$root.log"; exit 1; }
 

@@ -21,6 +21,7 @@ import base64
 import json
 import secrets
 import shutil
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -33,7 +34,7 @@ import docker
 import pytest
 import yaml
 from fixtures.png import Image, decode_png
-from helpers import Stack, new_home, start_stack, stop_stack
+from helpers import Stack, make_certs, new_home, start_stack, stop_stack
 
 from airlock import agent
 
@@ -66,6 +67,14 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+import os, ssl, threading
+open("/tmp/c.pem", "w").write(os.environ["CERT"])
+open("/tmp/k.pem", "w").write(os.environ["KEY"])
+tls = S(("0.0.0.0", 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("/tmp/c.pem", "/tmp/k.pem")
+tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+threading.Thread(target=tls.serve_forever, daemon=True).start()
 S(("0.0.0.0", 8080), H).serve_forever()
 """
 
@@ -74,6 +83,7 @@ S(("0.0.0.0", 8080), H).serve_forever()
 class Upstream:
     ip: str
     subnet: str
+    ca: str
 
     def seen(self) -> list[list[str]]:
         with urllib.request.urlopen(f"http://{self.ip}:8080/seen", timeout=5) as r:
@@ -81,7 +91,8 @@ class Upstream:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    certs = make_certs(tmp_path_factory.mktemp("desktop-certs"), "DNS:a.allowed.test")
     client = docker.from_env()
     tag = secrets.token_hex(4)
     network = client.networks.create(
@@ -96,6 +107,7 @@ def upstream() -> Iterator[Upstream]:
             detach=True,
             network=network.name,
             labels={"airlock.test": "desktop-egress"},
+            environment={"CERT": (certs / "server.pem").read_text(), "KEY": (certs / "server.key").read_text()},
         )
         container.reload()
         ip = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
@@ -110,7 +122,7 @@ def upstream() -> Iterator[Upstream]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        yield Upstream(ip, subnet)
+        yield Upstream(ip, subnet, (certs / "ca.pem").read_text())
     finally:
         if container is not None:
             container.remove(force=True)
@@ -126,8 +138,10 @@ def dstack(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
         **registry["tools"]["computer"],
         "description": "The desktop, granted a.allowed.test through the egress proxy.",
         "allowed_network": True,
-        "egress_allowlist": ["a.allowed.test:8080"],
+        "egress_allowlist": ["a.allowed.test:8080", "a.allowed.test:8443"],
         "egress_allow_cidrs": [upstream.subnet],
+        # HTTPS, inspected: chromium must trust the executor's egress CA.
+        "egress_http": {"a.allowed.test:8443": {"inspect": True}},
     }
     (folder / "tool_registry.yaml").write_text(yaml.safe_dump(registry))
     policies = folder / "policies"
@@ -137,7 +151,18 @@ def dstack(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
     default = grants["profiles"]["default"]
     default["network"] = True
     grants_file.write_text(yaml.safe_dump(grants))
-    egress = {"connect_timeout": "3s", "hosts": {"a.allowed.test": [upstream.ip], "b.unlisted.test": [upstream.ip]}}
+    # The upstream's CA, for the proxy's side of the inspected connection:
+    # a file the executor's uid can read.
+    shared = Path(tempfile.mkdtemp(prefix="airlock-desktop-"))
+    shared.chmod(0o755)
+    anchor = shared / "upstream-ca.pem"
+    anchor.write_text(upstream.ca)
+    anchor.chmod(0o644)
+    egress = {
+        "connect_timeout": "3s",
+        "hosts": {"a.allowed.test": [upstream.ip], "b.unlisted.test": [upstream.ip]},
+        "trust_anchors": [str(anchor)],
+    }
     (folder / "egress.yaml").write_text(yaml.safe_dump(egress))
     stack = start_stack(
         new_home("desktop-egress"),
@@ -147,6 +172,7 @@ def dstack(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
     )  # fmt: skip
     yield stack
     code, out = stop_stack(stack)
+    shutil.rmtree(shared, ignore_errors=True)
     assert code == 0, out
 
 
@@ -223,3 +249,18 @@ def test_with_a_grant_an_unlisted_host_is_refused_by_the_proxy(dstack: Stack, up
     records = execution(dstack, result.decision_id)["egress"]
     assert ("b.unlisted.test", "host_not_allowed") in {(r["host"], r["reason"]) for r in records}
     assert not [r for r in records if r["allowed"]], records
+
+
+def test_with_a_grant_an_inspected_https_page_loads_through_the_egress_ca(dstack: Stack, upstream: Upstream) -> None:
+    """a.allowed.test:8443 is inspected: the proxy answers chromium with a
+    certificate from the executor's CA, which the keeper put into
+    chromium's own store, and verifies the upstream itself."""
+    result, image, container = browse(dstack, "computer", "https://a.allowed.test:8443/secure")
+    mounts = [m["Destination"] for m in container["Mounts"]]
+    assert mounts == ["/etc/airlock/egress-trust.pem"]
+    assert green_share(image) > 0.95, "the inspected page did not load (does chromium trust the egress CA?)"
+    assert ["a.allowed.test:8443", "/secure"] in upstream.seen()
+    records = [r for r in execution(dstack, result.decision_id)["egress"] if r["port"] == 8443]
+    assert records
+    assert all(r["inspected"] for r in records)
+    assert "/secure" in [q["path"] for r in records for q in r.get("requests", [])]

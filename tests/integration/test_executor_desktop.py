@@ -42,7 +42,7 @@ from airlock.executor.sandboxes.containers import UID_COUNT_ARGV
 from airlock.v1 import call_pb2, executor_pb2, executor_pb2_grpc
 
 pytestmark = pytest.mark.integration
-IMAGE = "airlock/sandbox-desktop:4"
+IMAGE = "airlock/sandbox-desktop:5"
 ACT = ["python3", "-I", "/usr/local/lib/airlock-desktop/act.py"]
 WIDTH, HEIGHT = 1024, 768
 SANDBOX_UID = 65534

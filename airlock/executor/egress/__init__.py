@@ -204,6 +204,8 @@ class Egress:
         system = SYSTEM_BUNDLE.read_bytes() if SYSTEM_BUNDLE.is_file() else b""
         bundle = self._ca_dir / "trust-bundle.pem"
         staged = bundle.with_name(".trust-bundle.pem.tmp")
+        # The egress CA comes last: a desktop's keeper takes the last
+        # certificate for chromium's own store (deploy/images/desktop).
         staged.write_bytes(system.rstrip(b"\n") + b"\n" + ca.cert_pem if system else ca.cert_pem)
         staged.chmod(0o644)  # public: every sandbox uid reads it
         staged.replace(bundle)
