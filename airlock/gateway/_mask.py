@@ -383,8 +383,10 @@ def _json_name(text: str) -> str:
 def _masks(kind: int, value: Any) -> bool:
     """Whether a value under a key of this kind is masked: never an empty
     one; a number or boolean only under a strictly secret key."""
-    if kind == _PLAIN or value is None or value in (MASK, ""):
+    if kind == _PLAIN or value is None or value == MASK:
         return False
+    if isinstance(value, str | list | dict) and not value:
+        return False  # nothing to hide (an empty `secrets: []` obligation, say)
     return kind == _SECRET or not isinstance(value, int | float)
 
 

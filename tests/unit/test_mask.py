@@ -282,6 +282,17 @@ def test_keys_numbers_and_nested_values_under_secret_keys() -> None:
     assert args["log"] == f"pin {MASK} and {MASK}"
 
 
+def test_an_empty_value_under_a_secret_key_is_not_reported_masked() -> None:
+    """Nothing to hide: an empty list, object or string stays, and no
+    pointer says it was masked (every decision has `secrets: []`)."""
+    doc = _event(input={"call": {"arguments": {"secrets": [], "token": {}, "password": "", "api_keys": ["k-123456"]}}})
+    masked = Masker().mask_event(doc)
+    args = doc["input"]["call"]["arguments"]
+    assert (args["secrets"], args["token"], args["password"]) == ([], {}, "")
+    assert args["api_keys"] == MASK
+    assert masked == ["/input/call/arguments/api_keys"]
+
+
 def test_non_ascii_spellings_of_secret_keys_are_normalised() -> None:
     """Keys are matched after the same normalisation as text: p\u00e4ssword,
     fullwidth API_KEY and a key split by a zero-width space are secret keys."""
