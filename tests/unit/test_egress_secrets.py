@@ -117,7 +117,7 @@ def test_a_symlink_a_folder_or_a_missing_file_is_refused(tmp_path: Path) -> None
     target = write(tmp_path, f"version: 1\nsecrets:\n  n: {TOKEN}\n")
     link = tmp_path / "link.yaml"
     link.symlink_to(target)
-    with pytest.raises(EgressSetupError, match=r"link\.yaml: a symlink \(refused\)"):
+    with pytest.raises(EgressSetupError, match=r"link\.yaml: not a regular file \(a symlink is refused\)"):
         FileSecrets(link)
     with pytest.raises(EgressSetupError, match=r"nope\.yaml: cannot open: No such file"):
         FileSecrets(tmp_path / "nope.yaml")

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from airlock.executor._errors import EgressSetupError
-from airlock.executor.egress._files import read_private_file
+from airlock.executor.egress._private import read_private_file
 from airlock.executor.egress.rules import normalize_host
 
 log = logging.getLogger("airlock.executor")

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import yaml
 
 from airlock.executor._errors import EgressSetupError
-from airlock.executor.egress._files import read_private_file
+from airlock.executor.egress._private import read_private_file
 
 #: A secret's name: what a decision names it by.
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
