@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from airlock.agent._errors import ComputerUseError, LoopLimitError, StreamError, UnsupportedItemError
-from airlock.agent._items import CallRecord
+from airlock.agent._items import CallRecord, approval_pending
 from airlock.agent._loop import run
 from airlock.agent._terminal import escape_controls
 from airlock.agent._tools import ComputerShape
@@ -40,7 +40,12 @@ def describe(record: CallRecord) -> str:
     lines = [head]
     for r in record.results or (record.result,):
         codes = ",".join(x.code for x in r.reasons)
-        if not r.allowed:
+        approval = approval_pending(r)
+        if approval:
+            # Held for a human: not a deny; the model may retry it later.
+            lines.append(f"  ASK {codes} approval={approval} decision={r.decision_id}")
+            lines.extend(f"    {x.code}: {x.message}" for x in r.reasons)
+        elif not r.allowed:
             lines.append(f"  DENY {codes} decision={r.decision_id}")
             lines.extend(f"    {x.code}: {x.message}" for x in r.reasons)
         else:

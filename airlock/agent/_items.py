@@ -160,8 +160,35 @@ def call_key(item: ClientCall) -> tuple[str, str, str]:
     return (item.type, item.call_id, json.dumps(payload, sort_keys=True))
 
 
+#: Told to the model for a call held for a human's approval (fixed
+#: wording: the reason's message is the gateway's, the id is all it needs).
+AWAITING_APPROVAL = (
+    "This call needs a human's approval before it runs, and nobody has approved it yet. "
+    "It has not run. You may retry exactly the same call later (same arguments): once an approver "
+    "has approved it, the retry runs once. Do not try to get around this with another command."
+)
+
+
+def approval_pending(result: ToolResult) -> str:
+    """The approval id holding a call (Invoke answered approval_pending), or ""."""
+    if result.allowed or not result.reasons or result.reasons[0].code != "approval_pending":
+        return ""
+    return result.decision.approval_id if result.decision is not None else ""
+
+
 def output_text_for(result: ToolResult) -> str:
     """The ``output`` string the model reads for one call."""
+    approval = approval_pending(result)
+    if approval:
+        return json.dumps(
+            {
+                "error": "awaiting approval",
+                "approval_id": approval,
+                "decision_id": result.decision_id,
+                "message": AWAITING_APPROVAL,
+                "reasons": [{"code": r.code, "message": r.message} for r in result.reasons[1:]],
+            }
+        )
     if not result.allowed:
         return json.dumps(
             {
@@ -196,6 +223,9 @@ def output_text_for(result: ToolResult) -> str:
 def refusal_text(result: ToolResult) -> str:
     """A refusal in one line, for outputs that are not JSON (shell stderr)."""
     reasons = "; ".join(f"{r.code}: {r.message}" for r in result.reasons)
+    approval = approval_pending(result)
+    if approval:
+        return f"awaiting approval {approval}: {AWAITING_APPROVAL} ({reasons}) decision_id={result.decision_id}"
     return f"refused by policy ({reasons}) decision_id={result.decision_id}"
 
 

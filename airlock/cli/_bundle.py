@@ -1,6 +1,8 @@
 """Builds the OPA bundle: the policy files plus the validated tool registry
-as ``data.registry``, with a content-hash revision so every decision names
-exactly which policy and registry produced it."""
+as ``data.registry`` and the pinned images with their scans as
+``data.images`` (airlock/cli/_images.py), with a content-hash revision so
+every decision names exactly which policy, registry and image pins produced
+it."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from airlock.cli._layout import Identity, give
 from airlock.gateway import load_registry
 
-BUNDLE_ROOTS = ("airlock", "registry")
+BUNDLE_ROOTS = ("airlock", "registry", "images")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ def build_bundle(
     signing_key: Path | None = None,
     *,
     capabilities: Path | None = None,
+    images: dict[str, Any] | None = None,
 ) -> Bundle:
     """Validates the registry, stages policies + registry data, runs `opa build`
     (signed with ``signing_key``, RS256, when given; checked against
@@ -58,6 +62,8 @@ def build_bundle(
     for p in files:
         digest.update(str(p.relative_to(policies)).encode() + b"\0" + p.read_bytes() + b"\0")
     digest.update(registry_json.encode())
+    images_json = json.dumps(images or {}, sort_keys=True, indent=2)
+    digest.update(b"\0" + images_json.encode())
     revision = digest.hexdigest()[:16]
     with tempfile.TemporaryDirectory(prefix="airlock-bundle-") as tmp:
         stage = Path(tmp) / "bundle"
@@ -67,6 +73,8 @@ def build_bundle(
             shutil.copyfile(p, target)
         (stage / "registry").mkdir(parents=True, exist_ok=True)
         (stage / "registry" / "data.json").write_text(registry_json, encoding="utf-8")
+        (stage / "images").mkdir(parents=True, exist_ok=True)
+        (stage / "images" / "data.json").write_text(images_json, encoding="utf-8")
         (stage / ".manifest").write_text(
             json.dumps({"revision": revision, "roots": list(BUNDLE_ROOTS)}), encoding="utf-8"
         )

@@ -99,11 +99,12 @@ def resolve_target(
 
 def _decision_json(d: call_pb2.Decision) -> dict[str, Any]:
     return {
-        "decision": "allow" if d.verdict == call_pb2.VERDICT_ALLOW else "deny",
+        "decision": {call_pb2.VERDICT_ALLOW: "allow", call_pb2.VERDICT_ASK: "ask"}.get(d.verdict, "deny"),
         "decision_id": d.decision_id,
         "principal": d.principal,
         "policy_revision": d.policy_revision,
         "reasons": [{"code": r.code, "message": r.message} for r in d.reasons],
+        **({"approval_id": d.approval_id} if d.approval_id else {}),
     }
 
 

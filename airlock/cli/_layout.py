@@ -41,7 +41,12 @@ GATEWAY_USER = "airlock-gateway"
 EXECUTOR_USER = "airlock-executor"
 OPA_USER = "airlock-opa"
 #: The agent user of each principal `airlock up` configures.
-AGENT_USERS = {"dev-agent": "airlock-agent", "dev-untrusted": "airlock-untrusted", "dev-operator": "airlock-operator"}
+AGENT_USERS = {
+    "dev-agent": "airlock-agent",
+    "dev-untrusted": "airlock-untrusted",
+    "dev-operator": "airlock-operator",
+    "dev-approver": "airlock-approver",
+}
 DOCKER_GROUP = "docker"
 
 

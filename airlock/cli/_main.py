@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airlock.cli import _audit_cmd, _client
+from airlock.cli import _approvals_cmd, _audit_cmd, _client, _replay
 from airlock.cli._drop import DropError, drop_to_agent
-from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, DEV_PRINCIPAL, default_home, find_opa
+from airlock.cli._paths import DEFAULT_POLICIES, DEFAULT_REGISTRY, DEV_PRINCIPAL, DEV_PROFILE, default_home, find_opa
 from airlock.common import ConfigError
 from airlock.common._tls import ClientTLS
 from airlock.common.stackfile import StaleStackError
@@ -98,6 +98,33 @@ def _artifacts_args(a: argparse.ArgumentParser) -> None:
         c.set_defaults(handler=_artifacts)
 
 
+def _images_args(img: argparse.ArgumentParser) -> None:
+    i_sub = img.add_subparsers(dest="images_command", required=True)
+    for name, help_text in (
+        ("build", "build every registry image (deploy/images) and record each one's engine id"),
+        ("ls", "each registry image: pinned digest, size, last scan, what the image gate says"),
+        ("sbom", "write the CycloneDX SBOM of a tool's (or an image's) pinned image"),
+        ("scan", "scan every pinned registry image with Trivy (offline) and store the summaries"),
+        ("pins", "print the pins and last scans as policy build --pins and a chart's gateway.imagePins take them"),
+    ):
+        c = i_sub.add_parser(name, help=help_text)
+        c.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
+        c.set_defaults(handler=_images)
+        if name == "sbom":
+            c.add_argument("target", help="a tool name or an image reference")
+        if name == "scan":
+            c.add_argument(
+                "--db",
+                type=Path,
+                default=None,
+                help="the Trivy vulnerability DB folder (trivy.db, metadata.json); default $AIRLOCK_TRIVY_DB, "
+                "else HOME/images/trivy-db (docs/images.md)",
+            )
+        if name == "ls":
+            c.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
+            c.add_argument("--profile", default=DEV_PROFILE, help="the profile the image gate is asked about")
+
+
 def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of commands reads best
     p = argparse.ArgumentParser(prog="airlock", description="Airlock: a policy gateway for agent tool calls")
     p.add_argument(
@@ -123,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of co
     up.add_argument(
         "--dev", action="store_true", help="publish every edit of the policies or the registry automatically"
     )
+    up.add_argument(
+        "--rescan-hours",
+        type=float,
+        default=0,
+        help="scan the registry's images with Trivy at start and every N hours, then publish (docs/images.md)",
+    )
+    up.add_argument("--trivy-db", type=Path, default=None, help="the Trivy DB folder for --rescan-hours")
     up.set_defaults(handler=_up)
 
     for name, help_text, handler in (
@@ -187,6 +221,16 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of co
     ss.add_argument("--timeout", type=float, default=60.0)
     ss.set_defaults(handler=_sessions)
 
+    ap = sub.add_parser("approvals", help="list, show, approve and deny calls held for approval (approvers only)")
+    _approvals_cmd.add_arguments(ap)
+    ap.add_argument("--gateway", default=None)
+    ap.add_argument("--token-file", type=Path, default=None)
+    ap.add_argument("--principal", default=None, help="use this principal's credential from the running stack")
+    _tls_args(ap)
+    _agent_identity_args(ap)
+    ap.add_argument("--timeout", type=float, default=30.0)
+    ap.set_defaults(handler=_approvals)
+
     _audit_cmd.add_parser(sub)
     sub.choices["audit"].set_defaults(handler=lambda args, _home: _audit_cmd.run(args))
 
@@ -218,12 +262,19 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of co
     bld.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
     bld.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
     bld.add_argument("--allow-builtin", action="append", default=[], metavar="NAME")
+    bld.add_argument(
+        "--pins",
+        type=Path,
+        default=None,
+        help="image pins and scans to carry as data.images (JSON, as `airlock images pins` prints; docs/images.md)",
+    )
     bld.set_defaults(handler=_policy_build)
     srv = pol_sub.add_parser("serve", help="serve a bundle file to OPA (a deployment's bundle server)")
     srv.add_argument("--bundle", type=Path, required=True)
     srv.add_argument("--token-file", type=Path, required=True, help="the bearer token OPA presents (0600, ours)")
     srv.add_argument("--listen", default="127.0.0.1:8181", help="host:port")
     srv.set_defaults(handler=_policy_serve)
+    _replay.add_parser(pol_sub)
 
     dep = sub.add_parser("deploy", help="files for the production shapes (deploy/compose, deploy/kubernetes)")
     dep_sub = dep.add_subparsers(dest="deploy_command", required=True)
@@ -239,8 +290,39 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of co
     ci.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
     ci.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY)
     ci.add_argument("--docker-gid", type=int, default=None, help="group of the Docker socket (default: its gid)")
-    ci.add_argument("--docker-socket", type=Path, default=Path("/var/run/docker.sock"))
+    ci.add_argument(
+        "--docker-socket",
+        type=Path,
+        default=Path("/var/run/docker.sock"),
+        help="the engine the executor uses: its gid, and the ids the registry's images are pinned by",
+    )
     ci.set_defaults(handler=_compose_init)
+    rs = dep_sub.add_parser(
+        "rescan", help="scan deploy/compose's pinned images with Trivy (offline), then re-sign and publish the bundle"
+    )
+    rs.add_argument("--state", type=Path, required=True, help="compose-init's folder (e.g. deploy/compose/state)")
+    rs.add_argument(
+        "--trivy-db",
+        type=Path,
+        default=None,
+        help="the Trivy DB folder; default $AIRLOCK_TRIVY_DB, else STATE/operator/images/trivy-db",
+    )
+    rs.add_argument(
+        "--every-hours", type=float, default=None, help="keep running: scan and publish now and every N hours"
+    )
+    rs.add_argument(
+        "--policies",
+        type=Path,
+        default=None,
+        help="default: the copy compose-init published, STATE/operator/policies (a rescan changes only the scans)",
+    )
+    rs.add_argument(
+        "--registry", type=Path, default=None, help="default: the deployed copy, STATE/gateway/tool_registry.yaml"
+    )
+    rs.add_argument("--docker-socket", type=Path, default=Path("/var/run/docker.sock"))
+    rs.set_defaults(handler=_deploy_rescan)
+
+    _images_args(sub.add_parser("images", help="build, pin, list, SBOM and scan the registry's sandbox images"))
 
     chk = sub.add_parser("check", help="validate the registry and policies offline")
     chk.add_argument("--policies", type=Path, default=DEFAULT_POLICIES)
@@ -256,9 +338,10 @@ def _need_opa() -> str:
     return opa
 
 
-def _decide_offline(args: argparse.Namespace) -> int:
+def _decide_offline(args: argparse.Namespace, home: Path) -> int:
     # Imported here: it pulls in the gateway's registry and schema code,
     # which `airlock call` (the hot path) does not need.
+    from airlock.cli._images import policy_data  # noqa: PLC0415
     from airlock.cli._offline import decide_offline  # noqa: PLC0415
 
     code, out = decide_offline(
@@ -271,6 +354,8 @@ def _decide_offline(args: argparse.Namespace) -> int:
         principal=args.principal or DEV_PRINCIPAL,
         profile=args.profile,
         session=args.session,
+        # As `policy publish` would give them: the stack's pins and last scans.
+        images=policy_data(home),
     )
     print(json.dumps(out, indent=2))
     return code
@@ -297,6 +382,8 @@ def _up(args: argparse.Namespace, home: Path) -> int:
             opa_timeout_ms=args.opa_timeout_ms,
             egress_config=args.egress_config,
             dev=args.dev,
+            rescan_hours=args.rescan_hours,
+            trivy_db=args.trivy_db,
         )
     )
 
@@ -318,7 +405,7 @@ def _call(args: argparse.Namespace, home: Path) -> int:
 
 def _decide(args: argparse.Namespace, home: Path) -> int:
     if args.offline or args.principal or not (home / "stack.json").exists():
-        return _decide_offline(args)
+        return _decide_offline(args, home)
     _as_agent(args, home, None)
     target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args))
     return _client.decide(target, args.tool, args.arguments, **_call_fields(args))
@@ -377,6 +464,12 @@ def _sessions(args: argparse.Namespace, home: Path) -> int:
     return _client.sessions(target, everyone=args.all, timeout_s=args.timeout)
 
 
+def _approvals(args: argparse.Namespace, home: Path) -> int:
+    _as_agent(args, home, args.principal)
+    target = _client.resolve_target(home, args.gateway, args.token_file, _tls(args), args.principal)
+    return _approvals_cmd.run(args, target)
+
+
 def _agent(args: argparse.Namespace, home: Path) -> int:
     _as_agent(args, home, args.principal)
     from airlock.agent._cli import run_args  # noqa: PLC0415
@@ -402,8 +495,9 @@ def _publish(args: argparse.Namespace, home: Path) -> int:
 def _policy_build(args: argparse.Namespace, _home: Path) -> int:
     from airlock.cli._deploy import build_signed_bundle  # noqa: PLC0415
 
+    pins = json.loads(args.pins.read_text(encoding="utf-8")) if args.pins is not None else None
     revision = build_signed_bundle(
-        _need_opa(), args.policies, args.registry, args.signing_key, args.out, tuple(args.allow_builtin)
+        _need_opa(), args.policies, args.registry, args.signing_key, args.out, tuple(args.allow_builtin), images=pins
     )
     print(f"built signed bundle {revision} at {args.out}")
     return _client.EXIT_OK
@@ -435,7 +529,7 @@ def _compose_init(args: argparse.Namespace, _home: Path) -> int:
     from airlock.cli._deploy import ComposeInit, compose_init  # noqa: PLC0415
 
     gid = args.docker_gid if args.docker_gid is not None else args.docker_socket.stat().st_gid
-    revision = compose_init(
+    published = compose_init(
         _need_opa(),
         ComposeInit(
             state=args.state,
@@ -444,19 +538,61 @@ def _compose_init(args: argparse.Namespace, _home: Path) -> int:
             registry=args.registry,
             docker_gid=gid,
             version=version("airlock"),
+            docker_socket=args.docker_socket,
         ),
     )
-    print(f"wrote {args.state} and {args.env_file} (policy revision {revision}); next: docker compose up --wait")
+    for ref, digest in sorted(published.pins.items()):
+        print(f"pinned {ref} {digest}")
+    for ref in published.unpinned:
+        print(f"not pinned {ref}: not on the engine (build it, then run compose-init again)", file=sys.stderr)
+    print(
+        f"wrote {args.state} and {args.env_file} (policy revision {published.revision}); next: docker compose up --wait"
+    )
+    return _client.EXIT_OK
+
+
+def _deploy_rescan(args: argparse.Namespace, _home: Path) -> int:
+    from airlock.cli._deploy import Rescan, run_rescans  # noqa: PLC0415
+
+    if args.every_hours is not None and args.every_hours <= 0:
+        raise ValueError("--every-hours must be above 0")
+    rescan = Rescan(
+        args.state, policies=args.policies, registry=args.registry, db=args.trivy_db, docker_socket=args.docker_socket
+    )
+    return run_rescans(_need_opa(), rescan, every_hours=args.every_hours)
+
+
+def _images(args: argparse.Namespace, home: Path) -> int:
+    from airlock.cli import _images as images  # noqa: PLC0415 - keeps `airlock call` light
+
+    try:
+        match args.images_command:
+            case "build":
+                for rec in images.build(home, args.registry):
+                    print(json.dumps({"image": rec.image, "digest": rec.digest, "size": rec.size}))
+            case "ls":
+                for row in images.listing(_need_opa(), args.policies, args.registry, home, args.profile):
+                    print(json.dumps(row))
+            case "sbom":
+                print(images.sbom(home, args.target, args.registry))
+            case "pins":
+                print(json.dumps(images.policy_data(home), indent=2, sort_keys=True))
+            case _:
+                for summary in images.scan(home, args.registry, images.db_dir(home, args.db)):
+                    print(json.dumps(summary))
+    except images.ImageError as exc:
+        print(f"airlock images {args.images_command}: {exc.code}: {exc}", file=sys.stderr)
+        return 1
     return _client.EXIT_OK
 
 
 def _check(args: argparse.Namespace, home: Path) -> int:
     import tempfile  # noqa: PLC0415
 
-    from airlock.cli._bundle import build_bundle  # noqa: PLC0415 - keeps `airlock call` light
+    from airlock.cli import _images as images  # noqa: PLC0415 - keeps `airlock call` light
+    from airlock.cli._bundle import build_bundle  # noqa: PLC0415
     from airlock.cli._opa import write_capabilities  # noqa: PLC0415
 
-    del home
     opa = _need_opa()
     with tempfile.TemporaryDirectory(prefix="airlock-check-") as tmp:
         caps = write_capabilities(opa, Path(tmp) / "capabilities.json")
@@ -465,6 +601,9 @@ def _check(args: argparse.Namespace, home: Path) -> int:
         )
         bundle = build_bundle(opa, args.policies, args.registry, Path(tmp) / "bundle.tar.gz", capabilities=caps)
     print(f"ok: registry {args.registry} and policies {args.policies} (revision {bundle.revision})")
+    # What the image gate would say of each registry image (docs/images.md).
+    for row in images.listing(opa, args.policies, args.registry, home, DEV_PROFILE):
+        print(images.describe(row))
     return _client.EXIT_OK
 
 

@@ -1,7 +1,8 @@
 """``airlock decide --offline``: the full decision for a call, evaluated by
 `opa eval` straight against the policy files and the registry -- no gateway,
 no OPA server, nothing executed. The input is built by the gateway's own
-function, so an author tries exactly what the gateway would ask."""
+function, so an author tries exactly what the gateway would ask, the tool
+image's pin and last scan (``input.image``, docs/images.md) included."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from airlock.cli._bundle import build_bundle
 from airlock.gateway import Call, CallInput, Principal, build_policy_input, load_registry, parse_arguments
+from airlock.gateway._images import IMAGES_FILE, ImagePins
 
 
 def decide_offline(
@@ -27,7 +29,10 @@ def decide_offline(
     principal: str,
     profile: str,
     session: str,
+    images: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
+    """``images``: the pins and scans as published (``data.images``); the
+    input's ``image`` is the tool image's, read as the gateway reads it."""
     registry = load_registry(registry_path)
     try:
         parsed = parse_arguments(item_type, arguments)
@@ -40,9 +45,19 @@ def decide_offline(
         rpc="Decide",
     )
     counters = {"window_seconds": 3600, "session_calls": 0, "session_tool_calls": 0, "principal_tool_calls": 0}
-    doc = build_policy_input(registry, inp, who, decision_id=str(uuid.uuid4()), arguments=parsed, counters=counters)
     with tempfile.TemporaryDirectory(prefix="airlock-decide-") as tmp:
-        bundle = build_bundle(opa, policies, registry_path, Path(tmp) / "bundle.tar.gz")
+        pins = Path(tmp) / IMAGES_FILE
+        pins.write_text(json.dumps(images or {}), encoding="utf-8")
+        doc = build_policy_input(
+            registry,
+            inp,
+            who,
+            decision_id=str(uuid.uuid4()),
+            arguments=parsed,
+            counters=counters,
+            images=ImagePins(pins),
+        )
+        bundle = build_bundle(opa, policies, registry_path, Path(tmp) / "bundle.tar.gz", images=images)
         input_file = Path(tmp) / "input.json"
         input_file.write_text(json.dumps(doc))
         proc = subprocess.run(  # noqa: S603 - pinned opa, our arguments
@@ -57,12 +72,13 @@ def decide_offline(
         return 3, {"decision": "deny", "reasons": [{"code": "policy_undefined", "message": "decision is undefined"}]}
     value = results[0]["expressions"][0]["value"]
     out = {
-        "decision": "allow" if value.get("allow") is True else "deny",
+        "decision": "allow" if value.get("allow") is True else "ask" if value.get("ask") is True else "deny",
         "principal": principal,
         "profile": profile,
         "policy_revision": bundle.revision,
         "reasons": value.get("reasons", []),
         "shadow": value.get("shadow", []),
+        "shadow_asks": value.get("shadow_asks", []),
         "obligations": value.get("obligations", {}),
         "input": doc,
     }

@@ -6,7 +6,8 @@ stack) can read. It validates the registry, builds the policies against the
 restricted capabilities (airlock/cli/_opa.py), signs the bundle, and puts it
 where the bundle server serves it; OPA verifies the signature and activates
 it. The same step hands the registry to the gateway and the executor, so all
-three judge the same entries. With a stack running, publishing then waits
+three judge the same entries, and the image pins and scans to the gateway
+(airlock/cli/_images.py; the bundle carries them as data.images). With a stack running, publishing then waits
 until OPA reports the new revision in a decision's provenance, and fails
 (NotActivatedError) if it does not within ACTIVATE_TIMEOUT_S: a revocation
 that OPA has not taken must not look done.
@@ -18,6 +19,7 @@ without --dev, editing policy files changes nothing until someone publishes.
 from __future__ import annotations
 
 import http.client
+import json
 import tempfile
 import threading
 import time
@@ -26,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.cli._bundle import Bundle, build_bundle, fingerprint
+from airlock.cli._images import policy_data
 from airlock.cli._layout import Layout, copy_public
 from airlock.cli._opa import write_capabilities
 from airlock.cli._stackconf import opa_query
+from airlock.gateway._images import IMAGES_FILE
 
 #: How often the --dev watcher checks policy files and the registry for edits.
 WATCH_INTERVAL_S = 1.0
@@ -67,12 +71,20 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="airlock-publish-") as tmp:
         caps = write_capabilities(opa, Path(tmp) / "capabilities.json", allow_builtins)
         staged = Path(tmp) / "bundle.tar.gz"
-        bundle: Bundle = build_bundle(opa, policies, registry, staged, layout.bundle_signing_key, capabilities=caps)
+        images = policy_data(layout.home)
+        bundle: Bundle = build_bundle(
+            opa, policies, registry, staged, layout.bundle_signing_key, capabilities=caps, images=images
+        )
         # Registry first: a decision made with the new bundle must find the
         # same entries in the gateway (the gateway also accepts the previous
-        # registry's entries for the moment OPA takes to activate).
+        # registry's entries for the moment OPA takes to activate). The image
+        # pins go beside the gateway's copy: its input.image and the digest
+        # the executor must find (the bundle carries the same as data.images).
         copy_public(registry, layout.gateway_registry)
         copy_public(registry, layout.executor_registry)
+        stage_images = Path(tmp) / IMAGES_FILE
+        stage_images.write_text(json.dumps(images, indent=2, sort_keys=True), encoding="utf-8")
+        copy_public(stage_images, layout.gateway_registry.with_name(IMAGES_FILE))
         copy_public(staged, layout.bundle)
     if layout.stack_file.exists():
         wait_active(layout, bundle.revision, activate_timeout_s)

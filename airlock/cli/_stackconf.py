@@ -42,10 +42,22 @@ UNTRUSTED_PRINCIPAL = "dev-untrusted"
 #: The operator's principal: sees and ends every principal's sessions; its
 #: profile grants no tools (the policy knows no "operator" profile).
 OPERATOR_PRINCIPAL = "dev-operator"
+#: The approver's principal: decides the calls the policy asks about
+#: (`airlock approvals`, docs/approvals.md); like the operator's, its
+#: profile grants no tools.
+APPROVER_PRINCIPAL = "dev-approver"
 #: principal -> profile, for the agents `airlock up` configures.
-PRINCIPALS = {DEV_PRINCIPAL: DEV_PROFILE, UNTRUSTED_PRINCIPAL: "untrusted", OPERATOR_PRINCIPAL: "operator"}
+PRINCIPALS = {
+    DEV_PRINCIPAL: DEV_PROFILE,
+    UNTRUSTED_PRINCIPAL: "untrusted",
+    OPERATOR_PRINCIPAL: "operator",
+    APPROVER_PRINCIPAL: "operator",
+}
 #: principal -> roles (default: agent).
-ROLES: dict[str, tuple[Literal["agent", "operator", "approver"], ...]] = {OPERATOR_PRINCIPAL: ("operator",)}
+ROLES: dict[str, tuple[Literal["agent", "operator", "approver"], ...]] = {
+    OPERATOR_PRINCIPAL: ("operator",),
+    APPROVER_PRINCIPAL: ("approver",),
+}
 #: Capabilities the executor keeps: its firewall rules for the egress
 #: network (iptables needs both). Nothing else survives the drop.
 EXECUTOR_CAPS = "net_admin,net_raw"

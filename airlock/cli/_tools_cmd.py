@@ -28,19 +28,30 @@ def _stub(target: Target) -> tuple[grpc.Channel, gateway_pb2_grpc.GatewayService
     return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
 
 
+#: Unicode categories shown escaped: controls, format characters (bidi
+#: overrides, zero-width), surrogates, private use, line and paragraph
+#: separators, non-ASCII spaces, and combining marks (which can stack over
+#: or blank out the character before them).
+_ESCAPED = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp", "Zs", "Mn"})
+#: Letters that render as nothing (Hangul fillers, and similar), which the
+#: categories above do not cover.
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def escape(text: str, *, keep_lines: bool = False, backslashes: bool = True) -> str:
     """``text`` with control and format characters (ANSI escapes, carriage
-    returns, bidi overrides, zero-width characters, C1 controls) shown as
+    returns, bidi overrides, zero-width characters, C1 controls), invisible
+    letters, non-ASCII spaces and combining marks shown as
     ``\\xNN``/``\\uNNNN``: what a model wrote cannot move the cursor,
-    recolour the terminal or reorder what the operator reads. Newlines
-    (and tabs) are kept where ``keep_lines``."""
+    recolour the terminal, hide text or reorder what the operator reads.
+    Newlines (and tabs) are kept where ``keep_lines``."""
     out = []
     for ch in text:
         if keep_lines and ch in "\n\t":
             out.append(ch)
         elif ch == "\\" and backslashes:
             out.append("\\\\")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
+        elif ch != " " and (ch in _INVISIBLE or unicodedata.category(ch) in _ESCAPED):
             out.append(ascii(ch)[1:-1] if ch != "'" else ch)
         else:
             out.append(ch)

@@ -29,6 +29,9 @@ from pathlib import Path
 
 from airlock.cli import _stackconf
 from airlock.cli._bundle_server import BundleServer
+from airlock.cli._images import Rescanner
+from airlock.cli._images import db_dir as images_db_dir
+from airlock.cli._images import scan as scan_images
 from airlock.cli._layout import Identity, Layout, LayoutError, ensure_identities
 from airlock.cli._paths import DEV_PRINCIPAL, find_opa
 from airlock.cli._publish import DevWatcher, publish
@@ -52,6 +55,10 @@ class UpOptions:
     """A YAML file with the executor's egress section (limits, hosts); None = defaults."""
     dev: bool = False
     """Publish every policy or registry edit automatically (development only)."""
+    rescan_hours: float = 0
+    """Scan the registry's images with Trivy at start and every this many hours, then publish; 0: never."""
+    trivy_db: Path | None = None
+    """The Trivy vulnerability DB folder for those scans (docs/images.md); None: the default."""
 
 
 class StackError(RuntimeError):
@@ -65,6 +72,7 @@ class Stack:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.server: BundleServer | None = None
         self.watcher: DevWatcher | None = None
+        self.rescanner: Rescanner | None = None
 
     def _spawn(
         self, name: str, argv: list[str], who: Identity | None, *, env: dict[str, str], cwd: Path
@@ -198,9 +206,20 @@ class Stack:
             egress={str(k): str(v) for k, v in egress.items()} if isinstance(egress, dict) else {},
         )
         write_stack(layout.stack_file, stack)
+        # Rescans publish too: started once the stack is up, so each publish
+        # waits for OPA to decide with the new scans.
+        if o.rescan_hours > 0:
+            db = images_db_dir(o.home, o.trivy_db)
+            self.rescanner = Rescanner(
+                o.rescan_hours * 3600,
+                lambda: scan_images(o.home, o.registry, db),
+                lambda: publish(opa, layout, o.policies, o.registry),
+            )
         return stack
 
     def stop(self) -> None:
+        if self.rescanner is not None:
+            self.rescanner.stop()
         if self.watcher is not None:
             self.watcher.stop()
         # Reverse start order: gateway, executor, OPA.

@@ -2,10 +2,11 @@
 CLI: ListTools, Decide, Invoke and Observe over one gRPC channel.
 
 A refusal (PERMISSION_DENIED, INVALID_ARGUMENT, UNAUTHENTICATED,
-RESOURCE_EXHAUSTED) is a result, not an exception: a denied ``ToolResult``
-carrying the gateway's Decision, because an agent must tell the model and go
-on. Only a gateway that cannot be asked raises ``GatewayUnavailable``. Needs
-grpc and the stubs only (``airlock[agent]`` installs nothing more)."""
+RESOURCE_EXHAUSTED, and FAILED_PRECONDITION for a call awaiting approval)
+is a result, not an exception: a denied ``ToolResult`` carrying the
+gateway's Decision, because an agent must tell the model and go on. Only
+a gateway that cannot be asked raises ``GatewayUnavailable``. Needs grpc
+and the stubs only (``airlock[agent]`` installs nothing more)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ REFUSAL_CODES = frozenset(
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
+        # A call held for a human's approval (reason approval_pending).
+        grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
 

@@ -51,6 +51,7 @@ EXECUTOR_REFUSALS = (
     "input_name_duplicate",
     "desktop_needs_session",
     "secret_unavailable",
+    "image_mismatch",
 )
 #: Hosted items: run by the model provider, only observed.
 HOSTED_ITEM_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "mcp_call"})
@@ -228,6 +229,8 @@ class RunSpec:
     sandbox: SandboxPlan = field(default_factory=SandboxPlan)
     #: What is collected from /outputs, and how much may come in.
     artifacts: ArtifactLimits = field(default_factory=ArtifactLimits)
+    #: The pinned image id the policy decided with ("": not pinned).
+    image_digest: str = ""
 
 
 def network_to_proto(
@@ -284,6 +287,7 @@ def spec_to_proto(spec: RunSpec) -> executor_pb2.RunSpec:
         session_id=spec.session_id,
         sandbox=sandbox_to_proto(spec.sandbox),
         artifacts=to_message(call_pb2.ArtifactLimits, spec.artifacts),
+        image_digest=spec.image_digest,
     )
 
 
@@ -308,6 +312,7 @@ def spec_from_proto(spec: executor_pb2.RunSpec) -> RunSpec:
         session_id=spec.session_id,
         sandbox=sandbox_from_proto(spec.sandbox),
         artifacts=ArtifactLimits(**{k: max(v, 0) for k, v in from_message(spec.artifacts).items()}),
+        image_digest=spec.image_digest,
     )
 
 

@@ -279,7 +279,10 @@ def container_options(
             + (RUNSC_PIDS_OVERHEAD if spec.runtime == "runsc" else 0),
         }
     return {
-        "image": spec.image,
+        # A pinned run's container is made from the id the policy decided
+        # with, not the tag: a retag between the executor's check and this
+        # create cannot swap the image (docs/images.md).
+        "image": spec.image_digest or spec.image,
         # Set explicitly, so an image's own ENTRYPOINT never runs in front of
         # (or takes as its arguments) the tool's argv: what runs is exactly
         # argv, behind the deadline wrapper.

@@ -158,7 +158,13 @@ class CallFactory(Protocol):
     /outputs when no pool or session container serves it."""
 
     def start(
-        self, cls: ContainerClass, kind: str, *, egress_address: str = "", lifetime_ms: int | None = None
+        self,
+        cls: ContainerClass,
+        kind: str,
+        *,
+        egress_address: str = "",
+        lifetime_ms: int | None = None,
+        image_id: str = "",
     ) -> Sandbox: ...
     def remove(self, container_id: str) -> None: ...
 
@@ -274,6 +280,27 @@ class Runner:
     def images(self) -> ImageAllowlist:
         return self._images
 
+    async def _refuse_unpinned(self, spec: RunSpec) -> None:
+        """The image must be the one the policy decided with: its id on this
+        engine equal to the pinned digest (docs/images.md). A retag after the
+        decision, or after `airlock images build`, is refused. What runs
+        after this check is the digest itself, whatever the tag names by
+        then: a call's own container is created from it, and a pool or
+        session container is used only if it was created from it
+        (Sandbox.image_id; another is replaced by one made from the digest)."""
+        if not spec.image_digest:
+            return
+        try:
+            found = await asyncio.to_thread(self._runtime.image_id, spec.image)
+        except ImageNotFound as exc:
+            raise RunRefused("image_missing", f"image {spec.image!r} is not present; it is never pulled") from exc
+        if found != spec.image_digest:
+            log.warning("run %s refused: image %s is %s, pinned %s", spec.run_id, spec.image, found, spec.image_digest)
+            raise RunRefused(
+                "image_mismatch",
+                f"image {spec.image!r} is {found} on this engine, not {spec.image_digest} that the policy decided with",
+            )
+
     def refuse_files(self, spec: RunSpec, files: RunFiles) -> RunFiles:
         """The call's files with its limits clamped to this executor's
         ceilings; refuses inputs that break them (one code per reason)."""
@@ -292,6 +319,7 @@ class Runner:
         try:
             self.refuse_if_unsafe(spec)
             files = self.refuse_files(spec, RunFiles(spec.artifacts, inputs))
+            await self._refuse_unpinned(spec)
         except RunRefused as exc:
             self._metrics.refused.labels(exc.code).inc()
             if exc.code == "image_not_allowed":
@@ -360,7 +388,7 @@ class Runner:
         call; on a miss, the one-shot cold path (or, for a call with files,
         a container made for it)."""
         limits = clamp(spec, self._ceilings)
-        claim = await pool.claim(ContainerClass.of(spec.image, spec.runtime, limits))
+        claim = await pool.claim(ContainerClass.of(spec.image, spec.runtime, limits), spec.image_digest)
         if claim.sandbox is None:
             if files.active:
                 result = await self._run_on_demand(boxes, spec, emit, files)
@@ -392,7 +420,14 @@ class Runner:
         lifetime_ms = limits.timeout_ms + round((RUN_GRACE_S + transfers_s) * 1000)
         cls = ContainerClass.of(spec.image, spec.runtime, limits)
         starting = asyncio.ensure_future(
-            asyncio.to_thread(factory.start, cls, "call", egress_address=address, lifetime_ms=lifetime_ms)
+            asyncio.to_thread(
+                factory.start,
+                cls,
+                "call",
+                egress_address=address,
+                lifetime_ms=lifetime_ms,
+                image_id=spec.image_digest,
+            )
         )
         try:
             sandbox = await asyncio.shield(starting)
@@ -454,7 +489,7 @@ class Runner:
         life_ms = min(spec.sandbox.max_lifetime_ms or boxes.max_lifetime_ms, boxes.max_max_lifetime_ms)
         while True:
             try:
-                acquired = await sessions.acquire(key, idle_ms / 1000, life_ms / 1000)
+                acquired = await sessions.acquire(key, idle_ms / 1000, life_ms / 1000, spec.image_digest)
             except RunRefused as exc:
                 self._metrics.refused.labels(exc.code).inc()
                 raise

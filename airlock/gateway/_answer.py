@@ -25,6 +25,10 @@ class PolicyAnswer:
     shadow: tuple[Reason, ...]
     #: The registry entry the policy decided with, or None when it sent none.
     tool: Mapping[str, Any] | None
+    #: The policy asks for a human's approval (never with allowed).
+    ask: bool = False
+    #: Report-only asks (shadow mode: would_ask).
+    shadow_asks: tuple[Reason, ...] = ()
 
 
 def _bad(why: str) -> PolicyError:
@@ -37,12 +41,20 @@ def parse_answer(doc: Any) -> PolicyAnswer:
     obligations = doc.get("obligations")
     if not isinstance(obligations, dict):
         raise _bad("'obligations' must be an object")
+    ask = doc.get("ask", False)
+    if not isinstance(ask, bool):
+        raise _bad("'ask' must be true or false")
+    if ask and allow:
+        raise _bad("a decision cannot both allow and ask")
     return PolicyAnswer(
         allowed=allow,
         reasons=reasons,
-        obligations=_obligations(obligations, allow=allow),
+        # An ask runs once approved: it must say how, as an allow does.
+        obligations=_obligations(obligations, allow=allow or ask),
         shadow=parse_reasons(doc.get("shadow", []), "shadow"),
         tool=_tool(doc.get("tool")),
+        ask=ask,
+        shadow_asks=parse_reasons(doc.get("shadow_asks", []), "shadow_asks"),
     )
 
 

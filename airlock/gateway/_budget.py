@@ -13,8 +13,8 @@ count *before* the policy sees the counters, so concurrent calls each see
 the ones in flight; a deny or a failure before the run releases it, an
 allowed call keeps it. Decide only reads.
 
-The store here is in memory (per gateway process); CounterStore is the seam
-for a shared one.
+CounterStore is the seam: the store here is in memory (one gateway process);
+_budget_redis.py is the one several gateways share.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ MAX_KEYS = 100_000
 COUNTER_NAMES = ("principal_calls", "principal_tool_calls", "session_calls", "session_tool_calls")
 
 
-def _keys(principal: str, session: str, tool: str) -> dict[str, tuple[str, ...]]:
+def counter_keys(principal: str, session: str, tool: str) -> dict[str, tuple[str, ...]]:
+    """Each counter's key: its kind, the principal, then session and tool."""
     # A call without a session id counts in its principal's "no session"
     # bucket; the \0 keeps ("a", "") apart from any real session name.
     s = session or "\0none"
@@ -95,7 +96,7 @@ class CallCounters:
     def _snapshot(self, principal: str, session: str, tool: str) -> dict[str, int]:
         now = self._clock()
         with self._lock:
-            counts = {name: self._count(key, now) for name, key in _keys(principal, session, tool).items()}
+            counts = {name: self._count(key, now) for name, key in counter_keys(principal, session, tool).items()}
         return {"window_seconds": self.window_seconds, **counts}
 
     async def snapshot(self, principal: str, session: str, tool: str) -> dict[str, int]:
@@ -106,7 +107,7 @@ class CallCounters:
 
     def reserve_now(self, principal: str, session: str, tool: str) -> Reservation:
         now = self._clock()
-        keys = _keys(principal, session, tool)
+        keys = counter_keys(principal, session, tool)
         with self._lock:
             counts = {name: self._count(key, now) for name, key in keys.items()}
             for key in keys.values():

@@ -36,6 +36,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_EXECUTOR_GRACE_MS = 15_000
 DEFAULT_AUDIT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_BUDGET_WINDOW_SECONDS = 3600
+#: A local Redis answers a count in well under a millisecond; 50 ms only
+#: trips when it is really stuck, and then the call is denied.
+DEFAULT_BUDGET_REDIS_TIMEOUT_MS = 50
+DEFAULT_BUDGET_REDIS_USERNAME = "airlock-gateway"
+DEFAULT_BUDGET_REDIS_KEY_PREFIX = "airlock:budget"
+_KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 #: A busy executor queues runs (max_concurrent_runs); a minute of queueing
 #: is generous for an agent, and beyond it the call fails rather than hangs.
 DEFAULT_EXECUTOR_START_TIMEOUT_MS = 60_000
@@ -205,6 +211,13 @@ class Agent:
         for role in self.roles:
             if role not in ROLES:
                 raise ValueError(f"agent {self.id!r}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if "agent" in self.roles and "approver" in self.roles:
+            # One token that both calls tools and approves could approve the
+            # calls of every other agent (docs/approvals.md).
+            raise ValueError(
+                f"agent {self.id!r}: roles 'agent' and 'approver' cannot be combined: a principal that calls "
+                "tools must not approve calls; give the approver a principal of its own"
+            )
         if self.tls_identity is not None and "://" not in self.tls_identity:
             raise ValueError(f"agent {self.id!r}: tls_identity must be a URI SAN such as spiffe://airlock/agent/NAME")
         if self.token_file is not None and self.token_sha256 is not None:
@@ -370,15 +383,74 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class BudgetRedisConfig:
+    """The Redis server several gateways share their counters in (docs/scaling.md)."""
+
+    url: str
+    """``unix:///path/redis.sock`` (a socket only the gateway's group can
+    open), ``rediss://host:port`` (TLS), or ``redis://`` on a loopback
+    address only (the password must not cross a network in clear)."""
+    password_file: str
+    """The ACL user's password: the gateway's own file, mode 0600."""
+    username: str = DEFAULT_BUDGET_REDIS_USERNAME
+    """The ACL user (Redis's ``default`` user should be off)."""
+    timeout_ms: int = DEFAULT_BUDGET_REDIS_TIMEOUT_MS
+    """A count slower than this is a deny (budget_unavailable)."""
+    key_prefix: str = DEFAULT_BUDGET_REDIS_KEY_PREFIX
+    """Namespace of every key; gateways that share budgets use the same one."""
+    tls: ClientTLS | None = None
+    """CA (and client certificate) for a ``rediss://`` url."""
+
+    def __post_init__(self) -> None:
+        if self.timeout_ms <= 0:
+            raise ValueError(f"budget.redis.timeout_ms must be > 0, got {self.timeout_ms}")
+        if not self.username:
+            raise ValueError("budget.redis.username must not be empty")
+        if not _KEY_PREFIX_RE.fullmatch(self.key_prefix):
+            raise ValueError(
+                f"budget.redis.key_prefix {self.key_prefix!r}: 1 to 64 of letters, digits and . _ - : expected"
+            )
+        scheme = _check_redis_url(self.url)
+        if self.tls is not None and scheme != "rediss":
+            raise ValueError("budget.redis.tls applies to a rediss:// url only")
+
+
+def _check_redis_url(url: str) -> str:
+    """The url's scheme; ValueError unless it is one we accept."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "unix":
+        if not parsed.path.startswith("/") or parsed.netloc:
+            raise ValueError(f"budget.redis.url: a unix socket URL needs an absolute path, got {url!r}")
+    elif parsed.scheme == "redis":
+        if not _is_loopback(parsed.hostname or ""):
+            raise ValueError(
+                f"budget.redis.url {url!r}: plain redis:// is accepted only on a loopback address; "
+                "use rediss:// (with budget.redis.tls) or a unix:// socket"
+            )
+    elif parsed.scheme != "rediss":
+        raise ValueError(f"budget.redis.url must be unix://, rediss:// or loopback redis://, got {url!r}")
+    if parsed.username or parsed.password:
+        raise ValueError("budget.redis.url must not carry credentials; use username and password_file")
+    return parsed.scheme
+
+
+@dataclass(frozen=True)
 class BudgetConfig:
     """The call counters the gateway puts in the policy input (input.counters)."""
 
     window_seconds: int = DEFAULT_BUDGET_WINDOW_SECONDS
     """Trailing window the counters cover."""
+    store: Literal["memory", "redis"] = "memory"
+    """memory: this gateway's own counters; redis: counters shared by every
+    gateway using the same Redis and key prefix (several replicas, one budget)."""
+    redis: BudgetRedisConfig | None = None
+    """Required for store redis."""
 
     def __post_init__(self) -> None:
         if self.window_seconds <= 0:
             raise ValueError(f"budget.window_seconds must be > 0, got {self.window_seconds}")
+        if (self.store == "redis") != (self.redis is not None):
+            raise ValueError("budget.redis is required for store redis and only for it")
 
 
 #: Artifact store defaults: per principal, 1 GiB in at most 10,000
@@ -466,6 +538,38 @@ class ArtifactsConfig:
             raise ValueError("artifacts.sweep_interval_seconds must be >= 1")
 
 
+#: Approvals: Invoke answers an ask at once; an approval lives 15 minutes;
+#: 100 pending per principal.
+DEFAULT_APPROVAL_WAIT_MS = 0
+DEFAULT_APPROVAL_TTL_MS = 900_000
+DEFAULT_APPROVAL_MAX_PENDING = 100
+
+
+@dataclass(frozen=True)
+class ApprovalsConfig:
+    """Calls the policy asks a human about (docs/approvals.md)."""
+
+    wait_ms: int = DEFAULT_APPROVAL_WAIT_MS
+    """How long Invoke of an ask waits for an approver before it answers
+    approval_pending (0: at once). The wait holds one of the principal's
+    in-flight calls."""
+    ttl_ms: int = DEFAULT_APPROVAL_TTL_MS
+    """How long an approval lives from its request, pending or granted and
+    unused; then it expires (approval_expired)."""
+    max_pending_per_principal: int = DEFAULT_APPROVAL_MAX_PENDING
+    """Pending approvals one principal may have; more asks are refused (approvals_full)."""
+
+    def __post_init__(self) -> None:
+        if self.wait_ms < 0:
+            raise ValueError(f"approvals.wait_ms must be >= 0, got {self.wait_ms}")
+        if self.ttl_ms < 1:
+            raise ValueError(f"approvals.ttl_ms must be >= 1, got {self.ttl_ms}")
+        if self.wait_ms >= self.ttl_ms:
+            raise ValueError("approvals.wait_ms must be below approvals.ttl_ms")
+        if self.max_pending_per_principal < 1:
+            raise ValueError("approvals.max_pending_per_principal must be >= 1")
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """gateway.yaml, version 1."""
@@ -492,6 +596,8 @@ class GatewayConfig:
     """Input limits."""
     artifacts: ArtifactsConfig | None = None
     """The artifact store and ArtifactService (null: none; every artifact call is artifact_store_unavailable)."""
+    approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
+    """Calls held for an approver (the policy's asks) and ApprovalService."""
     insecure: bool = False
     """Allow a plaintext listener on a non-loopback address (never do this
     outside a test: tokens would cross the network in clear)."""
@@ -541,6 +647,16 @@ def load_gateway_config(path: Path | None, env: Mapping[str, str] | None = None)
             tls=cfg.executor.tls.resolved(base) if cfg.executor.tls else None,
         ),
         tls=cfg.tls.resolved(base) if cfg.tls else None,
+        budget=replace(
+            cfg.budget,
+            redis=replace(
+                cfg.budget.redis,
+                password_file=rel(cfg.budget.redis.password_file),
+                tls=cfg.budget.redis.tls.resolved(base) if cfg.budget.redis.tls else None,
+            )
+            if cfg.budget.redis
+            else None,
+        ),
         audit=replace(
             cfg.audit,
             path=rel(cfg.audit.path),

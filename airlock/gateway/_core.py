@@ -12,7 +12,8 @@ said allow and its audit event is durable:
     arguments within size               arguments_too_large
     arguments strict JSON               arguments_malformed
     a fairly shared decision slot       gateway_overloaded
-    budget reserved, policy asked       policy_* (fail closed)
+    budget counted (reserved/read)      budget_unavailable (fail closed)
+    policy asked                        policy_* (fail closed)
     answer well formed                  policy_malformed
     decided tool is our registry entry  policy_malformed
     arguments match the schema          arguments_invalid
@@ -45,9 +46,18 @@ from airlock.common.wire import ArtifactLimits, InputFile, SandboxPlan, SkippedO
 from airlock.gateway import _events
 from airlock.gateway._admission import FairSlots, InFlight, RateLimits, SlotTimeoutError
 from airlock.gateway._answer import parse_admission, parse_answer
+from airlock.gateway._approvals import Approvals, ApprovalStore
 from airlock.gateway._audit import AuditSink
 from airlock.gateway._budget import CallCounters, CounterStore, Reservation
-from airlock.gateway._errors import FAIL_CLOSED_REASONS, AdmissionError, AuditError, ExecutorError, PolicyError
+from airlock.gateway._errors import (
+    FAIL_CLOSED_REASONS,
+    AdmissionError,
+    AuditError,
+    BudgetError,
+    ExecutorError,
+    PolicyError,
+)
+from airlock.gateway._images import ImagePins
 from airlock.gateway._input import (
     InputError,
     build_policy_input,
@@ -169,6 +179,12 @@ class CoreSettings:
     calls_burst: int = 10_000
     argument_bytes_per_second: float = 2 * 1024 * 1024
     argument_bytes_burst: int = 16 * 1024 * 1024
+    #: Approvals (gateway.yaml approvals): how long Invoke of an ask waits
+    #: for an approver (0: answers approval_pending at once), how long an
+    #: approval lives, and how many one principal may have pending.
+    approval_wait_s: float = 0.0
+    approval_ttl_s: float = 900.0
+    approval_max_pending_per_principal: int = 100
 
 
 class Gateway:
@@ -187,7 +203,19 @@ class Gateway:
         sessions: SessionView | None = None,
         artifacts: Artifacts | None = None,
         tool_definitions: ToolDefinitions | None = None,
+        images: ImagePins | None = None,
     ) -> None:
+        #: Calls the policy asked a human about (ApprovalService's too).
+        self.approvals = Approvals(
+            ApprovalStore(
+                ttl_s=settings.approval_ttl_s,
+                max_pending_per_principal=settings.approval_max_pending_per_principal,
+            ),
+            self._write,
+            metrics,
+        )
+        #: Pinned image digests and scans (input.image; the run's digest).
+        self._images = images
         #: Dynamic tools (define_tool); None: none can be defined or called.
         self._tooldefs = tool_definitions
         #: Actions allowed computer calls ran, per principal and session.
@@ -259,6 +287,12 @@ class Gateway:
                 return await asyncio.shield(self._define_serially(inp, principal))
             else:
                 decision = await asyncio.shield(self._slotted_decision(inp, principal, reserve=True))
+                if decision.refusal == "failed_precondition" and self._settings.approval_wait_s > 0:
+                    # Held, bounded: an approver's yes within the wait runs
+                    # the call now, re-decided (and the approval used) anew.
+                    assert decision.approval is not None
+                    if await self.approvals.wait(decision.approval.id, self._settings.approval_wait_s):
+                        decision = await asyncio.shield(self._slotted_decision(inp, principal, reserve=True))
             if not decision.allowed:
                 return InvokeResult(decision)
             assert principal is not None
@@ -388,6 +422,9 @@ class Gateway:
         with self._metrics.decision_seconds.labels(inp.rpc).time():
             try:
                 decision, reservation = await self._decide(inp, reserve=reserve)
+                if decision.ask and reserve and inp.principal is not None:
+                    # Invoke only: Decide reports an ask and holds nothing.
+                    decision = self.approvals.resolve(inp, decision)
             except Exception as exc:  # fail closed on the unforeseen, and still audit it
                 log.exception("decision failed unexpectedly")
                 decision = _refusal(
@@ -397,6 +434,9 @@ class Gateway:
                     Reason("internal_error", f"the gateway could not decide: {type(exc).__name__}"),
                 )
         decision = await self._record_decision(inp, decision)
+        if decision.approval is not None:
+            # Its own event, or undone (and refused) if a record failed.
+            decision = await self.approvals.recorded(decision)
         if reservation is not None:
             # An allowed call counts against its budgets; anything else does not.
             if decision.allowed:
@@ -440,11 +480,15 @@ class Gateway:
         # not multiply with every tool a model defines on the same base.
         counted = resolved.record.base if resolved is not None else call.tool
         reservation: Reservation | None = None
-        if reserve:
-            reservation = await self._counters.reserve(principal.id, call.session_id, counted)
-            counts = reservation.counts
-        else:
-            counts = await self._counters.snapshot(principal.id, call.session_id, counted)
+        try:
+            if reserve:
+                reservation = await self._counters.reserve(principal.id, call.session_id, counted)
+                counts = reservation.counts
+            else:
+                counts = await self._counters.snapshot(principal.id, call.session_id, counted)
+        except BudgetError as exc:
+            # A shared store that cannot count: no counters, no decision.
+            return _refusal(inp, decision_id, "permission_denied", Reason(exc.code, str(exc))), None
         try:
             if call.item_type == "computer_call" and reserve and resolved is None:
                 decision = await self._decide_actions(inp, principal, decision_id, arguments, counts)
@@ -492,7 +536,8 @@ class Gateway:
             decision = _refusal(inp, decision_id, "invalid_argument", Reason("arguments_too_large", why))
         else:
             decision = await self._policy_decision(inp, principal, decision_id, arguments, counts, resolved=resolved)
-        return replace(decision, tool_definition=audit, dynamic=resolved if decision.allowed else None)
+        runnable = decision.allowed or decision.ask
+        return replace(decision, tool_definition=audit, dynamic=resolved if runnable else None)
 
     async def _policy_decision(
         self,
@@ -513,6 +558,7 @@ class Gateway:
             counters=counts,
             session=self._sessions.facts(principal.id, inp.call.session_id),
             definition=resolved.policy_doc() if resolved is not None else None,
+            images=self._images,
         )
         path = self._settings.decision_path
         asked: dict[str, Any] = {"path": path, "policy_input": input_doc}
@@ -550,7 +596,8 @@ class Gateway:
         name = resolved.record.base if resolved is not None else inp.call.tool
         ours = self._registry.tool_data(name) if self._registry.get(name) is not None else None
         entry = answer.tool if answer.tool is not None else ours
-        if answer.allowed:
+        # An ask runs once approved: the same checks as an allow.
+        if answer.allowed or answer.ask:
             if entry is None:
                 return refuse("permission_denied", "policy_malformed", "policy allowed an unregistered tool", result)
             if not self._known_entry(name, entry):
@@ -576,8 +623,12 @@ class Gateway:
             policy_input=input_doc,
             policy_result=result.result,
             bundles=dict(result.bundles),
-            shadow=answer.shadow if answer.allowed else (),
-            tool_entry=entry if answer.allowed else None,
+            # An ask keeps its shadowed denies: the approver is shown them,
+            # and the approved run reports them (would_deny).
+            shadow=answer.shadow if answer.allowed or answer.ask else (),
+            tool_entry=entry if answer.allowed or answer.ask else None,
+            ask=answer.ask,
+            shadow_asks=answer.shadow_asks if answer.allowed else (),
         )
 
     def _known_entry(self, tool: str, entry: Mapping[str, Any]) -> bool:
@@ -893,6 +944,7 @@ class Gateway:
             sandbox=_with_desktop(decision.obligations.sandbox, tool),
             # Nothing is collected that could not be stored.
             artifacts=decision.obligations.artifacts if self._artifacts is not None else ArtifactLimits(),
+            image_digest=_pinned_digest(decision, tool["image"]),
         )
 
     # -- observing -----------------------------------------------------------
@@ -1008,21 +1060,19 @@ class Gateway:
             try:
                 await self._write(event)
             except AuditError as exc:
-                # No durable record, no action: an allow becomes a deny.
-                decision = replace(
-                    decision,
-                    allowed=False,
-                    refusal="unavailable",
-                    reasons=(Reason("audit_failed", str(exc)),),
-                    tool_entry=None,
-                )
+                # No durable record, no action: an allow becomes a deny, and
+                # an ask holds no approval (approvals.recorded drops it).
+                if decision.allowed or decision.approval_event:
+                    decision = replace(
+                        decision,
+                        allowed=False,
+                        refusal="unavailable",
+                        reasons=(Reason("audit_failed", str(exc)),),
+                        tool_entry=None,
+                    )
         else:
             self._schedule_flush()
-        reason = decision.reasons[0].code
-        verdict = decision.verdict
-        if decision.allowed and decision.shadow:
-            # Report-only denies: the call goes through, the metric says so.
-            verdict, reason = "would_deny", decision.shadow[0].code
+        verdict, reason = _metric_verdict(decision)
         profile = self._metrics.profile_label(inp.principal.profile if inp.principal else None)
         self._metrics.decisions.labels(tool_label, verdict, self._metrics.reason_label(reason), profile).inc()
         if inp.call.tool == DEFINE_TOOL:
@@ -1116,6 +1166,16 @@ class _SampledRecords:
         return out
 
 
+def _metric_verdict(decision: Decision) -> tuple[str, str]:
+    """The decision's verdict and reason as the metric counts them:
+    report-only denies and asks let the call through, and say so."""
+    if decision.allowed and decision.shadow:
+        return "would_deny", decision.shadow[0].code
+    if decision.allowed and decision.shadow_asks:
+        return "would_ask", decision.shadow_asks[0].code
+    return decision.verdict, decision.reasons[0].code
+
+
 def _refusal(
     inp: CallInput,
     decision_id: str,
@@ -1158,6 +1218,16 @@ def _message(exc: ArtifactError) -> str:
 
 def _ref(record: StoredArtifact) -> ArtifactRef:
     return ArtifactRef(record.id, record.name, record.sha256, record.size, record.media_type)
+
+
+def _pinned_digest(decision: Decision, image: str) -> str:
+    """The digest of the image the policy was shown (input.image), which the
+    executor must find on its engine; "" when the image is not pinned."""
+    doc = decision.policy_input if isinstance(decision.policy_input, Mapping) else {}
+    pin = doc.get("image")
+    if isinstance(pin, Mapping) and pin.get("ref") == image:
+        return str(pin["digest"])
+    return ""
 
 
 def _with_desktop(sandbox: SandboxPlan, tool: Mapping[str, Any]) -> SandboxPlan:

@@ -33,6 +33,18 @@ class ExecutorError(GatewayError):
     code = "executor_unavailable"
 
 
+class BudgetError(GatewayError):
+    """The budget store could not count a call (a shared store down, slow,
+    refusing our credentials or answering nonsense): the call is denied.
+    ``cause`` is one of the store's closed set of failure causes."""
+
+    code = "budget_unavailable"
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class AdmissionError(GatewayError):
     """A principal over its rate or in-flight cap, on an operation that is
     not a tool call (ListSessions, EndSession)."""
@@ -72,6 +84,10 @@ INPUT_REASONS = (
     "artifact_store_unavailable",
     "tool_catalog_unavailable",
     "definition_corrupt",
+    # Held for an approver: see docs/approvals.md.
+    "approval_pending",
+    "approval_granted",
+    "approvals_full",
 )
 FAIL_CLOSED_REASONS = (
     "policy_unreachable",
@@ -82,6 +98,7 @@ FAIL_CLOSED_REASONS = (
     "audit_failed",
     "internal_error",
     "gateway_overloaded",
+    "budget_unavailable",
 )
 #: Codes the shipped policy emits. A custom code still reaches the caller and
 #: the audit log verbatim; only its metric label folds to "policy_other".
@@ -101,6 +118,13 @@ POLICY_REASON_CODES = (
     "budget_exceeded",
     "session_call_limit",
     "inputs_too_many",
+    # airlock.approvals: an ask
+    "approval_required",
+    # the image gate, airlock.images (docs/images.md)
+    "image_vulnerable",
+    "image_scan_stale",
+    "image_scan_invalid",
+    "image_pin_mismatch",
     # data.airlock.tool_definitions
     "admitted",
     "tool_definitions_not_granted",

@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from airlock.common import wire
+from airlock.gateway._approvals import approval_to_audit
 from airlock.gateway._audit import SCHEMA_VERSION
 from airlock.gateway._input import FIELD_CAPS, RAW_AUDIT_CHARS, cut, now, principal_doc
 from airlock.gateway._metrics import VERSION
@@ -118,6 +119,12 @@ def decision_event(inp: CallInput, decision: Decision) -> audit_pb2.AuditEvent:
     if decision.shadow:
         event.would_deny = True
         event.shadow_reasons.extend(_reasons(decision.shadow))
+    if decision.shadow_asks:
+        event.would_ask = True
+        event.shadow_ask_reasons.extend(_reasons(decision.shadow_asks))
+    if decision.approval is not None:
+        # The approval holding the call, or the one it runs on.
+        event.approval.CopyFrom(approval_to_audit(decision.approval))
     if decision.policy_result is not None:
         json_format.ParseDict(without_tool_entry(decision.policy_result), event.result)
     event.reasons.extend(_reasons(decision.reasons))

@@ -20,6 +20,7 @@ import referencing
 
 from airlock.common.wire import LIMIT_KEYS
 from airlock.gateway import _json
+from airlock.gateway._images import ImagePins
 from airlock.gateway._model import CallInput, Limits, Principal
 from airlock.gateway._registry import Registry
 
@@ -145,11 +146,13 @@ def build_policy_input(
     counters: Mapping[str, int],
     session: Mapping[str, Any] | None = None,
     definition: Mapping[str, Any] | None = None,
+    images: ImagePins | None = None,
 ) -> dict[str, Any]:
     """The policy input (policies/schema/input.schema.json). ``session``
     is the session facts (airlock/gateway/_sessions.py SessionView.facts).
     ``definition`` is a dynamic tool's (``input.tool_definition``): the
-    entry is then its base's, and its own schema checks the arguments."""
+    entry is then its base's, and its own schema checks the arguments.
+    ``images`` gives the tool image's pin and scan (``input.image``)."""
     call = inp.call
     name = definition["base"] if definition is not None else call.tool
     tool = registry.get(name)
@@ -163,6 +166,9 @@ def build_policy_input(
         # The tool's registry entry (null when unregistered), so rules can
         # read it from the input; data.registry holds the same entries.
         "tool": data,
+        # The tool image's pinned digest and last scan, beside the entry
+        # (which stays exactly data.registry's): null when not pinned.
+        "image": images.facts(data["image"]) if images is not None and data is not None else None,
         "call": {
             "call_id": call.call_id,
             "item_type": call.item_type,

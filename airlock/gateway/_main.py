@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import grpc
+import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health
 from prometheus_client import CollectorRegistry
@@ -24,21 +25,25 @@ from airlock.common._config import config_path
 from airlock.common._daemon import probe_health, start_metrics, stop_event, write_ready_file
 from airlock.common._grpc_tls import server_credentials
 from airlock.common._secrets import SecretFileError, check_secret_file, read_secret_text
+from airlock.gateway._approvals import sweep as sweep_approvals
 from airlock.gateway._audit import JsonlAuditSink
 from airlock.gateway._auth import Authenticator
 from airlock.gateway._budget import CallCounters
+from airlock.gateway._budget_redis import RedisCounters, RedisSettings
 from airlock.gateway._config import ENV_PREFIX, GatewayConfig, Limits, load_gateway_config
 from airlock.gateway._core import CoreSettings, Gateway
-from airlock.gateway._errors import AuditError, PolicyError
+from airlock.gateway._errors import AuditError, BudgetError, PolicyError
 from airlock.gateway._events import session_event
 from airlock.gateway._executor_client import GrpcExecutor
+from airlock.gateway._images import ImagePins
 from airlock.gateway._mask import Masker
-from airlock.gateway._metrics import GatewayMetrics
+from airlock.gateway._metrics import GatewayMetrics, ImageMetrics
 from airlock.gateway._policy import OpaClient
 from airlock.gateway._registry import load_registry
 from airlock.gateway._server import (
     NOT_SERVING,
     SERVING,
+    ApprovalServicer,
     ArtifactServicer,
     AuthInterceptor,
     GatewayServicer,
@@ -48,7 +53,7 @@ from airlock.gateway._server import (
 from airlock.gateway._sessions import SessionService, SessionView
 from airlock.gateway.artifacts import ArtifactRuntime, build_artifacts
 from airlock.gateway.tooldefs import Catalog, ToolDefinitions
-from airlock.v1 import artifacts_pb2_grpc, audit_pb2, gateway_pb2_grpc
+from airlock.v1 import approvals_pb2_grpc, artifacts_pb2_grpc, audit_pb2, gateway_pb2_grpc
 
 log = logging.getLogger("airlock.gateway")
 #: How often the registry file is checked for changes.
@@ -132,6 +137,9 @@ def core_settings(cfg: GatewayConfig) -> CoreSettings:
         argument_bytes_burst=limits.argument_bytes_burst,
         unauthenticated_records_per_window=limits.unauthenticated_records_per_window,
         unauthenticated_window_s=limits.unauthenticated_window_ms / 1000,
+        approval_wait_s=cfg.approvals.wait_ms / 1000,
+        approval_ttl_s=cfg.approvals.ttl_ms / 1000,
+        approval_max_pending_per_principal=cfg.approvals.max_pending_per_principal,
     )
 
 
@@ -212,7 +220,11 @@ def _grpc_server(limits: Limits, interceptor: AuthInterceptor, max_connections: 
 
 
 async def _agent_servers(
-    cfg: GatewayConfig, authenticator: Authenticator, servicer: GatewayServicer, artifacts: ArtifactServicer
+    cfg: GatewayConfig,
+    authenticator: Authenticator,
+    servicer: GatewayServicer,
+    artifacts: ArtifactServicer,
+    approvals: ApprovalServicer,
 ) -> list[grpc.aio.Server]:
     """One gRPC server per agent socket: its own connection cap, so an agent
     that opens connections by the hundred takes only its own; and the
@@ -228,6 +240,8 @@ async def _agent_servers(
         own = _grpc_server(cfg.limits, only, cfg.limits.max_connections_per_socket)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, own)
         artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifacts, own)
+        # An approver's own socket is how `airlock approvals` reaches it.
+        approvals_pb2_grpc.add_ApprovalServiceServicer_to_server(approvals, own)
         if own.add_insecure_port(f"unix:{path}") == 0:
             raise OSError(f"cannot listen on {path}")
         await own.start()
@@ -311,6 +325,43 @@ async def _stop_artifacts(sweeper: asyncio.Task[None] | None, artifacts: Artifac
         await artifacts.ops.close()
 
 
+def _budget_store(cfg: GatewayConfig, metrics: GatewayMetrics) -> CallCounters | RedisCounters:
+    """The budget counters: this process's own, or the Redis several gateways share."""
+    budget = cfg.budget
+    if budget.redis is None:
+        return CallCounters(budget.window_seconds)
+    r = budget.redis
+    settings = RedisSettings(
+        url=r.url,
+        username=r.username,
+        password=read_secret_text(r.password_file, "budget store password file"),
+        timeout_s=r.timeout_ms / 1000,
+        key_prefix=r.key_prefix,
+        ca_file=r.tls.ca_file if r.tls else None,
+        cert_file=r.tls.cert_file if r.tls else None,
+        key_file=r.tls.key_file if r.tls else None,
+    )
+
+    def on_error(operation: str, cause: str) -> None:
+        metrics.budget_store_errors.labels(operation, cause).inc()
+
+    return RedisCounters(settings, budget.window_seconds, on_error)
+
+
+async def _probe_budget_store(counters: CallCounters | RedisCounters) -> None:
+    # Not a reason to refuse to start: every call fails closed
+    # (budget_unavailable) until the store answers, then works again.
+    if not isinstance(counters, RedisCounters):
+        return
+    try:
+        await counters.ping()
+    except BudgetError as exc:
+        problem = str(exc)
+    else:
+        return
+    log.error("the budget store does not answer; calls are denied (budget_unavailable) until it does: %s", problem)
+
+
 async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PLR0915 - one line per piece of the process, in start order
     _raise_fd_limit(_fds_needed(cfg))
     registry = load_registry(Path(cfg.registry))
@@ -337,6 +388,9 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PL
         else None
     )
     view = SessionView()
+    counters = _budget_store(cfg, metrics)
+    await _probe_budget_store(counters)
+    pins = ImagePins.beside(Path(cfg.registry))
     core = Gateway(
         registry=registry,
         policy=policy,
@@ -344,11 +398,14 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PL
         audit=audit,
         metrics=metrics,
         settings=core_settings(cfg),
-        counters=CallCounters(cfg.budget.window_seconds),
+        counters=counters,
         sessions=view,
         artifacts=artifacts.access if artifacts else None,
         tool_definitions=tooldefs,
+        # Published beside the registry by `airlock policy publish`.
+        images=pins,
     )
+    ImageMetrics(prom, lambda: [(name, pins.facts(tool.image)) for name, tool in core.registry.tools.items()])
     sessions = SessionService(executor, view, core.record, session_event)
     metrics.sessions_live.set_function(lambda: len(view.list()))
     metrics.session_stream_up.set_function(lambda: 1.0 if sessions.connected else 0.0)
@@ -356,8 +413,10 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PL
     servicer = GatewayServicer(core, sessions)
     server = _grpc_server(cfg.limits, AuthInterceptor(authenticator), cfg.limits.max_connections)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+    approval_servicer = ApprovalServicer(core)
+    approvals_pb2_grpc.add_ApprovalServiceServicer_to_server(approval_servicer, server)
     artifact_servicer = _add_artifact_service(server, artifacts, core)
-    own = await _agent_servers(cfg, authenticator, servicer, artifact_servicer)
+    own = await _agent_servers(cfg, authenticator, servicer, artifact_servicer, approval_servicer)
     health = add_standard_services(server)
     health_state.bind(health)
     if cfg.tls is not None:
@@ -382,7 +441,9 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PL
     # Session starts and ends, reported by the executor, into the audit log.
     session_watch = asyncio.get_running_loop().create_task(sessions.watch())
     sweeper = _start_sweeper(artifacts, stop)
+    approval_sweep = asyncio.get_running_loop().create_task(sweep_approvals(core.approvals, 1.0, stop))
     await stop.wait()
+    approval_sweep.cancel()
     watcher.cancel()
     engine_watch.cancel()
     session_watch.cancel()
@@ -391,6 +452,8 @@ async def serve(cfg: GatewayConfig, ready_file: str | None) -> None:  # noqa: PL
     await asyncio.gather(server.stop(grace=5), *(o.stop(grace=5) for o in own))
     await policy.close()
     await executor.close()
+    if isinstance(counters, RedisCounters):
+        await counters.close()
     await _stop_artifacts(sweeper, artifacts)
     if tooldefs is not None:
         tooldefs.close()
@@ -427,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             cfg = load_gateway_config(config_path(args.config, env, ENV_PREFIX), env)
             load_registry(Path(cfg.registry))
-            asyncio.run(serve(cfg, args.ready_file))
+            # uvloop: the event loop's own share of a decision (socket
+            # readiness, callbacks, timers) is about half of asyncio's.
+            uvloop.run(serve(cfg, args.ready_file))
         elif args.command == "check":
             path = config_path(args.config, env, ENV_PREFIX)
             if path is not None or args.registry is None:

@@ -8,9 +8,13 @@ label ever carries an argument, a principal id or a decision id.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from airlock.gateway._errors import ALL_REASON_LABELS, FAIL_CLOSED_REASONS
 from airlock.gateway._registry import BUILTIN_TOOLS
@@ -55,6 +59,11 @@ ARTIFACT_REASONS = (
     "retention",
     *FAIL_CLOSED_REASONS,
 )
+#: Approval events (_approvals.py), a closed label set.
+APPROVAL_EVENTS = ("requested", "granted", "denied", "expired", "used")
+#: The budget store's operations and failure causes (_budget_redis.py).
+BUDGET_STORE_OPERATIONS = ("reserve", "snapshot", "release")
+BUDGET_STORE_CAUSES = ("unreachable", "timeout", "auth", "reply")
 #: From 100 µs (a local OPA decision) to 10 minutes (a long run).
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -184,6 +193,7 @@ class GatewayMetrics:
             "1 while the executor's session event stream is connected (session starts and ends reach the audit log).",
             registry=registry,
         )
+        self._approval_metrics(registry)
         # Touch every label combination so dashboards see zeros, not gaps.
         for tool in (*sorted(self._tools), UNREGISTERED):
             for outcome in OUTCOMES:
@@ -191,6 +201,17 @@ class GatewayMetrics:
             self.truncations.labels(tool)
         for cause in FAIL_CLOSED_REASONS:
             self.fail_closed.labels(cause)
+        self.budget_store_errors = Counter(
+            "airlock_gateway_budget_store_errors",
+            "Failed operations on the shared budget store (budget.store: redis), by operation "
+            "(reserve, snapshot, release) and cause (unreachable, timeout, auth, reply). A failed reserve or "
+            "snapshot is a budget_unavailable deny; a failed release leaves the call counted.",
+            ["operation", "cause"],
+            registry=registry,
+        )
+        for operation in BUDGET_STORE_OPERATIONS:
+            for cause in BUDGET_STORE_CAUSES:
+                self.budget_store_errors.labels(operation, cause)
         self.audit_healthy = Gauge(
             "airlock_gateway_audit_healthy",
             "1 while audit writes succeed; 0 from a failed write until the next success (calls fail closed meanwhile).",
@@ -244,6 +265,31 @@ class GatewayMetrics:
             kind = action.get("type") if isinstance(action, dict) else None
             self.computer_actions.labels(kind if kind in COMPUTER_ACTIONS else "other", verdict).inc()
 
+    def _approval_metrics(self, registry: CollectorRegistry) -> None:
+        """Approvals (_approvals.py): pending, events, time to decision."""
+        self.approvals_pending = Gauge(
+            "airlock_gateway_approvals_pending",
+            "Calls awaiting an approver's decision on this gateway (pending approvals are per replica).",
+            registry=registry,
+        )
+        self.approvals = Counter(
+            "airlock_gateway_approvals",
+            "Approval events by kind: requested, granted, denied, expired, used.",
+            ["event"],
+            registry=registry,
+        )
+        self.approval_decision_seconds = Histogram(
+            "airlock_gateway_approval_decision_duration_seconds",
+            "Time from an approval's request to an approver's decision, by outcome (granted, denied).",
+            ["outcome"],
+            buckets=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0, 86400.0),
+            registry=registry,
+        )
+        for event in APPROVAL_EVENTS:
+            self.approvals.labels(event)
+        for outcome in ("granted", "denied"):
+            self.approval_decision_seconds.labels(outcome)
+
     def artifact_reason_label(self, code: str) -> str:
         return code if code in ARTIFACT_REASONS else "policy_other"
 
@@ -267,3 +313,63 @@ class GatewayMetrics:
         if revision and revision != self._revision:
             self._revision = revision
             self.build.info({"version": VERSION, "policy_revision": revision})
+
+
+#: The scan summary's severities (a closed label set).
+IMAGE_SEVERITIES = ("critical", "high", "medium", "low")
+
+
+class ImageMetrics(Collector):
+    """The tool images' pins and scans (airlock/gateway/_images.py), read at
+    scrape time: findings by severity and scan age per registered tool (a
+    closed label set, like every tool label here), and whether the image is
+    pinned and scanned at all. ``source`` gives each registered tool's
+    ``input.image`` facts (None: not pinned)."""
+
+    def __init__(
+        self, registry: CollectorRegistry, source: Callable[[], Iterable[tuple[str, Mapping[str, Any] | None]]]
+    ) -> None:
+        self._source = source
+        registry.register(self)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        vulns = GaugeMetricFamily(
+            "airlock_gateway_tool_image_vulnerabilities",
+            "Findings of the last scan of the tool's pinned image, by severity",
+            labels=["tool", "severity"],
+        )
+        age = GaugeMetricFamily(
+            "airlock_gateway_tool_image_scan_age_seconds",
+            "Seconds since the last scan of the tool's pinned image (absent: never scanned)",
+            labels=["tool"],
+        )
+        scanned = GaugeMetricFamily(
+            "airlock_gateway_tool_image_scanned",
+            "1 when the tool's image is pinned and scanned, 0 when it is not (never scanned or not pinned)",
+            labels=["tool"],
+        )
+        now = datetime.now(UTC)
+        for tool, facts in self._source():
+            scan = facts.get("scan") if facts else None
+            when = _parse_time(scan.get("scanned_at")) if isinstance(scan, Mapping) else None
+            scanned.add_metric([tool], 1.0 if when is not None else 0.0)
+            if when is None or not isinstance(scan, Mapping):
+                continue
+            age.add_metric([tool], max((now - when).total_seconds(), 0.0))
+            for sev in IMAGE_SEVERITIES:
+                vulns.add_metric([tool, sev], float(scan.get(sev, 0)))
+        yield from (vulns, age, scanned)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Nothing is read at registration: the pins file may not exist yet.
+        return iter(())
+
+
+def _parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

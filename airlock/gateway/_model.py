@@ -28,7 +28,15 @@ ItemTypeName = Literal[
 ItemType = ItemTypeName | Literal[""]
 #: How a refusal surfaces to the caller; the servicer maps it to a gRPC code.
 Refusal = Literal[
-    "none", "unauthenticated", "invalid_argument", "permission_denied", "resource_exhausted", "unavailable", "internal"
+    "none",
+    "unauthenticated",
+    "invalid_argument",
+    "permission_denied",
+    "resource_exhausted",
+    "unavailable",
+    "internal",
+    # An ask held as a pending approval (approval_pending).
+    "failed_precondition",
 ]
 #: What a principal may do besides calling tools (gateway.yaml agents[].roles).
 Role = Literal["agent", "operator", "approver"]
@@ -127,6 +135,15 @@ class Decision:
     #: The dynamic tool the decision is about, for the audit event
     #: (AuditToolDefinition's fields: operation, id, name, base, ...).
     tool_definition: Any = field(default=None, compare=False, repr=False)
+    #: The policy asks for a human's approval (not allowed; see _approvals).
+    ask: bool = False
+    #: Asks in shadow (report-only) mode on an allowed call (would_ask).
+    shadow_asks: tuple[Reason, ...] = ()
+    #: Invoke of an ask: the approval holding the call, or the one it ran on
+    #: (airlock.gateway._approvals.Approval), and the event it is owed
+    #: after the decision's ("requested", "used", or "" for none).
+    approval: Any = field(default=None, compare=False, repr=False)
+    approval_event: str = ""
 
     def __post_init__(self) -> None:
         if not self.reasons:
@@ -136,7 +153,9 @@ class Decision:
 
     @property
     def verdict(self) -> str:
-        return "allow" if self.allowed else "deny"
+        if self.allowed:
+            return "allow"
+        return "ask" if self.ask else "deny"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ raises PolicyError with its own code; the caller turns that into a deny.
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl as ssl_module
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 
 from airlock.gateway._errors import PolicyError
 
@@ -61,7 +61,11 @@ class OpaClient:
             base_url = "http://opa"
         self._base_url = base_url.rstrip("/")
         self._timeout_s = timeout_ms / 1000
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # identity: OPA would gzip a large answer, and on loopback or a Unix
+        # socket compressing and inflating it costs more CPU than it saves.
+        self._headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self._ssl = ssl
         self._session: aiohttp.ClientSession | None = None
 
@@ -84,7 +88,9 @@ class OpaClient:
             # One deadline for the whole exchange, body included, so a server
             # trickling bytes cannot stall a decision.
             async with asyncio.timeout(self._timeout_s):
-                async with self._client().post(url, json={"input": input_doc}) as resp:
+                # orjson: several times faster than json on this per-decision path.
+                body = orjson.dumps({"input": input_doc}, option=orjson.OPT_NON_STR_KEYS)
+                async with self._client().post(url, data=body) as resp:
                     status = resp.status
                     raw = await resp.read()
         except TimeoutError as exc:
@@ -97,20 +103,20 @@ class OpaClient:
             text = raw[:200].decode(errors="replace")
             raise PolicyError(f"OPA answered HTTP {status}: {text}", code="policy_http_error")
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise PolicyError("OPA answered with a body that is not JSON", code="policy_malformed") from exc
-        if not isinstance(body, dict):
+        if not isinstance(answer, dict):
             raise PolicyError("OPA answered with a body that is not a JSON object", code="policy_malformed")
-        if "result" not in body:
+        if "result" not in answer:
             # OPA's Data API answers 200 without "result" when the document is
             # undefined (no rule matched, or the path does not exist).
             raise PolicyError(f"policy decision at {path!r} is undefined", code="policy_undefined")
         for key in ("provenance", "metrics"):
-            if key in body and not isinstance(body[key], dict):
+            if key in answer and not isinstance(answer[key], dict):
                 raise PolicyError(f"OPA answered with a non-object {key!r}", code="policy_malformed")
         return PolicyResult(
-            result=body["result"], revision=_revision(body), eval_ns=_eval_ns(body), bundles=_bundles(body)
+            result=answer["result"], revision=_revision(answer), eval_ns=_eval_ns(answer), bundles=_bundles(answer)
         )
 
     async def close(self) -> None:

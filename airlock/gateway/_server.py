@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from airlock.common import ConfigError, wire
+from airlock.gateway._approvals import Approval
 from airlock.gateway._auth import Authenticator
 from airlock.gateway._core import Gateway
 from airlock.gateway._errors import ExecutorError, GatewayError, PolicyError
@@ -38,12 +39,22 @@ from airlock.gateway.artifacts._model import MAX_LISTED, check_header
 from airlock.gateway.tooldefs import DEFINE_TOOL, DefinitionError, DefinitionRecord, ToolDefinitions, rfc3339
 from airlock.gateway.tooldefs import DESCRIPTION as DEFINE_DESCRIPTION
 from airlock.gateway.tooldefs import PARAMETERS as DEFINE_PARAMETERS
-from airlock.v1 import artifacts_pb2, artifacts_pb2_grpc, call_pb2, executor_pb2, gateway_pb2, gateway_pb2_grpc
+from airlock.v1 import (
+    approvals_pb2,
+    approvals_pb2_grpc,
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    call_pb2,
+    executor_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 log = logging.getLogger("airlock.gateway")
 
 _SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 _ARTIFACT_SERVICE = artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name
+_APPROVAL_SERVICE = approvals_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 _AUTHN: contextvars.ContextVar[tuple[Principal | None, str]] = contextvars.ContextVar("airlock_authn")
 
 _STATUS = {
@@ -53,6 +64,7 @@ _STATUS = {
     "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "internal": grpc.StatusCode.INTERNAL,
+    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -74,7 +86,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is not None and method.startswith(f"/{_ARTIFACT_SERVICE}/"):
             return self._artifact_handler(handler, tuple(details.invocation_metadata or ()))
-        if handler is None or not method.startswith(f"/{_SERVICE}/") or handler.unary_unary is None:
+        # ApprovalService is unary and authenticated exactly like GatewayService.
+        ours = method.startswith((f"/{_SERVICE}/", f"/{_APPROVAL_SERVICE}/"))
+        if handler is None or not ours or handler.unary_unary is None:
             return handler
         metadata = tuple(details.invocation_metadata or ())
         inner = handler.unary_unary
@@ -148,14 +162,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def decision_to_proto(d: Decision) -> call_pb2.Decision:
+    verdict = call_pb2.VERDICT_ALLOW if d.allowed else call_pb2.VERDICT_ASK if d.ask else call_pb2.VERDICT_DENY
     return call_pb2.Decision(
         decision_id=d.decision_id,
-        verdict=call_pb2.VERDICT_ALLOW if d.allowed else call_pb2.VERDICT_DENY,
+        verdict=verdict,
         reasons=[call_pb2.Reason(code=r.code, message=r.message) for r in d.reasons],
         obligations=obligations_to_proto(d.obligations),
         policy_revision=d.policy_revision,
         principal=d.principal,
         shadow_reasons=[call_pb2.Reason(code=r.code, message=r.message) for r in d.shadow],
+        shadow_ask_reasons=[call_pb2.Reason(code=r.code, message=r.message) for r in d.shadow_asks],
+        approval_id=d.approval.id if isinstance(d.approval, Approval) else "",
     )
 
 
@@ -684,6 +701,87 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         )
 
 
+#: Approval operations' errors -> gRPC status.
+_APPROVAL_STATUS = {
+    **_ERROR_STATUS,
+    "approval_not_found": grpc.StatusCode.NOT_FOUND,
+    "approval_not_pending": grpc.StatusCode.FAILED_PRECONDITION,
+    "note_too_long": grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+def approval_to_proto(a: Approval, *, full: bool = False) -> approvals_pb2.Approval:
+    """The approval; ``full`` (GetApproval): with its call's raw arguments."""
+    b = a.binding
+    return approvals_pb2.Approval(
+        id=a.id,
+        state=a.state,
+        principal=b.principal,
+        session_id=b.session_id,
+        tool=b.tool,
+        item_type=wire.ITEM_TYPE_NUMBERS.get(b.item_type, call_pb2.ITEM_TYPE_UNSPECIFIED),
+        arguments_sha256=b.arguments_sha256,
+        policy_revision=b.policy_revision,
+        call_id=a.call_id,
+        decision_id=a.decision_id,
+        reasons=[call_pb2.Reason(code=r.code, message=r.message) for r in a.reasons],
+        created_at=rfc3339(a.created_at),
+        expires_at=rfc3339(a.expires_at),
+        decided_at=rfc3339(a.decided_at) if a.decided_at else "",
+        approver=a.approver,
+        note=a.note,
+        arguments=a.arguments if full else "",
+        requested_limits_sha256=b.requested_limits_sha256,
+        requested_limits_json=a.requested_limits,
+        shadow_reasons=[call_pb2.Reason(code=r.code, message=r.message) for r in a.shadow],
+    )
+
+
+class ApprovalServicer(approvals_pb2_grpc.ApprovalServiceServicer):
+    """ApprovalService: translation only (airlock/gateway/_approvals.py
+    decides who may do what, and audits it)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+
+    async def _op(self, context: grpc.aio.ServicerContext[Any, Any], op: Callable[[Principal], Awaitable[_T]]) -> _T:
+        principal = await GatewayServicer._principal(context)  # noqa: SLF001 - the one authentication lookup
+        try:
+            with self._gw.admitted(principal):
+                return await op(principal)
+        except GatewayError as exc:
+            await context.abort(_APPROVAL_STATUS.get(exc.code, grpc.StatusCode.UNAVAILABLE), f"{exc.code}: {exc}")
+            raise  # unreachable: abort raises
+
+    async def ListApprovals(  # noqa: N802 - gRPC method name
+        self, request: approvals_pb2.ListApprovalsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> approvals_pb2.ListApprovalsResponse:
+        found = await self._op(context, lambda p: self._gw.approvals.listed(p, everything=request.all))
+        return approvals_pb2.ListApprovalsResponse(approvals=[approval_to_proto(a) for a in found])
+
+    async def GetApproval(  # noqa: N802 - gRPC method name
+        self, request: approvals_pb2.GetApprovalRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> approvals_pb2.GetApprovalResponse:
+        a = await self._op(context, lambda p: self._gw.approvals.shown(p, request.id[:64]))
+        return approvals_pb2.GetApprovalResponse(approval=approval_to_proto(a, full=True))
+
+    async def ApproveCall(  # noqa: N802 - gRPC method name
+        self, request: approvals_pb2.ApproveCallRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> approvals_pb2.ApproveCallResponse:
+        a = await self._op(
+            context, lambda p: self._gw.approvals.decide(p, request.id[:64], grant=True, note=request.note)
+        )
+        return approvals_pb2.ApproveCallResponse(approval=approval_to_proto(a))
+
+    async def DenyCall(  # noqa: N802 - gRPC method name
+        self, request: approvals_pb2.DenyCallRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> approvals_pb2.DenyCallResponse:
+        a = await self._op(
+            context, lambda p: self._gw.approvals.decide(p, request.id[:64], grant=False, note=request.note)
+        )
+        return approvals_pb2.DenyCallResponse(approval=approval_to_proto(a))
+
+
 def add_standard_services(server: grpc.aio.Server) -> health.aio.HealthServicer:
     """gRPC health checking and server reflection, as any gRPC client expects."""
     health_servicer = health.aio.HealthServicer()
@@ -692,6 +790,7 @@ def add_standard_services(server: grpc.aio.Server) -> health.aio.HealthServicer:
         (
             _SERVICE,
             _ARTIFACT_SERVICE,
+            _APPROVAL_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),

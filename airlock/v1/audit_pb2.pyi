@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEvent(_message.Message):
-    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked", "bundles", "would_deny", "shadow_reasons", "checkpoint", "session", "artifact", "tool_definition")
+    __slots__ = ("schema_version", "kind", "timestamp", "decision_id", "principal", "session_id", "tool", "item_type", "call_id", "decision", "reasons", "obligations", "policy_revision", "rpc", "arguments_bytes", "execution", "seq", "prev_hash", "hash", "path", "input", "result", "labels", "masked", "bundles", "would_deny", "shadow_reasons", "checkpoint", "session", "artifact", "tool_definition", "would_ask", "shadow_ask_reasons", "approval")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,9 @@ class AuditEvent(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     TOOL_DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    WOULD_ASK_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_ASK_REASONS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     kind: str
     timestamp: str
@@ -87,7 +90,42 @@ class AuditEvent(_message.Message):
     session: _executor_pb2.SessionInfo
     artifact: AuditArtifact
     tool_definition: AuditToolDefinition
-    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ..., would_deny: _Optional[bool] = ..., shadow_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., session: _Optional[_Union[_executor_pb2.SessionInfo, _Mapping]] = ..., artifact: _Optional[_Union[AuditArtifact, _Mapping]] = ..., tool_definition: _Optional[_Union[AuditToolDefinition, _Mapping]] = ...) -> None: ...
+    would_ask: bool
+    shadow_ask_reasons: _containers.RepeatedCompositeFieldContainer[_call_pb2.Reason]
+    approval: AuditApproval
+    def __init__(self, schema_version: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[str] = ..., decision_id: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., call_id: _Optional[str] = ..., decision: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., obligations: _Optional[_Union[_call_pb2.Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., rpc: _Optional[str] = ..., arguments_bytes: _Optional[int] = ..., execution: _Optional[_Union[AuditExecution, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., path: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., masked: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Mapping[str, BundleInfo]] = ..., would_deny: _Optional[bool] = ..., shadow_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., session: _Optional[_Union[_executor_pb2.SessionInfo, _Mapping]] = ..., artifact: _Optional[_Union[AuditArtifact, _Mapping]] = ..., tool_definition: _Optional[_Union[AuditToolDefinition, _Mapping]] = ..., would_ask: _Optional[bool] = ..., shadow_ask_reasons: _Optional[_Iterable[_Union[_call_pb2.Reason, _Mapping]]] = ..., approval: _Optional[_Union[AuditApproval, _Mapping]] = ...) -> None: ...
+
+class AuditApproval(_message.Message):
+    __slots__ = ("id", "state", "principal", "session_id", "tool", "item_type", "arguments_sha256", "policy_revision", "requested_decision_id", "approver", "note", "expires_at", "decision_ms", "requested_limits_sha256")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVER_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_LIMITS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: str
+    principal: str
+    session_id: str
+    tool: str
+    item_type: str
+    arguments_sha256: str
+    policy_revision: str
+    requested_decision_id: str
+    approver: str
+    note: str
+    expires_at: str
+    decision_ms: int
+    requested_limits_sha256: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., tool: _Optional[str] = ..., item_type: _Optional[str] = ..., arguments_sha256: _Optional[str] = ..., policy_revision: _Optional[str] = ..., requested_decision_id: _Optional[str] = ..., approver: _Optional[str] = ..., note: _Optional[str] = ..., expires_at: _Optional[str] = ..., decision_ms: _Optional[int] = ..., requested_limits_sha256: _Optional[str] = ...) -> None: ...
 
 class AuditToolDefinition(_message.Message):
     __slots__ = ("operation", "id", "name", "base", "scope", "owner", "sha256", "previous_scope", "created")

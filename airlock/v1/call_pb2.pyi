@@ -38,6 +38,7 @@ class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_UNSPECIFIED: _ClassVar[Verdict]
     VERDICT_ALLOW: _ClassVar[Verdict]
     VERDICT_DENY: _ClassVar[Verdict]
+    VERDICT_ASK: _ClassVar[Verdict]
 ITEM_TYPE_UNSPECIFIED: ItemType
 ITEM_TYPE_FUNCTION_CALL: ItemType
 ITEM_TYPE_CUSTOM_TOOL_CALL: ItemType
@@ -58,6 +59,7 @@ SANDBOX_MODE_SESSION: SandboxMode
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_ALLOW: Verdict
 VERDICT_DENY: Verdict
+VERDICT_ASK: Verdict
 
 class ToolCall(_message.Message):
     __slots__ = ("call_id", "item_type", "tool", "arguments", "session_id", "requested_limits")
@@ -260,7 +262,7 @@ class ComputerObligation(_message.Message):
     def __init__(self, acknowledge_safety_checks: _Optional[bool] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("decision_id", "verdict", "reasons", "obligations", "policy_revision", "principal", "shadow_reasons")
+    __slots__ = ("decision_id", "verdict", "reasons", "obligations", "policy_revision", "principal", "shadow_reasons", "shadow_ask_reasons", "approval_id")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +270,8 @@ class Decision(_message.Message):
     POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     SHADOW_REASONS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_ASK_REASONS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     verdict: Verdict
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
@@ -275,4 +279,6 @@ class Decision(_message.Message):
     policy_revision: str
     principal: str
     shadow_reasons: _containers.RepeatedCompositeFieldContainer[Reason]
-    def __init__(self, decision_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., principal: _Optional[str] = ..., shadow_reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ...) -> None: ...
+    shadow_ask_reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    approval_id: str
+    def __init__(self, decision_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., policy_revision: _Optional[str] = ..., principal: _Optional[str] = ..., shadow_reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., shadow_ask_reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., approval_id: _Optional[str] = ...) -> None: ...

@@ -35,7 +35,7 @@ STREAM_STDOUT: Stream
 STREAM_STDERR: Stream
 
 class RunSpec(_message.Message):
-    __slots__ = ("run_id", "tool", "image", "argv", "env", "limits", "network", "runtime", "principal", "session_id", "sandbox", "artifacts")
+    __slots__ = ("run_id", "tool", "image", "argv", "env", "limits", "network", "runtime", "principal", "session_id", "sandbox", "artifacts", "image_digest")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class RunSpec(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     tool: str
     image: str
@@ -67,7 +68,8 @@ class RunSpec(_message.Message):
     session_id: str
     sandbox: _call_pb2.Sandbox
     artifacts: _call_pb2.ArtifactLimits
-    def __init__(self, run_id: _Optional[str] = ..., tool: _Optional[str] = ..., image: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[_call_pb2.Limits, _Mapping]] = ..., network: _Optional[_Union[_call_pb2.Network, _Mapping]] = ..., runtime: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., sandbox: _Optional[_Union[_call_pb2.Sandbox, _Mapping]] = ..., artifacts: _Optional[_Union[_call_pb2.ArtifactLimits, _Mapping]] = ...) -> None: ...
+    image_digest: str
+    def __init__(self, run_id: _Optional[str] = ..., tool: _Optional[str] = ..., image: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[_call_pb2.Limits, _Mapping]] = ..., network: _Optional[_Union[_call_pb2.Network, _Mapping]] = ..., runtime: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., sandbox: _Optional[_Union[_call_pb2.Sandbox, _Mapping]] = ..., artifacts: _Optional[_Union[_call_pb2.ArtifactLimits, _Mapping]] = ..., image_digest: _Optional[str] = ...) -> None: ...
 
 class InputFile(_message.Message):
     __slots__ = ("name", "content")

@@ -5,16 +5,19 @@
 # This package owns the core checks (grant, profile, item type, schema errors,
 # network) and combines them with the deny reasons of airlock.arguments,
 # airlock.egress, airlock.budget, airlock.sandbox, airlock.limits,
-# airlock.computer and, for a call of a dynamic tool (input.tool_definition),
-# airlock.tool_definitions' admission checks. Each reason names the package
+# airlock.computer, airlock.images (the image gate) and, for a call of a
+# dynamic tool (input.tool_definition), airlock.tool_definitions' admission
+# checks. Each reason names the package
 # that made it, so it can be rolled out in shadow mode
 # (data.airlock.config.shadow).
 package airlock
 
+import data.airlock.approvals
 import data.airlock.arguments
 import data.airlock.budget
 import data.airlock.computer
 import data.airlock.egress
+import data.airlock.images
 import data.airlock.limits
 import data.airlock.network
 import data.airlock.sandbox
@@ -27,7 +30,23 @@ default allow := false
 # undefined would fail open. The core checks therefore use `not`: they fire
 # whenever the grant or profile they need is missing, and a missing item_type
 # mismatches.
-allow if count(enforced) == 0
+allow if {
+	runnable
+	count(enforced_asks) == 0
+}
+
+# Ask: nothing denies the call, but an approval rule (airlock.approvals)
+# wants a human to say yes first. Deny beats ask, and ask beats allow. The
+# obligations and the tool entry are those the call runs with once approved.
+default ask := false
+
+ask if {
+	runnable
+	count(enforced_asks) > 0
+}
+
+# No enforced deny: the call runs now (allow) or once approved (ask).
+runnable if count(enforced) == 0
 
 # METADATA
 # title: Decision for one tool call
@@ -38,8 +57,10 @@ allow if count(enforced) == 0
 # entrypoint: true
 decision := {
 	"allow": allow,
+	"ask": ask,
 	"reasons": reasons,
 	"shadow": sort(shadowed),
+	"shadow_asks": sort(shadowed_asks),
 	"obligations": {
 		"limits": limits.effective,
 		"network": network.obligation,
@@ -63,27 +84,29 @@ reasons := [{"code": "allowed", "message": msg}] if {
 	msg := sprintf("tool %q is granted to principal %q", [tools.name, tools.principal_id])
 }
 
-reasons := sort(enforced) if not allow
+reasons := sort(enforced_asks) if ask
 
-# The registry entry only for an allowed call: a denied one must not describe
+reasons := sort(enforced) if not runnable
+
+# The registry entry only for a call that runs (now, or once approved): a denied one must not describe
 # a tool the principal may not even know about.
 default tool := null
 
-tool := tools.entry if allow
+tool := tools.entry if runnable
 
 # Likewise a session sandbox only for a call that runs: a denied call's
 # decision (and audit event) must not claim a sandbox that is kept alive for
 # it. airlock.sandbox cannot decide this itself, since its deny feeds `allow`
 # and no package imports this one.
-sandbox_obligation := sandbox.obligation if allow
+sandbox_obligation := sandbox.obligation if runnable
 
-sandbox_obligation := sandbox.ephemeral if not allow
+sandbox_obligation := sandbox.ephemeral if not runnable
 
 # The same for acknowledging a computer call's pending safety checks: only a
 # call that runs may have them acknowledged on its behalf.
-computer_obligation := computer.obligation if allow
+computer_obligation := computer.obligation if runnable
 
-computer_obligation := computer.none if not allow
+computer_obligation := computer.none if not runnable
 
 # --- Shadow mode -------------------------------------------------------------
 
@@ -94,6 +117,18 @@ enforced contains reason if {
 
 shadowed contains reason if {
 	some reason in deny
+	shadowed_reason(reason)
+}
+
+# Asks are shadowed by the same config: a shadowed ask is reported
+# (shadow_asks; the audit event says would_ask) and the call runs.
+enforced_asks contains reason if {
+	some reason in approvals.ask
+	not shadowed_reason(reason)
+}
+
+shadowed_asks contains reason if {
+	some reason in approvals.ask
 	shadowed_reason(reason)
 }
 
@@ -131,6 +166,8 @@ shadow_selected(reason) if reason.code in shadow_config.codes
 
 deny contains reason if some reason in arguments.deny
 
+deny contains reason if some reason in approvals.deny
+
 deny contains reason if some reason in egress.deny
 
 deny contains reason if some reason in budget.deny
@@ -140,6 +177,8 @@ deny contains reason if some reason in sandbox.deny
 deny contains reason if some reason in limits.deny
 
 deny contains reason if some reason in computer.deny
+
+deny contains reason if some reason in images.deny
 
 # A dynamic tool's admission, re-checked on every call under the current
 # policy (only the checks that concern the definition, not who may define).

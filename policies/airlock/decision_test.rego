@@ -90,8 +90,10 @@ test_allow if {
 		with data.registry.tools as registry
 	d == {
 		"allow": true,
+		"ask": false,
 		"reasons": [{"code": "allowed", "message": `tool "python" is granted to principal "dev-agent"`}],
 		"shadow": [],
+		"shadow_asks": [],
 		"obligations": {
 			"limits": object.union(caps, {"memory_bytes": 268435456, "timeout_ms": 5000}),
 			"network": no_network,

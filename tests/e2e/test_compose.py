@@ -8,7 +8,10 @@ artifact through the gateway from the agent container (the store is a
 volume only the gateway mounts), check what the agent container can and
 cannot reach, verify the audit log with the public key alone, `docker
 compose down`, and find nothing left behind. Then each misconfiguration the
-issue names makes its container fail closed with one clear log line."""
+issue names makes its container fail closed with one clear log line. And the
+deployment pins its sandbox images: a retagged image is refused by the
+deployed executor (image_mismatch), and `airlock deploy rescan` re-signs the
+bundle with Trivy's findings, which the deployed policy then denies."""
 
 from __future__ import annotations
 
@@ -25,9 +28,11 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures import trivydb
 from fixtures.responses import fcall, message
 from fixtures.responses_server import ScriptedResponses, serving
 
+from airlock.cli._images import registry_images
 from airlock.gateway._config import ArtifactS3Config, ArtifactsConfig, load_gateway_config
 
 pytestmark = pytest.mark.e2e
@@ -82,10 +87,13 @@ class Project:
         self.env_file = root / ".env"
         self.prometheus_port = _free_port()
 
-    def init(self) -> None:
-        _run([*AIRLOCK, "deploy", "compose-init", "--state", str(self.state), "--env-file", str(self.env_file)])
+    def init(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        done = _run(
+            [*AIRLOCK, "deploy", "compose-init", "--state", str(self.state), "--env-file", str(self.env_file), *extra]
+        )
         with self.env_file.open("a", encoding="utf-8") as f:
             f.write(f"AIRLOCK_PROMETHEUS_PORT={self.prometheus_port}\n")
+        return done
 
     def compose(self, *args: str, check: bool = True, timeout: float = 300, files: tuple[Path, ...] = ()) -> Any:
         argv = ["docker", "compose", "-p", self.name, "-f", str(COMPOSE_FILE)]
@@ -418,9 +426,20 @@ def test_a_misconfigured_container_fails_closed_with_one_clear_line(project: Pro
         assert p.container(service)["State"]["Health"]["Status"] != "healthy"
 
 
+def _bundle_data(p: Project) -> dict[str, Any]:
+    """The data document of the signed bundle compose-init or a rescan wrote."""
+    import tarfile  # noqa: PLC0415
+
+    with tarfile.open(p.state / "bundles" / "bundle.tar.gz") as tar:
+        member = tar.extractfile("/data.json")
+        assert member is not None
+        doc: dict[str, Any] = json.loads(member.read())
+    return doc
+
+
 def test_compose_init_files_belong_to_their_containers(tmp_path: Path) -> None:
     p = Project(tmp_path, "unused")
-    p.init()
+    first = p.init()
     owners = {
         "agent/agent.token": 10004,
         "gateway/opa.token": 10001,
@@ -463,6 +482,21 @@ def test_compose_init_files_belong_to_their_containers(tmp_path: Path) -> None:
             credentials_file="/etc/airlock/gateway/s3-credentials.yaml",
         ),
     )
+    # The registry's images are pinned by the ids the executor's engine has:
+    # in the gateway's folder (its input.image, the digest it sends) and in
+    # the signed bundle (data.images); an image the engine lacks is named.
+    pins_file = p.state / "gateway" / "images.json"
+    assert pins_file.stat().st_uid == 10001
+    assert pins_file.stat().st_mode & 0o077 == 0
+    pins = json.loads(pins_file.read_text(encoding="utf-8"))
+    for ref in registry_images(REPO / "deploy" / "tool_registry.yaml"):
+        found = _run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], check=False)
+        if found.returncode == 0:
+            assert pins[ref]["digest"] == found.stdout.strip(), ref
+        else:
+            assert ref not in pins
+            assert f"not pinned {ref}: not on the engine" in first.stderr
+    assert _bundle_data(p)["images"] == pins
     # A second run keeps the secrets (a restart must not lock out running agents).
     before = (p.state / "agent" / "agent.token").read_bytes()
     p.init()
@@ -490,3 +524,112 @@ def test_only_the_gateway_mounts_the_artifact_store() -> None:
     assert {name: m for name, m in mounts.items() if m} == {"gateway": [ARTIFACTS]}
     dockerfile = (REPO / "deploy" / "images" / "Dockerfile.daemon").read_text(encoding="utf-8")
     assert ARTIFACTS in dockerfile
+
+
+# -- pinned images in the deployment ---------------------------------------------
+
+#: The tool's image in the pinning test: the sandbox image under the test's own
+#: name, so retagging it disturbs nothing else on the engine.
+PIN_IMAGE = "airlock-test/compose-pin:1"
+SANDBOX = "airlock/sandbox-python:4"
+#: One python call from the agent container, as the agent (its token, the
+#: gateway on loopback), with the client library the agent image installs.
+AGENT_CALL = (
+    "import json, uuid\n"
+    "from airlock.common import wire\n"
+    "from airlock.common.client import GatewayClient\n"
+    "from airlock.v1 import call_pb2\n"
+    "token = open('/etc/airlock/agent/agent.token').read().strip()\n"
+    "call = call_pb2.ToolCall(call_id='call_' + uuid.uuid4().hex[:24], tool='python',\n"
+    "    item_type=wire.ITEM_TYPE_NUMBERS['function_call'], arguments=json.dumps({'code': 'print(6*7)'}))\n"
+    "r = GatewayClient('127.0.0.1:50051', token, timeout_s=60).invoke_call(call)\n"
+    "print(json.dumps({'decision': 'allow' if r.allowed else 'deny', 'outcome': r.outcome, 'stdout': r.stdout,\n"
+    "    'error': r.error, 'reasons': [x.code for x in r.reasons],\n"
+    "    'policy_revision': r.decision.policy_revision if r.decision is not None else ''}))\n"
+)
+
+
+def _image_id(ref: str) -> str:
+    return str(_run(["docker", "image", "inspect", "--format", "{{.Id}}", ref]).stdout.strip())
+
+
+def _trivy_db(out: Path) -> Path:
+    """The fixture vulnerability DB (tests/trivydb): procps is critical."""
+    return trivydb.build_db(out)
+
+
+def _agent_call(p: Project) -> dict[str, Any]:
+    done = p.compose("exec", "-T", "agent", "python", "-c", AGENT_CALL, check=False, timeout=120)
+    assert done.stdout.strip(), done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+@pytest.fixture
+def pinned_project(tmp_path: Path, built: dict[str, str]) -> Iterator[tuple[Project, str]]:
+    del built
+    _run(["docker", "build", "-q", "-t", PIN_IMAGE, "-"], input=f"FROM {SANDBOX}\nLABEL airlock.test=compose-pin\n")
+    shipped = yaml.safe_load((REPO / "deploy" / "tool_registry.yaml").read_text(encoding="utf-8"))
+    registry = tmp_path / "tool_registry.yaml"
+    registry.write_text(
+        yaml.safe_dump({"version": 1, "tools": {"python": {**shipped["tools"]["python"], "image": PIN_IMAGE}}}),
+        encoding="utf-8",
+    )
+    p = Project(tmp_path, f"airlock-test-{uuid.uuid4().hex[:8]}")
+    p.init("--registry", str(registry))
+    try:
+        yield p, _image_id(PIN_IMAGE)
+    finally:
+        p.down()
+        _run(["docker", "rmi", "-f", PIN_IMAGE], check=False)
+
+
+def test_the_deployment_refuses_a_retagged_image_and_a_rescan_reaches_the_policy(
+    pinned_project: tuple[Project, str],
+) -> None:
+    p, pinned = pinned_project
+    pins = json.loads((p.state / "gateway" / "images.json").read_text(encoding="utf-8"))
+    assert pins == {PIN_IMAGE: {"digest": pinned, "scan": None, "size": pins[PIN_IMAGE]["size"]}}
+    assert _bundle_data(p)["images"] == pins
+    p.compose("up", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout=UP_TIMEOUT_S + 60)
+
+    ran = _agent_call(p)
+    assert (ran["decision"], ran["outcome"], ran["stdout"].strip()) == ("allow", "ok", "42"), ran
+
+    # Someone retags the tool's image: the gateway sends the pinned digest,
+    # the deployed executor finds another id and refuses to run it.
+    _run(["docker", "tag", SANDBOX, PIN_IMAGE])
+    try:
+        refused = _agent_call(p)
+    finally:
+        _run(["docker", "tag", pinned, PIN_IMAGE])
+    assert (refused["decision"], refused["outcome"]) == ("allow", "error"), refused
+    assert "image_mismatch" in refused["error"]
+    assert pinned in refused["error"]
+    audited = p.compose("exec", "-T", "gateway", "grep", "-c", "image_mismatch", "/var/lib/airlock/audit/audit.jsonl")
+    assert int(audited.stdout) >= 1
+    # The pinned image back under its name: it runs again.
+    assert _agent_call(p)["outcome"] == "ok"
+
+    # The operator's rescan, on the host: Trivy against the executor's engine,
+    # then the bundle re-signed into the bundle server's folder. OPA takes
+    # it, the gateway reads the scan, and the critical findings deny.
+    db = _trivy_db(p.root / "trivy-db")
+    before = _bundle_data(p)
+    done = _run([*AIRLOCK, "deploy", "rescan", "--state", str(p.state), "--trivy-db", str(db)])
+    (summary,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert (summary["image"], summary["digest"], summary["critical"]) == (PIN_IMAGE, pinned, 2), summary
+    revision = done.stdout.strip().splitlines()[-1].rsplit(" ", 1)[1]
+    after = _bundle_data(p)
+    assert after["images"][PIN_IMAGE]["scan"]["critical"] == 2
+    assert after["images"] != before["images"]
+    assert (p.state / "bundles" / "bundle.tar.gz").stat().st_uid == 10006
+    deadline = time.monotonic() + 30
+    answer: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = _agent_call(p)
+        if answer.get("policy_revision") == revision:
+            break
+        time.sleep(1)
+    assert answer.get("policy_revision") == revision, answer
+    assert (answer["decision"], answer["reasons"]) == ("deny", ["image_vulnerable"]), answer

@@ -16,6 +16,7 @@ makes. A missing tool fails the test, it never skips it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from airlock.cli._opa import authz_policy, opa_config
 from airlock.common import parse_config
 from airlock.executor._config import ExecutorConfig
 from airlock.gateway._config import ArtifactS3Config, ArtifactsConfig, GatewayConfig
+from airlock.gateway._images import IMAGES_FILE, ImagePins
 
 pytestmark = pytest.mark.integration
 
@@ -194,6 +196,8 @@ def test_helm_lint(helm: str) -> None:
             "one gateway per local store",
         ),
         (["--set", "gateway.artifacts.backend=nfs"], "/gateway/artifacts/backend"),
+        # The image pins are the JSON object `airlock images pins` prints, each with a sha256 digest.
+        (["--set", "gateway.imagePins=nope"], "gateway.imagePins: not a JSON object of image pins"),
         (["--set", "gateway.artifacts.quota.maxBytes=0"], "/gateway/artifacts/quota/maxBytes"),
         # backend s3 needs an endpoint and a bucket; plain http only on loopback, as the gateway.
         (["--set", "gateway.artifacts.backend=s3"], "/gateway/artifacts/s3/bucket"),
@@ -507,6 +511,35 @@ def test_agent_sees_nothing_of_the_gateway_or_opa(which: str, request: pytest.Fi
         for v in ("opa-socket", "audit", "artifacts")
     }
     assert users == {"opa-socket": ["gateway", "opa"], "audit": ["gateway"], "artifacts": ["gateway"]}
+
+
+def test_image_pins_reach_the_gateway_beside_its_registry_without_a_restart(
+    default: Render, render: Callable[..., Render], tmp_path: Path
+) -> None:
+    """gateway.imagePins (`airlock images pins`) is images.json in the folder
+    of the gateway's registry, read by the gateway's own ImagePins; it is a
+    ConfigMap of its own, outside the Pod's checksum, so new pins (a
+    rescan's) reach running gateways without restarting the agents."""
+    digest = "sha256:" + "ab" * 32
+    scan = {"critical": 0, "high": 1, "medium": 2, "low": 3, "scanned_at": "2026-01-01T00:00:00Z",
+            "db_updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    pins_file = tmp_path / "pins.json"
+    pins_file.write_text(json.dumps({"airlock/sandbox-python:4": {"digest": digest, "size": 1, "scan": scan}}))
+    pinned = render("--set-file", f"gateway.imagePins={pins_file}")
+    assert json.loads(_config(default, "-image-pins", "images.json")) == {}
+    written = tmp_path / "gateway" / IMAGES_FILE
+    written.parent.mkdir()
+    written.write_text(_config(pinned, "-image-pins", "images.json"))
+    registry = yaml.safe_load(_config(pinned, "-gateway", "gateway.yaml"))["registry"]
+    facts = ImagePins.beside(written.parent / Path(registry).name).facts("airlock/sandbox-python:4")
+    assert facts == {"ref": "airlock/sandbox-python:4", "digest": digest, "scan": scan}
+    pod = _pod(pinned, "Deployment")
+    volume = {v["name"]: v for v in pod["volumes"]}["gateway-config"]
+    names = [s["configMap"]["name"] for s in volume["projected"]["sources"]]
+    assert names == [f"{RELEASE}-airlock-gateway", f"{RELEASE}-airlock-image-pins"]
+    assert _mounters(pod, "gateway-config") == {"gateway": str(Path(registry).parent)}
+    annotations = _one(pinned, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == _one(default, "Deployment")["spec"]["template"]["metadata"]["annotations"]
 
 
 def _mounters(pod: dict[str, Any], volume: str) -> dict[str, str]:

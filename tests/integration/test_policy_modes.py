@@ -127,3 +127,43 @@ def test_offline_decide_needs_no_gateway(tmp_path: Path) -> None:
     doc = json.loads(allowed.stdout)
     assert doc["obligations"]["limits"]["memory_bytes"] == 256 * 1024 * 1024
     assert doc["policy_revision"]
+
+
+def test_offline_decide_gives_the_policy_the_image_pins(tmp_path: Path) -> None:
+    """As the gateway would: the tool image's pin and last scan from the
+    home's images/ (docs/images.md) are input.image, and the bundle the
+    decision names carries them as data.images (same revision as a bundle
+    `policy build --pins` signs with them)."""
+    from airlock.cli._images import Record, digest_dir, policy_data, write_records  # noqa: PLC0415
+
+    image = yaml.safe_load((REPO / "deploy" / "tool_registry.yaml").read_text())["tools"]["python"]["image"]
+    digest = "sha256:" + "c" * 64
+    write_records(tmp_path, {image: Record(image, digest, 1, "2026-01-01T00:00:00Z")})
+    scan = {"critical": 1, "high": 0, "medium": 0, "low": 0, "unknown": 0,
+            "scanned_at": "2026-01-01T00:00:00Z", "db_updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    digest_dir(tmp_path, digest).mkdir(parents=True)
+    (digest_dir(tmp_path, digest) / "scan.json").write_text(json.dumps(scan))
+    env = {**os.environ, "AIRLOCK_HOME": str(tmp_path)}  # no stack here
+    proc = subprocess.run(
+        [sys.executable, "-m", "airlock.cli", "decide", "python", '{"code": "print(1)"}'],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert [r["code"] for r in out["reasons"]] == ["image_vulnerable"]
+    assert out["input"]["image"] == {
+        "ref": image,
+        "digest": digest,
+        "scan": {k: v for k, v in scan.items() if k != "unknown"},
+    }
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps(policy_data(tmp_path)))
+    key = tmp_path / "signing.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(key)], capture_output=True, check=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "airlock.cli", "policy", "build", "--signing-key", str(key), "--pins", str(pins),
+         "--out", str(tmp_path / "bundle.tar.gz")],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.split()[3] == out["policy_revision"]

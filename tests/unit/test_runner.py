@@ -33,6 +33,7 @@ from airlock.executor.egress.network import EgressNetwork
 
 CID = "c0ffee"
 IMAGE = "img:1"
+FAKE_IMAGE_ID = "sha256:" + "ab" * 32
 
 
 class FakeRuntime:
@@ -112,6 +113,10 @@ class FakeRuntime:
     def list_managed(self, instance: str) -> list[str]:
         self._call("list_managed", instance)
         return list(self.leftovers)
+
+    def image_id(self, image: str) -> str:
+        self._call("image_id", image)
+        return FAKE_IMAGE_ID
 
 
 class Emitted:
@@ -569,6 +574,31 @@ def test_only_images_the_registry_names_run(prom: CollectorRegistry, tmp_path: P
         with pytest.raises(RunRefused) as info:
             _run(FakeRuntime(), CollectorRegistry(), _spec(image=image), registry_file=str(registry), allowed_images=())
         assert info.value.code == "image_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("digest", "expected"),
+    [
+        ("", "ok"),  # not pinned: any id runs
+        (FAKE_IMAGE_ID, "ok"),
+        ("sha256:" + "cd" * 32, "image_mismatch"),  # retagged since the decision
+    ],
+)
+def test_a_pinned_image_runs_only_with_its_digest(prom: CollectorRegistry, digest: str, expected: str) -> None:
+    runtime = FakeRuntime()
+    if expected == "image_mismatch":
+        with pytest.raises(RunRefused, match=f"not {digest}") as info:
+            _run(runtime, prom, _spec(image_digest=digest))
+        assert info.value.code == expected
+        assert _value(prom, "airlock_executor_refused_runs_total", reason="image_mismatch") == 1
+        assert runtime.names() == ["image_id"]  # nothing was created
+        return
+    result, _ = _run(runtime, prom, _spec(image_digest=digest))
+    assert result.outcome == expected
+    assert ("image_id" in runtime.names()) == bool(digest)
+    # The container is made from the pinned id itself, not the tag.
+    (created,) = runtime.created
+    assert created["image"] == (digest or IMAGE)
 
 
 def test_the_registry_is_reread_when_it_changes(prom: CollectorRegistry, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """executor.sandboxes (SessionTable, WarmPool) when the caller goes away: a
 Run cancelled mid-start, mid-claim, mid-check or mid-removal leaves no
 container behind, no address held by nobody, no session stuck busy, and a
-start still in flight counts against the session limits. A fake factory
-whose blocking calls wait on gates stands in for Docker."""
+start still in flight counts against the session limits. Also: a pinned
+call gets only a container of its digest. A fake factory whose blocking
+calls wait on gates stands in for Docker."""
 
 from __future__ import annotations
 
@@ -58,8 +59,10 @@ class FakeFactory:
         self.removing = Gate()
         self.made: list[str] = []
         self.removed: list[str] = []
+        #: What an unpinned start makes its container from (the tag's id now).
+        self.image_id = "sha256:aa"
 
-    def start(self, cls: ContainerClass, kind: str, *, egress_address: str = "") -> Sandbox:
+    def start(self, cls: ContainerClass, kind: str, *, egress_address: str = "", image_id: str = "") -> Sandbox:
         self.starting.pass_through()
         container_id = f"{kind}-{len(self.made)}"
         self.made.append(container_id)
@@ -73,6 +76,7 @@ class FakeFactory:
             config_digest=config_digest(INSPECT),
             created=time.monotonic(),
             egress_address=egress_address,
+            image_id=image_id or self.image_id,
         )
 
     def inspect(self, container_id: str) -> Mapping[str, Any] | None:
@@ -345,5 +349,60 @@ def test_refills_wait_for_running_calls_unless_a_shelf_is_empty() -> None:
             await pool.maintain()
             await _until(lambda: len(factory.made) == 5)  # an empty shelf: at once
         await pool.close()
+
+    asyncio.run(scenario())
+
+
+# -- pinned calls ---------------------------------------------------------------
+
+
+def test_a_pinned_claim_takes_only_a_container_of_its_digest() -> None:
+    """A pool container made from another id (before a retag) is replaced as
+    stale for a pinned call, never handed out; a miss starts the call's own
+    container from the digest (docs/images.md)."""
+    factory, metrics = FakeFactory(), FakePoolMetrics()
+    limits = PoolLimits(size=1, max_classes=1, max_starting=1, max_idle_s=600, class_ttl_s=600, check_interval_s=600)
+    pool = WarmPool(limits, factory, metrics)
+
+    async def scenario() -> None:
+        pool.want(CLS)
+        await pool.maintain()
+        await _until(lambda: pool.idle == 1)
+        claim = await pool.claim(CLS, "sha256:bb")
+        assert claim.sandbox is None
+        assert metrics.replacements == ["stale"]
+        await _until(lambda: factory.running == [])
+        await pool.maintain()
+        await _until(lambda: pool.idle == 1)
+        claim = await pool.claim(CLS, "sha256:aa")
+        assert claim.sandbox is not None
+        assert claim.sandbox.image_id == "sha256:aa"
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_session_of_another_digest_is_drained_and_started_from_the_pin() -> None:
+    factory, addresses = FakeFactory(), FakeAddresses()
+    metrics = FakeSessionMetrics()
+    table, _ = _table(factory, addresses, metrics=metrics)
+    alice = SessionKey("alice", "s1", CLS)
+
+    async def scenario() -> None:
+        first = await table.acquire(alice, 60, 60, "sha256:aa")
+        table.release(first.session)
+        assert first.session.sandbox.image_id == "sha256:aa"
+        # The same digest: the same sandbox.
+        again = await table.acquire(alice, 60, 60, "sha256:aa")
+        table.release(again.session)
+        assert again.session is first.session
+        # The pin moved: that sandbox ends, one of the new digest starts.
+        moved = await table.acquire(alice, 60, 60, "sha256:bb")
+        table.release(moved.session)
+        assert moved.started
+        assert moved.session.sandbox.image_id == "sha256:bb"
+        assert metrics.ended == ["drained"]
+        assert factory.running == [moved.session.sandbox.container_id]
+        await table.close()
 
     asyncio.run(scenario())

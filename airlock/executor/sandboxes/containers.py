@@ -26,7 +26,11 @@ running with the same PID 1 and start time, no exec running, the same
 configuration (a ``docker update`` or ``pause`` from outside shows), only
 the keeper's processes, and built from what would be used now (its
 fingerprint: the image's id, the registry entries naming the image, the
-seccomp profile and the hardening options).
+seccomp profile and the hardening options). A container is created from
+its image's id, resolved once (the pinned digest, for a call that has one),
+never from the tag: a retag cannot slip another image in between the
+fingerprint and the create, and a pinned call is handed only a container of
+its digest (Sandbox.image_id).
 """
 
 from __future__ import annotations
@@ -189,6 +193,10 @@ class Sandbox:
     created_unix: float = field(default_factory=time.time)
     egress_address: str = ""
     """Its fixed address on the egress network ("" without egress)."""
+    image_id: str = ""
+    """The engine id it was created from (not the tag; its inspect's
+    ``Image``, which config_digest covers): what a pinned call compares
+    with its RunSpec.image_digest before using it."""
 
 
 def config_digest(inspect: Mapping[str, Any]) -> str:
@@ -245,7 +253,10 @@ class Fingerprints:
         self._registry_digest = registry_digest
         self._hardening = hardening
 
-    def of(self, cls: ContainerClass) -> str:
-        """Blocking: asks the engine for the image's id."""
-        parts = [self._image_id(cls.image), self._registry_digest(cls.image), self._hardening, cls.label]
+    def of(self, cls: ContainerClass, image_id: str = "") -> str:
+        """Blocking: asks the engine for the image's id, unless given the id
+        a container is being created from (the same id for both, so a retag
+        in between cannot make a container and its fingerprint disagree)."""
+        image_id = image_id or self._image_id(cls.image)
+        parts = [image_id, self._registry_digest(cls.image), self._hardening, cls.label]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]

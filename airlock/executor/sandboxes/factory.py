@@ -82,9 +82,18 @@ class DockerSandboxes:
         fingerprint: str,
         egress: EgressAttachment | None,
         lifetime_ms: int | None = None,
+        image_id: str = "",
     ) -> dict[str, Any]:
         limits = cls.limits(self._ceilings, lifetime_ms or self._lifetime_ms)
-        spec = RunSpec(run_id=sandbox_id, tool="", image=cls.image, argv=cls.keeper_argv, runtime=cls.runtime)
+        # image_digest: container_options creates from the id, not the tag.
+        spec = RunSpec(
+            run_id=sandbox_id,
+            tool="",
+            image=cls.image,
+            image_digest=image_id,
+            argv=cls.keeper_argv,
+            runtime=cls.runtime,
+        )
         keeper = Keeper(
             sandbox_id=sandbox_id,
             kind=kind,
@@ -99,19 +108,28 @@ class DockerSandboxes:
         return self._fingerprints.of(cls)
 
     def start(
-        self, cls: ContainerClass, kind: str, *, egress_address: str = "", lifetime_ms: int | None = None
+        self,
+        cls: ContainerClass,
+        kind: str,
+        *,
+        egress_address: str = "",
+        lifetime_ms: int | None = None,
+        image_id: str = "",
     ) -> Sandbox:
         """Starts one (kind "pool", "session", or "call": made for one call
         that needs /inputs or /outputs and removed after it, living at most
-        ``lifetime_ms``)."""
+        ``lifetime_ms``), from ``image_id`` (a pinned call's digest) or else
+        from the id the class's tag names now, resolved once: the container
+        and its fingerprint are of the same image whatever a retag does."""
         sandbox_id = new_sandbox_id()
-        fingerprint = self.fingerprint(cls)
+        image_id = image_id or self._runtime.image_id(cls.image)
+        fingerprint = self._fingerprints.of(cls, image_id)
         attachment = None
         if egress_address:
             if self._egress is None:
                 raise RuntimeError("no egress network to attach to")
             attachment = self._egress(egress_address)
-        options = self._options(cls, sandbox_id, kind, fingerprint, attachment, lifetime_ms)
+        options = self._options(cls, sandbox_id, kind, fingerprint, attachment, lifetime_ms, image_id)
         container_id = self._runtime.create(options)
         try:
             self._runtime.start(container_id)
@@ -123,6 +141,11 @@ class DockerSandboxes:
         if inspect is None or not state.get("Running"):
             self._runtime.remove(container_id)
             raise RuntimeError(f"sandbox container {container_id[:12]} did not stay running")
+        if inspect.get("Image") != image_id:
+            # The engine made it from something else than asked: never used.
+            self._runtime.remove(container_id)
+            found = inspect.get("Image")
+            raise RuntimeError(f"sandbox container {container_id[:12]} is of image {found}, not {image_id}")
         return Sandbox(
             sandbox_id=sandbox_id,
             container_id=container_id,
@@ -133,6 +156,7 @@ class DockerSandboxes:
             config_digest=config_digest(inspect),
             created=time.monotonic(),
             egress_address=egress_address,
+            image_id=image_id,
         )
 
     def inspect(self, container_id: str) -> Mapping[str, Any] | None:

@@ -116,8 +116,10 @@ class WarmPool:
 
     # -- claiming -------------------------------------------------------------
 
-    async def claim(self, cls: ContainerClass) -> Claim:
-        """An idle, checked container of this class, or none (a miss)."""
+    async def claim(self, cls: ContainerClass, image_id: str = "") -> Claim:
+        """An idle, checked container of this class, or none (a miss). With
+        ``image_id`` (a pinned call's digest) only a container created from
+        that id: one of another (made before a retag) is replaced as stale."""
         t0 = time.monotonic()
         shelf = self._want(cls)
         shelf.claimed = self._clock()
@@ -133,6 +135,8 @@ class WarmPool:
             except asyncio.CancelledError:
                 self._spawn(self._drop_after(checking, candidate))
                 raise
+            if cause is None and image_id and candidate.image_id != image_id:
+                cause = "stale"
             if cause is None:
                 sandbox = candidate
                 break

@@ -58,7 +58,7 @@ class SessionLimits:
 class SessionFactory(Protocol):
     """Blocking calls, made from worker threads."""
 
-    def start(self, cls: ContainerClass, kind: str, *, egress_address: str = "") -> Sandbox: ...
+    def start(self, cls: ContainerClass, kind: str, *, egress_address: str = "", image_id: str = "") -> Sandbox: ...
     def inspect(self, container_id: str) -> Mapping[str, Any] | None: ...
     def fingerprint(self, cls: ContainerClass) -> str: ...
     def remove(self, container_id: str) -> None: ...
@@ -149,12 +149,18 @@ class SessionTable:
 
     # -- calls ----------------------------------------------------------------
 
-    async def acquire(self, key: SessionKey, idle_ttl_s: float, max_lifetime_s: float) -> Acquired:
+    async def acquire(self, key: SessionKey, idle_ttl_s: float, max_lifetime_s: float, image_id: str = "") -> Acquired:
         """The key's live sandbox, or a new one (a pool claim when there is no
-        network, else a cold start). The caller holds ``session.lock`` for
-        its call and calls release() after. Raises RunRefused(session_limit)."""
+        network, else a cold start). With ``image_id`` (a pinned call's
+        digest) the sandbox is one created from that id: a live one of
+        another id (the pin moved) ends as drained and a new one starts. The
+        caller holds ``session.lock`` for its call and calls release() after.
+        Raises RunRefused(session_limit)."""
         while True:
             session = self._live.get(key)
+            if session is not None and not session.ended and image_id and session.sandbox.image_id != image_id:
+                await self.end(session, "drained")
+                continue
             if session is not None and not session.ended:
                 session.busy += 1
                 try:
@@ -174,7 +180,7 @@ class SessionTable:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(pending)
                 continue
-            return await self._create(key, idle_ttl_s, max_lifetime_s)
+            return await self._create(key, idle_ttl_s, max_lifetime_s, image_id)
 
     def release(self, session: Session, *, ran: bool = True) -> None:
         session.busy -= 1
@@ -204,7 +210,7 @@ class SessionTable:
             return "drained"
         return None if cause is None else "error"
 
-    async def _create(self, key: SessionKey, idle_ttl_s: float, max_lifetime_s: float) -> Acquired:
+    async def _create(self, key: SessionKey, idle_ttl_s: float, max_lifetime_s: float, image_id: str) -> Acquired:
         if self._closed:
             raise RunRefused("session_limit", "the executor is shutting down")
         mine = sum(1 for k in (*self._live, *self._creating) if k.principal == key.principal)
@@ -223,7 +229,7 @@ class SessionTable:
         # the worker thread that makes the container, so the task sees the
         # start through, and the key stays in _creating (counted against both
         # limits) until its container is either live or removed.
-        start = self._spawn(self._start(key))
+        start = self._spawn(self._start(key, image_id))
         try:
             sandbox, pool_hit, claim_ms = await asyncio.shield(start)
         except asyncio.CancelledError:
@@ -282,10 +288,10 @@ class SessionTable:
         if sandbox.egress_address and self._addresses is not None:
             self._addresses.release(sandbox.egress_address)
 
-    async def _start(self, key: SessionKey) -> tuple[Sandbox, bool, int]:
+    async def _start(self, key: SessionKey, image_id: str) -> tuple[Sandbox, bool, int]:
         # A desktop's keeper is not the pool's `sleep infinity`: it is always made fresh.
         if not key.network and not key.cls.desktop and self._pool is not None:
-            claim = await self._pool.claim(key.cls)
+            claim = await self._pool.claim(key.cls, image_id)
             if claim.sandbox is not None:
                 return claim.sandbox, True, claim.claim_ms
         t0 = time.monotonic()
@@ -295,7 +301,9 @@ class SessionTable:
                 raise RunRefused("egress_unavailable", "egress was granted but this executor has no egress network")
             address = self._addresses.reserve(desktop=bool(key.cls.desktop))
         try:
-            sandbox = await asyncio.to_thread(self._factory.start, key.cls, "session", egress_address=address)
+            sandbox = await asyncio.to_thread(
+                self._factory.start, key.cls, "session", egress_address=address, image_id=image_id
+            )
         except Exception:
             # The start failed and its thread is done (factory.start removes
             # what it made). Not on cancellation: the thread may still be

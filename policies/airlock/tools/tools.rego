@@ -36,7 +36,10 @@ builtins := {"define_tool"}
 available contains tool if {
 	some tool in granted
 	not tool in builtins
-	tool in object.keys(data.registry.tools)
+
+	# A lookup, not `in object.keys(...)`: that builds the set of every
+	# registry name once per granted tool, on every decision.
+	data.registry.tools[tool]
 }
 
 # What ListTools shows: the available tools plus the granted built-ins.
