@@ -56,34 +56,35 @@ def tool(name: str) -> str:
     return found
 
 
-def ghz(address: str, token: str, concurrency: int, calls: int) -> dict[str, float]:
+def ghz_argv(address: str, token: str, call_id: str, *load: str) -> list[str]:
+    """ghz driving Decide for an allowed python call; ``load`` says how much
+    (-c, -n or -z, -r) and where the JSON report goes."""
     data = {
-        "call": {"call_id": "bench", "item_type": "ITEM_TYPE_FUNCTION_CALL", "tool": "python", "arguments": ARGUMENTS}
+        "call": {"call_id": call_id, "item_type": "ITEM_TYPE_FUNCTION_CALL", "tool": "python", "arguments": ARGUMENTS}
     }
+    return [
+        tool("ghz"),
+        "--insecure",
+        "--proto",
+        str(REPO / "proto/airlock/v1/gateway.proto"),
+        "--import-paths",
+        str(REPO / "proto"),
+        "--call",
+        "airlock.v1.GatewayService.Decide",
+        "-d",
+        json.dumps(data),
+        "-m",
+        json.dumps({"authorization": f"Bearer {token}"}),
+        "-O",
+        "json",
+        *load,
+        address,
+    ]
+
+
+def ghz(address: str, token: str, concurrency: int, calls: int) -> dict[str, float]:
     out = subprocess.run(
-        [
-            tool("ghz"),
-            "--insecure",
-            "--proto",
-            str(REPO / "proto/airlock/v1/gateway.proto"),
-            "--import-paths",
-            str(REPO / "proto"),
-            "--call",
-            "airlock.v1.GatewayService.Decide",
-            "-d",
-            json.dumps(data),
-            "-m",
-            json.dumps({"authorization": f"Bearer {token}"}),
-            "-c",
-            str(concurrency),
-            "-n",
-            str(calls),
-            "--timeout",
-            "10s",
-            "-O",
-            "json",
-            address,
-        ],
+        ghz_argv(address, token, "bench", "-c", str(concurrency), "-n", str(calls), "--timeout", "10s"),
         check=True,
         capture_output=True,
         text=True,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pwd
 import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -244,3 +246,21 @@ def make_certs(folder: Path, server_san: str = "DNS:localhost,IP:127.0.0.1") -> 
     leaf("agent-cn", CERT_AGENT_URI, "ca", "DNS:agent-mtls")
     leaf("rogue", "agent-mtls", "rogue-ca", f"URI:{CERT_AGENT_URI}")
     return folder
+
+
+def run_as(user: str, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Python code as ``user``, with no supplementary groups, from /: what a
+    process of that trust domain can do."""
+    pw = pwd.getpwnam(user)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        user=pw.pw_uid,
+        group=pw.pw_gid,
+        extra_groups=[],
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -15,8 +15,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +30,7 @@ from helpers import (
     decision_from_error,
     make_gateway_config,
     new_home,
+    run_as,
     scrape,
     start_daemon,
     stop_daemon,
@@ -197,23 +196,6 @@ def test_redis_down_denies_budget_unavailable_and_calls_come_back(
             time.sleep(0.2)
         assert back.verdict == call_pb2.VERDICT_ALLOW, [r.code for r in back.reasons]
     assert invoke(stack, gateways[1], session, "back-invoke").verdict == call_pb2.VERDICT_ALLOW
-
-
-def run_as(user: str, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Python code as ``user``, with no supplementary groups, from /."""
-    pw = pwd.getpwnam(user)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        user=pw.pw_uid,
-        group=pw.pw_gid,
-        extra_groups=[],
-        cwd="/",
-        env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_the_agent_uid_cannot_use_redis(redis_server: RedisServer) -> None:

@@ -14,14 +14,13 @@ import pwd
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from helpers import REPO, Stack, auth, new_home, start_stack, stop_stack, tool_call
+from helpers import REPO, Stack, auth, new_home, run_as, start_stack, stop_stack, tool_call
 
 from airlock.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -41,23 +40,6 @@ def tstack() -> Iterator[tuple[Stack, Path]]:
     code, out = stop_stack(s)
     assert code == 0, out
     shutil.rmtree(policies, ignore_errors=True)
-
-
-def run_as(user: str, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Runs Python code as ``user`` (no supplementary groups), from a neutral folder."""
-    pw = pwd.getpwnam(user)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        user=pw.pw_uid,
-        group=pw.pw_gid,
-        extra_groups=[],
-        cwd="/",
-        env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _uid(pid: int) -> int:
